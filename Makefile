@@ -1,0 +1,49 @@
+# last-nnx: every target sets up .venv on first use (Python 3.11, `pip install -e .[dev]`).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+TASK ?= listops
+MODEL ?= s5
+PRESET ?=
+WORKDIR ?= runs/$(TASK)-$(MODEL)$(if $(PRESET),-$(subst $(comma),-,$(PRESET)))
+ARGS ?=
+comma := ,
+# With no TASK on the command line, `make train` runs the quick ListOps demo (pruning included).
+ifeq ($(origin TASK),file)
+  TRAIN_PRESET := demo
+else
+  TRAIN_PRESET := $(PRESET)
+endif
+CONFIG_ARG := $(MODEL)$(if $(TRAIN_PRESET),$(comma)$(TRAIN_PRESET))
+
+.PHONY: venv test test-all train sweep bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+train: $(STAMP)
+	$(PY) -m last_nnx.train --config experiments/configs/$(TASK).py:$(CONFIG_ARG) \
+	  --workdir $(WORKDIR) $(ARGS)
+
+sweep: $(STAMP)
+	$(PY) -m last_nnx.sweep --workdir $(WORKDIR) $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m last_nnx.bench --out bench $(ARGS)
+
+clean:
+	rm -rf runs bench/results.json
