@@ -1,0 +1,13 @@
+"""Diagonal SSM layers. Each implements `PrunableSSM` (see `base.py`)."""
+
+from last_nnx.ssm.base import (DiagonalSSM, PrunableSSM, StateMask, StateModes,
+                               find_prunable_layers)
+from last_nnx.ssm.registry import make_ssm, register_ssm, registered_ssms
+from last_nnx.ssm.s4d import S4D
+from last_nnx.ssm.s5 import S5
+
+register_ssm("s5")(S5)
+register_ssm("s4d")(S4D)
+
+__all__ = ["DiagonalSSM", "PrunableSSM", "StateMask", "StateModes", "S4D", "S5",
+           "find_prunable_layers", "make_ssm", "register_ssm", "registered_ssms"]

@@ -1,0 +1,209 @@
+"""The `PrunableSSM` protocol: the one extension point of the pruning engine.
+
+A diagonal state space layer is a sum of one-state subsystems. After
+discretization, stored state ``i`` has a pole ``lam_i`` (complex, ``|lam_i| < 1``
+for a stable layer), an input row ``B_i`` (its row of ``B_bar``) and an output
+column ``C_i`` (its column of ``C_tilde``; one per direction when the layer is
+bidirectional). Everything the pruning engine, the regularizers and the
+diagnostics need is derived from those three arrays, which a layer exposes via
+:meth:`PrunableSSM.state_modes`.
+
+Conventions
+-----------
+* **State slots.** A layer stores its states in an array of shape
+  ``state_shape``: ``(P,)`` for a MIMO layer (S5) or ``(H, N)`` for a multi-SISO
+  layer (S4D: channel ``h`` owns states ``(h, 0..N-1)``). ``state_modes()``
+  flattens the slots row-major, so a flat index ``s`` refers to slot
+  ``np.unravel_index(s, state_shape)``.
+* **Conjugate symmetry.** With ``conj_sym=True`` a stored state stands for a
+  conjugate pair ``(lam, conj(lam))`` and the layer outputs ``2 Re(C x)``. The
+  pair is pruned as a unit, and it counts as **one** state of a pruning ratio
+  (a layer with all-paired states has the same ratio either way, up to the
+  rounding of ``floor``). Scores are computed on the complex one-state
+  subsystem ``G_i(z) = C_i B_i / (z - lam_i)``; for a pole away from the real
+  axis its H-infinity norm equals that of the real pair system (the peak comes
+  from one mode).
+* **Validity.** Every layer owns a :class:`StateMask` (shape ``state_shape``,
+  1 = live, 0 = pruned). Masked pruning writes zeros into it; compaction may
+  leave padding slots (a multi-SISO layer pads ragged channels to the longest
+  one), which are also 0. ``StateModes.valid`` exposes it; the engine ignores
+  invalid slots.
+"""
+
+import dataclasses
+from typing import Callable, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+class StateMask(nnx.Variable):
+  """Per-slot liveness mask (1.0 live, 0.0 pruned or padding); not trained."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StateModes:
+  """The discretized one-state subsystems of a diagonal SSM layer.
+
+  Attributes:
+    poles: ``(S,)`` complex64, discretized poles ``lam_i``.
+    B: ``(S, H_in)`` complex64, input rows of ``B_bar`` (``H_in = 1`` for a
+      multi-SISO layer, whose state feeds the single channel ``channel[i]``).
+    C: ``(D, H_out, S)`` complex64, output columns; ``D = 2`` when
+      bidirectional (forward, backward), else 1. ``H_out = 1`` for multi-SISO.
+    valid: ``(S,)`` bool, live slots (see the module docstring).
+    channel: ``(S,)`` int32 channel of each state for a multi-SISO layer, or
+      None for a MIMO layer.
+    output_scale: 2.0 when each stored state is a conjugate pair (the layer
+      outputs ``2 Re(C x)``), else 1.0 (``Re(C x)``).
+    feedthrough: ``(H,)`` float32 skip term ``D`` (``y += D * u``), or None.
+  """
+
+  poles: jax.Array
+  B: jax.Array
+  C: jax.Array
+  valid: jax.Array
+  channel: jax.Array | None = None
+  output_scale: float = 1.0
+  feedthrough: jax.Array | None = None
+
+  @property
+  def num_slots(self) -> int:
+    return int(self.poles.shape[0])
+
+  @property
+  def bidirectional(self) -> bool:
+    return int(self.C.shape[0]) == 2
+
+
+@runtime_checkable
+class PrunableSSM(Protocol):
+  """What a layer implements so that all of pruning and training work on it.
+
+  Subclassing :class:`DiagonalSSM` gives ``mask_states`` and ``prune_states``
+  for free; a layer then only declares its state-carrying parameters and
+  implements ``state_modes`` and ``__call__``.
+  """
+
+  state_mask: StateMask
+
+  @property
+  def state_shape(self) -> tuple[int, ...]:
+    """Shape of the state slots: ``(P,)`` or ``(H, N)``."""
+    ...
+
+  def state_modes(self) -> StateModes:
+    """Discretized one-state subsystems, flattened over ``state_shape``."""
+    ...
+
+  def mask_states(self, keep: np.ndarray) -> None:
+    """Zeroes the slots where ``keep`` (bool, ``(S,)``) is False; shapes kept."""
+    ...
+
+  def prune_states(self, keep: np.ndarray) -> dict[str, Callable[[jax.Array], jax.Array]]:
+    """Physically removes the slots where ``keep`` is False.
+
+    Returns, per state-carrying parameter name, the function that maps an
+    array shaped like that parameter (before pruning) to its pruned shape, so
+    the caller can apply the same surgery to optimizer moments.
+    """
+    ...
+
+
+def compaction_index(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Gather index for ragged compaction of the last state axis.
+
+  Args:
+    keep: bool array of shape ``state_shape`` (``(N,)`` or ``(G, N)``).
+
+  Returns:
+    ``(index, mask)``, both shaped ``(..., N')`` with ``N' = max(1, max kept
+    per group)``: ``index`` int32 lists each group's kept slots in order, padded
+    with the group's first kept slot (or 0); ``mask`` float32 is 1 on real
+    entries and 0 on padding.
+  """
+  keep = np.asarray(keep, dtype=bool)
+  groups = keep.reshape(-1, keep.shape[-1])
+  counts = groups.sum(axis=1)
+  width = max(1, int(counts.max(initial=0)))
+  index = np.zeros((groups.shape[0], width), dtype=np.int32)
+  mask = np.zeros((groups.shape[0], width), dtype=np.float32)
+  for g, row in enumerate(groups):
+    kept = np.flatnonzero(row)
+    index[g, : len(kept)] = kept
+    index[g, len(kept):] = kept[0] if len(kept) else 0
+    mask[g, : len(kept)] = 1.0
+  out_shape = keep.shape[:-1] + (width,)
+  return index.reshape(out_shape), mask.reshape(out_shape)
+
+
+def gather_states(array: jax.Array, index: np.ndarray, axis: int) -> jax.Array:
+  """Gathers ``index`` (shape ``state_shape'``) from the state axes of ``array``.
+
+  The state axes of ``array`` are the ``index.ndim`` consecutive axes starting
+  at ``axis``; for two state axes ``(G, N)`` the gather is ragged per group.
+  """
+  n = index.ndim
+  moved = jnp.moveaxis(array, tuple(range(axis, axis + n)), tuple(range(n)))
+  if n == 1:
+    out = moved[index]
+  elif n == 2:
+    out = moved[np.arange(index.shape[0])[:, None], index]
+  else:
+    raise ValueError(f"at most two state axes are supported, got {n}")
+  return jnp.moveaxis(out, tuple(range(n)), tuple(range(axis, axis + n)))
+
+
+class DiagonalSSM(nnx.Module):
+  """Base class implementing masking and compaction for diagonal SSM layers.
+
+  Subclasses set ``self.state_mask = StateMask(ones(state_shape))`` and list
+  their state-carrying parameters in ``STATE_AXES``: attribute name -> the
+  first of that parameter's state axes (the state axes are consecutive and
+  have the layout of ``state_shape``). ``mask_states``/``prune_states`` then
+  work without further code.
+  """
+
+  STATE_AXES: dict[str, int] = {}
+  state_mask: StateMask
+
+  @property
+  def state_shape(self) -> tuple[int, ...]:
+    return tuple(self.state_mask.shape)
+
+  def _check_keep(self, keep) -> np.ndarray:
+    keep = np.asarray(keep, dtype=bool)
+    size = int(np.prod(self.state_shape))
+    if keep.shape != (size,) and keep.shape != self.state_shape:
+      raise ValueError(
+          f"{type(self).__name__}: keep has shape {keep.shape}, expected ({size},) "
+          f"(flattened slots of state_shape {self.state_shape})")
+    return keep.reshape(self.state_shape)
+
+  def mask_states(self, keep) -> None:
+    keep = self._check_keep(keep)
+    self.state_mask.set_value(self.state_mask.get_value() * jnp.asarray(keep, jnp.float32))
+
+  def prune_states(self, keep) -> dict[str, Callable[[jax.Array], jax.Array]]:
+    keep = self._check_keep(keep) & (np.asarray(self.state_mask.get_value()) > 0)
+    index, new_mask = compaction_index(keep)
+    transforms = {
+        name: (lambda a, ax=axis: gather_states(a, index, ax))
+        for name, axis in self.STATE_AXES.items()
+    }
+    for name, fn in transforms.items():
+      var = getattr(self, name)
+      var.set_value(fn(var.get_value()))
+    self.state_mask.set_value(jnp.asarray(new_mask))
+    return transforms
+
+
+def find_prunable_layers(module: nnx.Module) -> dict[str, PrunableSSM]:
+  """All `PrunableSSM` submodules of ``module``, keyed by dotted path."""
+  layers = {}
+  for path, node in nnx.iter_graph(module):
+    if isinstance(node, nnx.Module) and isinstance(node, PrunableSSM) and path:
+      layers[".".join(str(p) for p in path)] = node
+  return layers

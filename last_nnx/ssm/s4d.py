@@ -1,0 +1,117 @@
+"""S4D: H independent diagonal SISO systems (Gu, Gupta, Goel, Re, 2022).
+
+Channel ``h`` owns ``n`` stored states (each a conjugate pair):
+``x_t = lam_bar[h] * x_{t-1} + B_bar[h] u_t[h]``,
+``y_t[h] = 2 Re(C[h] . x_t) + D[h] u_t[h]``. The layer computes the length-L
+convolution kernel ``K[h, l] = 2 Re(sum_n C B_bar lam_bar^l)`` (a Vandermonde
+product) and applies it by FFT: O(H n L + H L log L) per sequence, and, unlike
+a scan, no ``(B, L, H, n)`` state tensor.
+
+Pruning is ragged: channels keep different numbers of states; the compact form
+pads every channel to the longest one and masks the padding.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from last_nnx.ssm import hippo
+from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
+from last_nnx.ssm.discretize import discretize
+from last_nnx.ssm.s5 import _as_complex
+
+
+def _vandermonde_kernel(lam_bar: jax.Array, cb: jax.Array, length: int) -> jax.Array:
+  """``K[h, l] = Re(sum_n cb[h, n] lam_bar[h, n]^l)``, ``(H, length)`` float32."""
+  log_lam = jnp.log(lam_bar)
+  powers = jnp.exp(log_lam[..., None] * jnp.arange(length))
+  return jnp.einsum("hn,hnl->hl", cb, powers).real
+
+
+class S4D(DiagonalSSM):
+  """The S4D layer (multi-SISO diagonal SSM).
+
+  Args:
+    d_model: number of channels H.
+    state_size: full state size N per channel (stores N/2 conjugate pairs).
+    init: ``'inv'`` (S4D-Inv) or ``'lin'`` (S4D-Lin).
+    bidirectional: add an anti-causal kernel with its own C.
+    discretization: ``'zoh'`` or ``'bilinear'``.
+    dt_min, dt_max: range of the log-uniform initial step (one per channel).
+    step_rescale: multiplies the step at call time.
+    rngs: ``nnx.Rngs`` with a ``params`` stream.
+  """
+
+  STATE_AXES = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "C": 1}
+
+  def __init__(self, d_model: int, state_size: int = 64, *, init: str = "inv",
+               bidirectional: bool = False, discretization: str = "zoh",
+               dt_min: float = 1e-3, dt_max: float = 1e-1, step_rescale: float = 1.0,
+               rngs: nnx.Rngs):
+    if state_size % 2:
+      raise ValueError(f"S4D state_size must be even (conjugate pairs), got {state_size}")
+    n = state_size // 2
+    lam = hippo.s4d_init(init, n)
+    directions = 2 if bidirectional else 1
+    self.d_model = d_model
+    self.bidirectional = bidirectional
+    self.discretization = discretization
+    self.step_rescale = step_rescale
+    self.Lambda_re = nnx.Param(jnp.asarray(np.broadcast_to(lam.real, (d_model, n)), jnp.float32))
+    self.Lambda_im = nnx.Param(jnp.asarray(np.broadcast_to(lam.imag, (d_model, n)), jnp.float32))
+    self.B = nnx.Param(jnp.stack([jnp.ones((d_model, n)), jnp.zeros((d_model, n))], axis=-1))
+    self.C = nnx.Param(jax.random.normal(rngs.params(), (directions, d_model, n, 2)) * np.sqrt(0.5))
+    self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
+    self.log_step = nnx.Param(jax.random.uniform(
+        rngs.params(), (d_model,), minval=np.log(dt_min), maxval=np.log(dt_max)))
+    self.state_mask = StateMask(jnp.ones((d_model, n), jnp.float32))
+
+  output_scale = 2.0
+
+  def discrete_system(self):
+    """``(lam_bar (H, n), B_bar (H, n), C (D, H, n))`` complex64, unmasked."""
+    lam = jax.lax.complex(jnp.minimum(self.Lambda_re[...], -1e-4), self.Lambda_im[...])
+    step = self.step_rescale * jnp.exp(self.log_step[...])[:, None]
+    lam_bar, b_bar = discretize(lam, _as_complex(self.B[...])[..., None], step,
+                                self.discretization)
+    return lam_bar, b_bar[..., 0], _as_complex(self.C[...])
+
+  def state_modes(self) -> StateModes:
+    lam_bar, b_bar, c = self.discrete_system()
+    h, n = lam_bar.shape
+    return StateModes(
+        poles=lam_bar.reshape(-1), B=b_bar.reshape(-1, 1),
+        C=c.reshape(c.shape[0], 1, h * n), valid=(self.state_mask[...] > 0).reshape(-1),
+        channel=jnp.repeat(jnp.arange(h, dtype=jnp.int32), n),
+        output_scale=self.output_scale, feedthrough=self.D[...])
+
+  def kernel(self, length: int) -> jax.Array:
+    """Convolution kernels ``(D, H, length)`` float32 (D = 2 when bidirectional)."""
+    lam_bar, b_bar, c = self.discrete_system()
+    cb = c * (b_bar * self.state_mask[...])[None]
+    return jnp.stack([self.output_scale * _vandermonde_kernel(lam_bar, cb_d, length)
+                      for cb_d in cb])
+
+  def __call__(self, u: jax.Array) -> jax.Array:
+    """Applies the layer.
+
+    Args:
+      u: ``(B, L, H)`` float32 input sequences.
+
+    Returns:
+      ``(B, L, H)`` float32 outputs.
+    """
+    length = u.shape[1]
+    k = self.kernel(length)
+    # Circular convolution of length 2L: lag m >= 0 at index m (causal),
+    # lag -m at index 2L - m (anti-causal, the backward direction).
+    full = jnp.pad(k[0], ((0, 0), (0, length)))
+    if self.bidirectional:
+      back = k[1]
+      full = full.at[:, 0].add(back[:, 0])
+      full = full.at[:, length + 1:].add(back[:, :0:-1])
+    u_f = jnp.fft.rfft(u, n=2 * length, axis=1)
+    k_f = jnp.fft.rfft(full, n=2 * length, axis=-1).T  # (2L/2+1, H)
+    y = jnp.fft.irfft(u_f * k_f[None], n=2 * length, axis=1)[:, :length]
+    return y + self.D[...] * u

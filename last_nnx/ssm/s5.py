@@ -1,0 +1,134 @@
+"""S5: a MIMO diagonal state space layer (Smith, Warrington, Linderman, 2023).
+
+One layer maps ``u (B, L, H)`` to ``y (B, L, H)`` through ``P`` latent states
+shared by all channels: ``x_t = lam_bar * x_{t-1} + B_bar u_t``,
+``y_t = out_scale * Re(C x_t) + D * u_t`` (``out_scale = 2`` with conjugate
+symmetry). The parameters follow the reference S5 semantics: block-diagonal
+HiPPO-N poles, ``B`` and ``C`` drawn real and mapped into the eigenbasis, a
+learnable log step per state.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from last_nnx.ssm import hippo
+from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
+from last_nnx.ssm.discretize import discretize
+from last_nnx.ssm.scan import diagonal_recurrence
+
+C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
+
+
+def _as_complex(x: jax.Array) -> jax.Array:
+  """``(..., 2)`` real pair -> ``(...)`` complex."""
+  return jax.lax.complex(x[..., 0], x[..., 1])
+
+
+def _as_pair(z: np.ndarray) -> np.ndarray:
+  """``(...)`` complex -> ``(..., 2)`` float32 real pair."""
+  return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+
+
+class S5(DiagonalSSM):
+  """The S5 SSM layer.
+
+  Args:
+    d_model: number of channels H.
+    state_size: latent size P (with ``conj_sym`` the layer stores P/2 states,
+      each a conjugate pair).
+    blocks: number J of HiPPO-N blocks used for initialization.
+    conj_sym: enforce conjugate symmetry (store half the states, output 2 Re).
+    bidirectional: add a backward-in-time scan with its own C.
+    discretization: ``'zoh'`` or ``'bilinear'``.
+    dt_min, dt_max: range of the log-uniform initial step sizes.
+    step_rescale: multiplies every step at call time (change of resolution).
+    c_init: ``'trunc_standard_normal'`` or ``'lecun_normal'`` (real C times V),
+      ``'complex_normal'`` (complex C drawn directly).
+    clip_eigs: clip Re(lam) to at most -1e-4 (keeps the layer stable).
+    rngs: ``nnx.Rngs`` with a ``params`` stream.
+  """
+
+  STATE_AXES = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "C": 2, "log_step": 0}
+
+  def __init__(self, d_model: int, state_size: int, *, blocks: int = 1,
+               conj_sym: bool = True, bidirectional: bool = False,
+               discretization: str = "zoh", dt_min: float = 1e-3,
+               dt_max: float = 1e-1, step_rescale: float = 1.0,
+               c_init: str = "trunc_standard_normal", clip_eigs: bool = False,
+               rngs: nnx.Rngs):
+    if c_init not in C_INITS:
+      raise ValueError(f"unknown c_init {c_init!r}; expected one of {C_INITS}")
+    if discretization not in ("zoh", "bilinear"):
+      raise ValueError(f"unknown discretization {discretization!r}; expected 'zoh' or 'bilinear'")
+    self.d_model = d_model
+    self.conj_sym = conj_sym
+    self.bidirectional = bidirectional
+    self.discretization = discretization
+    self.step_rescale = step_rescale
+    self.clip_eigs = clip_eigs
+
+    lam, v, v_inv = hippo.block_hippo_n(state_size, blocks, conj_sym)
+    n_stored = lam.shape[0]
+    directions = 2 if bidirectional else 1
+    lecun = jax.nn.initializers.lecun_normal()
+
+    self.Lambda_re = nnx.Param(jnp.asarray(lam.real, jnp.float32))
+    self.Lambda_im = nnx.Param(jnp.asarray(lam.imag, jnp.float32))
+    # B is drawn real in the original basis (P x H) and mapped by V^-1.
+    b = np.asarray(lecun(rngs.params(), (state_size, d_model)), np.float64)
+    self.B = nnx.Param(jnp.asarray(_as_pair(v_inv @ b)))
+    if c_init == "complex_normal":
+      c = jax.random.normal(rngs.params(), (directions, d_model, n_stored, 2)) * np.sqrt(0.5)
+    else:
+      # Real and imaginary parts drawn with fan-in P, then mapped by V.
+      pairs = [np.asarray(lecun(rngs.params(), (d_model, state_size, 2)), np.float64)
+               for _ in range(directions)]
+      c = np.stack([_as_pair((p[..., 0] + 1j * p[..., 1]) @ v) for p in pairs])
+    self.C = nnx.Param(jnp.asarray(c, jnp.float32))
+    self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
+    self.log_step = nnx.Param(jax.random.uniform(
+        rngs.params(), (n_stored,), minval=np.log(dt_min), maxval=np.log(dt_max)))
+    self.state_mask = StateMask(jnp.ones((n_stored,), jnp.float32))
+
+  def _continuous_poles(self) -> jax.Array:
+    re = self.Lambda_re[...]
+    if self.clip_eigs:
+      re = jnp.minimum(re, -1e-4)
+    return jax.lax.complex(re, self.Lambda_im[...])
+
+  def discrete_system(self):
+    """``(lam_bar (S,), B_bar (S, H), C (D, H, S))`` complex64, unmasked."""
+    step = self.step_rescale * jnp.exp(self.log_step[...])
+    lam_bar, b_bar = discretize(self._continuous_poles(), _as_complex(self.B[...]), step,
+                                self.discretization)
+    return lam_bar, b_bar, _as_complex(self.C[...])
+
+  @property
+  def output_scale(self) -> float:
+    return 2.0 if self.conj_sym else 1.0
+
+  def state_modes(self) -> StateModes:
+    lam_bar, b_bar, c = self.discrete_system()
+    return StateModes(poles=lam_bar, B=b_bar, C=c, valid=self.state_mask[...] > 0,
+                      output_scale=self.output_scale, feedthrough=self.D[...])
+
+  def __call__(self, u: jax.Array) -> jax.Array:
+    """Applies the layer.
+
+    Args:
+      u: ``(B, L, H)`` float32 input sequences.
+
+    Returns:
+      ``(B, L, H)`` float32 outputs.
+    """
+    lam_bar, b_bar, c = self.discrete_system()
+    b_bar = b_bar * self.state_mask[...][:, None]
+    bu = jnp.einsum("blh,sh->bls", u.astype(b_bar.dtype), b_bar)
+    xs = diagonal_recurrence(lam_bar, bu)
+    y = jnp.einsum("bls,hs->blh", xs, c[0]).real
+    if self.bidirectional:
+      xs_back = diagonal_recurrence(lam_bar, bu, reverse=True)
+      y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
+    return self.output_scale * y + self.D[...] * u
