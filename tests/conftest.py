@@ -1,0 +1,6 @@
+"""Shared test set-up: quiet TF, deterministic CPU JAX."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
