@@ -1,0 +1,175 @@
+"""Defaults shared by every task config.
+
+A task file's ``get_config(arg)`` starts from ``base_config(task)``, sets the
+task's paper settings and applies the presets named in ``arg``, a
+comma-separated list: ``s5`` (default) or ``s4d`` selects the layer type;
+``smoke`` shrinks everything to a seconds-long end-to-end run; ``demo`` is the
+minutes-long ListOps run of ``make train``.
+"""
+
+import ml_collections
+
+from last_nnx import data
+
+MODEL_TYPES = ("s5", "s4d", "lru")
+PRESETS = ("smoke", "demo")
+
+
+def parse_arg(arg: str | None) -> tuple[str, set[str]]:
+  """``'s4d,smoke'`` -> ``('s4d', {'smoke'})``; unknown words fail clearly."""
+  words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+  unknown = words - set(MODEL_TYPES) - set(PRESETS)
+  if unknown:
+    raise ValueError(f"unknown config option(s) {sorted(unknown)}: expected a model type "
+                     f"{MODEL_TYPES} and/or presets {PRESETS}, e.g. 'listops.py:s4d,smoke'")
+  models = words & set(MODEL_TYPES)
+  if len(models) > 1:
+    raise ValueError(f"choose one model type, got {sorted(models)}")
+  return (models.pop() if models else "s5"), words & set(PRESETS)
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+  """Every field a run reads, with defaults; task files override them."""
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+
+  # Data: data.dir=None runs the task's synthetic generator (and says so).
+  c.data = data.default_data_config(task)
+
+  # Model.
+  c.model = ml_collections.ConfigDict()
+  c.model.ssm = "s5"
+  c.model.d_model = 128
+  c.model.n_layers = 4
+  c.model.norm = "batch"
+  c.model.prenorm = True
+  c.model.activation = "half_glu1"
+  c.model.dropout = 0.0
+  c.model.bn_momentum = 0.95
+  c.model.pooling = "mean"
+  c.model.remat = False
+  c.model.ssm_config = ml_collections.ConfigDict()
+  c.model.ssm_config.state_size = 64
+  c.model.ssm_config.blocks = 1
+  c.model.ssm_config.conj_sym = True
+  c.model.ssm_config.bidirectional = True
+  c.model.ssm_config.discretization = "zoh"
+  c.model.ssm_config.dt_min = 1e-3
+  c.model.ssm_config.dt_max = 1e-1
+  c.model.ssm_config.c_init = "trunc_standard_normal"
+  c.model.ssm_config.clip_eigs = False
+
+  # Optimizer: global lr = lr_factor * ssm_lr; warmup then cosine.
+  c.optim = ml_collections.ConfigDict()
+  c.optim.ssm_lr = 1e-3
+  c.optim.lr_factor = 4.0
+  c.optim.weight_decay = 0.05
+  c.optim.opt_config = "standard"
+  c.optim.dt_global = False
+  c.optim.warmup_epochs = 1.0
+  c.optim.lr_min = 0.0
+  c.optim.schedule = "cosine"
+  c.optim.grad_clip = 0.0
+  c.optim.grad_accum = 1
+
+  # Training loop.
+  c.train = ml_collections.ConfigDict()
+  c.train.epochs = 10
+  c.train.batch_size = 32
+  c.train.eval_batch_size = 64
+  c.train.max_steps_per_epoch = 0  # 0: the whole epoch.
+  c.train.log_every_steps = 50
+  c.train.checkpoint_every_steps = 0  # 0: at epoch ends and pruning events only.
+  c.train.keep_checkpoints = 2
+  c.train.nan_retries = 1  # after a divergence: roll back, scale lr, retry.
+  c.train.nan_lr_scale = 0.5
+  c.train.chance_warning_epochs = 5
+  c.train.eval_test = True
+
+  # Pruning (LAST by default). Events fire at the end of a training epoch.
+  c.pruning = ml_collections.ConfigDict()
+  c.pruning.schedule = "one_shot"  # none | one_shot | iterative
+  c.pruning.criterion = "last"
+  c.pruning.mode = "compact"  # compact | mask
+  c.pruning.target_ratio = 0.3
+  c.pruning.start_epoch = -1  # -1: after the last training epoch.
+  c.pruning.end_epoch = -1
+  c.pruning.every = 1
+  c.pruning.ramp = "cubic"
+  c.pruning.finetune_epochs = 0
+  c.pruning.min_per_layer = 1
+  c.pruning.bidirectional = "sum"  # sum | reference
+  c.pruning.max_acc_drop = -1.0  # < 0: no tolerance check.
+  c.pruning.on_violation = "halve"  # halve | rollback
+  c.pruning.max_halvings = 3
+  c.pruning.min_reduction = 0.0  # skip events removing less than this fraction.
+  return c
+
+
+def set_model_type(c: ml_collections.ConfigDict, model: str) -> None:
+  """Switches the SSM layer type, keeping only the options that type takes."""
+  c.model.ssm = model
+  s = c.model.ssm_config
+  if model == "s4d":
+    c.model.ssm_config = ml_collections.ConfigDict(dict(
+        state_size=64, init="inv", bidirectional=s.bidirectional,
+        discretization="zoh", dt_min=s.dt_min, dt_max=s.dt_max))
+  elif model == "lru":
+    c.model.ssm_config = ml_collections.ConfigDict(dict(
+        state_size=s.state_size, bidirectional=s.bidirectional))
+
+
+def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
+  """Shrinks a config for the ``smoke`` (seconds) or ``demo`` (minutes) runs."""
+  if "smoke" in presets:
+    c.model.d_model = 16
+    c.model.n_layers = 2
+    c.model.ssm_config.state_size = 8
+    if "blocks" in c.model.ssm_config:
+      c.model.ssm_config.blocks = 1
+    c.model.remat = False
+    c.train.epochs = 2
+    c.train.batch_size = 16
+    c.train.eval_batch_size = 32
+    c.train.log_every_steps = 4
+    c.train.max_steps_per_epoch = 6
+    c.optim.grad_accum = 1
+    c.optim.warmup_epochs = 0.5
+    c.pruning.schedule = "one_shot"
+    c.pruning.target_ratio = 0.5
+    c.pruning.start_epoch = 1
+    c.pruning.finetune_epochs = 1
+    shrink_data(c.data, n_train=128, n_eval=64)
+  if "demo" in presets:
+    shrink_data(c.data, n_train=3000, n_eval=500)
+    c.model.d_model = 64
+    c.model.n_layers = 4
+    c.model.ssm_config.state_size = 32
+    if "blocks" in c.model.ssm_config:
+      c.model.ssm_config.blocks = 4
+    c.train.epochs = 6
+    c.train.batch_size = 32
+    c.train.log_every_steps = 20
+    c.pruning.schedule = "iterative"
+    c.pruning.target_ratio = 0.5
+    c.pruning.start_epoch = 4
+    c.pruning.end_epoch = 6
+    c.pruning.every = 1
+    c.pruning.finetune_epochs = 1
+
+
+def shrink_data(d: ml_collections.ConfigDict, *, n_train: int, n_eval: int) -> None:
+  """Small synthetic splits with short sequences (real data keeps its sizes)."""
+  d.synthetic.n_train = n_train
+  d.synthetic.n_val = n_eval
+  d.synthetic.n_test = n_eval
+  if "resolution" in d and d.resolution:
+    d.resolution = 16
+    d.seq_len = 16 * 16
+  elif d.task == "speech":
+    d.seq_len = 1000
+  elif d.task == "image":
+    d.seq_len = 1024
+  else:
+    d.seq_len = min(d.seq_len, 256)

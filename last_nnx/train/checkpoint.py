@@ -1,0 +1,150 @@
+"""Orbax checkpoints of a (possibly pruned) model and its optimizer.
+
+A checkpoint holds three items: ``model`` (every model variable: parameters,
+batch statistics, state masks, dropout RNG), ``optimizer`` (its full state) and
+``meta`` (JSON: the run position, pruning history and the state-slot shape of
+every prunable layer). Pruned layers are smaller than the config says, so a
+restore first reads ``meta``, shrinks a freshly built model to the recorded
+shapes (`resize_layers`), builds the optimizer on it, then loads the arrays.
+"""
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+from flax import nnx
+
+from last_nnx.ssm import find_prunable_layers
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint directory exists but cannot be used."""
+
+
+def _is_key(x) -> bool:
+  return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
+  """``nnx.State`` -> ``{'blocks/0/ssm/B': array}`` (RNG keys as raw key data)."""
+  flat = {}
+  for path, value in nnx.to_flat_state(state):
+    value = value.get_value() if isinstance(value, nnx.Variable) else value
+    if _is_key(value):
+      value = jax.random.key_data(value)
+    flat["/".join(str(p) for p in path)] = value
+  return flat
+
+
+def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
+  """Writes arrays from ``flat`` (see `flatten_state`) into ``state`` in place."""
+  for path, var in nnx.to_flat_state(state):
+    key = "/".join(str(p) for p in path)
+    if key not in flat:
+      raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another model config?")
+    current = var.get_value()
+    value = flat[key]
+    if _is_key(current):
+      value = jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(current))
+    elif tuple(np.shape(value)) != tuple(np.shape(current)):
+      raise CheckpointError(f"variable {key!r} has shape {np.shape(value)} in the checkpoint, "
+                            f"{np.shape(current)} in the model")
+    var.set_value(jnp.asarray(value, dtype=current.dtype))
+
+
+def layer_shapes(model: nnx.Module) -> dict[str, list[int]]:
+  """State-slot shape of every prunable layer (what `resize_layers` needs)."""
+  return {path: list(layer.state_shape) for path, layer in find_prunable_layers(model).items()}
+
+
+def resize_layers(model: nnx.Module, shapes: dict[str, list[int]]) -> None:
+  """Shrinks freshly built prunable layers to recorded slot shapes.
+
+  Keeps the first ``n`` slots of each group; the real values, state masks
+  included, are loaded from the checkpoint afterwards.
+  """
+  layers = find_prunable_layers(model)
+  for path, shape in shapes.items():
+    layer = layers.get(path)
+    if layer is None:
+      raise CheckpointError(f"checkpoint has prunable layer {path!r}, the model does not")
+    if tuple(shape) == tuple(layer.state_shape):
+      continue
+    keep = np.zeros(layer.state_shape, bool)
+    if len(shape) != keep.ndim or shape[:-1] != list(keep.shape[:-1]) or shape[-1] > keep.shape[-1]:
+      raise CheckpointError(f"layer {path!r}: recorded state shape {shape} does not fit "
+                            f"the configured {layer.state_shape}")
+    keep[..., :shape[-1]] = True
+    layer.prune_states(keep.reshape(-1))
+
+
+class Checkpointer:
+  """Latest-N checkpoints under ``directory`` (async writes, atomic commits)."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_names=("model", "optimizer", "meta"))
+
+  def steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer | None,
+           meta: dict) -> None:
+    """Saves at ``step`` (replacing an existing checkpoint at the same step)."""
+    if step in self._manager.all_steps():
+      self._manager.wait_until_finished()
+      self._manager.delete(step)
+    meta = dict(meta, layer_shapes=layer_shapes(model))
+    items = dict(model=ocp.args.StandardSave(flatten_state(nnx.state(model))),
+                 meta=ocp.args.JsonSave(meta))
+    if optimizer is not None:
+      items["optimizer"] = ocp.args.StandardSave(flatten_state(nnx.state(optimizer)))
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def read_meta(self, step: int) -> dict:
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for damaged files
+      raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable ({e}); "
+                            "delete that step directory to fall back to an older one") from e
+
+  def restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer | None) -> None:
+    """Loads arrays into a model (and optimizer) already resized to the checkpoint."""
+    model_state = nnx.state(model)
+    items = dict(model=ocp.args.StandardRestore(flatten_state(model_state)))
+    opt_state = nnx.state(optimizer) if optimizer is not None else None
+    if optimizer is not None:
+      items["optimizer"] = ocp.args.StandardRestore(flatten_state(opt_state))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable ({e}); "
+                            "delete that step directory to fall back to an older one") from e
+    unflatten_into(model_state, restored["model"])
+    nnx.update(model, model_state)
+    if optimizer is not None:
+      unflatten_into(opt_state, restored["optimizer"])
+      nnx.update(optimizer, opt_state)
+
+  def latest_usable(self) -> tuple[int, dict] | None:
+    """Newest step whose metadata reads; damaged newer ones are skipped with a warning."""
+    for step in reversed(self.steps()):
+      try:
+        return step, self.read_meta(step)
+      except CheckpointError as e:
+        logging.warning("%s", e)
+    return None
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
