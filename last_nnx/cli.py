@@ -1,0 +1,38 @@
+"""Command line of the training system (absl flags + ml_collections config files).
+
+  python -m last_nnx.train --config experiments/configs/listops.py:s5,smoke \
+      --workdir runs/listops --config.pruning.target_ratio=0.5
+
+Every config field can be overridden with ``--config.<path>=value``.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Task config file, e.g. "
+                                "experiments/configs/listops.py:s4d,smoke", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and "
+                    "summary.json; rerunning with the same directory resumes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  from last_nnx.train.loop import train_and_evaluate
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError) as e:
+    logging.error("%s", e)
+    sys.exit(f"error: {e}")
+
+
+def run():
+  sys.path.insert(0, os.getcwd())  # config files import experiments.configs.base
+  app.run(_main)

@@ -1,0 +1,1 @@
+"""Training: the loop, optimizers, CLU metrics and orbax checkpoints."""

@@ -1,0 +1,45 @@
+"""CLU metric collections for training and evaluation."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from clu import metrics
+
+
+@flax.struct.dataclass
+class ClassificationMetrics(metrics.Collection):
+  loss: metrics.Average.from_output("loss")
+  accuracy: metrics.Accuracy
+
+
+def batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
+  """Per-batch metrics; ``logits`` ``(B, C)``, ``labels`` ``(B,)`` int, ``mask`` ``(B,)`` bool."""
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return ClassificationMetrics.single_from_model_output(
+      loss=loss, logits=logits, labels=labels, mask=mask)
+
+
+def merge(total, new):
+  return new if total is None else total.merge(new)
+
+
+def to_floats(collection, prefix: str) -> dict[str, float]:
+  """``{'prefix/loss': ..., 'prefix/accuracy': ...}`` as Python floats."""
+  if collection is None:
+    return {}
+  return {f"{prefix}/{k}": float(np.asarray(v)) for k, v in collection.compute().items()}
+
+
+def chance_level(n_classes: int) -> float:
+  return 1.0 / max(1, n_classes)
+
+
+def first_nonfinite(tree) -> str | None:
+  """Key path of the first array leaf holding a NaN/Inf, or None."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
+      if not bool(jnp.all(jnp.isfinite(leaf))):
+        return jax.tree_util.keystr(path)
+  return None
