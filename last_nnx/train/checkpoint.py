@@ -34,6 +34,8 @@ def flatten_state(state: nnx.State) -> dict[str, np.ndarray]:
   flat = {}
   for path, value in nnx.to_flat_state(state):
     value = value.get_value() if isinstance(value, nnx.Variable) else value
+    if not hasattr(value, "shape"):  # optax.MaskedNode and other empty placeholders
+      continue
     if _is_key(value):
       value = jax.random.key_data(value)
     flat["/".join(str(p) for p in path)] = value
@@ -44,9 +46,11 @@ def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
   """Writes arrays from ``flat`` (see `flatten_state`) into ``state`` in place."""
   for path, var in nnx.to_flat_state(state):
     key = "/".join(str(p) for p in path)
+    current = var.get_value()
+    if not hasattr(current, "shape"):
+      continue
     if key not in flat:
       raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another model config?")
-    current = var.get_value()
     value = flat[key]
     if _is_key(current):
       value = jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(current))

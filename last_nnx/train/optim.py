@@ -77,7 +77,8 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int,
                                         alpha=end_value / peak if peak else 0.0)
   else:
     raise ValueError(f"unknown optim.schedule {kind!r}; expected 'cosine' or 'constant'")
-  warmup = optax.linear_schedule(peak / warmup_steps, peak, warmup_steps)
+  # As in the reference: lr = peak * (step + 1) / warmup_steps during warmup.
+  warmup = optax.linear_schedule(peak / warmup_steps, peak, warmup_steps - 1)
   return optax.join_schedules([warmup, after], [warmup_steps])
 
 
