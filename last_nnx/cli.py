@@ -25,7 +25,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  from last_nnx.train.distributed import maybe_initialize_distributed
   from last_nnx.train.loop import train_and_evaluate
+  maybe_initialize_distributed()
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:

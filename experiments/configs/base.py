@@ -86,6 +86,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.nan_lr_scale = 0.5
   c.train.chance_warning_epochs = 5
   c.train.eval_test = True
+  c.train.num_devices = 0  # data-parallel over this many devices (0: all visible).
 
   # Pruning (LAST by default). Events fire at the end of a training epoch.
   c.pruning = ml_collections.ConfigDict()

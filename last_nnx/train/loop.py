@@ -32,6 +32,7 @@ from flax import nnx
 from last_nnx import data, pruning
 from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
+from last_nnx.train import distributed
 from last_nnx.train.checkpoint import Checkpointer, resize_layers
 from last_nnx.train.optim import make_optimizer
 
@@ -168,13 +169,14 @@ def _pad_batch(batch, size):
   return tuple(pad(a) for a in batch), mask
 
 
-def evaluate(model, task, split: str, batch_size: int) -> dict[str, float]:
+def evaluate(model, task, split: str, batch_size: int, mesh=None) -> dict[str, float]:
   """Loss and accuracy on ``split`` ('val' or 'test'), dropout off, BN frozen."""
   model.eval()
   total = None
   for batch in task.eval_batches(split):
     batch, mask = _pad_batch(batch, batch_size)
-    total = metrics_lib.merge(total, eval_step(model, *batch, mask))
+    batch = distributed.shard_batch(batch + (mask,), mesh)
+    total = metrics_lib.merge(total, eval_step(model, *batch))
   model.train()
   return {k.split("/")[1]: v for k, v in metrics_lib.to_floats(total, split).items()}
 
@@ -216,7 +218,7 @@ def _event_ratio(target: float, states_now: int, states_initial: int) -> float:
 
 
 def pruning_event(model, optimizer, *, target: float, config, run: RunState, task,
-                  rng: np.random.Generator):
+                  rng: np.random.Generator, mesh=None):
   """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
 
   The guard rail ``pruning.max_acc_drop`` (>= 0) compares validation accuracy
@@ -235,7 +237,7 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
   if removed <= 0 or removed / max(1, n_now) < p.min_reduction:
     logging.info("pruning event skipped: it would remove %d of %d states", removed, n_now)
     return model, optimizer, dict(record, status="skipped", states_after=before_states)
-  val_before = evaluate(model, task, "val", eval_bs)
+  val_before = evaluate(model, task, "val", eval_bs, mesh)
   record["val_before"] = val_before
   halvings = 0
   while True:
@@ -243,7 +245,8 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
                            rng=int(rng.integers(2**31)), min_per_layer=p.min_per_layer,
                            bidirectional=p.bidirectional)
-    val_after = evaluate(model, task, "val", eval_bs)
+    distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
+    val_after = evaluate(model, task, "val", eval_bs, mesh)
     drop = val_before["accuracy"] - val_after["accuracy"]
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
       break
@@ -330,10 +333,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed,
                          process_index=jax.process_index(), process_count=jax.process_count())
   plan = epoch_plan(config)
+  mesh = distributed.make_mesh(config.train.num_devices)
+  distributed.check_batch(config.train.batch_size // accum, mesh)
+  distributed.check_batch(config.train.eval_batch_size, mesh, "train.eval_batch_size")
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
   best_ckpt = Checkpointer(os.path.join(workdir, "best"), 1)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   model, optimizer, schedules, run = restore_or_init(config, task, plan, ckpt)
+  distributed.replicate(model, optimizer, mesh=mesh)
   micro, _ = _steps(config, task)
   if run.step == 0:
     logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
@@ -357,6 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       for batch in batches:
         if run.step_in_epoch >= micro:
           break
+        batch = distributed.shard_batch(batch, mesh)
         train_metrics = metrics_lib.merge(train_metrics, train_step(model, optimizer, *batch))
         run.step += 1
         run.step_in_epoch += 1
@@ -381,10 +389,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       logging.error("%s: rolling back to the last checkpoint and retrying with lr x%.3g",
                     e, scale)
       model, optimizer, schedules, run = restore_or_init(config, task, plan, ckpt, lr_scale=scale)
+      distributed.replicate(model, optimizer, mesh=mesh)
       run.nan_retries_left = retries
       continue
 
-    val = evaluate(model, task, "val", config.train.eval_batch_size)
+    val = evaluate(model, task, "val", config.train.eval_batch_size, mesh)
     scalars = dict(train_scalars, **{f"val/{k}": v for k, v in val.items()}, **ssm_ranges(model))
     scalars["states/total"] = sum(states_per_layer(model).values())
     writer.write_scalars(run.step, scalars)
@@ -399,9 +408,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not run.events:
         run.dense = dict(val=val, states=states_per_layer(model))
         if config.train.eval_test:
-          run.dense["test"] = evaluate(model, task, "test", config.train.eval_batch_size)
+          run.dense["test"] = evaluate(model, task, "test", config.train.eval_batch_size, mesh)
       model, optimizer, event = pruning_event(model, optimizer, target=spec.target_ratio,
-                                              config=config, run=run, task=task, rng=rng)
+                                              config=config, run=run, task=task, rng=rng,
+                                              mesh=mesh)
       event["train_epoch"] = spec.train_epoch
       run.events.append(event)
       states = states_per_layer(model)
@@ -423,7 +433,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.flush()
 
   ckpt.wait()
-  summary = _summary(model, task, run, config)
+  summary = _summary(model, task, run, config, mesh)
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=2)
   logging.info("summary: %s", json.dumps({k: summary[k] for k in (
@@ -451,10 +461,10 @@ def _warn_if_at_chance(acc: float, n_classes: int, run: RunState, config) -> Non
                     acc, chance, run.chance_epochs)
 
 
-def _summary(model, task, run: RunState, config) -> dict:
-  final = {"val": evaluate(model, task, "val", config.train.eval_batch_size)}
+def _summary(model, task, run: RunState, config, mesh) -> dict:
+  final = {"val": evaluate(model, task, "val", config.train.eval_batch_size, mesh)}
   if config.train.eval_test:
-    final["test"] = evaluate(model, task, "test", config.train.eval_batch_size)
+    final["test"] = evaluate(model, task, "test", config.train.eval_batch_size, mesh)
   initial, now = run.initial_states, states_per_layer(model)
   return dict(
       task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
