@@ -196,3 +196,17 @@ def test_find_prunable_layers_paths():
       self.a = _make_s5(True, False, "zoh")
       self.b = nnx.List([_make_s4d(False, "zoh")])
   assert sorted(find_prunable_layers(Two())) == ["a", "b.0"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_scan_methods_agree(reverse):
+  from last_nnx.ssm.scan import diagonal_recurrence
+  rng = np.random.default_rng(0)
+  lam = jnp.asarray(0.95 * np.exp(1j * rng.uniform(0, 3, 5)), jnp.complex64)
+  bu = jnp.asarray(rng.normal(size=(2, 40, 5)) + 1j * rng.normal(size=(2, 40, 5)), jnp.complex64)
+  a = diagonal_recurrence(lam, bu, reverse=reverse, method="associative")
+  s = diagonal_recurrence(lam, bu, reverse=reverse, method="sequential")
+  expected = run_recurrence(np.asarray(lam), np.eye(5), np.asarray(bu[0]), reverse=reverse)
+  np.testing.assert_allclose(a[0], expected, atol=1e-4)
+  np.testing.assert_allclose(s[0], expected, atol=1e-4)
+  np.testing.assert_allclose(a, s, atol=1e-4)

@@ -16,7 +16,7 @@ from flax import nnx
 from last_nnx.ssm import hippo
 from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
 from last_nnx.ssm.discretize import discretize
-from last_nnx.ssm.scan import diagonal_recurrence
+from last_nnx.ssm import scan
 
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 
@@ -47,6 +47,8 @@ class S5(DiagonalSSM):
     c_init: ``'trunc_standard_normal'`` or ``'lecun_normal'`` (real C times V),
       ``'complex_normal'`` (complex C drawn directly).
     clip_eigs: clip Re(lam) to at most -1e-4 (keeps the layer stable).
+    scan_method: ``'auto'`` (sequential on CPU, parallel elsewhere),
+      ``'associative'`` or ``'sequential'``; see `last_nnx.ssm.scan`.
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
 
@@ -57,7 +59,7 @@ class S5(DiagonalSSM):
                discretization: str = "zoh", dt_min: float = 1e-3,
                dt_max: float = 1e-1, step_rescale: float = 1.0,
                c_init: str = "trunc_standard_normal", clip_eigs: bool = False,
-               rngs: nnx.Rngs):
+               scan_method: str = "auto", rngs: nnx.Rngs):
     if c_init not in C_INITS:
       raise ValueError(f"unknown c_init {c_init!r}; expected one of {C_INITS}")
     if discretization not in ("zoh", "bilinear"):
@@ -68,6 +70,7 @@ class S5(DiagonalSSM):
     self.discretization = discretization
     self.step_rescale = step_rescale
     self.clip_eigs = clip_eigs
+    self.scan_method = scan.resolve_method(scan_method)
 
     lam, v, v_inv = hippo.block_hippo_n(state_size, blocks, conj_sym)
     n_stored = lam.shape[0]
@@ -126,9 +129,9 @@ class S5(DiagonalSSM):
     lam_bar, b_bar, c = self.discrete_system()
     b_bar = b_bar * self.state_mask[...][:, None]
     bu = jnp.einsum("blh,sh->bls", u.astype(b_bar.dtype), b_bar)
-    xs = diagonal_recurrence(lam_bar, bu)
+    xs = scan.diagonal_recurrence(lam_bar, bu, method=self.scan_method)
     y = jnp.einsum("bls,hs->blh", xs, c[0]).real
     if self.bidirectional:
-      xs_back = diagonal_recurrence(lam_bar, bu, reverse=True)
+      xs_back = scan.diagonal_recurrence(lam_bar, bu, reverse=True, method=self.scan_method)
       y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
     return self.output_scale * y + self.D[...] * u
