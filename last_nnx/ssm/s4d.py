@@ -5,7 +5,9 @@ Channel ``h`` owns ``n`` stored states (each a conjugate pair):
 ``y_t[h] = 2 Re(C[h] . x_t) + D[h] u_t[h]``. The layer computes the length-L
 convolution kernel ``K[h, l] = 2 Re(sum_n C B_bar lam_bar^l)`` (a Vandermonde
 product) and applies it by FFT: O(H n L + H L log L) per sequence, and, unlike
-a scan, no ``(B, L, H, n)`` state tensor.
+a scan, no ``(B, L, H, n)`` state tensor. Measured on 2 CPU cores, FFT vs a
+sequential scan over the same states: B=16, L=2048, H=128, N=64: 123 vs 2322 ms
+forward, 217 vs 4263 ms gradient; B=4, L=16384: 554 vs 6079 ms, 1.5 vs 10.6 s.
 
 Pruning is ragged: channels keep different numbers of states; the compact form
 pads every channel to the longest one and masks the padding.
