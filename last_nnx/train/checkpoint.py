@@ -152,3 +152,43 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def load_model(workdir: str, *, which: str = "checkpoints"):
+  """Rebuilds the newest saved model of a training workdir, pruned shapes included.
+
+  Args:
+    workdir: a ``last_nnx.train`` workdir (or a directory written by `save_model`).
+    which: ``'checkpoints'`` (latest) or ``'best'``.
+
+  Returns:
+    ``(model, config, meta)``: the model in eval mode, its ``ConfigDict`` and
+    the checkpoint metadata (``meta['run']['events']`` is the pruning history).
+  """
+  import ml_collections  # local: keeps this module importable without configs
+
+  from last_nnx.model import build_model
+  directory = os.path.join(workdir, which)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no {which}/ under {workdir!r}: pass the --workdir of a training "
+                            "run (it holds checkpoints/, best/ and summary.json)")
+  ckpt = Checkpointer(directory)
+  latest = ckpt.latest_usable()
+  if latest is None:
+    raise CheckpointError(f"{directory} holds no readable checkpoint")
+  step, meta = latest
+  config = ml_collections.ConfigDict(meta["config"])
+  model = build_model(config.model, seed=config.seed, **meta["model_spec"])
+  resize_layers(model, meta["layer_shapes"])
+  ckpt.restore(step, model, None)
+  ckpt.close()
+  model.eval()
+  return model, config, meta
+
+
+def save_model(out_dir: str, model: nnx.Module, config, meta: dict, step: int = 0) -> None:
+  """Writes ``model`` so that `load_model(out_dir)` rebuilds it (at its pruned size)."""
+  ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
+  meta = dict(meta, config=config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  ckpt.save(step, model, None, meta)
+  ckpt.close()

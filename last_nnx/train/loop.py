@@ -313,11 +313,17 @@ def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float |
   return model, optimizer, schedules, run
 
 
-def _save(ckpt, model, optimizer, run, config, t_start):
+def _meta(run: RunState, config, task) -> dict:
+  """Checkpoint metadata: run position, config, and what rebuilding the model needs."""
+  spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
+              retrieval=task.retrieval)
+  return dict(run=dataclasses.asdict(run), config=config.to_dict(), model_spec=spec)
+
+
+def _save(ckpt, model, optimizer, run, config, task, t_start):
   run.wall_time += time.time() - t_start[0]
   t_start[0] = time.time()
-  ckpt.save(run.step, model, optimizer,
-            dict(run=dataclasses.asdict(run), config=config.to_dict()))
+  ckpt.save(run.step, model, optimizer, _meta(run, config, task))
 
 
 # ----------------------------------------------------------------------------
@@ -377,7 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         every = config.train.checkpoint_every_steps
         if every and run.step % every == 0 and run.step_in_epoch < micro:
           run.partial_train = _metrics_to_json(train_metrics)
-          _save(ckpt, model, optimizer, run, config, t_start)
+          _save(ckpt, model, optimizer, run, config, task, t_start)
       train_scalars = metrics_lib.to_floats(train_metrics, "train")
       _check_finite(train_scalars, model)
     except Diverged as e:
@@ -426,10 +432,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     improved = val["accuracy"] > run.best_val
     if improved:
       run.best_val = val["accuracy"]
-    _save(ckpt, model, optimizer, run, config, t_start)
+    _save(ckpt, model, optimizer, run, config, task, t_start)
     if improved:
-      best_ckpt.save(run.step, model, None, dict(run=dataclasses.asdict(run),
-                                                 config=config.to_dict()))
+      best_ckpt.save(run.step, model, None, _meta(run, config, task))
     writer.flush()
 
   ckpt.wait()
