@@ -129,7 +129,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   for k in range(steps):
     cumulative = target * (k + 1) / steps
     now = sum(loop.states_per_layer(model).values())
-    ratio = loop._event_ratio(cumulative, now, n0)
+    ratio = pruning.event_ratio(cumulative, now, n0)
     optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
     pruning.prune(model, ratio, criterion=criterion, mode="compact", optimizer=optimizer)

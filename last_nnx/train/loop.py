@@ -54,17 +54,10 @@ class EpochSpec:
 
 def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
   """Training epoch -> cumulative target fraction of the initial states pruned."""
-  if pcfg.schedule == "none":
-    return {}
-  start = train_epochs if pcfg.start_epoch < 0 else pcfg.start_epoch
-  if pcfg.schedule == "one_shot":
-    return {start: pcfg.target_ratio}
-  end = train_epochs if pcfg.end_epoch < 0 else pcfg.end_epoch
-  sched = pruning.PruningSchedule(kind="iterative", target_ratio=pcfg.target_ratio,
-                                  start_epoch=start, end_epoch=end, every=pcfg.every,
-                                  ramp=pcfg.ramp)
-  return {e: sched.ratio_at(e) for e in range(start, end + 1, max(1, pcfg.every))} | {
-      end: pcfg.target_ratio}
+  last = lambda e: train_epochs if e < 0 else e
+  return pruning.PruningSchedule(
+      kind=pcfg.schedule, target_ratio=pcfg.target_ratio, start_epoch=last(pcfg.start_epoch),
+      end_epoch=last(pcfg.end_epoch), every=pcfg.every, ramp=pcfg.ramp).events()
 
 
 def epoch_plan(config) -> list[EpochSpec]:
@@ -209,14 +202,6 @@ def ssm_ranges(model) -> dict[str, float]:
   return out
 
 
-def _event_ratio(target: float, states_now: int, states_initial: int) -> float:
-  """Fraction of the current states to remove to reach a cumulative target."""
-  done = 1.0 - states_now / max(1, states_initial)
-  if target <= done:
-    return 0.0
-  return min(1.0 - 1e-9, 1.0 - (1.0 - target) / (1.0 - done))
-
-
 def pruning_event(model, optimizer, *, target: float, config, run: RunState, task,
                   rng: np.random.Generator, mesh=None):
   """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
@@ -230,7 +215,7 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
   eval_bs = config.train.eval_batch_size
   before_states = states_per_layer(model)
   n_now = sum(before_states.values())
-  ratio = _event_ratio(target, n_now, sum(run.initial_states.values()))
+  ratio = pruning.event_ratio(target, n_now, sum(run.initial_states.values()))
   record = dict(step=run.step, train_epoch=None, target=target, ratio=ratio,
                 states_before=before_states, status="applied")
   removed = n_now - max(1, math.floor(n_now * (1 - ratio)))
