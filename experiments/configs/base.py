@@ -174,3 +174,5 @@ def shrink_data(d: ml_collections.ConfigDict, *, n_train: int, n_eval: int) -> N
     d.seq_len = 1024
   else:
     d.seq_len = min(d.seq_len, 256)
+  if "max_length" in d.synthetic:
+    d.synthetic.max_length = min(d.synthetic.max_length, d.seq_len)
