@@ -6,6 +6,7 @@
 Every config field can be overridden with ``--config.<path>=value``.
 """
 
+import logging as pylogging
 import os
 import sys
 
@@ -22,11 +23,23 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard log
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO chatter of orbax (dozens of lines per checkpoint); keeps warnings."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_library_logs() -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from last_nnx.train.distributed import maybe_initialize_distributed
   from last_nnx.train.loop import train_and_evaluate
+  quiet_library_logs()
   maybe_initialize_distributed()
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
