@@ -123,7 +123,7 @@ def _metrics_to_json(m) -> dict | None:
 def _metrics_from_json(d) -> Any:
   if d is None:
     return None
-  return metrics_lib.ClassificationMetrics(
+  return metrics_lib.ClassificationMetrics.empty().replace(
       loss=clu_metrics.Average(total=jnp.float32(d["loss"][0]), count=jnp.int32(d["loss"][1])),
       accuracy=clu_metrics.Accuracy(total=jnp.float32(d["accuracy"][0]),
                                     count=jnp.int32(d["accuracy"][1])))
@@ -145,6 +145,21 @@ def train_step(model, optimizer, inputs, lengths, labels):
   (_, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, inputs, lengths, labels)
   optimizer.update(model, grads)
   return metrics_lib.batch_metrics(logits, labels)
+
+
+@jax.jit
+def _all_finite(params) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves))
+
+
+def check_parameters(model) -> None:
+  """Raises `Diverged` naming the first non-finite parameter (checked every step, so the
+  culprit is caught before a NaN loss spreads it to every other parameter)."""
+  params = nnx.state(model, nnx.Param)
+  if not bool(_all_finite(params)):
+    raise Diverged(f"non-finite parameter {metrics_lib.first_nonfinite(params)}")
 
 
 @nnx.jit
@@ -341,9 +356,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("plan: %d epochs (%d training, %d pruning events, %d micro-steps each); "
                "states per layer %s", len(plan), config.train.epochs,
                sum(s.target_ratio is not None for s in plan), micro, states_per_layer(model))
-  progress = periodic_actions.ReportProgress(
-      num_train_steps=len(plan) * micro, writer=writer,
-      every_steps=config.train.log_every_steps, every_secs=None)
+  progress = _progress(len(plan) * micro, writer, config)
   rng = np.random.default_rng(config.seed + 7919)
   t_start = [time.time()]
 
@@ -357,6 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           break
         batch = distributed.shard_batch(batch, mesh)
         train_metrics = metrics_lib.merge(train_metrics, train_step(model, optimizer, *batch))
+        check_parameters(model)
         run.step += 1
         run.step_in_epoch += 1
         progress(run.step)
@@ -382,6 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model, optimizer, schedules, run = restore_or_init(config, task, plan, ckpt, lr_scale=scale)
       distributed.replicate(model, optimizer, mesh=mesh)
       run.nan_retries_left = retries
+      progress = _progress(len(plan) * micro, writer, config)
       continue
 
     val = evaluate(model, task, "val", config.train.eval_batch_size, mesh)
@@ -432,6 +447,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.close()
   best_ckpt.close()
   return summary
+
+
+def _progress(total_steps, writer, config):
+  """Steps/s and ETA in the log and TensorBoard."""
+  return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                         every_steps=config.train.log_every_steps,
+                                         every_secs=None)
 
 
 def _check_finite(scalars: dict[str, float], model) -> None:

@@ -1,0 +1,176 @@
+"""End-to-end training runs: smoke presets, resume after a kill, divergence handling."""
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from last_nnx.train import loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
+
+
+def get_config(task, arg):
+  spec = importlib.util.spec_from_file_location(
+      f"cfg_{task}", os.path.join(ROOT, "experiments", "configs", f"{task}.py"))
+  module = importlib.util.module_from_spec(spec)
+  sys.path.insert(0, ROOT)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+  monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def _smoke(task, model, tmp_path, **overrides):
+  config = get_config(task, f"{model},smoke")
+  config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def _check_summary(summary, workdir):
+  assert summary["synthetic_data"] is True
+  assert [e["status"] for e in summary["pruning_events"]] == ["applied"]
+  initial, final = summary["states_initial"], summary["states_final"]
+  assert sum(final.values()) < sum(initial.values())
+  assert summary["ratio_achieved"] == pytest.approx(0.5, abs=0.13)
+  assert "accuracy" in summary["dense"]["val"] and "accuracy" in summary["final"]["test"]
+  event = summary["pruning_events"][0]
+  assert "accuracy" in event["val_before"] and "accuracy" in event["val_after"]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f)["states_final"] == final
+
+
+@pytest.mark.parametrize("task", ["listops", "retrieval", "pathfinder"])
+@pytest.mark.parametrize("model", ["s5", "s4d"])
+def test_smoke_trains_and_prunes(task, model, tmp_path):
+  summary = loop.train_and_evaluate(_smoke(task, model, tmp_path), str(tmp_path))
+  _check_summary(summary, str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["text", "image", "pathx", "speech"])
+@pytest.mark.parametrize("model", ["s5", "s4d"])
+def test_smoke_trains_and_prunes_other_tasks(task, model, tmp_path):
+  summary = loop.train_and_evaluate(_smoke(task, model, tmp_path), str(tmp_path))
+  _check_summary(summary, str(tmp_path))
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
+  overrides = {"train.epochs": 3, "pruning.start_epoch": 1, "pruning.finetune_epochs": 1,
+               "model.dropout": 0.1}
+  full = loop.train_and_evaluate(_smoke("listops", "s5", tmp_path, **overrides),
+                                 str(tmp_path / "full"))
+  # Stop after the pruning epoch's checkpoint: delete everything later, as a kill would.
+  part = tmp_path / "part"
+  config = _smoke("listops", "s5", tmp_path, **overrides)
+  config.train.epochs = 3
+  loop.train_and_evaluate(config, str(part))
+  ckpt_dir = part / "checkpoints"
+  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  for s in steps[1:]:
+    shutil.rmtree(ckpt_dir / str(s))
+  os.remove(part / "summary.json")
+  resumed = loop.train_and_evaluate(config, str(part))
+  assert resumed["states_final"] == full["states_final"]
+  full_epochs = {e["epoch"]: e for e in full["epochs"]}
+  for e in resumed["epochs"]:
+    ref = full_epochs[e["epoch"]]
+    for k in ("val/accuracy", "val/loss", "train/loss", "states/total"):
+      assert e[k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6), (e["epoch"], k)
+  for split in ("val", "test"):
+    assert resumed["final"][split] == pytest.approx(full["final"][split], rel=1e-5)
+
+
+def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
+  """A real SIGKILL mid-run (mid-epoch checkpoints on), then the same command again."""
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "last_nnx.train",
+         "--config", os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
+         "--workdir", str(workdir), "--config.train.epochs=4", "--config.pruning.start_epoch=2",
+         "--config.train.max_steps_per_epoch=8", "--config.train.checkpoint_every_steps=3"]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  killed = False
+  for line in proc.stderr:
+    if "epoch 3/5" in line:  # after the pruning event: pruned shapes are on disk
+      proc.send_signal(signal.SIGKILL)
+      killed = True
+      break
+  proc.wait()
+  assert killed, "the run finished before it could be killed"
+  assert not (workdir / "summary.json").exists()
+  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "resumed from" in done.stderr
+  with open(workdir / "summary.json") as f:
+    summary = json.load(f)
+  assert sum(summary["states_final"].values()) < sum(summary["states_initial"].values())
+  assert len(summary["epochs"]) == 5
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog, persistent):
+  config = _smoke("listops", "s5", tmp_path, **{"train.epochs": 3, "pruning.schedule": "none",
+                                                 "train.nan_retries": 1})
+  real_step = loop.train_step
+  calls = {"n": 0}
+
+  def blow_up(model, optimizer, *batch):
+    """An update that sends one SSM parameter to NaN (once, or every step from then on)."""
+    calls["n"] += 1
+    out = real_step(model, optimizer, *batch)
+    if calls["n"] == 8 or (persistent and calls["n"] > 8):
+      layer = model.blocks[0].ssm
+      layer.log_step.set_value(layer.log_step[...] * np.nan)
+    return out
+  monkeypatch.setattr(loop, "train_step", blow_up)
+  if persistent:
+    with pytest.raises(loop.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*No retries"):
+      loop.train_and_evaluate(config, str(tmp_path))
+  else:
+    summary = loop.train_and_evaluate(config, str(tmp_path))
+    assert len(summary["epochs"]) == 3 and all(np.isfinite(e["train/loss"])
+                                               for e in summary["epochs"])
+  assert "non-finite parameter ['blocks'][0]['ssm']['log_step']" in caplog.text
+  assert "rolling back to the last checkpoint and retrying with lr x0.5" in caplog.text
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("pruning.target_ratio", 1.2, r"\[0, 1\)"),
+    ("pruning.criterion", "nope", "registered"),
+    ("pruning.start_epoch", 99, "after the last training epoch"),
+    ("data.dir", "/does/not/exist", "does not exist"),
+])
+def test_bad_config_one_line_errors(tmp_path, field, value, message):
+  config = _smoke("listops", "s5", tmp_path, **{field: value})
+  with pytest.raises((ValueError, FileNotFoundError), match=message):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_cli_unknown_field_and_bad_option(tmp_path):
+  cmd = [sys.executable, "-m", "last_nnx.train", "--workdir", str(tmp_path)]
+  cfg = os.path.join(ROOT, "experiments/configs/listops.py")
+  out = subprocess.run(cmd + ["--config", cfg + ":smoke", "--config.model.n_layer=3"],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and "n_layer" in out.stderr
+  out = subprocess.run(cmd + ["--config", cfg + ":s5,smok"], cwd=ROOT, capture_output=True,
+                       text=True)
+  assert out.returncode != 0 and "smok" in out.stderr
