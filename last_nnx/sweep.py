@@ -362,19 +362,23 @@ def average_compressibility(directories: list[str], split: str = "test") -> str:
 # Command line.
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir whose checkpoint is swept.")
-flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
-flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to sweep.")
-flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
-flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare.")
-flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
-flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
-flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
-flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
-flags.DEFINE_integer("finetune_epochs", 1, "Iterative: fine-tuning epochs after each step.")
-flags.DEFINE_string("iterative_criterion", "last", "Iterative: the criterion.")
-flags.DEFINE_multi_string("report", None, "Only report: average compressibility over these "
-                          "sweep directories.")
+
+
+def _define_flags() -> None:
+  """Command-line flags (defined only when run as a program, so importing is free)."""
+  flags.DEFINE_string("workdir", None, "Training workdir whose checkpoint is swept.")
+  flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
+  flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to sweep.")
+  flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
+  flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare.")
+  flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
+  flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
+  flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
+  flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
+  flags.DEFINE_integer("finetune_epochs", 1, "Iterative: fine-tuning epochs after each step.")
+  flags.DEFINE_string("iterative_criterion", "last", "Iterative: the criterion.")
+  flags.DEFINE_multi_string("report", None, "Only report: average compressibility over these "
+                            "sweep directories.")
 
 
 def main(argv):
@@ -411,4 +415,5 @@ def main(argv):
 
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
+  _define_flags()
   app.run(main)
