@@ -88,6 +88,15 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.eval_test = True
   c.train.num_devices = 0  # data-parallel over this many devices (0: all visible).
 
+  # Training for prunability: a penalty on per-state system norms.
+  c.regularizer = ml_collections.ConfigDict()
+  c.regularizer.kind = "none"  # none | modal_l1 | hankel
+  c.regularizer.weight = 0.0
+  c.regularizer.schedule = "constant"  # off | constant | ramp
+  c.regularizer.ramp_epochs = 1.0
+  c.regularizer.norm = "hinf"  # modal_l1: hinf | h2
+  c.regularizer.normalize = "layer"  # modal_l1: none | layer
+
   # Pruning (LAST by default). Events fire at the end of a training epoch.
   c.pruning = ml_collections.ConfigDict()
   c.pruning.schedule = "one_shot"  # none | one_shot | iterative

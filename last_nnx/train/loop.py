@@ -14,6 +14,7 @@ command continues from the newest readable checkpoint.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -32,7 +33,7 @@ from flax import nnx
 from last_nnx import data, pruning
 from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import distributed
+from last_nnx.train import distributed, regularizers
 from last_nnx.train.checkpoint import Checkpointer, resize_layers
 from last_nnx.train.optim import make_optimizer
 
@@ -123,28 +124,35 @@ def _metrics_to_json(m) -> dict | None:
 def _metrics_from_json(d) -> Any:
   if d is None:
     return None
+  restore = lambda cls, key: cls(total=jnp.float32(d[key][0]), count=jnp.int32(d[key][1]))
   return metrics_lib.ClassificationMetrics.empty().replace(
-      loss=clu_metrics.Average(total=jnp.float32(d["loss"][0]), count=jnp.int32(d["loss"][1])),
-      accuracy=clu_metrics.Accuracy(total=jnp.float32(d["accuracy"][0]),
-                                    count=jnp.int32(d["accuracy"][1])))
+      loss=restore(clu_metrics.Average, "loss"), accuracy=restore(clu_metrics.Accuracy, "accuracy"),
+      penalty=restore(clu_metrics.Average, "penalty"))
 
 
 # ----------------------------------------------------------------------------
 # Compiled steps.
 
 
-def _loss(model, inputs, lengths, labels):
+def _loss(model, inputs, lengths, labels, reg_weight, reg):
   logits = model(inputs, lengths)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  return loss, logits
+  penalty = regularizers.penalty(model, reg)
+  return loss + reg_weight * penalty, (logits, penalty)
 
 
-@nnx.jit
-def train_step(model, optimizer, inputs, lengths, labels):
-  """One optimizer micro-step; returns the batch's metrics."""
-  (_, logits), grads = nnx.value_and_grad(_loss, has_aux=True)(model, inputs, lengths, labels)
+@functools.partial(nnx.jit, static_argnames=("reg",))
+def train_step(model, optimizer, inputs, lengths, labels, reg_weight=0.0,
+               reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec()):
+  """One optimizer micro-step; returns the batch's metrics.
+
+  ``reg`` (static) selects a prunability penalty, ``reg_weight`` (traced, so a
+  schedule does not recompile) weighs it.
+  """
+  (_, (logits, penalty)), grads = nnx.value_and_grad(_loss, has_aux=True)(
+      model, inputs, lengths, labels, reg_weight, reg)
   optimizer.update(model, grads)
-  return metrics_lib.batch_metrics(logits, labels)
+  return metrics_lib.batch_metrics(logits, labels, penalty=penalty)
 
 
 @jax.jit
@@ -358,6 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                sum(s.target_ratio is not None for s in plan), micro, states_per_layer(model))
   progress = _progress(len(plan) * micro, writer, config)
   rng = np.random.default_rng(config.seed + 7919)
+  r = config.regularizer
+  reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize)
   t_start = [time.time()]
 
   while run.epoch_index < len(plan):
@@ -369,7 +379,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if run.step_in_epoch >= micro:
           break
         batch = distributed.shard_batch(batch, mesh)
-        train_metrics = metrics_lib.merge(train_metrics, train_step(model, optimizer, *batch))
+        reg_weight = regularizers.weight_at(run.epoch_index + run.step_in_epoch / micro,
+                                            r.weight, r.schedule, r.ramp_epochs)
+        train_metrics = metrics_lib.merge(
+            train_metrics, train_step(model, optimizer, *batch, jnp.float32(reg_weight), reg=reg))
         check_parameters(model)
         run.step += 1
         run.step_in_epoch += 1

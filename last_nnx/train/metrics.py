@@ -12,13 +12,20 @@ from clu import metrics
 class ClassificationMetrics(metrics.Collection):
   loss: metrics.Average.from_output("loss")
   accuracy: metrics.Accuracy
+  penalty: metrics.Average.from_output("penalty")
 
 
-def batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None):
-  """Per-batch metrics; ``logits`` ``(B, C)``, ``labels`` ``(B,)`` int, ``mask`` ``(B,)`` bool."""
+def batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
+                  penalty: jax.Array | float = 0.0):
+  """Per-batch metrics; ``logits`` ``(B, C)``, ``labels`` ``(B,)`` int, ``mask`` ``(B,)`` bool.
+
+  ``loss`` is the cross-entropy alone; ``penalty`` the (unweighted) prunability
+  regularizer, logged on its own.
+  """
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  penalty = jnp.broadcast_to(jnp.asarray(penalty, loss.dtype), loss.shape)
   return ClassificationMetrics.single_from_model_output(
-      loss=loss, logits=logits, labels=labels, mask=mask)
+      loss=loss, logits=logits, labels=labels, mask=mask, penalty=penalty)
 
 
 def merge(total, new):
