@@ -3,11 +3,13 @@
 from last_nnx.ssm.base import (DiagonalSSM, PrunableSSM, StateMask, StateModes,
                                find_prunable_layers)
 from last_nnx.ssm.registry import make_ssm, register_ssm, registered_ssms
+from last_nnx.ssm.lru import LRU
 from last_nnx.ssm.s4d import S4D
 from last_nnx.ssm.s5 import S5
 
 register_ssm("s5")(S5)
 register_ssm("s4d")(S4D)
+register_ssm("lru")(LRU)
 
-__all__ = ["DiagonalSSM", "PrunableSSM", "StateMask", "StateModes", "S4D", "S5",
+__all__ = ["DiagonalSSM", "LRU", "PrunableSSM", "StateMask", "StateModes", "S4D", "S5",
            "find_prunable_layers", "make_ssm", "register_ssm", "registered_ssms"]

@@ -111,6 +111,14 @@ class PrunableSSM(Protocol):
     """
     ...
 
+  def init_state(self, batch_size: int) -> jax.Array:
+    """Zero recurrent state ``(B, S)`` complex64 for streaming with `step`."""
+    ...
+
+  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One time step: ``(state (B, S), u_t (B, H)) -> (new state, y_t (B, H))``."""
+    ...
+
 
 def compaction_index(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Gather index for ragged compaction of the last state axis.
@@ -186,6 +194,19 @@ class DiagonalSSM(nnx.Module):
     keep = self._check_keep(keep)
     self.state_mask.set_value(self.state_mask.get_value() * jnp.asarray(keep, jnp.float32))
 
+  def _check_streamable(self) -> None:
+    if getattr(self, "bidirectional", False):
+      raise ValueError(f"{type(self).__name__} is bidirectional: its output at time t depends "
+                       "on future inputs, so it cannot run as a streaming RNN")
+
+  def init_state(self, batch_size: int) -> jax.Array:
+    self._check_streamable()
+    return jnp.zeros((batch_size, int(np.prod(self.state_shape))), jnp.complex64)
+
+  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    self._check_streamable()
+    return step_modes(self.state_modes(), state, u_t)
+
   def prune_states(self, keep) -> dict[str, Callable[[jax.Array], jax.Array]]:
     keep = self._check_keep(keep) & (np.asarray(self.state_mask.get_value()) > 0)
     index, new_mask = compaction_index(keep)
@@ -198,6 +219,34 @@ class DiagonalSSM(nnx.Module):
       var.set_value(fn(var.get_value()))
     self.state_mask.set_value(jnp.asarray(new_mask))
     return transforms
+
+
+def step_modes(modes: StateModes, state: jax.Array, u_t: jax.Array):
+  """One recurrent step of the causal system described by ``modes``.
+
+  Args:
+    modes: the layer's one-state subsystems (direction 0 is used).
+    state: ``(B, S)`` complex64 previous states.
+    u_t: ``(B, H)`` float32 inputs at this step.
+
+  Returns:
+    ``(new_state (B, S), y_t (B, H))``; dead slots stay zero.
+  """
+  b = modes.B * modes.valid[:, None]
+  if modes.channel is None:
+    drive = u_t.astype(b.dtype) @ b.T
+  else:
+    drive = u_t[:, modes.channel].astype(b.dtype) * b[:, 0]
+  state = modes.poles * state + drive
+  if modes.channel is None:
+    y = (state @ modes.C[0].T).real
+  else:
+    contrib = (state * modes.C[0, 0]).real  # (B, S)
+    y = jax.ops.segment_sum(contrib.T, modes.channel, num_segments=u_t.shape[1]).T
+  y = modes.output_scale * y
+  if modes.feedthrough is not None:
+    y = y + modes.feedthrough * u_t
+  return state, y
 
 
 def find_prunable_layers(module: nnx.Module) -> dict[str, PrunableSSM]:

@@ -24,6 +24,11 @@ import jax
 import optax
 from flax import nnx
 
+# Parameters of other layer types that play the role of a named S5 parameter (LRU: the
+# pole parameterization and the input normalization); a new layer type either uses
+# the S5 names or adds its aliases here.
+ROLE_ALIASES = {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
+
 OPT_CONFIGS = {
     "standard": ({"Lambda_re", "Lambda_im", "B", "log_step"}, set()),
     "BandCdecay": ({"Lambda_re", "Lambda_im", "log_step"}, {"B"}),
@@ -53,6 +58,7 @@ def param_labels(params, opt_config: str, dt_global: bool = False):
 
   def label(path, variable):
     name = str(getattr(path[-1], "key", path[-1]))
+    name = ROLE_ALIASES.get(name, name)
     if name in ssm_names:
       group = "ssm"
     elif name in ssm_decay_names:
