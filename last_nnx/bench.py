@@ -31,6 +31,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import S5
+from last_nnx.train.loop import train_step as _train_step
 
 TASK_SHAPES = {  # from experiments/configs (S5 settings); vocab None = continuous input
     "listops": dict(L=2048, vocab=17, classes=10, layers=8, H=128, P=16, J=8, s4d_H=128),
@@ -68,15 +69,6 @@ def _batch(shape, batch: int, length: int | None = None):
     x = rng.normal(size=(batch, length, 1)).astype(np.float32)
     lengths = np.full(batch, length, np.int32)
   return jnp.asarray(x), jnp.asarray(lengths), jnp.asarray(np.arange(batch) % shape["classes"])
-
-
-@nnx.jit
-def _train_step(model, optimizer, x, lengths, y):
-  def loss(m):
-    return optax.softmax_cross_entropy_with_integer_labels(m(x, lengths), y).mean()
-  value, grads = nnx.value_and_grad(loss)(model)
-  optimizer.update(model, grads)
-  return value
 
 
 def _time(fn, repeats: int) -> float:

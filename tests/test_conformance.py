@@ -15,7 +15,7 @@ from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import make_ssm, registered_ssms
 from last_nnx.ssm.conformance import check_protocol
-from last_nnx.train import checkpoint
+from last_nnx.train import checkpoint, loop
 from tests.reference import modes_output
 
 H = 4
@@ -118,13 +118,9 @@ def _model(name, seed=0):
                        rngs=nnx.Rngs(seed))
 
 
-@nnx.jit
 def _step(model, optimizer, x, lengths, y):
-  def loss(m):
-    return optax.softmax_cross_entropy_with_integer_labels(m(x, lengths), y).mean()
-  value, grads = nnx.value_and_grad(loss)(model)
-  optimizer.update(model, grads)
-  return value
+  """One training step of the real loop; returns the batch loss."""
+  return loop.train_step(model, optimizer, x, lengths, y).compute()["loss"]
 
 
 def _batch():
@@ -177,7 +173,7 @@ def test_checkpoint_round_trip_of_pruned_model(name, tmp_path):
 
 @pytest.mark.slow
 def test_lru_smoke_trains_and_prunes(tmp_path, monkeypatch):
-  from last_nnx.train import loop
+
   from tests.test_train_loop import get_config
   monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path / "cache"))
   config = get_config("listops", "lru,smoke")

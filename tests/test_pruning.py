@@ -9,6 +9,8 @@ import optax
 import pytest
 from flax import nnx
 
+from last_nnx.train import loop
+
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.pruning import allocate, criteria, hinf
@@ -199,13 +201,9 @@ def test_mask_and_compact_give_same_outputs(ssm, criterion):
     assert r_comp.states_after == max(1, math.floor(n_dense * 0.4))
 
 
-@nnx.jit
 def _train_step(model, optimizer, x, lengths, y):
-  def loss(m):
-    return optax.softmax_cross_entropy_with_integer_labels(m(x, lengths), y).mean()
-  value, grads = nnx.value_and_grad(loss)(model)
-  optimizer.update(model, grads)
-  return value
+  """One training step of the real loop; returns the batch loss."""
+  return loop.train_step(model, optimizer, x, lengths, y).compute()["loss"]
 
 
 @pytest.mark.parametrize("ssm", ["s5", "s4d"])
