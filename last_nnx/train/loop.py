@@ -194,7 +194,8 @@ def evaluate(model, task, split: str, batch_size: int, mesh=None) -> dict[str, f
     batch = distributed.shard_batch(batch + (mask,), mesh)
     total = metrics_lib.merge(total, eval_step(model, *batch))
   model.train()
-  return {k.split("/")[1]: v for k, v in metrics_lib.to_floats(total, split).items()}
+  return {k.split("/")[1]: v for k, v in metrics_lib.to_floats(total, split).items()
+          if not k.endswith("/penalty")}
 
 
 # ----------------------------------------------------------------------------
@@ -398,6 +399,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           _save(ckpt, model, optimizer, run, config, task, t_start)
       train_scalars = metrics_lib.to_floats(train_metrics, "train")
       _check_finite(train_scalars, model)
+      if reg.kind == "none":
+        train_scalars.pop("train/penalty", None)
     except Diverged as e:
       if run.nan_retries_left <= 0 or not ckpt.steps():
         raise Diverged(f"{e}. No retries left: lower optim.ssm_lr, set optim.grad_clip, or "
