@@ -226,8 +226,7 @@ def ssm_ranges(model) -> dict[str, float]:
   return out
 
 
-def pruning_event(model, optimizer, *, target: float, config, run: RunState, task,
-                  rng: np.random.Generator, mesh=None):
+def pruning_event(model, optimizer, *, target: float, config, run: RunState, task, mesh=None):
   """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
 
   The guard rail ``pruning.max_acc_drop`` (>= 0) compares validation accuracy
@@ -252,7 +251,8 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
   while True:
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
-                           rng=int(rng.integers(2**31)), min_per_layer=p.min_per_layer,
+                           rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
+                           min_per_layer=p.min_per_layer,
                            bidirectional=p.bidirectional)
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     val_after = evaluate(model, task, "val", eval_bs, mesh)
@@ -366,7 +366,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "states per layer %s", len(plan), config.train.epochs,
                sum(s.target_ratio is not None for s in plan), micro, states_per_layer(model))
   progress = _progress(len(plan) * micro, writer, config)
-  rng = np.random.default_rng(config.seed + 7919)
   r = config.regularizer
   reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize)
   t_start = [time.time()]
@@ -432,8 +431,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if config.train.eval_test:
           run.dense["test"] = evaluate(model, task, "test", config.train.eval_batch_size, mesh)
       model, optimizer, event = pruning_event(model, optimizer, target=spec.target_ratio,
-                                              config=config, run=run, task=task, rng=rng,
-                                              mesh=mesh)
+                                              config=config, run=run, task=task, mesh=mesh)
       event["train_epoch"] = spec.train_epoch
       run.events.append(event)
       states = states_per_layer(model)
