@@ -174,3 +174,38 @@ def test_cli_unknown_field_and_bad_option(tmp_path):
   out = subprocess.run(cmd + ["--config", cfg + ":s5,smok"], cwd=ROOT, capture_output=True,
                        text=True)
   assert out.returncode != 0 and "smok" in out.stderr
+
+
+@pytest.mark.parametrize("policy", ["rollback", "halve"])
+def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, policy):
+  config = _smoke("listops", "s5", tmp_path, **{"pruning.max_acc_drop": 0.05,
+                                                 "pruning.on_violation": policy,
+                                                 "pruning.max_halvings": 2})
+  real_evaluate = loop.evaluate
+  ratios = []
+
+  def evaluate(model, task, split, batch_size, mesh=None):
+    """Accuracy falls with every state removed beyond 1 per layer: pruning 'hurts'."""
+    result = real_evaluate(model, task, split, batch_size, mesh)
+    states = sum(loop.states_per_layer(model).values())
+    result["accuracy"] = states / 8 if states < 7 else 1.0
+    return result
+  monkeypatch.setattr(loop, "evaluate", evaluate)
+  real_prune = loop.pruning.prune
+  monkeypatch.setattr(loop.pruning, "prune",
+                      lambda model, ratio, **kw: ratios.append(ratio) or real_prune(model, ratio, **kw))
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  event = summary["pruning_events"][0]
+  if policy == "rollback":
+    assert ratios == [0.5] and event["status"] == "rolled_back"
+    assert summary["states_final"] == summary["states_initial"]
+  else:  # 50% -> 25% (removes 2 of 8: accuracy 6/8, still too low) -> 12.5% (1 of 8: kept)
+    assert ratios == [0.5, 0.25, 0.125] and event["status"] == "applied"
+    assert sum(summary["states_final"].values()) == 7
+
+
+def test_minimum_reduction_gate_skips_tiny_events(tmp_path):
+  config = _smoke("listops", "s5", tmp_path, **{"pruning.min_reduction": 0.9})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert summary["pruning_events"][0]["status"] == "skipped"
+  assert summary["states_final"] == summary["states_initial"]
