@@ -303,8 +303,9 @@ def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5),
                                          for l in layers])
     ax.set_title(f"{100 * ratio:.0f}% of states pruned" + (" (SYNTHETIC)" if synthetic else ""))
     ax.set_ylabel("states kept")
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8)
+  fig.tight_layout(rect=(0, 0.07, 1, 1))
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
