@@ -369,6 +369,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   r = config.regularizer
   reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize)
   t_start = [time.time()]
+  eta = _EarlyEstimate(run.step, len(plan) * micro)
 
   while run.epoch_index < len(plan):
     spec = plan[run.epoch_index]
@@ -387,6 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         run.step += 1
         run.step_in_epoch += 1
         progress(run.step)
+        eta(run.step, micro)
         if run.step % config.train.log_every_steps == 0:
           scalars = metrics_lib.to_floats(train_metrics, "train")
           _check_finite(scalars, model)
@@ -461,6 +463,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.close()
   best_ckpt.close()
   return summary
+
+
+class _EarlyEstimate:
+  """Logs the cost of the whole run after the first few (compiled) steps.
+
+  `ReportProgress` reports every ``log_every_steps``; on a CPU a Path-X step takes
+  tens of seconds, so the user is told at once what the run will cost.
+  """
+
+  def __init__(self, first_step: int, total_steps: int, warmup: int = 1, measure: int = 2):
+    self.total = total_steps
+    self.marks = {first_step + warmup: None, first_step + warmup + measure: None}
+    self.done = False
+
+  def __call__(self, step: int, steps_per_epoch: int) -> None:
+    if self.done or step not in self.marks:
+      return
+    self.marks[step] = time.time()
+    (s0, t0), (s1, t1) = sorted(self.marks.items())
+    if t0 is None or t1 is None:
+      return
+    self.done = True
+    per_step = (t1 - t0) / (s1 - s0)
+    logging.info("measured %.3f s/step: one epoch (%d steps) ~ %s, the rest of the run "
+                 "(%d steps) ~ %s", per_step, steps_per_epoch,
+                 _duration(per_step * steps_per_epoch), self.total - step,
+                 _duration(per_step * (self.total - step)))
+
+
+def _duration(seconds: float) -> str:
+  hours, rest = divmod(int(seconds), 3600)
+  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def _progress(total_steps, writer, config):
