@@ -45,7 +45,7 @@ TASK_SHAPES = {  # from experiments/configs (S5 settings); vocab None = continuo
 }
 
 
-def _model(shape, ssm: str, seed: int = 0) -> SequenceModel:
+def _model(shape, ssm: str, seed: int = 0, remat: bool = False) -> SequenceModel:
   if ssm == "s5":
     d_model, ssm_config = shape["H"], dict(state_size=shape["P"], blocks=shape["J"],
                                            bidirectional=True)
@@ -53,7 +53,8 @@ def _model(shape, ssm: str, seed: int = 0) -> SequenceModel:
     d_model, ssm_config = shape["s4d_H"], dict(state_size=64, bidirectional=True)
   return SequenceModel(n_classes=shape["classes"], d_model=d_model, n_layers=shape["layers"],
                        ssm=ssm, ssm_config=ssm_config, vocab_size=shape["vocab"],
-                       retrieval=shape.get("retrieval", False), rngs=nnx.Rngs(seed))
+                       retrieval=shape.get("retrieval", False), remat=remat,
+                       rngs=nnx.Rngs(seed))
 
 
 def _batch(shape, batch: int, length: int | None = None):
@@ -153,7 +154,7 @@ def bench_memory(lengths, repeats: int, batch: int = 2) -> list[dict]:
   temporaries (activations kept for the backward pass live in temporaries).
   """
   shape = TASK_SHAPES["pathx"]
-  model = _model(shape, "s5")
+  model = _model(shape, "s5", remat=True)  # as in the Path-X config
   model.eval()  # frozen batch statistics: a pure function of the parameters
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
