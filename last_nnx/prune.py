@@ -1,12 +1,18 @@
-r"""Prune a trained model and evaluate it.
+r"""Prune a saved model, evaluate it, and write the pruned (smaller) model.
 
-  python -m last_nnx.prune --workdir runs/listops-s5 --ratio 0.3 --criterion last
+  python -m last_nnx.prune --workdir runs/listops --ratio 0.3 --criterion last \
+      [--mode compact] [--out runs/listops/pruned] [--eval_splits val,test]
 
-Loads the newest checkpoint of a training run, evaluates it, prunes it
-(compact by default: the saved model is really smaller), evaluates again, and
-writes the pruned model to ``--out`` (default ``WORKDIR/pruned-<criterion>-<ratio>``)
-together with ``prune_report.json``. The written directory loads like a
-training workdir (`last_nnx.train.checkpoint.load_model`), at the pruned size.
+Reads the newest checkpoint of a training workdir (``--which best`` for the
+best one) with `last_nnx.train.checkpoint.load_model`, prunes it with
+`last_nnx.pruning.prune`, evaluates before and after on ``--eval_splits``
+(none with ``--eval_splits=``), and writes the result with
+`last_nnx.train.checkpoint.save_model` to ``--out``: a directory that
+``load_model`` (and so ``python -m last_nnx.prune`` / ``last_nnx.sweep``) reads
+back as the smaller model. The pruning event is appended to the checkpoint's
+pruning history (``meta['run']['events']``, and ``meta['pruning']``), so the
+output stays replayable from the dense model. ``prune_report.json`` in ``--out``
+holds the report and the accuracies.
 """
 
 import json
@@ -15,63 +21,170 @@ import sys
 
 from absl import app, flags, logging
 
-FLAGS = flags.FLAGS
+DEFAULT_EVAL_SPLITS = ("val",)
+
+
+def _checkpoint_module():
+  """`last_nnx.train.checkpoint`, or a clear error if it is not available."""
+  try:
+    from last_nnx.train import checkpoint
+  except ImportError as e:
+    raise RuntimeError("last_nnx.prune needs last_nnx.train.checkpoint (load_model/save_model) "
+                       f"to read and write saved models, and it failed to import: {e}") from e
+  for name in ("load_model", "save_model"):
+    if not hasattr(checkpoint, name):
+      raise RuntimeError(f"last_nnx.train.checkpoint has no {name}(): cannot read or write "
+                         "saved models")
+  return checkpoint
+
+
+def _history(meta: dict):
+  """The pruning history of a saved model (possibly empty)."""
+  from last_nnx import pruning
+  saved = (meta.get("pruning") or {}).get("history")
+  if saved:
+    return pruning.PruningHistory.from_json(saved)
+  run = meta.get("run") or {}
+  return pruning.PruningHistory.from_run_events(run.get("events") or [],
+                                                dense_states=run.get("initial_states") or None)
+
+
+def evaluate_splits(model, config, splits) -> dict[str, dict[str, float]]:
+  """``{split: {'accuracy', 'loss'}}`` of ``model`` on the config's task."""
+  if not splits:
+    return {}
+  from last_nnx import data
+  from last_nnx.train.loop import evaluate
+  task = data.build_task(config.data, batch_size=config.train.batch_size,
+                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  out = {split: evaluate(model, task, split, config.train.eval_batch_size) for split in splits}
+  model.eval()  # `evaluate` leaves the model in training mode
+  return out
+
+
+def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> str:
+  return os.path.join(workdir, f"pruned-{criterion}-{ratio:g}-{mode}")
 
 
 def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode: str = "compact",
                       out_dir: str | None = None, *, which: str = "checkpoints",
-                      bidirectional: str = "sum", seed: int = 0, evaluate: bool = True) -> dict:
-  """Prunes the model saved in ``workdir``; returns the report with accuracies."""
-  from last_nnx import data, pruning
-  from last_nnx.train import checkpoint, loop
+                      min_per_layer: int = 1, bidirectional: str = "sum", seed: int = 0,
+                      evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
+                      evaluate_fn=None) -> dict:
+  """Loads the saved model of ``workdir``, prunes it, writes it to ``out_dir``.
+
+  Args:
+    workdir: a training workdir (or a directory this function wrote).
+    ratio: fraction of the live states to remove, in [0, 1).
+    criterion: a registered pruning criterion.
+    mode: ``'compact'`` (the saved model is smaller) or ``'mask'``.
+    out_dir: where to write (default ``workdir/pruned-CRITERION-RATIO-MODE``);
+      must differ from ``workdir``.
+    which: ``'checkpoints'`` (latest) or ``'best'``.
+    min_per_layer, bidirectional: see `last_nnx.pruning.prune`.
+    seed: seed of the ``random`` criterion.
+    evaluate: evaluate before and after pruning (False: no data is touched).
+    eval_splits: the splits evaluated (needs the task's data, or its
+      synthetic generator).
+    evaluate_fn: ``(model, config, splits) -> {split: metrics}``; default
+      `evaluate_splits`.
+
+  Returns:
+    A summary dict (also written to ``out_dir/prune_report.json``):
+    ``report`` (the `PruneReport` as a dict), ``out_dir``, ``splits``
+    (``{split: {'before': metrics, 'after': metrics}}``), ``before``/``after``
+    (the metrics of the first evaluated split, usually ``val``; ``{}`` without
+    evaluation), ``states_before``/``states_after``.
+  """
+  from last_nnx import pruning
+  pruning.check_ratio(ratio)
+  pruning.get_criterion(criterion)
+  if mode not in pruning.MODES:
+    raise ValueError(f"unknown pruning mode {mode!r}; expected one of {pruning.MODES}")
+  out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
+  if os.path.abspath(out_dir) == os.path.abspath(workdir):
+    raise ValueError(f"--out {out_dir!r} is the workdir itself: writing there would replace "
+                     "its checkpoints; choose another directory")
+  checkpoint = _checkpoint_module()
+  evaluate_fn = evaluate_fn or evaluate_splits
+  eval_splits = tuple(eval_splits) if evaluate else ()
+
   model, config, meta = checkpoint.load_model(workdir, which=which)
-  result = {}
-  task = None
-  if evaluate:
-    task = data.build_task(config.data, batch_size=config.train.batch_size,
-                           eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-    result["before"] = loop.evaluate(model, task, "val", config.train.eval_batch_size)
+  meta = dict(meta or {})
+  history = _history(meta)
+  before = evaluate_fn(model, config, eval_splits)
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
-                         bidirectional=bidirectional)
-  logging.info("pruned %s:\n%s", workdir, report.table())
-  if evaluate:
-    result["after"] = loop.evaluate(model, task, "val", config.train.eval_batch_size)
-  out_dir = out_dir or os.path.join(workdir, f"pruned-{criterion}-{ratio:g}")
-  history = list(meta.get("run", {}).get("events", [])) + [json.loads(report.to_json())]
-  checkpoint.save_model(out_dir, model, config,
-                        dict(model_spec=meta["model_spec"], run=dict(events=history)))
-  result.update(report=json.loads(report.to_json()), out_dir=out_dir)
+                         min_per_layer=min_per_layer, bidirectional=bidirectional,
+                         history=history)
+  logging.info("pruned %s (%s, %s, ratio %.4f):\n%s", workdir, criterion, mode, ratio,
+               report.table())
+  after = evaluate_fn(model, config, eval_splits)
+
+  report_dict = json.loads(report.to_json())
+  run = dict(meta.get("run") or {})
+  run["events"] = list(run.get("events") or []) + [dict(
+      status="applied", source="last_nnx.prune", criterion=criterion, mode=mode,
+      target=report.ratio_achieved_total, ratio=float(ratio),
+      states_before={k: v.states_before for k, v in report.layers.items()},
+      states_after={k: v.states_after for k, v in report.layers.items()},
+      val_before=before.get("val"), val_after=after.get("val"), report=report_dict)]
+  meta["run"] = run
+  meta["pruning"] = dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
+                         source_checkpoint=which)
+  os.makedirs(out_dir, exist_ok=True)
+  checkpoint.save_model(out_dir, model, config, meta)
+  first = eval_splits[0] if eval_splits else None
+  summary = dict(out_dir=os.path.abspath(out_dir), workdir=os.path.abspath(workdir),
+                 report=report_dict,
+                 splits={k: dict(before=before[k], after=after[k]) for k in before},
+                 before=before.get(first, {}), after=after.get(first, {}),
+                 states_before=report.states_before, states_after=report.states_after)
   with open(os.path.join(out_dir, "prune_report.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  return result
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  """Command-line flags (defined only when run as a program, so importing is free)."""
-  flags.DEFINE_string("workdir", None, "Training workdir to prune.")
-  flags.DEFINE_float("ratio", None, "Fraction of the states to remove, in [0, 1).")
-  flags.DEFINE_string("criterion", "last", "Pruning criterion.")
-  flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "Shrink arrays or mask states.")
-  flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Checkpoint to prune.")
-  flags.DEFINE_string("out", None, "Where to write the pruned model.")
-  flags.DEFINE_enum("bidirectional", "sum", ["sum", "reference"], "Bidirectional score.")
-  flags.DEFINE_integer("seed", 0, "Seed for the random criterion.")
+  """Command-line flags, defined only when run as a program: importing this module
+  next to another absl program (``last_nnx.sweep`` has ``--workdir`` too) stays free."""
+  flags.DEFINE_string("workdir", None, "Training workdir whose saved model is pruned.")
+  flags.DEFINE_float("ratio", 0.3, "Fraction of the live states to remove, in [0, 1).")
+  flags.DEFINE_string("criterion", "last", "Pruning criterion (last, energy, global_hinf, "
+                      "uniform, magnitude, random, or a registered one).")
+  flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "compact: the saved model is "
+                    "smaller; mask: shapes kept, pruned states zeroed.")
+  flags.DEFINE_string("out", None, "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
+  flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to prune.")
+  flags.DEFINE_integer("min_per_layer", 1, "States every layer keeps.")
+  flags.DEFINE_enum("bidirectional", "sum", ["sum", "reference"], "Bidirectional score: sum of "
+                    "both directions' squared norms, or the reference code's quirk.")
+  flags.DEFINE_integer("seed", 0, "Seed of the random criterion.")
+  flags.DEFINE_list("eval_splits", list(DEFAULT_EVAL_SPLITS), "Splits to evaluate before and "
+                    "after pruning (empty: no evaluation).")
 
 
 def main(argv):
-  del argv
-  if not FLAGS.workdir or FLAGS.ratio is None:
-    sys.exit("usage: python -m last_nnx.prune --workdir W --ratio 0.3 [--criterion last]")
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  if not FLAGS.workdir:
+    sys.exit("error: --workdir is required (the directory of a training run)")
   try:
-    result = prune_saved_model(FLAGS.workdir, FLAGS.ratio, FLAGS.criterion, FLAGS.mode,
-                               FLAGS.out, which=FLAGS.which, bidirectional=FLAGS.bidirectional,
-                               seed=FLAGS.seed)
-  except (ValueError, FileNotFoundError) as e:
+    summary = prune_saved_model(
+        FLAGS.workdir, FLAGS.ratio, FLAGS.criterion, FLAGS.mode, FLAGS.out, which=FLAGS.which,
+        min_per_layer=FLAGS.min_per_layer, bidirectional=FLAGS.bidirectional, seed=FLAGS.seed,
+        eval_splits=[s for s in FLAGS.eval_splits if s])
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")
-  r = result["report"]
-  print(f"{r['criterion']}: {100 * r['ratio_achieved']:.1f}% of states removed; val accuracy "
-        f"{result['before']['accuracy']:.4f} -> {result['after']['accuracy']:.4f}; "
-        f"pruned model in {result['out_dir']}")
+  from last_nnx.pruning import PruneReport
+  print(PruneReport.from_dict(summary["report"]).table())
+  for split, metrics in summary["splits"].items():
+    b, a = metrics["before"], metrics["after"]
+    print(f"{split}: accuracy {b['accuracy']:.4f} -> {a['accuracy']:.4f}, "
+          f"loss {b['loss']:.4f} -> {a['loss']:.4f}")
+  print(f"pruned model written to {summary['out_dir']}")
 
 
 if __name__ == "__main__":

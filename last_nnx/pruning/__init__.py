@@ -1,100 +1,153 @@
 """LAST and baseline state pruning for any `PrunableSSM` model.
 
-  scores = pruning.score(model, "last")                      # {layer: (S,) scores}
+  from last_nnx import pruning
+  scores = pruning.score(model, "last")                    # {layer: (S,) scores}
   report = pruning.prune(model, 0.3, criterion="last", mode="compact",
-                         optimizer=optimizer)                # in place
-  print(report.table())
+                         optimizer=optimizer)              # in place
+  logging.info("%s", report.table())
+
+See docs/pruning.md. Modules: `hinf` (per-state system norms), `criteria`
+(registry of scores), `allocate` (scores -> keep sets), `apply` (mask or
+compact a live model and its optimizer), `history` (replayable events),
+`schedule` (when and how much), `report`.
 """
 
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from last_nnx.pruning import hinf
-from last_nnx.pruning.allocate import allocate_global, allocate_uniform, check_ratio, threshold
-from last_nnx.pruning.apply import MODES, apply_keep, compact_optimizer_state
-from last_nnx.pruning.criteria import (get_criterion, layer_energy_normalize, layer_scores,
-                                       register_criterion, registered_criteria)
+from last_nnx.pruning import allocate
+from last_nnx.pruning.allocate import (allocate_global, allocate_uniform, check_ratio,
+                                       check_min_per_layer, target_count, threshold)
+from last_nnx.pruning.apply import MODES, apply_keep, compact_optimizer_state, prunable_layers
+from last_nnx.pruning.criteria import (Criterion, get_criterion, layer_energy,
+                                       layer_energy_normalize, layer_scores, register_criterion,
+                                       registered_criteria)
 from last_nnx.pruning.history import PruningEvent, PruningHistory, replay
 from last_nnx.pruning.report import LayerReport, PruneReport
 from last_nnx.pruning.schedule import PruningSchedule, event_ratio
-from last_nnx.ssm.base import find_prunable_layers
 
 
-def _layers(model: nnx.Module):
-  layers = find_prunable_layers(model)
-  if not layers:
-    raise ValueError(f"{type(model).__name__} has no prunable SSM layer (no submodule "
-                     "implements last_nnx.ssm.PrunableSSM): nothing to score or prune")
-  return layers
+def as_generator(rng) -> np.random.Generator:
+  """``rng`` as a numpy Generator: None (seed 0), an int seed, a Generator or a jax key."""
+  if isinstance(rng, np.random.Generator):
+    return rng
+  if rng is None:
+    return np.random.default_rng(0)
+  if isinstance(rng, (int, np.integer)):
+    return np.random.default_rng(int(rng))
+  import jax  # a jax PRNG key (typed or raw uint32)
+  data = rng
+  if jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key):
+    data = jax.random.key_data(rng)
+  return np.random.default_rng(np.asarray(data, np.uint32).ravel().tolist())
 
 
-def _rng(rng) -> np.random.Generator:
-  return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+def _check_bidirectional(bidirectional: str) -> None:
+  if bidirectional not in hinf.BIDIRECTIONAL:
+    raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
 
 
 def score(model: nnx.Module, criterion: str = "last", *, rng=None,
           bidirectional: str = "sum") -> dict[str, np.ndarray]:
-  """Per-layer scores of every state slot.
+  """Per-layer scores of every state slot under ``criterion``.
+
+  Args:
+    model: an NNX module with `PrunableSSM` layers (or one such layer).
+    criterion: a registered criterion (`registered_criteria()`).
+    rng: seed, ``np.random.Generator`` or jax key for ``random`` (None: seed 0,
+      so scores are reproducible); one generator is drawn from layer by layer.
+    bidirectional: ``'sum'`` or ``'reference'`` (see `pruning.hinf`).
 
   Returns:
-    ``{layer_path: (S,) float64}``, higher = more important; slots that are
-    already pruned (masked or padding) score ``-inf``.
+    ``{layer_path: (S,) float64}`` over the layer's flat slots (all of them),
+    higher = more important; slots already pruned (masked) or padding score
+    ``-inf``.
   """
   get_criterion(criterion)
-  generator = _rng(rng)
+  _check_bidirectional(bidirectional)
+  generator = as_generator(rng)
   return {path: layer_scores(layer.state_modes(), criterion, rng=generator,
                              bidirectional=bidirectional)
-          for path, layer in _layers(model).items()}
+          for path, layer in prunable_layers(model).items()}
 
 
 def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str = "compact",
           optimizer: nnx.Optimizer | None = None, rng=None, min_per_layer: int = 1,
-          bidirectional: str = "sum") -> PruneReport:
+          bidirectional: str = "sum", history: PruningHistory | None = None) -> PruneReport:
   """Removes a fraction ``ratio`` of the model's live states, in place.
 
+  Scores come from the current weights; ``ratio`` is a fraction of the states
+  live now (use `event_ratio` to reach a cumulative target).
+
   Args:
-    model: any NNX module with `PrunableSSM` layers.
-    ratio: fraction of the live states to remove, in [0, 1).
+    model: any NNX module with `PrunableSSM` layers (or one such layer).
+    ratio: fraction of the live states to remove, in [0, 1). Global criteria
+      keep exactly ``max(1, floor(N (1 - ratio)))`` (see `allocate`).
     criterion: a registered criterion (`registered_criteria()`).
-    mode: ``'compact'`` (arrays shrink) or ``'mask'`` (shapes kept).
-    optimizer: with ``compact``, its state is sliced like the parameters.
-    rng: seed or ``np.random.Generator`` (used by ``random``).
+    mode: ``'compact'`` (arrays shrink, optimizer state too) or ``'mask'``
+      (shapes kept, pruned states zeroed by the layer's state mask).
+    optimizer: with ``compact``, its state is sliced like the parameters so
+      training goes on (ignored by ``mask``, which changes no shape).
+    rng: seed, ``np.random.Generator`` or jax key, for ``random`` (None: 0).
     min_per_layer: states every layer keeps.
     bidirectional: ``'sum'`` or ``'reference'`` (see `pruning.hinf`).
+    history: if given, the event is recorded into it, and the report gives
+      the pruned fraction of the dense model as well.
 
   Returns:
     A `PruneReport`.
+
+  Raises:
+    ValueError: ratio outside [0, 1), unknown criterion or mode, or a model
+      without prunable layers.
   """
   check_ratio(ratio)
   crit = get_criterion(criterion)
   if mode not in MODES:
     raise ValueError(f"unknown pruning mode {mode!r}; expected one of {MODES}")
-  layers = _layers(model)
+  min_per_layer = check_min_per_layer(min_per_layer)
+  _check_bidirectional(bidirectional)
+  layers = prunable_layers(model)
+  generator = as_generator(rng)
   modes = {path: layer.state_modes() for path, layer in layers.items()}
-  scores = score(model, criterion, rng=rng, bidirectional=bidirectional)
-  allocate = allocate_uniform if crit.allocation == "uniform" else allocate_global
-  keep = allocate(scores, ratio, min_per_layer)
+  scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional)
+            for path, m in modes.items()}
+  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer)
+
   layer_reports = {}
   for path, mask in keep.items():
-    valid = np.asarray(modes[path].valid)
-    energy = np.asarray(hinf.hinf_squared(modes[path], bidirectional=bidirectional), np.float64)
-    total = energy[valid].sum()
+    energy = layer_energy(modes[path], criterion, bidirectional)
+    total = energy.sum()
     kept_scores = scores[path][mask]
     layer_reports[path] = LayerReport(
-        states_before=int(valid.sum()), states_after=int(mask.sum()),
+        states_before=int(np.isfinite(scores[path]).sum()), states_after=int(mask.sum()),
         kept=[int(i) for i in np.flatnonzero(mask)],
         energy_kept=float(energy[mask].sum() / total) if total > 0 else 1.0,
-        min_kept_score=float(kept_scores.min()) if kept_scores.size else None)
+        min_kept_score=float(kept_scores.min()) if kept_scores.size else None,
+        slots=int(mask.size))
   apply_keep(model, keep, mode=mode, optimizer=optimizer)
+
   before = sum(r.states_before for r in layer_reports.values())
   after = sum(r.states_after for r in layer_reports.values())
-  return PruneReport(
+  report = PruneReport(
       criterion=criterion, mode=mode, ratio_requested=float(ratio),
       ratio_achieved=1.0 - after / max(1, before),
       threshold=threshold(scores, keep) if crit.allocation == "global" else None,
-      layers=layer_reports)
+      layers=layer_reports, allocation=crit.allocation, bidirectional=bidirectional,
+      min_per_layer=min_per_layer, energy_norm=crit.norm)
+  if history is not None:
+    history.record(report)
+    report.states_original = history.states_original
+    report.ratio_achieved_total = 1.0 - after / max(1, report.states_original)
+  logging.debug("pruned %d of %d states (%s, %s)", before - after, before, criterion, mode)
+  return report
 
 
-__all__ = ["LayerReport", "PruneReport", "PruningEvent", "PruningHistory", "PruningSchedule",
-           "apply_keep", "compact_optimizer_state", "event_ratio", "layer_energy_normalize",
-           "prune", "register_criterion", "registered_criteria", "replay", "score"]
+__all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "PruningHistory",
+           "PruningSchedule", "allocate_global", "allocate_uniform", "apply_keep",
+           "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
+           "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",
+           "register_criterion", "registered_criteria", "replay", "score", "target_count",
+           "threshold"]

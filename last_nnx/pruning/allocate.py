@@ -1,55 +1,90 @@
 """From per-layer scores to per-layer keep sets (pure numpy).
 
-``global``: one threshold. For a ratio ``r`` the model keeps
-``K = max(1, floor(N (1 - r)))`` of its ``N`` live states: the ``K`` highest
-scores over all layers, ties broken by layer order, then slot index. Each
-layer first keeps its ``min_per_layer`` strongest states (so no layer is
-emptied); they count toward ``K``, and only if ``K`` is smaller than those
-forced keeps does the model keep more than ``K``.
+Inputs are ``{layer: (S,) scores}`` with ``-inf`` on dead slots (pruned or
+padding); outputs are ``{layer: (S,) bool}`` keep masks over the same slots. A
+dead slot is never kept. The order of the dict is the layer order used to
+break ties.
 
-``uniform``: every layer keeps ``max(min_per_layer, floor(n_l (1 - r)))`` of its
-own ``n_l`` states.
+``global`` (one threshold): for a ratio ``r`` the model keeps
+``K = max(1, floor(N (1 - r)))`` of its ``N`` live states. Each layer first keeps
+its ``min_per_layer`` strongest states (so no layer is emptied); these forced
+keeps count toward ``K``, and the remaining ``K - forced`` places go to the
+highest-scoring other states of all layers, ranked by
+``(-score, layer order, slot index)``. So exactly ``K`` states are kept unless
+the forced keeps alone exceed ``K`` (more layers times ``min_per_layer`` than
+``K``), in which case exactly the forced keeps are kept. Every non-forced kept
+state scores at least as high as every pruned one.
+
+``uniform``: every layer keeps ``max(min(min_per_layer, n_l), floor(n_l (1 - r)))``
+of its own ``n_l`` live states, its strongest by ``(-score, slot index)``.
+
+``floor`` is taken with a 1e-9 tolerance, so that decimal ratios land where
+people expect: ``N = 100, r = 0.34`` keeps 66 (``100 * (1 - 0.34)`` is
+``65.99999999999999`` in floating point), ``N = 10, r = 0.8`` keeps 2.
 """
 
 import math
 
 import numpy as np
 
+RULES = ("global", "uniform")
+
 
 def check_ratio(ratio: float) -> float:
-  ratio = float(ratio)
-  if not (0.0 <= ratio < 1.0) or math.isnan(ratio):
-    raise ValueError(f"pruning ratio {ratio} is outside [0, 1): it is the fraction of states "
-                     "to remove, e.g. 0.3 removes 30% and keeps 70%")
+  """``ratio`` as a float in [0, 1), else a ValueError saying what it means."""
+  try:
+    ratio = float(ratio)
+  except (TypeError, ValueError):
+    raise ValueError(f"pruning ratio must be a number in [0, 1), got {ratio!r}") from None
+  if math.isnan(ratio) or not 0.0 <= ratio < 1.0:
+    raise ValueError(f"pruning ratio {ratio} is outside [0, 1): it is the fraction of the live "
+                     "states to remove (0.3 removes 30% and keeps 70%); use 0 to prune nothing")
   return ratio
 
 
+def check_min_per_layer(min_per_layer: int) -> int:
+  if isinstance(min_per_layer, bool) or int(min_per_layer) != min_per_layer or min_per_layer < 0:
+    raise ValueError(f"min_per_layer must be a nonnegative integer, got {min_per_layer!r}")
+  return int(min_per_layer)
+
+
+def floor_keep(n: int, ratio: float) -> int:
+  """``floor(n (1 - ratio))`` with a 1e-9 tolerance for decimal ratios."""
+  return math.floor(n * (1.0 - ratio) + 1e-9)
+
+
 def target_count(n: int, ratio: float) -> int:
-  return max(1, math.floor(n * (1.0 - check_ratio(ratio)) + 1e-9))
+  """States kept out of ``n`` under global allocation: ``max(1, floor(n (1 - r)))``."""
+  return max(1, floor_keep(n, check_ratio(ratio)))
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-  """Indices of the ``k`` largest finite scores, ties by lower index."""
+def top_slots(scores: np.ndarray, k: int) -> np.ndarray:
+  """Indices of the ``k`` largest finite scores, ranked by ``(-score, index)``."""
+  scores = np.asarray(scores, np.float64)
   live = np.flatnonzero(np.isfinite(scores))
   order = live[np.lexsort((live, -scores[live]))]
-  return order[:k]
+  return order[:max(0, k)]
 
 
 def allocate_global(scores: dict[str, np.ndarray], ratio: float,
                     min_per_layer: int = 1) -> dict[str, np.ndarray]:
-  """Keep masks ``{layer: (S,) bool}`` under one global threshold.
+  """Keep masks ``{layer: (S,) bool}`` under one global threshold (module docstring).
 
   Args:
     scores: per layer, ``(S,)`` scores with ``-inf`` for dead slots.
     ratio: fraction of live states to remove, in [0, 1).
-    min_per_layer: states every layer keeps regardless of scores.
+    min_per_layer: states every layer keeps regardless of scores (capped at
+      the layer's live count).
   """
+  check_ratio(ratio)
+  min_per_layer = check_min_per_layer(min_per_layer)
+  scores = {k: np.asarray(v, np.float64) for k, v in scores.items()}
   names = list(scores)
   n_live = sum(int(np.isfinite(s).sum()) for s in scores.values())
   k = target_count(n_live, ratio)
   keep = {name: np.zeros(s.shape, bool) for name, s in scores.items()}
   for name, s in scores.items():
-    keep[name][_top(s, min_per_layer)] = True
+    keep[name][top_slots(s, min_per_layer)] = True
   remaining = k - sum(int(m.sum()) for m in keep.values())
   if remaining > 0:
     layer_idx = np.concatenate([np.full(s.shape, i) for i, s in enumerate(scores.values())])
@@ -66,19 +101,39 @@ def allocate_global(scores: dict[str, np.ndarray], ratio: float,
 
 def allocate_uniform(scores: dict[str, np.ndarray], ratio: float,
                      min_per_layer: int = 1) -> dict[str, np.ndarray]:
-  """Keep masks with the same fraction kept in every layer."""
-  check_ratio(ratio)
+  """Keep masks with the same fraction kept in every layer (module docstring)."""
+  ratio = check_ratio(ratio)
+  min_per_layer = check_min_per_layer(min_per_layer)
   keep = {}
   for name, s in scores.items():
+    s = np.asarray(s, np.float64)
     n = int(np.isfinite(s).sum())
-    k = max(min(min_per_layer, n), math.floor(n * (1.0 - ratio) + 1e-9))
+    k = max(min(min_per_layer, n), floor_keep(n, ratio))
     mask = np.zeros(s.shape, bool)
-    mask[_top(s, k)] = True
+    mask[top_slots(s, k)] = True
     keep[name] = mask
   return keep
 
 
+def allocate(scores: dict[str, np.ndarray], ratio: float, rule: str = "global",
+             min_per_layer: int = 1) -> dict[str, np.ndarray]:
+  """Dispatches to `allocate_global` or `allocate_uniform` by ``rule``."""
+  if rule not in RULES:
+    raise ValueError(f"unknown allocation rule {rule!r}; expected one of {RULES}")
+  fn = allocate_global if rule == "global" else allocate_uniform
+  return fn(scores, ratio, min_per_layer)
+
+
 def threshold(scores: dict[str, np.ndarray], keep: dict[str, np.ndarray]) -> float | None:
-  """Score of the weakest kept state (the global threshold), or None if nothing kept."""
-  kept = [s[m] for s, m in ((scores[n], keep[n]) for n in scores) if m.any()]
-  return float(np.min(np.concatenate(kept))) if kept else None
+  """The global threshold: score of the weakest state kept on merit.
+
+  That is the smallest kept score that is at least every pruned score; states
+  kept only because of ``min_per_layer`` (weaker than some pruned state) are
+  not counted. None if nothing is kept.
+  """
+  kept = np.concatenate([np.asarray(scores[n], np.float64)[keep[n]] for n in scores] + [[]])
+  pruned = np.concatenate([np.asarray(scores[n], np.float64)[~keep[n]] for n in scores] + [[]])
+  pruned = pruned[np.isfinite(pruned)]
+  if pruned.size:
+    kept = kept[kept >= pruned.max()]
+  return float(kept.min()) if kept.size else None

@@ -1,32 +1,40 @@
 """Pruning criteria: a per-state score and the allocation rule it is used with.
 
-A criterion maps a layer's `StateModes` to one score per slot (higher = more
-important). How scores become keep-sets is its ``allocation``: ``'global'``
-ranks all states of all layers on one scale and keeps the strongest overall
-(one threshold); ``'uniform'`` keeps the same fraction in every layer.
+A criterion maps one layer's `StateModes` to one score per slot, ``(S,)``,
+higher = more important. How scores become keep sets is its ``allocation``:
+``'global'`` ranks the states of all layers on one scale and keeps the
+strongest overall (one threshold); ``'uniform'`` keeps the same fraction in
+every layer. Each criterion also names the system ``norm`` (``'hinf2'`` or
+``'h2'``) whose per-layer share is reported as "energy kept" in diagnostics.
 
-Presets:
+Presets (composed of a per-state system norm and an allocation rule):
 
-=============  =========================================  ==========
-name           score                                       allocation
-=============  =========================================  ==========
-last           H-inf^2, normalized by layer energy (LAST)  global
-energy         H2 energy, normalized by layer energy       global
+=============  ===============================================  ==========  ======
+name           score                                             allocation  norm
+=============  ===============================================  ==========  ======
+last           H-inf^2, then layer-energy normalization (LAST)   global      hinf2
+energy         H2 energy, then layer-energy normalization        global      h2
                (the AIRE-Prune criterion)
-global_hinf    H-inf^2, not normalized                     global
-uniform        H-inf^2 within each layer                   uniform
-magnitude      pole magnitude ``|lam_i|``                  global
-random         uniform random                              global
-=============  =========================================  ==========
+global_hinf    H-inf^2, not normalized                           global      hinf2
+uniform        H-inf^2 within each layer                         uniform     hinf2
+magnitude      pole magnitude ``|lam_i|``                        global      hinf2
+random         uniform random in [0, 1) from ``rng``             global      hinf2
+=============  ===============================================  ==========  ======
 
-Add one with::
+Add a criterion by registering one function::
 
-    @register_criterion("my_score")
-    def my_score(modes, *, rng, bidirectional):
-      return jnp.abs(modes.poles) * jnp.sum(jnp.abs(modes.B) ** 2, axis=1)
+    @register_criterion("b_energy")
+    def b_energy(modes, *, rng):
+      return jnp.sum(jnp.abs(modes.B) ** 2, axis=1)
+
+It may also accept ``bidirectional`` (``'sum'`` or ``'reference'``, passed
+through from `prune`). Invalid slots (pruned or padding) are overwritten with
+``-inf`` afterwards, so the function can ignore ``modes.valid`` unless its
+scores depend on the other states of the layer (as the normalization does).
 """
 
 import dataclasses
+import inspect
 from typing import Callable
 
 import jax.numpy as jnp
@@ -36,104 +44,170 @@ from last_nnx.pruning import hinf
 from last_nnx.ssm.base import StateModes
 
 ScoreFn = Callable[..., jnp.ndarray]
+ALLOCATIONS = ("global", "uniform")
+NORMS = {"hinf2": hinf.hinf_squared, "h2": hinf.h2_energy}
 
 
 @dataclasses.dataclass(frozen=True)
 class Criterion:
+  """A registered criterion.
+
+  Attributes:
+    name: registry key.
+    score_fn: ``(modes, *, rng[, bidirectional]) -> (S,)`` scores.
+    allocation: ``'global'`` or ``'uniform'``.
+    norm: key of `NORMS`, the per-state energy used for diagnostics.
+  """
+
   name: str
-  score_fn: ScoreFn  # (modes, *, rng: np.random.Generator, bidirectional: str) -> (S,)
-  allocation: str  # 'global' | 'uniform'
+  score_fn: ScoreFn
+  allocation: str
+  norm: str = "hinf2"
+
+  @property
+  def takes_bidirectional(self) -> bool:
+    params = inspect.signature(self.score_fn).parameters
+    return "bidirectional" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 _CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(name: str, *, allocation: str = "global"):
-  """Decorator registering ``fn(modes, *, rng, bidirectional) -> (S,) scores``."""
-  if allocation not in ("global", "uniform"):
-    raise ValueError(f"allocation must be 'global' or 'uniform', got {allocation!r}")
+def register_criterion(name: str, *, allocation: str = "global", norm: str = "hinf2"):
+  """Decorator registering ``fn(modes, *, rng) -> (S,) scores`` under ``name``.
+
+  Args:
+    name: the criterion's name (re-registering a name replaces it).
+    allocation: ``'global'`` (one threshold over all layers) or ``'uniform'``
+      (the same fraction per layer).
+    norm: ``'hinf2'`` or ``'h2'``: the energy whose per-layer share kept the
+      report shows.
+
+  ``rng`` is a ``np.random.Generator``; ``fn`` may also take a keyword
+  ``bidirectional``.
+  """
+  if allocation not in ALLOCATIONS:
+    raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+  if norm not in NORMS:
+    raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
 
   def wrap(fn: ScoreFn) -> ScoreFn:
-    _CRITERIA[name] = Criterion(name, fn, allocation)
+    _CRITERIA[name] = Criterion(name, fn, allocation, norm)
     return fn
   return wrap
 
 
 def registered_criteria() -> tuple[str, ...]:
+  """Names of every registered criterion, sorted."""
   return tuple(sorted(_CRITERIA))
 
 
 def get_criterion(name: str) -> Criterion:
   if name not in _CRITERIA:
-    raise ValueError(f"unknown pruning criterion {name!r}; registered: {registered_criteria()}")
+    raise ValueError(f"unknown pruning criterion {name!r}; registered: {registered_criteria()} "
+                     "(add one with last_nnx.pruning.register_criterion)")
   return _CRITERIA[name]
 
 
-def layer_energy_normalize(h: np.ndarray, valid: np.ndarray) -> np.ndarray:
-  """LAST normalization: ``h_i / sum_{j valid, h_j >= h_i} h_j``.
+def layer_energy_normalize(h, valid) -> np.ndarray:
+  """LAST normalization ``last_i = h_i / sum_{j valid: h_j >= h_i} h_j``.
+
+  States are ranked by ``(-h, slot index)`` and each is divided by the sum of
+  its own and all higher-ranked valid energies (the reference's sort + cumsum).
+  Without ties this is the formula above; with ties the lower slot index
+  counts as the stronger one, so the result is deterministic and the
+  strongest valid state scores exactly 1.
 
   Args:
-    h: ``(S,)`` nonnegative scores of one layer.
+    h: ``(S,)`` nonnegative energies of one layer.
     valid: ``(S,)`` bool; invalid slots are ignored and come back as 0.
 
   Returns:
-    ``(S,)`` float64 in (0, 1]; the strongest valid state scores exactly 1.
-    Ties share one denominator (all tied states count as "at least as strong").
+    ``(S,)`` float64 in [0, 1]; 0 only for zero energy (or invalid slots).
   """
   h = np.asarray(h, np.float64)
-  out = np.zeros_like(h)
   v = np.asarray(valid, bool)
-  if not v.any():
+  out = np.zeros_like(h)
+  live = np.flatnonzero(v)
+  if live.size == 0:
     return out
-  hv = h[v]
-  desc = np.sort(hv)[::-1]
-  cumulative = np.cumsum(desc)
-  # number of states >= h_i, ties included
-  at_least = np.searchsorted(-desc, -hv, side="right")
-  denom = cumulative[at_least - 1]
-  out[v] = np.where(denom > 0, hv / np.where(denom > 0, denom, 1.0), 1.0)
+  order = live[np.lexsort((live, -h[live]))]  # strongest first, ties by slot
+  cumulative = np.cumsum(h[order])
+  # A zero denominator means every state so far has zero energy: call it 1
+  # (the strongest state still scores 1, ties then resolve by slot index).
+  out[order] = np.where(cumulative > 0, h[order] / np.where(cumulative > 0, cumulative, 1.0),
+                        1.0)
   return out
 
 
-def _normalized(norm_fn):
-  def score(modes: StateModes, *, rng, bidirectional: str):
+def normalized(norm: str):
+  """Score function: the ``norm`` energy, then layer-energy normalization."""
+  norm_fn = NORMS[norm]
+
+  def score(modes: StateModes, *, rng, bidirectional: str = "sum"):
     del rng
     h = np.asarray(norm_fn(modes, bidirectional=bidirectional))
     return layer_energy_normalize(h, np.asarray(modes.valid))
   return score
 
 
-register_criterion("last")(_normalized(hinf.hinf_squared))
-register_criterion("energy")(_normalized(hinf.h2_energy))
+def raw(norm: str):
+  """Score function: the ``norm`` energy itself (no normalization)."""
+  norm_fn = NORMS[norm]
+
+  def score(modes: StateModes, *, rng, bidirectional: str = "sum"):
+    del rng
+    return norm_fn(modes, bidirectional=bidirectional)
+  return score
 
 
-@register_criterion("global_hinf")
-def _global_hinf(modes, *, rng, bidirectional):
-  del rng
-  return hinf.hinf_squared(modes, bidirectional=bidirectional)
-
-
-register_criterion("uniform", allocation="uniform")(_global_hinf)
+register_criterion("last")(normalized("hinf2"))
+register_criterion("energy", norm="h2")(normalized("h2"))
+register_criterion("global_hinf")(raw("hinf2"))
+# Within a layer, H-inf^2 ranks the states exactly as H-inf does.
+register_criterion("uniform", allocation="uniform")(raw("hinf2"))
 
 
 @register_criterion("magnitude")
-def _magnitude(modes, *, rng, bidirectional):
-  del rng, bidirectional
+def _magnitude(modes: StateModes, *, rng):
+  del rng
   return jnp.abs(modes.poles)
 
 
 @register_criterion("random")
-def _random(modes, *, rng, bidirectional):
-  del bidirectional
+def _random(modes: StateModes, *, rng):
   return rng.random(modes.num_slots)
 
 
 def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
                  bidirectional: str = "sum") -> np.ndarray:
-  """``(S,)`` float64 scores of one layer; invalid slots are ``-inf``."""
+  """Scores of one layer under ``criterion``.
+
+  Returns:
+    ``(S,)`` float64, ``-inf`` on invalid slots (pruned or padding).
+
+  Raises:
+    ValueError: unknown criterion, wrong output shape, or NaN scores on valid
+      slots (diverged weights).
+  """
+  if bidirectional not in hinf.BIDIRECTIONAL:
+    raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
   crit = get_criterion(criterion)
-  scores = np.asarray(crit.score_fn(modes, rng=rng, bidirectional=bidirectional), np.float64)
+  kwargs = {"bidirectional": bidirectional} if crit.takes_bidirectional else {}
+  scores = np.asarray(crit.score_fn(modes, rng=rng, **kwargs), np.float64)
   if scores.shape != (modes.num_slots,):
     raise ValueError(f"criterion {criterion!r} returned shape {scores.shape}, "
-                     f"expected ({modes.num_slots},)")
-  return np.where(np.asarray(modes.valid), scores, -np.inf)
+                     f"expected ({modes.num_slots},): one score per state slot")
+  valid = np.asarray(modes.valid, bool)
+  if np.isnan(scores[valid]).any():
+    raise ValueError(f"criterion {criterion!r} gave NaN scores to {int(np.isnan(scores[valid]).sum())} "
+                     "live states: are the layer's parameters finite?")
+  return np.where(valid, scores, -np.inf)
+
+
+def layer_energy(modes: StateModes, criterion: str, bidirectional: str = "sum") -> np.ndarray:
+  """``(S,)`` float64 energy of the criterion's norm (0 on invalid slots), for diagnostics."""
+  e = np.asarray(NORMS[get_criterion(criterion).norm](modes, bidirectional=bidirectional),
+                 np.float64)
+  return np.where(np.asarray(modes.valid, bool), e, 0.0)

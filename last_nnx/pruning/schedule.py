@@ -1,11 +1,25 @@
 """When to prune and how much (pure).
 
-A schedule names the training epochs after which an event fires and the
-cumulative fraction of the initial states pruned after each. ``iterative``
-ramps the fraction over its events like gradual magnitude pruning (Zhu & Gupta,
-2017): with progress ``p = k / K`` after event ``k`` of ``K``,
-``cubic``: ``s = s_f (1 - (1 - p)^3)`` (large steps first, while the model
-is most redundant), ``linear``: ``s = s_f p``.
+A `PruningSchedule` names the training epochs after which an event fires and
+the cumulative target sparsity ``s`` (fraction of the initial live states
+pruned) after each:
+
+* ``none``: no event.
+* ``one_shot``: one event after ``start_epoch``, straight to ``target_ratio``.
+* ``iterative``: events after ``start_epoch``, every ``every`` epochs, and
+  after ``end_epoch`` (always included), ramping like gradual magnitude
+  pruning (Zhu & Gupta, 2017):
+
+      cubic:  s(e) = s_f (1 - (1 - t/T)^3)        linear:  s(e) = s_f t/T
+      t = e - (start_epoch - every),  T = end_epoch - (start_epoch - every)
+
+  i.e. Zhu & Gupta's ``t_0`` sits one interval before the first event, so that
+  event already prunes (rather than pruning to ``s_i = 0``) and the last
+  reaches ``s_f`` exactly. The cubic ramp takes large steps first, while the
+  model is most redundant, and small ones near the target.
+
+An event removes a fraction of the states *remaining* at that time:
+``1 - (1 - s) / (1 - s_now)`` (`event_ratio`).
 """
 
 import dataclasses
@@ -14,10 +28,34 @@ from last_nnx.pruning.allocate import check_ratio
 
 KINDS = ("none", "one_shot", "iterative")
 RAMPS = ("cubic", "linear")
+_MAX_EVENT_RATIO = 1.0 - 1e-9  # keep event ratios inside [0, 1)
+
+
+def removal_fraction(target: float, done: float) -> float:
+  """Fraction of the remaining states to remove to go from pruned ``done`` to ``target``.
+
+  Both are fractions of the initial states; 0 if ``target <= done``.
+  """
+  if target <= done:
+    return 0.0
+  return min(_MAX_EVENT_RATIO, 1.0 - (1.0 - target) / (1.0 - done))
+
+
+def event_ratio(target: float, states_now: int, states_initial: int) -> float:
+  """Fraction of the *current* states to remove to reach a cumulative ``target``.
+
+  Args:
+    target: cumulative fraction of the initial states pruned after the event.
+    states_now: live states now.
+    states_initial: live states of the dense model.
+  """
+  return removal_fraction(target, 1.0 - states_now / max(1, states_initial))
 
 
 @dataclasses.dataclass(frozen=True)
 class PruningSchedule:
+  """See the module docstring. Epochs are 1-based training epochs."""
+
   kind: str = "one_shot"
   target_ratio: float = 0.3
   start_epoch: int = 1
@@ -31,35 +69,47 @@ class PruningSchedule:
     if self.ramp not in RAMPS:
       raise ValueError(f"pruning.ramp={self.ramp!r}; expected one of {RAMPS}")
     check_ratio(self.target_ratio)
+    if self.every < 1:
+      raise ValueError(f"pruning.every={self.every} must be at least 1 (epochs between events)")
     if self.kind == "iterative" and self.end_epoch < self.start_epoch:
       raise ValueError(f"pruning.end_epoch={self.end_epoch} is before "
                        f"start_epoch={self.start_epoch}")
 
-  def events(self) -> dict[int, float]:
-    """``{epoch: cumulative fraction pruned after that epoch's event}``."""
+  def event_epochs(self) -> list[int]:
+    """The epochs after which an event fires, in order."""
     if self.kind == "none":
-      return {}
+      return []
     if self.kind == "one_shot":
-      return {self.start_epoch: self.target_ratio}
-    epochs = list(range(self.start_epoch, self.end_epoch + 1, max(1, self.every)))
+      return [self.start_epoch]
+    epochs = list(range(self.start_epoch, self.end_epoch + 1, self.every))
     if epochs[-1] != self.end_epoch:
       epochs.append(self.end_epoch)
-    out = {}
-    for k, epoch in enumerate(epochs, start=1):
-      p = k / len(epochs)
-      frac = 1 - (1 - p) ** 3 if self.ramp == "cubic" else p
-      out[epoch] = self.target_ratio * frac
-    return out
+    return epochs
+
+  def _ramp(self, epoch: int) -> float:
+    t0 = self.start_epoch - self.every
+    p = min(1.0, max(0.0, (epoch - t0) / (self.end_epoch - t0)))
+    return 1.0 - (1.0 - p) ** 3 if self.ramp == "cubic" else p
+
+  def events(self) -> dict[int, float]:
+    """``{epoch: cumulative fraction pruned after that epoch's event}``."""
+    if self.kind == "one_shot":
+      return {self.start_epoch: self.target_ratio}
+    return {e: self.target_ratio * self._ramp(e) for e in self.event_epochs()}
 
   def ratio_at(self, epoch: int) -> float:
-    """Cumulative fraction pruned once ``epoch``'s event (if any) has fired."""
+    """Cumulative target sparsity once ``epoch``'s event (if any) has fired."""
     done = [r for e, r in self.events().items() if e <= epoch]
-    return max(done) if done else 0.0
+    return max(done, default=0.0)
 
+  def event_ratio(self, epoch: int, current_fraction_pruned: float) -> float:
+    """Fraction of the remaining states to remove at ``epoch``'s event (0 if none).
 
-def event_ratio(target: float, states_now: int, states_initial: int) -> float:
-  """Fraction of the *current* states to remove to reach a cumulative ``target``."""
-  done = 1.0 - states_now / max(1, states_initial)
-  if target <= done:
-    return 0.0
-  return min(1.0 - 1e-9, 1.0 - (1.0 - target) / (1.0 - done))
+    Args:
+      epoch: a training epoch.
+      current_fraction_pruned: fraction of the initial states already pruned.
+    """
+    target = self.events().get(epoch)
+    if target is None:
+      return 0.0
+    return removal_fraction(target, current_fraction_pruned)
