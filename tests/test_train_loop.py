@@ -133,10 +133,10 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
   real_step = loop.train_step
   calls = {"n": 0}
 
-  def blow_up(model, optimizer, *batch):
+  def blow_up(model, optimizer, *batch, **kwargs):
     """An update that sends one SSM parameter to NaN (once, or every step from then on)."""
     calls["n"] += 1
-    out = real_step(model, optimizer, *batch)
+    out = real_step(model, optimizer, *batch, **kwargs)
     if calls["n"] == 8 or (persistent and calls["n"] > 8):
       layer = model.blocks[0].ssm
       layer.log_step.set_value(layer.log_step[...] * np.nan)
