@@ -244,3 +244,40 @@ def test_checker_finds_nested_layout_and_reports_missing(tmp_path):
   assert counts["total"] == 4 and problems
   with pytest.raises(DataError, match="pathfinder32"):
     check.count("pathfinder", str(tmp_path), "curv_contour_length_14")
+
+
+def _learn(task_name, tmp_path, **overrides):
+  """Trains the small S5 of the smoke preset a little longer; returns test accuracy."""
+  from last_nnx.train import loop
+  from tests.test_train_loop import get_config
+  config = get_config(task_name, "s5,smoke")
+  config.data.cache_dir = str(tmp_path / "cache")
+  config.pruning.schedule = "none"
+  config.train.max_steps_per_epoch = 0
+  config.train.eval_test = True
+  for key, value in overrides.items():
+    section, field = key.split(".", 1)
+    if "." in field:
+      sub, leaf = field.split(".")
+      config[section][sub][leaf] = value
+    else:
+      config[section][field] = value
+  return loop.train_and_evaluate(config, str(tmp_path / "run"))["final"]["test"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_small_model_learns_synthetic_listops(tmp_path):
+  acc = _learn("listops", tmp_path, **{
+      "data.synthetic.n_train": 4000, "data.synthetic.n_val": 500, "data.synthetic.n_test": 500,
+      "model.d_model": 64, "model.n_layers": 4, "model.ssm_config.state_size": 32,
+      "train.epochs": 6, "train.batch_size": 32})
+  assert acc > 0.16, acc  # chance is 0.10
+
+
+@pytest.mark.slow
+def test_small_model_learns_synthetic_pathfinder32(tmp_path):
+  acc = _learn("pathfinder", tmp_path, **{
+      "data.resolution": 32, "data.synthetic.n_train": 4000, "data.synthetic.n_val": 400,
+      "data.synthetic.n_test": 400, "model.d_model": 64, "model.n_layers": 4,
+      "model.ssm_config.state_size": 32, "train.epochs": 8, "train.batch_size": 32})
+  assert acc > 0.6, acc  # chance is 0.5
