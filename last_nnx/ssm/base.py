@@ -83,8 +83,11 @@ class PrunableSSM(Protocol):
   """What a layer implements so that all of pruning and training work on it.
 
   Subclassing :class:`DiagonalSSM` gives ``mask_states`` and ``prune_states``
-  for free; a layer then only declares its state-carrying parameters and
-  implements ``state_modes`` and ``__call__``.
+  for free (and a generic ``init_state``/``step`` built on ``state_modes``); a
+  layer then only declares its state-carrying parameters and implements
+  ``state_modes`` and ``__call__``. S5, S4D and the LRU override
+  ``init_state``/``step`` with their own recurrences in their native layout.
+  `last_nnx.ssm.conformance.check_protocol` lists what a layer is missing.
   """
 
   state_mask: StateMask
@@ -112,11 +115,22 @@ class PrunableSSM(Protocol):
     ...
 
   def init_state(self, batch_size: int) -> jax.Array:
-    """Zero recurrent state ``(B, S)`` complex64 for streaming with `step`."""
+    """Zero recurrent state for streaming the layer as an RNN with `step`.
+
+    Returns ``(batch_size,) + state_shape`` complex64 zeros (``(B, P)`` MIMO,
+    ``(B, H, N)`` multi-SISO, N the padded width after ragged compaction).
+    Raises ValueError for a bidirectional layer: its output at time t depends
+    on future inputs, so it cannot stream.
+    """
     ...
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """One time step: ``(state (B, S), u_t (B, H)) -> (new state, y_t (B, H))``."""
+    """One causal time step: ``(state, u_t (B, H)) -> (new_state, y_t (B, H))``.
+
+    Stepping ``init_state(B)`` through ``u[:, 0], u[:, 1], ...`` reproduces
+    ``self(u)[:, t]`` (dense, masked or compacted; masked and padding slots get
+    no input and stay zero). Raises ValueError for a bidirectional layer.
+    """
     ...
 
 
@@ -200,12 +214,15 @@ class DiagonalSSM(nnx.Module):
                        "on future inputs, so it cannot run as a streaming RNN")
 
   def init_state(self, batch_size: int) -> jax.Array:
+    """Generic fallback: ``(batch_size,) + state_shape`` complex64 zeros."""
     self._check_streamable()
-    return jnp.zeros((batch_size, int(np.prod(self.state_shape))), jnp.complex64)
+    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Generic fallback: one step of the system described by ``state_modes()``."""
     self._check_streamable()
-    return step_modes(self.state_modes(), state, u_t)
+    flat, y = step_modes(self.state_modes(), state.reshape(state.shape[0], -1), u_t)
+    return flat.reshape(state.shape), y
 
   def prune_states(self, keep) -> dict[str, Callable[[jax.Array], jax.Array]]:
     keep = self._check_keep(keep) & (np.asarray(self.state_mask.get_value()) > 0)

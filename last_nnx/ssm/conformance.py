@@ -1,7 +1,15 @@
-"""Protocol checks for SSM layer types: what a new type is missing, said plainly."""
+"""Protocol checks for SSM layer types: what a new type is missing, said plainly.
+
+``check_protocol(layer, d_model)`` returns a list of problems (empty when the
+layer satisfies `last_nnx.ssm.PrunableSSM` well enough for pruning, training,
+checkpoints and streaming to work on it). tests/test_conformance.py runs it on
+every registered type, then checks the behaviour (recurrence equality, mask ==
+compact, step == scan, ...).
+"""
 
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from last_nnx.ssm.base import PrunableSSM, StateModes
 
@@ -9,40 +17,178 @@ REQUIRED = ("state_mask", "state_shape", "state_modes", "mask_states", "prune_st
             "init_state", "step")
 
 
+def _shape(x) -> tuple:
+  return tuple(getattr(x, "shape", ()))
+
+
+def _check_modes(modes: StateModes, s: int, d_model: int, bidirectional) -> list[str]:
+  """Shapes, dtypes and stability of the one-state subsystems."""
+  checks = [
+      (_shape(modes.poles) == (s,), f"state_modes().poles has shape {_shape(modes.poles)}, "
+       f"expected ({s},) (one pole per flattened slot of state_shape)"),
+      (getattr(modes.poles, "dtype", None) == jnp.complex64,
+       f"state_modes().poles must be complex64, got {getattr(modes.poles, 'dtype', None)}"),
+      (len(_shape(modes.B)) == 2 and _shape(modes.B)[0] == s,
+       f"state_modes().B has shape {_shape(modes.B)}, expected ({s}, H_in)"),
+      (getattr(modes.B, "dtype", None) == jnp.complex64,
+       f"state_modes().B must be complex64, got {getattr(modes.B, 'dtype', None)}"),
+      (len(_shape(modes.C)) == 3 and _shape(modes.C)[0] in (1, 2) and _shape(modes.C)[2] == s,
+       f"state_modes().C has shape {_shape(modes.C)}, expected (D in {{1, 2}}, H_out, {s})"),
+      (getattr(modes.C, "dtype", None) == jnp.complex64,
+       f"state_modes().C must be complex64, got {getattr(modes.C, 'dtype', None)}"),
+      (_shape(modes.valid) == (s,) and getattr(modes.valid, "dtype", None) == jnp.bool_,
+       f"state_modes().valid must be ({s},) bool, got {_shape(modes.valid)} "
+       f"{getattr(modes.valid, 'dtype', None)}"),
+      (modes.output_scale in (1.0, 2.0),
+       f"state_modes().output_scale must be 1.0 (Re(Cx)) or 2.0 (conjugate pairs, 2 Re(Cx)), "
+       f"got {modes.output_scale}"),
+      (modes.feedthrough is None or _shape(modes.feedthrough) == (d_model,),
+       f"state_modes().feedthrough must be None or ({d_model},), "
+       f"got {_shape(modes.feedthrough)}"),
+  ]
+  if bidirectional is not None and len(_shape(modes.C)) == 3:
+    want = 2 if bidirectional else 1
+    checks.append((_shape(modes.C)[0] == want,
+                   f"layer.bidirectional is {bool(bidirectional)} but state_modes().C has "
+                   f"{_shape(modes.C)[0]} direction(s)"))
+  if modes.channel is None:
+    checks.append((_shape(modes.B)[1:] == (d_model,) and _shape(modes.C)[1:2] == (d_model,),
+                   f"MIMO layer (channel=None): B ({s}, {d_model}) and C (D, {d_model}, {s}) "
+                   f"expected, got B {_shape(modes.B)}, C {_shape(modes.C)}"))
+  else:
+    ch = np.asarray(modes.channel)
+    checks.append((_shape(modes.B)[1:] == (1,) and _shape(modes.C)[1:2] == (1,)
+                   and ch.shape == (s,) and np.issubdtype(ch.dtype, np.integer)
+                   and (ch.size == 0 or (ch.min() >= 0 and ch.max() < d_model)),
+                   f"multi-SISO layer: B ({s}, 1), C (D, 1, {s}) and integer channel ({s},) "
+                   f"in [0, {d_model}) expected, got B {_shape(modes.B)}, C {_shape(modes.C)}, "
+                   f"channel {ch.shape} {ch.dtype}"))
+  problems = [msg for ok, msg in checks if not ok]
+  if not problems:
+    live = np.asarray(modes.valid)
+    if live.any() and not np.all(np.abs(np.asarray(modes.poles))[live] < 1):
+      problems.append("state_modes().poles must lie inside the unit circle (|lam| < 1) on "
+                      "live slots: the scores divide by 1 - |lam|")
+  return problems
+
+
+def _check_state_axes(layer) -> list[str]:
+  """Every parameter in STATE_AXES carries the state slots at the declared axis."""
+  axes = getattr(type(layer), "STATE_AXES", None)
+  if not axes:
+    return ["STATE_AXES is empty: prune_states would not shrink any parameter (declare "
+            "{param name: first state axis} for every parameter with a state axis)"]
+  shape = tuple(layer.state_shape)
+  problems = []
+  for name, axis in axes.items():
+    var = getattr(layer, name, None)
+    if not isinstance(var, nnx.Variable):
+      problems.append(f"STATE_AXES names {name!r}, which is not an nnx.Param of the layer")
+      continue
+    got = tuple(var.shape[axis:axis + len(shape)])
+    if got != shape:
+      problems.append(f"STATE_AXES[{name!r}] = {axis}: {name} has shape {tuple(var.shape)}, "
+                      f"whose axes {axis}..{axis + len(shape) - 1} are {got}, not state_shape "
+                      f"{shape}")
+  return problems
+
+
+def _check_streaming(layer, d_model: int) -> list[str]:
+  """init_state/step shapes for causal layers; a clear ValueError for bidirectional ones."""
+  shape = tuple(layer.state_shape)
+  if getattr(layer, "bidirectional", False):
+    problems = []
+    for what, call in (("init_state", lambda: layer.init_state(2)),
+                       ("step", lambda: layer.step(jnp.zeros((2,) + shape, jnp.complex64),
+                                                    jnp.zeros((2, d_model))))):
+      try:
+        call()
+        problems.append(f"{what} of a bidirectional layer must raise ValueError (it cannot "
+                        "stream), but it returned")
+      except ValueError:
+        pass
+      except Exception as e:  # noqa: BLE001 - reported, not raised
+        problems.append(f"{what} of a bidirectional layer must raise ValueError, raised "
+                        f"{type(e).__name__}: {e}")
+    return problems
+  try:
+    state = layer.init_state(2)
+  except Exception as e:  # noqa: BLE001
+    return [f"init_state(2) raised {type(e).__name__}: {e}"]
+  problems = []
+  if _shape(state) != (2,) + shape or getattr(state, "dtype", None) != jnp.complex64:
+    problems.append(f"init_state(2) must return complex64 {(2,) + shape} (batch + state_shape), "
+                    f"got {getattr(state, 'dtype', None)} {_shape(state)}")
+    return problems
+  try:
+    out = layer.step(state, jnp.ones((2, d_model), jnp.float32))
+  except Exception as e:  # noqa: BLE001
+    return problems + [f"step(state, u_t (2, {d_model})) raised {type(e).__name__}: {e}"]
+  if not (isinstance(out, tuple) and len(out) == 2):
+    return problems + ["step must return (new_state, y_t)"]
+  new_state, y = out
+  if _shape(new_state) != _shape(state) or getattr(new_state, "dtype", None) != jnp.complex64:
+    problems.append(f"step's new_state must keep the state's shape {_shape(state)} complex64, "
+                    f"got {getattr(new_state, 'dtype', None)} {_shape(new_state)}")
+  if _shape(y) != (2, d_model) or getattr(y, "dtype", None) != jnp.float32:
+    problems.append(f"step's y_t must be float32 (2, {d_model}), got "
+                    f"{getattr(y, 'dtype', None)} {_shape(y)}")
+  return problems
+
+
 def check_protocol(layer, d_model: int) -> list[str]:
-  """Problems that keep ``layer`` from working with pruning and training ([] if none)."""
+  """Problems that keep ``layer`` from working with pruning and training ([] if none).
+
+  Args:
+    layer: a freshly built (or pruned) SSM layer.
+    d_model: its number of channels H.
+
+  Returns:
+    Human-readable problems: missing methods or attributes, mis-shaped or
+    mis-typed ``state_modes()``, wrong ``STATE_AXES``, a forward pass or a
+    streaming step with the wrong shapes.
+  """
   problems = [f"missing attribute or method {name!r}" for name in REQUIRED
               if not hasattr(layer, name)]
   if problems:
-    return problems + ["subclass last_nnx.ssm.DiagonalSSM and declare STATE_AXES to get "
-                       "mask_states/prune_states/init_state/step for free"]
+    return problems + ["subclass last_nnx.ssm.DiagonalSSM, set self.state_mask = "
+                       "StateMask(ones(state_shape)) and declare STATE_AXES to get "
+                       "mask_states/prune_states/init_state/step; then implement "
+                       "state_modes() and __call__"]
   if not isinstance(layer, PrunableSSM):
-    problems.append("not a last_nnx.ssm.PrunableSSM")
-  modes = layer.state_modes()
+    problems.append("not a last_nnx.ssm.PrunableSSM (runtime protocol check failed)")
+  shape = tuple(layer.state_shape)
+  if _shape(layer.state_mask) != shape:
+    problems.append(f"state_mask has shape {_shape(layer.state_mask)}, expected state_shape "
+                    f"{shape}")
+  if len(shape) not in (1, 2):
+    problems.append(f"state_shape must be (P,) or (H, N), got {shape}")
+  s = int(np.prod(shape))
+  try:
+    modes = layer.state_modes()
+  except Exception as e:  # noqa: BLE001
+    return problems + [f"state_modes() raised {type(e).__name__}: {e}"]
   if not isinstance(modes, StateModes):
     return problems + [f"state_modes() returned {type(modes).__name__}, not StateModes"]
-  s = int(np.prod(layer.state_shape))
-  checks = [
-      (modes.poles.shape == (s,), f"poles shape {modes.poles.shape}, expected ({s},)"),
-      (jnp.iscomplexobj(modes.poles), "poles must be complex"),
-      (modes.B.ndim == 2 and modes.B.shape[0] == s, f"B shape {modes.B.shape}, expected ({s}, H_in)"),
-      (modes.C.ndim == 3 and modes.C.shape[0] in (1, 2) and modes.C.shape[2] == s,
-       f"C shape {modes.C.shape}, expected (D in {{1, 2}}, H_out, {s})"),
-      (modes.valid.shape == (s,) and modes.valid.dtype == jnp.bool_,
-       f"valid must be ({s},) bool"),
-      (modes.output_scale in (1.0, 2.0), "output_scale must be 1.0 or 2.0"),
-  ]
-  if modes.channel is None:
-    checks.append((modes.B.shape[1] == d_model and modes.C.shape[1] == d_model,
-                   f"MIMO layer: B (S, {d_model}) and C (D, {d_model}, S) expected"))
-  else:
-    checks.append((modes.B.shape[1] == 1 and modes.C.shape[1] == 1 and
-                   modes.channel.shape == (s,), "multi-SISO layer: B (S, 1), C (D, 1, S) and "
-                   "channel (S,) expected"))
-  problems += [msg for ok, msg in checks if not ok]
-  live = np.asarray(modes.valid)
-  if live.any() and not np.all(np.abs(np.asarray(modes.poles))[live] < 1):
-    problems.append("poles must lie inside the unit circle (|lam| < 1)")
-  if not getattr(type(layer), "STATE_AXES", None):
-    problems.append("STATE_AXES is empty: compaction would not shrink any parameter")
+  problems += _check_modes(modes, s, d_model, getattr(layer, "bidirectional", None))
+  problems += _check_state_axes(layer)
+  try:
+    y = layer(jnp.ones((2, 3, d_model), jnp.float32))
+    if _shape(y) != (2, 3, d_model) or y.dtype != jnp.float32:
+      problems.append(f"layer(u (2, 3, {d_model})) must return float32 (2, 3, {d_model}), "
+                      f"got {y.dtype} {_shape(y)}")
+  except Exception as e:  # noqa: BLE001
+    problems.append(f"layer(u (2, 3, {d_model})) raised {type(e).__name__}: {e}")
+  problems += _check_streaming(layer, d_model)
   return problems
+
+
+def assert_conforms(layer, d_model: int) -> None:
+  """Raises AssertionError listing every problem `check_protocol` finds."""
+  problems = check_protocol(layer, d_model)
+  if problems:
+    raise AssertionError(f"{type(layer).__name__} does not satisfy PrunableSSM:\n  - "
+                         + "\n  - ".join(problems))
+
+
+__all__ = ["REQUIRED", "assert_conforms", "check_protocol"]

@@ -117,3 +117,33 @@ class S4D(DiagonalSSM):
     k_f = jnp.fft.rfft(full, n=2 * length, axis=-1).T  # (2L/2+1, H)
     y = jnp.fft.irfft(u_f * k_f[None], n=2 * length, axis=1)[:, :length]
     return y + self.D[...] * u
+
+  def init_state(self, batch_size: int) -> jax.Array:
+    """Zero state ``(batch_size, H, n)`` complex64 for `step` (causal layers only).
+
+    After ragged compaction ``n`` is the padded width; padding slots stay zero.
+    """
+    self._check_streamable()
+    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
+
+  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One time step of the causal layer as H independent SISO RNNs.
+
+    The recurrence the convolution kernel unrolls:
+    ``x[h] = lam_bar[h] * x[h] + B_bar[h] u_t[h]``,
+    ``y_t[h] = 2 Re(C[h] . x[h]) + D[h] u_t[h]``.
+
+    Args:
+      state: ``(B, H, n)`` complex64 previous state (`init_state` at t = 0).
+      u_t: ``(B, H)`` float32 input at this step.
+
+    Returns:
+      ``(new_state (B, H, n), y_t (B, H))``; ``y_t`` equals ``self(u)[:, t]``
+      up to the FFT's rounding. Masked and padding slots stay zero.
+    """
+    self._check_streamable()
+    lam_bar, b_bar, c = self.discrete_system()
+    b_bar = b_bar * self.state_mask[...]
+    state = lam_bar * state + b_bar * u_t.astype(b_bar.dtype)[..., None]
+    y = jnp.einsum("hn,bhn->bh", c[0], state).real
+    return state, self.output_scale * y + self.D[...] * u_t

@@ -135,3 +135,26 @@ class S5(DiagonalSSM):
       xs_back = scan.diagonal_recurrence(lam_bar, bu, reverse=True, method=self.scan_method)
       y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
     return self.output_scale * y + self.D[...] * u
+
+  def init_state(self, batch_size: int) -> jax.Array:
+    """Zero state ``(batch_size, P)`` complex64 for `step` (causal layers only)."""
+    self._check_streamable()
+    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
+
+  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One time step of the causal layer as an RNN.
+
+    Args:
+      state: ``(B, P)`` complex64 previous state (`init_state` at t = 0).
+      u_t: ``(B, H)`` float32 input at this step.
+
+    Returns:
+      ``(new_state (B, P), y_t (B, H))``; ``y_t`` equals ``self(u)[:, t]``.
+      Masked (pruned) slots get no input, so they stay zero.
+    """
+    self._check_streamable()
+    lam_bar, b_bar, c = self.discrete_system()
+    b_bar = b_bar * self.state_mask[...][:, None]
+    state = lam_bar * state + u_t.astype(b_bar.dtype) @ b_bar.T
+    y = (state @ c[0].T).real
+    return state, self.output_scale * y + self.D[...] * u_t
