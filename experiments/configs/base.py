@@ -126,8 +126,16 @@ def set_model_type(c: ml_collections.ConfigDict, model: str) -> None:
         state_size=64, init="inv", bidirectional=s.bidirectional,
         discretization="zoh", dt_min=s.dt_min, dt_max=s.dt_max))
   elif model == "lru":
+    # LRU (last_nnx/ssm/lru.py): state_size = the task's P, stored as P complex states
+    # without conjugate pairs (S5 with conj_sym stores P/2 pairs), so an LRU layer has
+    # twice as many stored, prunable states as the S5 layer of the same config.
+    # Ring initialization: the layer's defaults (r_min 0.9, r_max 0.999, phases on
+    # [0, 2 pi]); the LRU paper (Orvieto et al. 2023) tunes r_min/r_max/max_phase
+    # per task (radii closer to 1 and a smaller max_phase on the Path tasks), and
+    # those per-task values are not transcribed here: set them per task file.
     c.model.ssm_config = ml_collections.ConfigDict(dict(
-        state_size=s.state_size, bidirectional=s.bidirectional))
+        state_size=s.state_size, r_min=0.9, r_max=0.999, max_phase=6.283185307179586,
+        bidirectional=s.bidirectional))
 
 
 def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
