@@ -1,37 +1,62 @@
-"""Task description and the tf.data pipeline shared by every task.
+"""Splits in memory, their encodings, and the tf.data pipeline every task shares.
 
-Examples live in numpy arrays (compact dtypes: uint8 pixels, int16 audio); the
-pipeline shuffles, shards and batches *indices* with tf.data and gathers the
-rows in numpy, so large sets are never copied into a TF graph. Batches are
-numpy tuples ``(inputs, lengths, labels)``:
+Examples live in numpy arrays in a compact form (uint8 tokens, bytes and
+pixels, int16 audio), possibly memory-mapped from the cache. The pipeline
+moves only *indices* through tf.data (order, per-host shard, batching, skip on
+resume), gathers and encodes the rows of each batch in a tf.data worker
+(``tf.numpy_function``) and prefetches, so the batch is ready while the
+training step runs. Batches are numpy tuples ``(inputs, lengths, labels)``:
 
-* token tasks: inputs int32 ``(B, L)`` (0 = padding), lengths int32 ``(B,)``;
+* token tasks: inputs int32 ``(B, L)``, 0 = padding;
 * continuous tasks: inputs float32 ``(B, L, in_dim)``;
-* retrieval: inputs int32 ``(B, 2, L)``, lengths int32 ``(B, 2)``;
-* labels int32 ``(B,)``.
+* retrieval: inputs int32 ``(B, 2, L)`` and lengths ``(B, 2)``;
+* lengths int32 (true unpadded lengths, at least 1), labels int32 ``(B,)``.
+
+An epoch's order is a numpy permutation keyed by ``(seed, epoch)``: it does not
+depend on TensorFlow's version or on anybody calling ``tf.random.set_seed``,
+so a resumed run sees exactly the batches it would have seen.
 """
 
 import dataclasses
+import functools
 import os
-from typing import Callable, Iterator
+from collections.abc import Iterator, Mapping
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-tf.config.set_visible_devices([], "GPU")
+import numpy as np
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+SPLITS = ("train", "val", "test")
+_PREFETCH = 2  # batches prepared ahead of the training step
+_TF_THREADS = 2  # tf.data worker threads per iterator
+
+
+@functools.cache
+def tf():
+  """TensorFlow, imported on first use: CPU only, quiet, few threads."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  import tensorflow  # pylint: disable=import-outside-toplevel
+  try:  # fails once TF's runtime is initialized elsewhere: then leave it be
+    tensorflow.config.set_visible_devices([], "GPU")
+    tensorflow.config.threading.set_inter_op_parallelism_threads(_TF_THREADS)
+    tensorflow.config.threading.set_intra_op_parallelism_threads(1)
+  except RuntimeError:
+    pass
+  return tensorflow
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-  """One split held in memory. ``decode`` maps stored rows to model inputs."""
+  """One split: stored rows, true lengths and labels (numpy or memory-mapped).
 
-  inputs: np.ndarray  # (N, L), (N, 2, L) or (N, L, F); compact dtype
-  lengths: np.ndarray  # (N,) or (N, 2) int32
-  labels: np.ndarray  # (N,) int32
+  inputs: ``(N, L)`` or ``(N, 2, L)`` in the task's stored dtype.
+  lengths: ``(N,)`` or ``(N, 2)`` int32.
+  labels: ``(N,)`` int32.
+  """
+
+  inputs: np.ndarray
+  lengths: np.ndarray
+  labels: np.ndarray
 
   def __post_init__(self):
     n = len(self.labels)
@@ -42,14 +67,64 @@ class Split:
   def __len__(self) -> int:
     return len(self.labels)
 
+  def take(self, index: np.ndarray) -> "Split":
+    """The rows at ``index`` (a new split, in that order)."""
+    return Split(self.inputs[index], self.lengths[index], self.labels[index])
 
-def _decode_identity(x: np.ndarray) -> np.ndarray:
-  return x.astype(np.int32)
+
+def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+  """Deterministically moves ``fraction`` of a split to a second one (e.g. val from train).
+
+  Both parts keep the original order; the choice depends only on ``seed``.
+  """
+  held = np.zeros(len(split), bool)
+  held[np.random.default_rng(seed).permutation(len(split))[:int(round(len(split) * fraction))]] = 1
+  return split.take(np.flatnonzero(~held)), split.take(np.flatnonzero(held))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+  """Stored token rows -> int32 ids ``(..., L)``.
+
+  ``offset`` is added inside the true length (raw bytes 0..255 become 1..256),
+  everything after it is 0, the padding id.
+  """
+
+  vocab_size: int
+  offset: int = 0
+  in_dim = 1
+
+  def __call__(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    inside = np.arange(rows.shape[-1]) < lengths[..., None]
+    return np.where(inside, rows.astype(np.int32) + self.offset, 0).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Continuous:
+  """Stored samples ``(..., L)`` -> float32 ``(..., L, 1)`` standardized as ``(x - mean) / std``."""
+
+  mean: float
+  std: float
+  vocab_size = None
+  in_dim = 1
+
+  def __call__(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    del lengths
+    x = (rows.astype(np.float32) - np.float32(self.mean)) / np.float32(self.std)
+    return x[..., None]
+
+
+Encoding = Tokens | Continuous
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """A dataset ready for training: splits, shapes and batch iterators."""
+  """A dataset ready for training: what the model needs to know, and batch iterators.
+
+  ``num_examples`` counts each split in full (all processes);
+  ``steps_per_epoch`` is the number of training batches every process yields
+  per epoch (the same on all of them, remainder dropped).
+  """
 
   name: str
   n_classes: int
@@ -58,65 +133,104 @@ class Task:
   seq_len: int
   retrieval: bool
   synthetic: bool
-  splits: dict[str, Split]
-  batch_size: int
-  eval_batch_size: int
+  splits: Mapping[str, Split] = dataclasses.field(repr=False)
+  encoding: Encoding = dataclasses.field(repr=False)
+  batch_size: int = 32
+  eval_batch_size: int = 32
   seed: int = 0
   process_index: int = 0
   process_count: int = 1
-  decode: Callable[[np.ndarray], np.ndarray] = _decode_identity
+
+  def __post_init__(self):
+    missing = set(SPLITS) - set(self.splits)
+    if missing:
+      raise ValueError(f"task {self.name!r} lacks splits {sorted(missing)}")
+    if min(self.batch_size, self.eval_batch_size) < 1:
+      raise ValueError(f"batch sizes must be positive, got {self.batch_size}, "
+                       f"{self.eval_batch_size}")
+    if not 0 <= self.process_index < self.process_count:
+      raise ValueError(f"process_index {self.process_index} outside 0..{self.process_count - 1}")
 
   @property
   def num_examples(self) -> dict[str, int]:
-    return {k: len(v) for k, v in self.splits.items()}
+    return {k: len(self.splits[k]) for k in SPLITS}
 
   @property
   def steps_per_epoch(self) -> int:
     return len(self.splits["train"]) // self.process_count // self.batch_size
 
-  def _batches(self, split: Split, indices: tf.data.Dataset, batch_size: int,
-               drop_remainder: bool) -> Iterator[Batch]:
-    ds = indices.batch(batch_size, drop_remainder=drop_remainder).prefetch(2)
-    for idx in ds.as_numpy_iterator():
-      yield (self.decode(split.inputs[idx]), split.lengths[idx].astype(np.int32),
-             split.labels[idx].astype(np.int32))
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """``(N_train,)`` int64: the training order of ``epoch``, the same on every process."""
+    return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(len(self.splits["train"]))
 
   def train_batches(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-    """One epoch of shuffled training batches (drop remainder).
+    """The training batches of ``epoch`` on this process, reshuffled every epoch.
 
-    The order depends only on ``(seed, epoch)``; ``start_step`` skips that many
-    batches without reading them, so a resumed run continues at the exact
-    data position.
+    The global order depends only on ``(seed, epoch)``; process ``i`` of ``P``
+    takes every ``P``-th example of it, so the union of the processes' ``k``-th
+    batches is the ``k``-th global batch of a single-process run with a ``P``
+    times larger batch. Yields ``steps_per_epoch - start_step`` batches;
+    ``start_step`` skips indices only, nothing is read for skipped batches.
     """
-    split = self.splits["train"]
-    ds = tf.data.Dataset.range(len(split)).shard(self.process_count, self.process_index)
-    ds = ds.shuffle(len(split), seed=self.seed * 100003 + epoch, reshuffle_each_iteration=False)
-    ds = ds.batch(self.batch_size, drop_remainder=True).skip(start_step).unbatch()
-    return self._batches(split, ds, self.batch_size, True)
+    if not 0 <= start_step <= self.steps_per_epoch:
+      raise ValueError(f"start_step {start_step} outside 0..{self.steps_per_epoch}")
+    ds = tf().data.Dataset.from_tensor_slices(self.epoch_order(epoch))
+    ds = ds.shard(self.process_count, self.process_index)
+    ds = ds.batch(self.batch_size, drop_remainder=True).take(self.steps_per_epoch)
+    return self._read(ds.skip(start_step), self.splits["train"])
 
-  def eval_batches(self, split_name: str) -> Iterator[Batch]:
-    """Batches of ``'val'`` or ``'test'`` in order; the last one may be smaller."""
-    if split_name not in self.splits:
-      raise ValueError(f"no split {split_name!r}; have {sorted(self.splits)}")
-    split = self.splits[split_name]
-    ds = tf.data.Dataset.range(len(split)).shard(self.process_count, self.process_index)
-    return self._batches(split, ds, self.eval_batch_size, False)
+  def eval_batches(self, split: str) -> Iterator[Batch]:
+    """Batches of ``'val'`` or ``'test'`` in file order; the last one may be smaller.
+
+    Process ``i`` of ``P`` reads examples ``i, i + P, ...``.
+    """
+    if split not in ("val", "test"):
+      raise ValueError(f"eval_batches takes 'val' or 'test', got {split!r}")
+    data = self.splits[split]
+    ds = tf().data.Dataset.range(len(data)).shard(self.process_count, self.process_index)
+    return self._read(ds.batch(self.eval_batch_size), data)
+
+  def _read(self, indices, data: Split) -> Iterator[Batch]:
+    """Index batches -> numpy batches, gathered and encoded in a tf.data worker."""
+    t = tf()
+    encoding = self.encoding
+
+    def gather(idx: np.ndarray):
+      lengths = np.asarray(data.lengths[idx], np.int32)
+      return (encoding(np.asarray(data.inputs[idx]), lengths), lengths,
+              np.asarray(data.labels[idx], np.int32))
+
+    row_shape = data.inputs.shape[1:]
+    in_dtype = t.int32 if isinstance(encoding, Tokens) else t.float32
+    feature = () if isinstance(encoding, Tokens) else (encoding.in_dim,)
+
+    def fetch(idx):
+      x, lengths, labels = t.numpy_function(gather, [idx], [in_dtype, t.int32, t.int32],
+                                            stateful=False)
+      x.set_shape((None, *row_shape, *feature))
+      lengths.set_shape((None, *data.lengths.shape[1:]))
+      labels.set_shape((None,))
+      return x, lengths, labels
+
+    options = t.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = _TF_THREADS
+    options.threading.max_intra_op_parallelism = 1
+    ds = indices.map(fetch).prefetch(_PREFETCH).with_options(options)
+    return ds.as_numpy_iterator()
 
 
-def pad_tokens(sequences: list[list[int]], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-  """Right-pads (and truncates) token lists: ``(N, seq_len)`` int32 and lengths ``(N,)``."""
-  out = np.zeros((len(sequences), seq_len), np.int32)
-  lengths = np.zeros(len(sequences), np.int32)
+def pad_rows(sequences: list, seq_len: int, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads (and truncates) sequences of ints or bytes.
+
+  Returns rows ``(N, seq_len)`` of ``dtype`` and lengths ``(N,)`` int32, each
+  the truncated length but at least 1 (an empty document is one padding token,
+  so length-masked pooling stays defined).
+  """
+  rows = np.zeros((len(sequences), seq_len), dtype)
+  lengths = np.ones(len(sequences), np.int32)
   for i, seq in enumerate(sequences):
-    seq = seq[:seq_len]
-    out[i, :len(seq)] = seq
-    lengths[i] = max(1, len(seq))
-  return out, lengths
-
-
-def split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-  """Deterministically holds out ``fraction`` of a split (e.g. val from train)."""
-  order = np.random.default_rng(seed).permutation(len(split))
-  n_out = int(round(len(split) * fraction))
-  take = lambda idx: Split(split.inputs[idx], split.lengths[idx], split.labels[idx])
-  return take(np.sort(order[n_out:])), take(np.sort(order[:n_out]))
+    values = np.frombuffer(seq[:seq_len], np.uint8) if isinstance(seq, bytes) else seq[:seq_len]
+    rows[i, :len(values)] = values
+    lengths[i] = max(1, len(values))
+  return rows, lengths

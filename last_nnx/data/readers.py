@@ -1,245 +1,372 @@
 """Readers of the original release layouts.
 
-Every reader takes the user's ``data.dir`` and finds its files even when the
-archive was unpacked one level deeper or shallower than documented (the LRA
-tarball is often nested as ``lra_release/lra_release/...``). Missing or
-damaged files raise `DataError` naming the path and the expected layout.
+Each task has a `Reader`: ``locate(root, c)`` finds the release folder under
+``data.dir`` (see `layout.find`: any nesting depth), ``read(base, c)`` parses
+it into train/val/test `Split`\\ s of compact rows (uint8 tokens, bytes or pixels,
+int16 audio) and the number of classes. Missing, misplaced or damaged files
+raise `DataError` with the path, the expected layout and what to do.
+
+Split conventions (documented in docs/data.md):
+
+* ListOps, AAN: the release's own train/val(eval)/test files.
+* IMDB: train/test folders; val is the test set (as LRA and S5 do) unless
+  ``data.val_fraction > 0`` holds that share of train out instead.
+* CIFAR-10: ``data.val_fraction`` (0.1: 45000/5000) of the five training batches
+  is held out as val, chosen by ``data.split_seed``; test is test_batch.
+* Pathfinder/Path-X: metadata files in numeric order, lines in order; the first
+  80% train, the next 10% val, the last 10% test (LRA's ``[:80%]``, ``[80%:90%]``,
+  ``[90%:]``). Zero-byte images are skipped with a warning, as LRA filters them.
+* Speech Commands: validation_list.txt and testing_list.txt, the rest train.
 """
 
-import csv
+import concurrent.futures
+import dataclasses
 import glob
+import io
 import os
 import pickle
 import wave
+from collections.abc import Callable, Iterator
 
 import numpy as np
+from absl import logging
 
+from last_nnx.data import layout
 from last_nnx.data import listops as listops_lib
-from last_nnx.data.pipeline import Split, pad_tokens, split_off
+from last_nnx.data.layout import error, require
+from last_nnx.data.pipeline import Split, hold_out, pad_rows
 
-LAYOUTS = {
-    "listops": "listops-1000/basic_{train,val,test}.tsv (LRA lra_release)",
-    "text": "aclImdb/{train,test}/{pos,neg}/*.txt (IMDB v1 archive)",
-    "retrieval": "tsv_data/new_aan_pairs.{train,eval,test}.tsv (LRA lra_release)",
-    "image": "cifar-10-batches-py/{data_batch_1..5,test_batch} (CIFAR-10 python archive)",
-    "pathfinder": "pathfinder32/<variant>/{imgs,metadata} (LRA lra_release)",
-    "pathx": "pathfinder128/<variant>/{imgs,metadata} (LRA lra_release)",
-    "speech": "speech_commands_v0.02/<word>/*.wav + validation_list.txt, testing_list.txt",
-}
-
-
-class DataError(FileNotFoundError):
-  """The data directory does not hold what the task needs."""
+# The 35 words of Speech Commands v0.02; labels are their indices in this order.
+SPEECH_WORDS = (
+    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward",
+    "four", "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one",
+    "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow",
+    "yes", "zero")
+SAMPLE_RATE = 16000
+_THREADS = min(8, os.cpu_count() or 1)
 
 
-def find(root: str, relative: str, task: str) -> str:
-  """Finds ``relative`` (a file or folder path) under ``root`` at any depth."""
-  if not os.path.isdir(root):
-    raise DataError(f"data.dir {root!r} does not exist; for task {task!r} it must contain "
-                    f"{LAYOUTS[task]}")
-  direct = os.path.join(root, relative)
-  if os.path.exists(direct):
-    return direct
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    candidate = os.path.join(dirpath, relative)
-    if os.path.exists(candidate):
-      return candidate
-  raise DataError(f"{relative!r} not found under {root!r}; task {task!r} expects {LAYOUTS[task]}")
+@dataclasses.dataclass(frozen=True)
+class Reader:
+  """How one task's release is found and parsed.
+
+  locate: ``(root, data_config) -> base`` folder of the release.
+  read: ``(base, data_config) -> ({split: Split}, n_classes)``.
+  depth: levels below ``base`` whose listing keys the cache.
+  """
+
+  locate: Callable
+  read: Callable
+  depth: int = 1
 
 
-def _read_text(path: str) -> str:
+def _parallel_map(fn: Callable, items: list) -> list:
+  """``[fn(x) for x in items]`` on a few threads (file reads and decoders release the GIL)."""
+  with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
+    return list(pool.map(fn, items, chunksize=64))
+
+
+def _read_bytes(path: str, task: str) -> bytes:
   try:
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:
       return f.read()
   except OSError as e:
-    raise DataError(f"cannot read {path}: {e}") from e
+    raise error(task, path, f"cannot read ({e.strerror})") from e
+
+
+def _tsv_rows(path: str, task: str, n_fields: int, header: tuple | None = None,
+              ) -> Iterator[tuple[int, list[bytes]]]:
+  """``(line_no, fields)`` of a tab-separated file read as bytes, no quoting (LRA's
+  ``use_quote_delim=False``); checks the header and the field count of every row."""
+  lines = _read_bytes(require(path, task), task).split(b"\n")
+  start = 0
+  if header is not None:
+    got = tuple(f.strip().decode(errors="replace") for f in lines[0].split(b"\t"))
+    if got[:len(header)] != header:
+      raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got "
+                  f"{lines[0][:80]!r}")
+    start = 1
+  for line_no, line in enumerate(lines[start:], start + 1):
+    line = line.rstrip(b"\r")
+    if not line.strip():
+      continue
+    fields = line.split(b"\t")
+    if len(fields) < n_fields:
+      raise error(task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, got "
+                  f"{len(fields)}")
+    yield line_no, fields
+
+
+def _label(text: bytes, where: str, task: str, n_classes: int) -> int:
+  """An integer label in ``0..n_classes-1`` written as ``7`` or ``7.0``."""
+  try:
+    value = float(text)
+    ok = value.is_integer() and 0 <= value < n_classes
+  except ValueError:
+    ok = False
+  if not ok:
+    raise error(task, where, f"label {text[:20]!r} is not an integer in 0..{n_classes - 1}")
+  return int(value)
 
 
 # ----------------------------------------------------------------------------
+# ListOps
 
 
-def read_listops(root: str, seq_len: int) -> dict[str, Split]:
-  folder = os.path.dirname(find(root, "listops-1000/basic_train.tsv", "listops"))
-  splits = {}
-  for name, fname in (("train", "basic_train.tsv"), ("val", "basic_val.tsv"),
-                      ("test", "basic_test.tsv")):
-    path = os.path.join(folder, fname)
-    if not os.path.exists(path):
-      raise DataError(f"missing {path}; ListOps expects {LAYOUTS['listops']}")
-    seqs, labels = [], []
-    with open(path, newline="") as f:
-      reader = csv.reader(f, delimiter="\t")
-      header = next(reader, None)
-      if header is None or [h.strip() for h in header[:2]] != ["Source", "Target"]:
-        raise DataError(f"{path}: expected a header 'Source<TAB>Target', got {header}")
-      for row_no, row in enumerate(reader, start=2):
-        if len(row) < 2 or not row[1].strip().isdigit():
-          raise DataError(f"{path}:{row_no}: expected '<expression><TAB><digit>', got {row!r}")
-        seqs.append(listops_lib.encode(listops_lib.tokenize(row[0])))
-        labels.append(int(row[1]))
-    inputs, lengths = pad_tokens(seqs, seq_len)
-    splits[name] = Split(inputs, lengths, np.asarray(labels, np.int32))
-  return splits
+def _listops_locate(root: str, c) -> str:
+  return os.path.dirname(layout.find(root, "listops"))
 
 
-def _encode_bytes(text: str) -> list[int]:
-  return [b + 1 for b in text.encode("utf-8")]  # 0 is padding
+def _listops_split(path: str, seq_len: int) -> Split:
+  seqs, labels = [], []
+  for line_no, (source, target, *_) in _tsv_rows(path, "listops", 2, ("Source", "Target")):
+    try:
+      seqs.append([listops_lib.TOKEN_ID[t] for t in listops_lib.tokenize(source.decode())])
+    except (KeyError, UnicodeDecodeError) as e:
+      raise error("listops", f"{path}:{line_no}", f"unknown token {e} (ListOps has 0-9, "
+                  "[MAX, [MIN, [MED, [SM, ] and parentheses)") from e
+    labels.append(_label(target, f"{path}:{line_no}", "listops", 10))
+  rows, lengths = pad_rows(seqs, seq_len)
+  return Split(rows, lengths, np.asarray(labels, np.int32))
 
 
-def read_imdb(root: str, seq_len: int, val_fraction: float = 0.1, seed: int = 0):
-  base = find(root, "aclImdb", "text")
-  splits = {}
-  for name in ("train", "test"):
-    seqs, labels = [], []
-    for label, sentiment in enumerate(("neg", "pos")):
-      folder = os.path.join(base, name, sentiment)
-      files = sorted(glob.glob(os.path.join(folder, "*.txt")))
-      if not files:
-        raise DataError(f"no reviews in {folder}; text expects {LAYOUTS['text']}")
-      for path in files:
-        seqs.append(_encode_bytes(_read_text(path)))
-        labels.append(label)
-    inputs, lengths = pad_tokens(seqs, seq_len)
-    splits[name] = Split(inputs, lengths, np.asarray(labels, np.int32))
-  # LRA has no IMDB validation split; hold out part of train (deterministic).
-  splits["train"], splits["val"] = split_off(splits["train"], val_fraction, seed)
-  return splits
+def _listops_read(base: str, c) -> tuple[dict[str, Split], int]:
+  return {s: _listops_split(os.path.join(base, f"basic_{s}.tsv"), c.seq_len)
+          for s in ("train", "val", "test")}, 10
 
 
-def read_aan(root: str, seq_len: int) -> dict[str, Split]:
-  train = find(root, "new_aan_pairs.train.tsv", "retrieval")
-  folder = os.path.dirname(train)
-  splits = {}
-  for name, suffix in (("train", "train"), ("val", "eval"), ("test", "test")):
-    path = os.path.join(folder, f"new_aan_pairs.{suffix}.tsv")
-    if not os.path.exists(path):
-      raise DataError(f"missing {path}; retrieval expects {LAYOUTS['retrieval']}")
-    docs, labels = [], []
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
-      for row_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
-        if len(row) < 5:
-          raise DataError(f"{path}:{row_no}: expected 5 tab-separated fields "
-                          "(label, id1, id2, text1, text2), got {len(row)}")
-        try:
-          labels.append(int(float(row[0])))
-        except ValueError as e:
-          raise DataError(f"{path}:{row_no}: label {row[0]!r} is not a number") from e
-        docs.append((_encode_bytes(row[3]), _encode_bytes(row[4])))
-    a, la = pad_tokens([d[0] for d in docs], seq_len)
-    b, lb = pad_tokens([d[1] for d in docs], seq_len)
-    splits[name] = Split(np.stack([a, b], 1), np.stack([la, lb], 1), np.asarray(labels, np.int32))
-  return splits
+# ----------------------------------------------------------------------------
+# IMDB (byte level)
 
 
-def _unpickle(path: str) -> dict:
+def _imdb_split(base: str, name: str, seq_len: int) -> Split:
+  paths, labels = [], []
+  for label, sentiment in enumerate(("neg", "pos")):
+    folder = require(os.path.join(base, name, sentiment), "text", "folder")
+    files = sorted(glob.glob(os.path.join(folder, "*.txt")))
+    if not files:
+      raise error("text", folder, "no reviews (*.txt) in this folder")
+    paths += files
+    labels += [label] * len(files)
+  docs = _parallel_map(lambda p: _read_bytes(p, "text"), paths)
+  rows, lengths = pad_rows(docs, seq_len)
+  return Split(rows, lengths, np.asarray(labels, np.int32))
+
+
+def _imdb_read(base: str, c) -> tuple[dict[str, Split], int]:
+  train, test = (_imdb_split(base, s, c.seq_len) for s in ("train", "test"))
+  if c.val_fraction > 0:
+    train, val = hold_out(train, c.val_fraction, c.split_seed)
+  else:
+    val = test  # LRA reports IMDB on test and has no val split; S5 validates on test too
+  return {"train": train, "val": val, "test": test}, 2
+
+
+# ----------------------------------------------------------------------------
+# AAN (pairs of byte documents)
+
+
+def _aan_split(path: str, seq_len: int) -> Split:
+  pairs, labels = [], []
+  for line_no, fields in _tsv_rows(path, "retrieval", 5):
+    labels.append(_label(fields[0], f"{path}:{line_no}", "retrieval", 2))
+    pairs.append((fields[3], fields[4]))
+  if not pairs:
+    raise error("retrieval", path, "no examples in this file")
+  a, la = pad_rows([p[0] for p in pairs], seq_len)
+  b, lb = pad_rows([p[1] for p in pairs], seq_len)
+  return Split(np.stack([a, b], 1), np.stack([la, lb], 1), np.asarray(labels, np.int32))
+
+
+def _aan_read(base: str, c) -> tuple[dict[str, Split], int]:
+  names = {"train": "train", "val": "eval", "test": "test"}
+  return {s: _aan_split(os.path.join(base, f"new_aan_pairs.{f}.tsv"), c.seq_len)
+          for s, f in names.items()}, 2
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 (grayscale pixel sequences)
+
+
+def grayscale(rgb: np.ndarray) -> np.ndarray:
+  """``(N, 3072)`` CIFAR rows (R, G, B planes) -> ``(N, 1024)`` uint8 luma.
+
+  ITU-R 601 weights in PIL's fixed-point arithmetic, i.e. what
+  ``torchvision.transforms.Grayscale`` (used by S4/S5) produces.
+  """
+  r, g, b = (rgb.reshape(-1, 3, 1024)[:, i].astype(np.uint32) for i in range(3))
+  return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   try:
-    with open(path, "rb") as f:
-      d = pickle.load(f, encoding="bytes")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
-  except FileNotFoundError as e:
-    raise DataError(f"missing {path}; image expects {LAYOUTS['image']}") from e
-  except Exception as e:
-    raise DataError(f"{path} is not a CIFAR-10 python batch ({e}); re-extract the archive") from e
+    d = pickle.load(io.BytesIO(_read_bytes(require(path, "image"), "image")), encoding="bytes")
+    d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+    data = np.asarray(d["data"], np.uint8)
+    labels = np.asarray(d["labels"], np.int32)
+  except layout.DataError:
+    raise
+  except Exception as e:  # unpickling garbage raises almost anything
+    raise error("image", path, f"not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
+                "re-extract the archive") from e
+  if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    raise error("image", path, f"expected 'data' (N, 3072) and N 'labels', got {data.shape} "
+                f"and {len(labels)}")
+  return grayscale(data), labels
 
 
-def read_cifar(root: str, val_fraction: float = 0.1, seed: int = 0) -> dict[str, Split]:
-  folder = find(root, "cifar-10-batches-py", "image")
-
+def _cifar_read(base: str, c) -> tuple[dict[str, Split], int]:
   def load(names):
-    xs, ys = [], []
-    for name in names:
-      d = _unpickle(os.path.join(folder, name))
-      if "data" not in d or "labels" not in d:
-        raise DataError(f"{folder}/{name} lacks 'data'/'labels'; expected a CIFAR-10 batch")
-      rgb = np.asarray(d["data"], np.float32).reshape(-1, 3, 1024)
-      gray = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
-      xs.append(np.round(gray).astype(np.uint8))
-      ys.append(np.asarray(d["labels"], np.int32))
-    x = np.concatenate(xs)
-    return Split(x, np.full(len(x), 1024, np.int32), np.concatenate(ys))
+    parts = [_cifar_batch(os.path.join(base, n)) for n in names]
+    x = np.concatenate([p[0] for p in parts])
+    return Split(x, np.full(len(x), 1024, np.int32), np.concatenate([p[1] for p in parts]))
 
   train = load([f"data_batch_{i}" for i in range(1, 6)])
-  train, val = split_off(train, val_fraction, seed)  # 45000 / 5000 as in S5
-  return {"train": train, "val": val, "test": load(["test_batch"])}
+  train, val = hold_out(train, c.val_fraction, c.split_seed)
+  return {"train": train, "val": val, "test": load(["test_batch"])}, 10
 
 
-def read_pathfinder(root: str, resolution: int, variant: str) -> dict[str, Split]:
-  task = "pathfinder" if resolution == 32 else "pathx"
-  base = find(root, os.path.join(f"pathfinder{resolution}", variant), task)
-  meta_dir = os.path.join(base, "metadata")
-  metas = sorted(glob.glob(os.path.join(meta_dir, "*.npy")),
-                 key=lambda p: int(os.path.basename(p).split(".")[0])
-                 if os.path.basename(p).split(".")[0].isdigit() else 0)
-  if not metas:
-    raise DataError(f"no metadata/*.npy files in {base}; {task} expects {LAYOUTS[task]}")
-  from PIL import Image  # pillow comes with matplotlib
-  images, labels = [], []
-  for meta in metas:
-    for line_no, line in enumerate(_read_text(meta).splitlines(), 1):
+# ----------------------------------------------------------------------------
+# Pathfinder / Path-X
+
+
+def _pathfinder_fmt(c) -> dict:
+  return dict(res=c.resolution, variant=c.variant)
+
+
+def _pathfinder_locate(root: str, c) -> str:
+  return layout.find(root, c.task, **_pathfinder_fmt(c))
+
+
+def metadata_files(base: str) -> list[str]:
+  """``base/metadata/*.npy`` in numeric order (0.npy, 1.npy, ..., 199.npy)."""
+  files = glob.glob(os.path.join(base, "metadata", "*.npy"))
+  stem = lambda p: os.path.basename(p)[:-4]
+  return sorted(files, key=lambda p: (not stem(p).isdigit(), int(stem(p)) if stem(p).isdigit()
+                                      else 0, stem(p)))
+
+
+def metadata_entries(base: str, task: str, **fmt) -> list[tuple[str, int]]:
+  """``(image path, label)`` for every metadata line, in order.
+
+  The LRA metadata files are text despite the .npy name: one line per image,
+  ``<folder> <file> <index> <label> ...``.
+  """
+  require(os.path.join(base, "metadata"), task, "folder", **fmt)
+  files = metadata_files(base)
+  if not files:
+    raise error(task, os.path.join(base, "metadata"), "no *.npy metadata files", **fmt)
+  entries = []
+  for meta in files:
+    text = _read_bytes(meta, task).decode(errors="replace")
+    for line_no, line in enumerate(text.splitlines(), 1):
       fields = line.split()
       if not fields:
         continue
+      where = f"{meta}:{line_no}"
       if len(fields) < 4:
-        raise DataError(f"{meta}:{line_no}: expected '<dir> <file> <n> <label> ...'")
-      path = os.path.join(base, fields[0], fields[1])
-      try:
-        with Image.open(path) as im:
-          arr = np.asarray(im.convert("L"), np.uint8)
-      except FileNotFoundError as e:
-        raise DataError(f"{path} listed in {meta} is missing") from e
-      except Exception as e:
-        raise DataError(f"{path} is not a readable image ({e})") from e
-      if arr.shape != (resolution, resolution):
-        raise DataError(f"{path} is {arr.shape}, expected {resolution}x{resolution}")
-      images.append(arr.ravel())
-      labels.append(int(fields[3]))
-  x = np.stack(images)
-  y = np.asarray(labels, np.int32)
+        raise error(task, where, "expected '<folder> <file> <index> <label> ...'", **fmt)
+      entries.append((os.path.join(base, fields[0], fields[1]),
+                      _label(fields[3].encode(), where, task, 2)))
+  return entries
+
+
+def _png(path: str, res: int, task: str, fmt: dict) -> np.ndarray | None:
+  """``(res*res,)`` uint8 grayscale pixels, or None for a zero-byte file."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel (pillow: via matplotlib)
+  try:
+    if os.path.getsize(path) == 0:
+      return None
+    with Image.open(path) as im:
+      pixels = np.asarray(im.convert("L"), np.uint8)
+  except FileNotFoundError as e:
+    raise error(task, path, "listed in the metadata but missing", **fmt) from e
+  except Exception as e:
+    raise error(task, path, f"not a readable image ({e})", **fmt) from e
+  if pixels.shape != (res, res):
+    raise error(task, path, f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected "
+                f"{res}x{res} (is data.resolution right?)", **fmt)
+  return pixels.ravel()
+
+
+def _pathfinder_read(base: str, c) -> tuple[dict[str, Split], int]:
+  fmt = _pathfinder_fmt(c)
+  entries = metadata_entries(base, c.task, **fmt)
+  images = _parallel_map(lambda e: _png(e[0], c.resolution, c.task, fmt), entries)
+  keep = [i for i, im in enumerate(images) if im is not None]
+  if len(keep) < len(entries):
+    logging.warning("%s: skipped %d zero-byte images (LRA drops them too)", base,
+                    len(entries) - len(keep))
+  x = np.stack([images[i] for i in keep])
+  y = np.asarray([entries[i][1] for i in keep], np.int32)
   n = len(y)
-  # LRA splits the examples in order: 80% train, 10% val, 10% test.
+  full = lambda lo, hi: Split(x[lo:hi], np.full(hi - lo, x.shape[1], np.int32), y[lo:hi])
   a, b = int(0.8 * n), int(0.9 * n)
-  full = lambda s: Split(x[s], np.full(len(y[s]), resolution * resolution, np.int32), y[s])
-  return {"train": full(slice(0, a)), "val": full(slice(a, b)), "test": full(slice(b, n))}
+  return {"train": full(0, a), "val": full(a, b), "test": full(b, n)}, 2
 
 
-def _read_wav(path: str, seq_len: int) -> np.ndarray:
+# ----------------------------------------------------------------------------
+# Speech Commands v0.02
+
+
+def _wav(path: str, seq_len: int) -> tuple[np.ndarray, int]:
+  """``(seq_len,)`` int16 samples (zero-padded or cut) and the true length."""
   try:
     with wave.open(path, "rb") as w:
-      if w.getsampwidth() != 2 or w.getnchannels() != 1:
-        raise DataError(f"{path}: expected 16-bit mono PCM")
-      audio = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+      if (w.getsampwidth(), w.getnchannels(), w.getframerate()) != (2, 1, SAMPLE_RATE):
+        raise error("speech", path, f"expected 16-bit mono {SAMPLE_RATE} Hz PCM, got "
+                    f"{8 * w.getsampwidth()}-bit, {w.getnchannels()} channel(s), "
+                    f"{w.getframerate()} Hz")
+      audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
   except (wave.Error, EOFError) as e:
-    raise DataError(f"{path} is not a readable wav file ({e})") from e
+    raise error("speech", path, f"not a readable wav file ({e})") from e
+  except OSError as e:
+    raise error("speech", path, f"cannot read ({e})") from e
   out = np.zeros(seq_len, np.int16)
-  out[:min(seq_len, len(audio))] = audio[:seq_len]
-  return out
+  n = min(seq_len, len(audio))
+  out[:n] = audio[:n]
+  return out, max(1, n)
 
 
-def read_speech(root: str, seq_len: int) -> tuple[dict[str, Split], list[str]]:
-  base = os.path.dirname(find(root, "testing_list.txt", "speech"))
+def _speech_locate(root: str, c) -> str:
+  return os.path.dirname(layout.find(root, "speech"))
+
+
+def _speech_read(base: str, c) -> tuple[dict[str, Split], int]:
   lists = {}
-  for name in ("validation_list.txt", "testing_list.txt"):
-    path = os.path.join(base, name)
-    if not os.path.exists(path):
-      raise DataError(f"missing {path}; speech expects {LAYOUTS['speech']}")
-    lists[name] = {l.strip() for l in _read_text(path).splitlines() if l.strip()}
-  words = sorted(d for d in os.listdir(base)
-                 if os.path.isdir(os.path.join(base, d)) and not d.startswith("_"))
-  if not words:
-    raise DataError(f"no class folders in {base}; speech expects {LAYOUTS['speech']}")
-  parts = {"train": ([], []), "val": ([], []), "test": ([], [])}
-  for label, word in enumerate(words):
+  for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
+    text = _read_bytes(require(os.path.join(base, name), "speech"), "speech").decode()
+    lists[split] = {line.strip() for line in text.splitlines() if line.strip()}
+  missing = [w for w in SPEECH_WORDS if not os.path.isdir(os.path.join(base, w))]
+  if missing:
+    raise error("speech", base, f"missing word folders {missing} (v0.01 has 30 words; "
+                "v0.02 is needed)")
+  files = {s: ([], []) for s in ("train", "val", "test")}
+  for label, word in enumerate(SPEECH_WORDS):
     for path in sorted(glob.glob(os.path.join(base, word, "*.wav"))):
       rel = f"{word}/{os.path.basename(path)}"
-      split = ("val" if rel in lists["validation_list.txt"]
-               else "test" if rel in lists["testing_list.txt"] else "train")
-      parts[split][0].append(_read_wav(path, seq_len))
-      parts[split][1].append(label)
+      split = "val" if rel in lists["val"] else "test" if rel in lists["test"] else "train"
+      files[split][0].append(path)
+      files[split][1].append(label)
   splits = {}
-  for name, (xs, ys) in parts.items():
-    if not xs:
-      raise DataError(f"speech split {name!r} is empty under {base}: check the list files")
-    x = np.stack(xs)
-    splits[name] = Split(x, np.full(len(x), seq_len, np.int32), np.asarray(ys, np.int32))
-  return splits, words
+  for split, (paths, labels) in files.items():
+    if not paths:
+      raise error("speech", base, f"the {split} split is empty: check the word folders and "
+                  "the list files")
+    clips = _parallel_map(lambda p: _wav(p, c.seq_len), paths)
+    splits[split] = Split(np.stack([a for a, _ in clips]),
+                          np.asarray([n for _, n in clips], np.int32),
+                          np.asarray(labels, np.int32))
+  return splits, len(SPEECH_WORDS)
+
+
+READERS = {
+    "listops": Reader(_listops_locate, _listops_read),
+    "text": Reader(lambda root, c: layout.find(root, "text"), _imdb_read, depth=2),
+    "retrieval": Reader(lambda root, c: os.path.dirname(layout.find(root, "retrieval")),
+                        _aan_read),
+    "image": Reader(lambda root, c: layout.find(root, "image"), _cifar_read),
+    "pathfinder": Reader(_pathfinder_locate, _pathfinder_read, depth=2),
+    "pathx": Reader(_pathfinder_locate, _pathfinder_read, depth=2),
+    "speech": Reader(_speech_locate, _speech_read),
+}

@@ -1,175 +1,376 @@
-"""Synthetic versions of every task: deterministic by seed, learnable, cheap.
+"""Synthetic versions of every task: deterministic by seed, learnable, fast.
 
-They stand in for the real datasets where none is given (this machine has no
-network). Numbers measured on them are not LRA results.
+They stand in for the real datasets when no ``data.dir`` is given (this machine
+has no network). Numbers measured on them are not LRA or Speech Commands
+results. Every generator has the signature ``(n, seq_len, rng, **knobs) ->
+Split`` and stores rows in the same compact form as the matching real reader,
+so the pipeline cannot tell them apart:
+
+=========== =========================================== ===========================
+task        stored ``inputs``                           label
+=========== =========================================== ===========================
+listops     uint8 token ids ``(N, L)``, 0 = padding     value of the expression
+text        uint8 bytes ``(N, L)``                      more positive than negative
+                                                        sentiment words
+retrieval   uint8 bytes ``(N, 2, L)``                   both documents carry the
+                                                        same planted motif
+image       uint8 pixels ``(N, L)``, L = side**2        orientation/frequency class
+pathfinder  uint8 pixels ``(N, res*res)``               markers on one contour
+speech      int16 samples ``(N, L)``                    chirp class
+=========== =========================================== ===========================
 """
 
 import numpy as np
 
 from last_nnx.data import listops as listops_lib
-from last_nnx.data.pipeline import Split, pad_tokens
+from last_nnx.data.pipeline import Split
+
+_LOWERCASE = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
+_MOTIF_CHARS = np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", np.uint8)
+_LEXICON_SEED = 20240611  # the synthetic "language" is the same for every data seed
+_CHUNK = 512  # rows generated at once by the vectorized generators (bounds memory)
 
 
-def _balanced_labels(n: int, n_classes: int, rng: np.random.Generator) -> np.ndarray:
-  labels = np.arange(n) % n_classes
+def balanced_labels(n: int, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+  """``(n,)`` int32 labels whose class counts differ by at most one, shuffled."""
+  labels = np.arange(n, dtype=np.int32) % n_classes
   rng.shuffle(labels)
-  return labels.astype(np.int32)
+  return labels
+
+
+def _chunks(n: int):
+  for start in range(0, n, _CHUNK):
+    yield slice(start, min(n, start + _CHUNK))
+
+
+def _compact(chars: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Moves the kept entries of each row to its front (order kept), zeros after.
+
+  ``chars`` and ``keep`` are ``(N, M)``; returns ``(N, M)`` rows and ``(N,)``
+  int32 counts of kept entries.
+  """
+  order = np.argsort(~keep, axis=1, kind="stable")
+  out = np.take_along_axis(np.where(keep, chars, 0), order, axis=1)
+  return out, keep.sum(axis=1).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------
-# ListOps: the LRA grammar, balanced over the 10 answers.
+# ListOps: the LRA grammar, answers stratified to be balanced.
 
 
-def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 6,
-            max_args: int = 5, min_length: int = 16, max_length: int = 2000) -> Split:
-  """Random ListOps expressions, stratified so each answer 0-9 is equally frequent."""
+def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 10,
+            max_args: int = 10, min_length: int = 500, max_length: int = 2000) -> Split:
+  """Random expressions of the LRA grammar, each answer 0-9 equally frequent.
+
+  Trees are drawn as LRA draws them and kept when ``min_length < tokens <
+  max_length`` (LRA's strict bounds; ``max_length`` is capped at ``seq_len +
+  1``), until every answer has its share: stratified rejection sampling.
+
+  Returns token ids ``(n, seq_len)`` uint8 (0 = padding), lengths and labels.
+  """
+  max_length = min(max_length, seq_len + 1)
+  if min_length >= max_length - 1:
+    raise ValueError(f"ListOps length window ({min_length}, {max_length}) is empty: lower "
+                     "data.synthetic.min_length below data.seq_len")
   per_class = -(-n // 10)
-  buckets: list[list[list[str]]] = [[] for _ in range(10)]
-  max_length = min(max_length, seq_len)
-  attempts = 0
-  while min(len(b) for b in buckets) < per_class:
-    attempts += 1
-    if attempts > 400 * n + 10000:
-      raise RuntimeError("ListOps generator cannot fill every class: widen the length range")
-    tree = listops_lib.random_tree(rng, max_depth=max_depth, max_args=max_args)
-    tokens = listops_lib.to_tokens(tree)
-    if not min_length <= len(tokens) <= max_length:
+  buckets: list[list[list[int]]] = [[] for _ in range(10)]
+  u = listops_lib.uniform_stream(rng)
+  budget = 2000 * n + 100_000
+  for _ in range(budget):
+    if min(map(len, buckets)) >= per_class:
+      break
+    tokens: list[int] = []
+    try:
+      value = listops_lib.sample(u, max_depth=max_depth, max_args=max_args,
+                                 limit=max_length - 1, out=tokens)
+    except listops_lib.TooLong:
       continue
-    value = listops_lib.evaluate(tree)
-    if len(buckets[value]) < per_class:
+    if len(tokens) > min_length and len(buckets[value]) < per_class:
       buckets[value].append(tokens)
-  examples = [(toks, label) for label, b in enumerate(buckets) for toks in b]
-  order = rng.permutation(len(examples))[:n]
-  seqs = [listops_lib.encode(examples[i][0]) for i in order]
-  inputs, lengths = pad_tokens(seqs, seq_len)
-  labels = np.array([examples[i][1] for i in order], np.int32)
-  return Split(inputs, lengths, labels)
-
-
-# ----------------------------------------------------------------------------
-# Pathfinder: are the two markers joined by one contour?
-
-
-def _draw_contour(img, rng, start, steps, step_len, dash=True):
-  """Draws a smooth random curve from ``start``; returns its end point."""
-  res = img.shape[0]
-  pos = np.array(start, float)
-  angle = rng.uniform(0, 2 * np.pi)
-  for t in range(steps):
-    angle += rng.normal(0, 0.35)
-    nxt = pos + step_len * np.array([np.cos(angle), np.sin(angle)])
-    if not (1 <= nxt[0] < res - 1 and 1 <= nxt[1] < res - 1):
-      angle += np.pi / 2
-      continue
-    if not dash or t % 3 != 2:  # dashed like the LRA contours
-      for a in np.linspace(0, 1, max(2, int(step_len * 2))):
-        p = pos + a * (nxt - pos)
-        img[int(p[0]), int(p[1])] = 1.0
-    pos = nxt
-  return pos
-
-
-def _marker(img, p):
-  r, c = int(p[0]), int(p[1])
-  img[max(0, r - 1):r + 2, max(0, c - 1):c + 2] = 1.0
-
-
-def pathfinder(n: int, resolution: int, rng: np.random.Generator, *, distractors: int = 2,
-               contour_steps: int = 0) -> Split:
-  """Contour images ``(N, res*res)`` uint8 with label 1 iff the markers are connected."""
-  steps = contour_steps or max(6, resolution // 3)
-  step_len = max(1.5, resolution / 16)
-  labels = _balanced_labels(n, 2, rng)
-  images = np.zeros((n, resolution, resolution), np.float32)
-  for i in range(n):
-    img = images[i]
-    start = rng.uniform(2, resolution - 2, size=2)
-    end = _draw_contour(img, rng, start, steps, step_len)
-    if labels[i] == 1:
-      _marker(img, start)
-      _marker(img, end)
-    else:
-      other = rng.uniform(2, resolution - 2, size=2)
-      other_end = _draw_contour(img, rng, other, steps, step_len)
-      _marker(img, start)
-      _marker(img, other_end)
-    for _ in range(distractors):
-      _draw_contour(img, rng, rng.uniform(2, resolution - 2, size=2), steps // 2, step_len)
-  flat = (images.reshape(n, -1) * 255).astype(np.uint8)
-  return Split(flat, np.full(n, resolution * resolution, np.int32), labels)
-
-
-# ----------------------------------------------------------------------------
-# Text, retrieval, image, speech: simple but learnable stand-ins.
-
-
-def text(n: int, seq_len: int, rng: np.random.Generator) -> Split:
-  """Byte "reviews": random words; the label is which of two marker words occurs more."""
-  labels = _balanced_labels(n, 2, rng)
-  markers = [b"good", b"bad"]
-  seqs = []
-  for label in labels:
-    words = []
-    counts = rng.integers(1, 6, size=2)
-    counts[label] += rng.integers(2, 5)
-    bag = [markers[0]] * counts[0] + [markers[1]] * counts[1]
-    filler = [bytes(rng.integers(97, 123, size=rng.integers(2, 8)).astype(np.uint8))
-              for _ in range(rng.integers(seq_len // 12, seq_len // 7))]
-    words = filler + bag
-    rng.shuffle(words)
-    seqs.append(list(b" ".join(words)[:seq_len]))
-  inputs, lengths = pad_tokens([[b + 1 for b in s] for s in seqs], seq_len)
-  return Split(inputs, lengths, labels)
-
-
-def retrieval(n: int, seq_len: int, rng: np.random.Generator) -> Split:
-  """Pairs of byte documents; label 1 iff both contain the same planted motif."""
-  labels = _balanced_labels(n, 2, rng)
-  inputs = np.zeros((n, 2, seq_len), np.int32)
-  lengths = np.zeros((n, 2), np.int32)
-  n_motifs = 16
-  motifs = rng.integers(1, 200, size=(n_motifs, 6))
+  else:
+    counts = [len(b) for b in buckets]
+    raise RuntimeError(f"ListOps generator could not fill every answer ({counts} of "
+                       f"{per_class} each) with max_depth={max_depth}, max_args={max_args} "
+                       f"and lengths in ({min_length}, {max_length}): widen the window")
+  labels = balanced_labels(n, 10, rng)
+  taken = [0] * 10
+  rows = np.zeros((n, seq_len), np.uint8)
+  lengths = np.zeros(n, np.int32)
   for i, label in enumerate(labels):
-    a = rng.integers(n_motifs)
-    b = a if label == 1 else (a + rng.integers(1, n_motifs)) % n_motifs
-    for d, m in enumerate((a, b)):
-      length = int(rng.integers(seq_len // 2, seq_len + 1))
-      doc = rng.integers(1, 257, size=length)
-      at = int(rng.integers(0, max(1, length - 6)))
-      doc[at:at + 6] = motifs[m][:len(doc[at:at + 6])]
-      inputs[i, d, :length] = doc
-      lengths[i, d] = length
-  return Split(inputs, lengths, labels)
+    tokens = buckets[label][taken[label]]
+    taken[label] += 1
+    rows[i, :len(tokens)] = tokens
+    lengths[i] = len(tokens)
+  return Split(rows, lengths, labels)
 
 
-def image(n: int, rng: np.random.Generator, *, n_classes: int = 10, side: int = 32) -> Split:
-  """Grayscale ``side x side`` images of class-specific oriented gratings plus noise."""
-  labels = _balanced_labels(n, n_classes, rng)
+# ----------------------------------------------------------------------------
+# Pathfinder: are the two markers the ends of one contour?
+
+
+def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  """Folds coordinates into ``[lo, hi]`` by mirroring at the borders (keeps curves smooth)."""
+  width = hi - lo
+  y = np.mod(x - lo, 2 * width)
+  return lo + width - np.abs(y - width)
+
+
+def _contours(rng, n: int, count: int, segments: int, res: int, step: float,
+              curvature: float, margin: float) -> np.ndarray:
+  """Smooth random walks: ``(n, count, segments + 1, 2)`` float (row, col) vertices."""
+  start = rng.uniform(margin, res - 1 - margin, size=(n, count, 1, 2))
+  heading = rng.uniform(0, 2 * np.pi, size=(n, count, 1))
+  turns = rng.normal(0, curvature, size=(n, count, segments))
+  angles = heading + np.cumsum(turns, axis=-1)
+  moves = step * np.stack([np.sin(angles), np.cos(angles)], axis=-1)
+  path = np.concatenate([start, start + np.cumsum(moves, axis=2)], axis=2)
+  return _reflect(path, margin, res - 1 - margin)
+
+
+def _stroke_pixels(vertices: np.ndarray, res: int, dash: float, thickness: int) -> np.ndarray:
+  """Flat pixel indices (per image, ``(n, P)``) covered by dashed strokes along the vertices.
+
+  Each segment is drawn over its first ``dash`` fraction (the paddles of the
+  LRA images), sampled twice per pixel, with a ``thickness`` square brush.
+  """
+  a, b = vertices[:, :, :-1], vertices[:, :, 1:]
+  seg_len = np.linalg.norm(b - a, axis=-1).max()
+  k = max(2, int(np.ceil(2 * seg_len * dash)) + 1)
+  frac = np.linspace(0.0, dash, k)[:, None]
+  pts = a[..., None, :] + frac * (b - a)[..., None, :]  # (n, c, s, k, 2)
+  pts = np.floor(pts.reshape(len(vertices), -1, 2) + 0.5).astype(np.int64)
+  offsets = np.arange(thickness) - (thickness - 1) // 2
+  dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+  rows = np.clip(pts[:, :, None, 0] + dy.ravel(), 0, res - 1)
+  cols = np.clip(pts[:, :, None, 1] + dx.ravel(), 0, res - 1)
+  return (rows * res + cols).reshape(len(vertices), -1)
+
+
+def _disc_pixels(centers: np.ndarray, res: int, radius: float) -> np.ndarray:
+  """Flat pixel indices ``(n, P)`` of filled discs around ``(n, m, 2)`` centers."""
+  r = int(np.ceil(radius))
+  dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+  inside = dy ** 2 + dx ** 2 <= radius ** 2 + 0.25
+  dy, dx = dy[inside], dx[inside]
+  c = np.floor(centers + 0.5).astype(np.int64)
+  rows = np.clip(c[..., 0:1] + dy, 0, res - 1)
+  cols = np.clip(c[..., 1:2] + dx, 0, res - 1)
+  return (rows * res + cols).reshape(len(centers), -1)
+
+
+def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: int = 4,
+               segments: int = 14, curvature: float = 0.35) -> Split:
+  """Pathfinder-style images, ``seq_len = res**2``: label 1 iff the markers share a contour.
+
+  Every image has two long dashed contours of ``segments`` paddles (LRA's
+  contour length 14) plus ``distractors`` short ones (a third as long). A
+  positive marks both ends of the first contour; a negative marks one end of
+  each long contour, so both classes draw the same amount of ink. Stroke
+  width, step and marker radius scale with the resolution as in the LRA
+  releases (radius 1.5 px at 32, 3 px at 128).
+
+  Returns pixels ``(n, res*res)`` uint8 (0 or 255), lengths and balanced labels.
+  """
+  res = int(round(np.sqrt(seq_len)))
+  if res * res != seq_len or res < 8:
+    raise ValueError(f"pathfinder needs a square image of at least 8x8, got L={seq_len}")
+  step = res / 16
+  radius = 1.5 * np.sqrt(res / 32)
+  thickness = max(1, res // 64)
+  margin = radius + 1
+  labels = balanced_labels(n, 2, rng)
+  images = np.zeros((n, res * res), np.uint8)
+  for rows in _chunks(n):
+    m = rows.stop - rows.start
+    long = _contours(rng, m, 2, segments, res, step, curvature, margin)
+    short = _contours(rng, m, max(distractors, 0), max(1, segments // 3), res, step, curvature,
+                      margin)
+    positive = labels[rows].astype(bool)[:, None]
+    far_end = np.where(positive, long[:, 0, -1], long[:, 1, -1])
+    markers = np.stack([long[:, 0, 0], far_end], axis=1)
+    pixels = [_stroke_pixels(long, res, 0.7, thickness), _disc_pixels(markers, res, radius)]
+    if distractors > 0:
+      pixels.append(_stroke_pixels(short, res, 0.7, thickness))
+    flat = np.concatenate(pixels, axis=1) + (np.arange(m) * res * res)[:, None]
+    block = images[rows].reshape(-1)  # a view: rows of a C-contiguous array
+    block[flat.ravel()] = 255
+  return Split(images, np.full(n, seq_len, np.int32), labels)
+
+
+# ----------------------------------------------------------------------------
+# Text: byte-level "reviews" whose label is the majority sentiment.
+
+POSITIVE_WORDS = (b"good", b"great", b"superb", b"fine", b"lovely", b"brilliant", b"excellent",
+                  b"enjoyable")
+NEGATIVE_WORDS = (b"bad", b"awful", b"boring", b"poor", b"dull", b"terrible", b"weak",
+                  b"horrible")
+_MAX_WORD = 10  # longest word ("brilliant", "enjoyable", ...) plus its space
+
+
+def _lexicon(n_filler: int = 400) -> tuple[np.ndarray, np.ndarray]:
+  """Word table ``(V, _MAX_WORD)`` uint8 (space-terminated) and ``(V,)`` sizes with space.
+
+  Rows 0-7 are the positive words, 8-15 the negative ones, then random
+  lowercase filler words that never equal a sentiment word.
+  """
+  rng = np.random.default_rng(_LEXICON_SEED)
+  words = list(POSITIVE_WORDS + NEGATIVE_WORDS)
+  taken = set(words)
+  while len(words) < 16 + n_filler:
+    w = bytes(rng.choice(_LOWERCASE, size=int(rng.integers(2, _MAX_WORD))))
+    if w not in taken:
+      taken.add(w)
+      words.append(w)
+  table = np.zeros((len(words), _MAX_WORD), np.uint8)
+  sizes = np.zeros(len(words), np.int64)
+  for i, w in enumerate(words):
+    table[i, :len(w) + 1] = np.frombuffer(w + b" ", np.uint8)
+    sizes[i] = len(w) + 1
+  return table, sizes
+
+
+def text(n: int, seq_len: int, rng: np.random.Generator, *, density: float = 0.05) -> Split:
+  """Byte documents of random words; label 1 iff positive words outnumber negative ones.
+
+  A document holds between half and all of ``seq_len // 10`` words; about
+  ``density`` of them carry sentiment, the majority side at least one more.
+  Returns bytes ``(n, seq_len)`` uint8 (stored raw; the pipeline shifts them
+  by one so that 0 stays padding), lengths and balanced labels.
+  """
+  table, sizes = _lexicon()
+  n_filler = len(table) - 16
+  max_words = seq_len // _MAX_WORD
+  if max_words < 8:
+    raise ValueError(f"synthetic text needs seq_len >= {8 * _MAX_WORD}, got {seq_len}")
+  labels = balanced_labels(n, 2, rng)
+  rows = np.zeros((n, seq_len), np.uint8)
+  lengths = np.zeros(n, np.int32)
+  for sl in _chunks(n):
+    m = sl.stop - sl.start
+    n_words = rng.integers(max_words // 2, max_words + 1, size=m)
+    ids = 16 + rng.integers(0, n_filler, size=(m, max_words))
+    n_sent = np.maximum(3, np.round(n_words * density)).astype(int)
+    n_major = n_sent // 2 + 1 + rng.integers(0, n_sent // 4 + 1)
+    # Random slots among the document's words: rank random keys, padding words last.
+    keys = np.where(np.arange(max_words) < n_words[:, None], rng.random((m, max_words)), 2.0)
+    rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+    major_side = np.where(labels[sl] == 1, 0, 8)[:, None]  # positive words are rows 0-7
+    sentiment = np.where(rank < n_major[:, None], major_side, 8 - major_side)
+    ids = np.where(rank < n_sent[:, None], sentiment + rng.integers(0, 8, (m, max_words)), ids)
+    chars = table[ids].reshape(m, -1)
+    keep = (np.arange(_MAX_WORD) < sizes[ids][..., None]).reshape(m, -1)
+    keep &= np.repeat(np.arange(max_words) < n_words[:, None], _MAX_WORD, axis=1)
+    packed, count = _compact(chars, keep)
+    packed[np.arange(m), count - 1] = 0  # drop the last word's space
+    rows[sl, :packed.shape[1]] = packed
+    lengths[sl] = count - 1
+  return Split(rows, lengths, labels)
+
+
+# ----------------------------------------------------------------------------
+# Retrieval: do two documents share a planted motif?
+
+
+def retrieval(n: int, seq_len: int, rng: np.random.Generator, *, motifs: int = 32,
+              motif_length: int = 8) -> Split:
+  """Pairs of byte documents, each with one planted motif; label 1 iff the motifs match.
+
+  Backgrounds are lowercase letters and spaces, motifs uppercase letters and
+  digits drawn from a fixed bank of ``motifs``. Returns bytes ``(n, 2,
+  seq_len)`` uint8 (raw, shifted by the pipeline), lengths ``(n, 2)`` and
+  balanced labels.
+  """
+  if seq_len < 2 * motif_length:
+    raise ValueError(f"synthetic retrieval needs seq_len >= {2 * motif_length}, got {seq_len}")
+  bank = np.random.default_rng(_LEXICON_SEED).choice(_MOTIF_CHARS, size=(motifs, motif_length))
+  background = np.concatenate([_LOWERCASE, np.frombuffer(b"    ", np.uint8)])
+  labels = balanced_labels(n, 2, rng)
+  rows = np.zeros((n, 2, seq_len), np.uint8)
+  lengths = rng.integers(seq_len // 2, seq_len + 1, size=(n, 2)).astype(np.int32)
+  first = rng.integers(0, motifs, size=n)
+  second = np.where(labels == 1, first, (first + rng.integers(1, motifs, size=n)) % motifs)
+  which = np.stack([first, second], axis=1)  # (n, 2)
+  for sl in _chunks(n):
+    m = sl.stop - sl.start
+    docs = rng.choice(background, size=(m, 2, seq_len))
+    at = rng.integers(0, lengths[sl] - motif_length + 1)  # (m, 2)
+    cols = at[..., None] + np.arange(motif_length)
+    np.put_along_axis(docs, cols, bank[which[sl]], axis=2)
+    docs[np.arange(seq_len) >= lengths[sl][..., None]] = 0
+    rows[sl] = docs
+  return Split(rows, lengths, labels)
+
+
+# ----------------------------------------------------------------------------
+# Image: class-dependent gratings.
+
+
+def image(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10,
+          noise: float = 0.15) -> Split:
+  """Grayscale ``side x side`` gratings (``seq_len = side**2``); the class sets orientation
+  and spatial frequency, phase and contrast are random, pixel noise added.
+
+  Returns pixels ``(n, seq_len)`` uint8, lengths and balanced labels.
+  """
+  side = int(round(np.sqrt(seq_len)))
+  if side * side != seq_len:
+    raise ValueError(f"synthetic image needs a square seq_len, got {seq_len}")
+  labels = balanced_labels(n, n_classes, rng)
   yy, xx = np.mgrid[0:side, 0:side] / side
-  images = np.empty((n, side * side), np.uint8)
-  for i, label in enumerate(labels):
-    theta = np.pi * label / n_classes
-    freq = 3 + (label % 3)
-    phase = rng.uniform(0, 2 * np.pi)
+  images = np.zeros((n, seq_len), np.uint8)
+  for sl in _chunks(n):
+    k = labels[sl][:, None, None]
+    m = len(k)
+    theta = np.pi * k / n_classes
+    freq = 2 + (k % 3) * 1.5
+    phase = rng.uniform(0, 2 * np.pi, size=(m, 1, 1))
+    contrast = rng.uniform(0.25, 0.45, size=(m, 1, 1))
     g = np.sin(2 * np.pi * freq * (np.cos(theta) * xx + np.sin(theta) * yy) + phase)
-    g = 0.5 + 0.35 * g + 0.15 * rng.normal(size=g.shape)
-    images[i] = (np.clip(g, 0, 1) * 255).astype(np.uint8).ravel()
-  return Split(images, np.full(n, side * side, np.int32), labels)
+    g = 0.5 + contrast * g + noise * rng.normal(size=(m, side, side))
+    images[sl] = (np.clip(g, 0, 1) * 255).astype(np.uint8).reshape(m, -1)
+  return Split(images, np.full(n, seq_len, np.int32), labels)
 
 
-def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10) -> Split:
-  """int16 "utterances": class-specific two-tone chirps at random onsets, in noise."""
-  labels = _balanced_labels(n, n_classes, rng)
-  t = np.arange(seq_len) / 16000.0
-  audio = np.empty((n, seq_len), np.int16)
-  for i, label in enumerate(labels):
-    f0 = 200 + 150 * label
-    f1 = f0 * (1.5 if label % 2 else 0.75)
-    onset = rng.integers(0, seq_len // 3)
-    dur = seq_len // 2
-    env = np.zeros(seq_len)
-    env[onset:onset + dur] = np.hanning(min(dur, seq_len - onset))
-    tone = np.sin(2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 * 16000 / seq_len / 2))
-    wave = 0.6 * env * tone + 0.05 * rng.normal(size=seq_len)
-    audio[i] = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+# ----------------------------------------------------------------------------
+# Speech: class-dependent chirps.
+
+
+def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10,
+           noise: float = 0.05) -> Split:
+  """int16 "utterances": one Hann-windowed linear chirp per clip in noise.
+
+  The class sets the start frequency (spread over 0.02-0.38 cycles per sample)
+  and the sweep direction; onset, duration and loudness are random.
+  Returns samples ``(n, seq_len)`` int16, lengths and balanced labels.
+  """
+  if not 2 <= n_classes <= 35:
+    raise ValueError(f"synthetic speech has 2..35 classes, got {n_classes}")
+  labels = balanced_labels(n, n_classes, rng)
+  audio = np.zeros((n, seq_len), np.int16)
+  t = np.arange(seq_len)
+  for sl in _chunks(n):
+    k = labels[sl][:, None]
+    m = len(k)
+    f0 = 0.02 + 0.36 * k / n_classes
+    f1 = f0 * np.where(k % 2 == 1, 1.6, 0.6)
+    duration = rng.integers(seq_len // 2, 3 * seq_len // 4 + 1, size=(m, 1))
+    onset = rng.integers(0, seq_len - duration + 1)
+    tr = t - onset
+    inside = (tr >= 0) & (tr < duration)
+    phase = 2 * np.pi * (f0 * tr + (f1 - f0) * tr ** 2 / (2 * duration))
+    window = np.where(inside, np.sin(np.pi * np.clip(tr, 0, None) / duration) ** 2, 0.0)
+    loud = rng.uniform(0.3, 0.8, size=(m, 1))
+    wave = loud * window * np.sin(phase) + noise * rng.normal(size=(m, seq_len))
+    audio[sl] = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
   return Split(audio, np.full(n, seq_len, np.int32), labels)
+
+
+GENERATORS = {
+    "listops": listops,
+    "text": text,
+    "retrieval": retrieval,
+    "image": image,
+    "pathfinder": pathfinder,
+    "pathx": pathfinder,
+    "speech": speech,
+}
