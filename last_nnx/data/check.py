@@ -35,6 +35,7 @@ class Report:
   """What was found: the release folder, examples per split, and problems."""
 
   task: str
+  fmt: dict = dataclasses.field(default_factory=dict)  # Pathfinder's res and variant
   base: str | None = None
   counts: dict = dataclasses.field(default_factory=dict)
   expected: dict = dataclasses.field(default_factory=dict)
@@ -162,7 +163,7 @@ def check(task: str, root: str, variant: str = "curv_contour_length_14",
   if SPECS[task].resolution:
     fmt = dict(res=resolution or SPECS[task].resolution, variant=variant)
   release = layout.release(task, **fmt)
-  report = Report(task, expected=dict(release.expected))
+  report = Report(task, fmt, expected=dict(release.expected))
   try:
     found = layout.find(root, task, **fmt)
   except DataError as e:
@@ -182,7 +183,7 @@ def check(task: str, root: str, variant: str = "curv_contour_length_14",
 
 
 def format_report(report: Report) -> str:
-  r = layout.RELEASES[report.task]
+  r = layout.release(report.task, **report.fmt)
   lines = [f"{report.task}: {r.name}", f"  expected layout: {r.layout}",
            f"  found: {report.base or '-'}"]
   if report.counts:
