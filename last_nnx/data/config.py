@@ -66,11 +66,11 @@ SPECS = {
         dict(n_train=10000, n_val=1000, n_test=1000, n_classes=10, noise=0.15)),
     "pathfinder": TaskSpec(
         "Pathfinder", 1024, 2, _PIXELS_PATHFINDER,
-        dict(n_train=10000, n_val=1000, n_test=1000, distractors=4, segments=14,
+        dict(n_train=10000, n_val=1000, n_test=1000, distractors=4, segments=8,
              curvature=0.35), resolution=32),
     "pathx": TaskSpec(
         "Path-X", 16384, 2, _PIXELS_PATHFINDER,
-        dict(n_train=4000, n_val=500, n_test=500, distractors=4, segments=14, curvature=0.35),
+        dict(n_train=4000, n_val=500, n_test=500, distractors=4, segments=8, curvature=0.35),
         resolution=128),
     "speech": TaskSpec(
         "Speech Commands", 16000, 35, None,
