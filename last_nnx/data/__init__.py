@@ -9,7 +9,7 @@ so in a WARNING; a folder runs the reader of the original release found under
 it (`layout`). Both are cached under ``data.cache_dir``. See docs/data.md.
 """
 
-import dataclasses
+import inspect
 import os
 
 import ml_collections
@@ -24,7 +24,7 @@ from last_nnx.data.pipeline import SPLITS, Batch, Continuous, Split, Task, Token
 _VERSION = 1  # bump when a generator or reader changes what it produces
 
 
-def seq_len(c: ml_collections.ConfigDict) -> int:
+def effective_seq_len(c: ml_collections.ConfigDict) -> int:
   """The task's sequence length; for images it must be ``resolution**2``."""
   if "resolution" in c:
     if c.seq_len != c.resolution ** 2:
@@ -43,6 +43,12 @@ def _synthetic_knobs(c) -> dict:
   ``seq_len`` leaves no room for it (e.g. the smoke preset's L=256).
   """
   knobs = {k: v for k, v in c.synthetic.items() if k not in ("n_train", "n_val", "n_test", "seed")}
+  known = [p.name for p in inspect.signature(synthetic.GENERATORS[c.task]).parameters.values()
+           if p.kind == p.KEYWORD_ONLY]
+  unknown = sorted(set(knobs) - set(known))
+  if unknown:
+    raise ValueError(f"data.synthetic.{unknown[0]} is not a knob of the synthetic {c.task} "
+                     f"generator; it has n_train, n_val, n_test, seed, {', '.join(known)}")
   if c.task == "listops":
     top = min(knobs["max_length"], c.seq_len + 1)
     if knobs["min_length"] >= top - 1:
@@ -60,10 +66,7 @@ def _generate(c) -> tuple[dict[str, Split], dict]:
   splits = {}
   for i, name in enumerate(SPLITS):
     rng = np.random.default_rng([c.synthetic.seed, i, _VERSION])
-    try:
-      splits[name] = generate(c.synthetic[f"n_{name}"], c.seq_len, rng, **knobs)
-    except TypeError as e:
-      raise ValueError(f"data.synthetic for {c.task}: {e} (knobs: {sorted(knobs)})") from e
+    splits[name] = generate(c.synthetic[f"n_{name}"], c.seq_len, rng, **knobs)
   n_classes = knobs.get("n_classes", SPECS[c.task].n_classes)
   return _with_stats(c, splits, {"n_classes": int(n_classes)})
 
@@ -141,7 +144,7 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
   if c.task not in SPECS:
     raise ValueError(f"unknown data.task {c.task!r}; expected one of {TASKS}")
   c = ml_collections.ConfigDict(c.to_dict())  # resolved copy: readers may not mutate it
-  c.seq_len = seq_len(c)
+  c.seq_len = effective_seq_len(c)
   is_synthetic = c.dir is None
   splits, meta = _synthetic(c) if is_synthetic else _real(c)
   n_classes = meta["n_classes"]
@@ -162,4 +165,4 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
 
 
 __all__ = ["BYTE_VOCAB", "Batch", "Continuous", "DataError", "SPLITS", "Split", "TASKS", "Task",
-           "Tokens", "build_task", "default_data_config", "seq_len"]
+           "Tokens", "build_task", "default_data_config", "effective_seq_len"]
