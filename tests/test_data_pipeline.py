@@ -1,5 +1,6 @@
 """Synthetic generators, the cache, and the batching pipeline (order, resume, shards)."""
 
+import functools
 import time
 
 import numpy as np
@@ -150,7 +151,10 @@ def test_unknown_synthetic_knob_is_named(tmp_path):
 def test_generation_is_cached(tmp_path, monkeypatch):
   c = small_config("pathfinder", tmp_path)
   data.build_task(c, batch_size=8)
-  monkeypatch.setitem(synthetic.GENERATORS, "pathfinder", lambda *a, **k: 1 / 0)
+  def fail(*args, **kwargs):
+    raise ZeroDivisionError
+  functools.update_wrapper(fail, synthetic.pathfinder)  # same knobs
+  monkeypatch.setitem(synthetic.GENERATORS, "pathfinder", fail)
   data.build_task(c, batch_size=8)  # no generation
   c.synthetic.n_train = 48  # another knob value: another cache entry
   with pytest.raises(ZeroDivisionError):
