@@ -429,3 +429,12 @@ def test_real_data_is_cached_and_the_cache_follows_the_files(tmp_path, monkeypat
   (folder / "basic_val.tsv").write_text("Source\tTarget\n( [SM 1 2 ] )\t3\n")
   changed = data.build_task(c, batch_size=4)
   assert calls and changed.num_examples["val"] == 1
+
+
+def test_rows_are_compacted_in_place():
+  x = np.arange(20).reshape(10, 2)
+  keep = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0, 1], bool)
+  expected = x[keep].copy()
+  out = readers._compact_rows(x, keep, chunk=2)
+  np.testing.assert_array_equal(out, expected)
+  assert np.shares_memory(out, x)

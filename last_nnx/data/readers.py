@@ -66,6 +66,13 @@ def _parallel_map(fn: Callable, items: list) -> list:
     return list(pool.map(fn, items, chunksize=64))
 
 
+def _fill(items: list, out: np.ndarray, read: Callable) -> np.ndarray:
+  """Runs ``read(item, out[i])`` for every item on a few threads, writing rows in place
+  (no second copy of a multi-GB split); returns ``read``'s int results ``(N,)``."""
+  return np.asarray(_parallel_map(lambda i: read(items[i], out[i]), range(len(items))),
+                    np.int64)
+
+
 def _read_bytes(path: str, task: str) -> bytes:
   try:
     with open(path, "rb") as f:
@@ -76,25 +83,32 @@ def _read_bytes(path: str, task: str) -> bytes:
 
 def _tsv_rows(path: str, task: str, n_fields: int, header: tuple | None = None,
               ) -> Iterator[tuple[int, list[bytes]]]:
-  """``(line_no, fields)`` of a tab-separated file read as bytes, no quoting (LRA's
+  """``(line_no, fields)`` of a tab-separated file streamed as bytes, no quoting (LRA's
   ``use_quote_delim=False``); checks the header and the field count of every row."""
-  lines = _read_bytes(require(path, task), task).split(b"\n")
-  start = 0
-  if header is not None:
-    got = tuple(f.strip().decode(errors="replace") for f in lines[0].split(b"\t"))
-    if got[:len(header)] != header:
-      raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got "
-                  f"{lines[0][:80]!r}")
-    start = 1
-  for line_no, line in enumerate(lines[start:], start + 1):
-    line = line.rstrip(b"\r")
-    if not line.strip():
-      continue
-    fields = line.split(b"\t")
-    if len(fields) < n_fields:
-      raise error(task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, got "
-                  f"{len(fields)}")
-    yield line_no, fields
+  require(path, task)
+  try:
+    f = open(path, "rb")  # pylint: disable=consider-using-with (closed below)
+  except OSError as e:
+    raise error(task, path, f"cannot read ({e.strerror})") from e
+  with f:
+    for line_no, line in enumerate(f, 1):
+      line = line.rstrip(b"\r\n")
+      if line_no == 1 and header is not None:
+        got = tuple(x.strip().decode(errors="replace") for x in line.split(b"\t"))
+        if got[:len(header)] != header:
+          raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got "
+                      f"{line[:80]!r}")
+        continue
+      if not line.strip():
+        continue
+      fields = line.split(b"\t")
+      if len(fields) < n_fields:
+        raise error(task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, "
+                    f"got {len(fields)}")
+      yield line_no, fields
+    if header is not None and f.tell() == 0:
+      raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, the "
+                  "file is empty")
 
 
 def _label(text: bytes, where: str, task: str, n_classes: int) -> int:
@@ -167,15 +181,20 @@ def _imdb_read(base: str, c) -> tuple[dict[str, Split], int]:
 
 
 def _aan_split(path: str, seq_len: int) -> Split:
-  pairs, labels = [], []
-  for line_no, fields in _tsv_rows(path, "retrieval", 5):
-    labels.append(_label(fields[0], f"{path}:{line_no}", "retrieval", 2))
-    pairs.append((fields[3], fields[4]))
-  if not pairs:
+  """Document pairs cut at ``seq_len`` bytes, written straight into ``(N, 2, L)`` rows."""
+  n = sum(1 for _ in _tsv_rows(path, "retrieval", 5))
+  if not n:
     raise error("retrieval", path, "no examples in this file")
-  a, la = pad_rows([p[0] for p in pairs], seq_len)
-  b, lb = pad_rows([p[1] for p in pairs], seq_len)
-  return Split(np.stack([a, b], 1), np.stack([la, lb], 1), np.asarray(labels, np.int32))
+  rows = np.zeros((n, 2, seq_len), np.uint8)
+  lengths = np.ones((n, 2), np.int32)
+  labels = np.zeros(n, np.int32)
+  for i, (line_no, fields) in enumerate(_tsv_rows(path, "retrieval", 5)):
+    labels[i] = _label(fields[0], f"{path}:{line_no}", "retrieval", 2)
+    for d, text in enumerate(fields[3:5]):
+      doc = np.frombuffer(text[:seq_len], np.uint8)
+      rows[i, d, :len(doc)] = doc
+      lengths[i, d] = max(1, len(doc))
+  return Split(rows, lengths, labels)
 
 
 def _aan_read(base: str, c) -> tuple[dict[str, Split], int]:
@@ -271,12 +290,13 @@ def metadata_entries(base: str, task: str, **fmt) -> list[tuple[str, int]]:
   return entries
 
 
-def _png(path: str, res: int, task: str, fmt: dict) -> np.ndarray | None:
-  """``(res*res,)`` uint8 grayscale pixels, or None for a zero-byte file."""
+def _png(path: str, res: int, task: str, fmt: dict, out: np.ndarray) -> int:
+  """Writes the grayscale pixels of ``path`` into ``out`` ``(res*res,)``; returns 1, or 0
+  for a zero-byte file (left out, as LRA does)."""
   from PIL import Image  # pylint: disable=import-outside-toplevel (pillow: via matplotlib)
   try:
     if os.path.getsize(path) == 0:
-      return None
+      return 0
     with Image.open(path) as im:
       pixels = np.asarray(im.convert("L"), np.uint8)
   except FileNotFoundError as e:
@@ -286,19 +306,30 @@ def _png(path: str, res: int, task: str, fmt: dict) -> np.ndarray | None:
   if pixels.shape != (res, res):
     raise error(task, path, f"image is {pixels.shape[1]}x{pixels.shape[0]}, expected "
                 f"{res}x{res} (is data.resolution right?)", **fmt)
-  return pixels.ravel()
+  out[:] = pixels.ravel()
+  return 1
+
+
+def _compact_rows(x: np.ndarray, keep: np.ndarray, chunk: int = 4096) -> np.ndarray:
+  """``x[keep]`` computed in place (rows moved forward chunk by chunk); a view of ``x``."""
+  index = np.flatnonzero(keep)
+  for start in range(0, len(index), chunk):
+    part = index[start:start + chunk]
+    x[start:start + len(part)] = x[part]  # sources never precede their targets
+  return x[:len(index)]
 
 
 def _pathfinder_read(base: str, c) -> tuple[dict[str, Split], int]:
   fmt = _pathfinder_fmt(c)
   entries = metadata_entries(base, c.task, **fmt)
-  images = _parallel_map(lambda e: _png(e[0], c.resolution, c.task, fmt), entries)
-  keep = [i for i, im in enumerate(images) if im is not None]
-  if len(keep) < len(entries):
+  x = np.zeros((len(entries), c.resolution ** 2), np.uint8)
+  keep = _fill([p for p, _ in entries], x,
+               lambda path, row: _png(path, c.resolution, c.task, fmt, row)).astype(bool)
+  if not keep.all():
     logging.warning("%s: skipped %d zero-byte images (LRA drops them too)", base,
-                    len(entries) - len(keep))
-  x = np.stack([images[i] for i in keep])
-  y = np.asarray([entries[i][1] for i in keep], np.int32)
+                    int((~keep).sum()))
+  x = _compact_rows(x, keep)
+  y = np.asarray([label for _, label in entries], np.int32)[keep]
   n = len(y)
   full = lambda lo, hi: Split(x[lo:hi], np.full(hi - lo, x.shape[1], np.int32), y[lo:hi])
   a, b = int(0.8 * n), int(0.9 * n)
@@ -309,8 +340,9 @@ def _pathfinder_read(base: str, c) -> tuple[dict[str, Split], int]:
 # Speech Commands v0.02
 
 
-def _wav(path: str, seq_len: int) -> tuple[np.ndarray, int]:
-  """``(seq_len,)`` int16 samples (zero-padded or cut) and the true length."""
+def _wav(path: str, out: np.ndarray) -> int:
+  """Writes the samples of ``path`` into ``out`` (int16, zero-padded or cut); returns the
+  true length (at least 1)."""
   try:
     with wave.open(path, "rb") as w:
       if (w.getsampwidth(), w.getnchannels(), w.getframerate()) != (2, 1, SAMPLE_RATE):
@@ -318,14 +350,15 @@ def _wav(path: str, seq_len: int) -> tuple[np.ndarray, int]:
                     f"{8 * w.getsampwidth()}-bit, {w.getnchannels()} channel(s), "
                     f"{w.getframerate()} Hz")
       audio = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+  except layout.DataError:
+    raise
   except (wave.Error, EOFError) as e:
     raise error("speech", path, f"not a readable wav file ({e})") from e
   except OSError as e:
     raise error("speech", path, f"cannot read ({e})") from e
-  out = np.zeros(seq_len, np.int16)
-  n = min(seq_len, len(audio))
+  n = min(len(out), len(audio))
   out[:n] = audio[:n]
-  return out, max(1, n)
+  return max(1, n)
 
 
 def _speech_locate(root: str, c) -> str:
@@ -353,10 +386,9 @@ def _speech_read(base: str, c) -> tuple[dict[str, Split], int]:
     if not paths:
       raise error("speech", base, f"the {split} split is empty: check the word folders and "
                   "the list files")
-    clips = _parallel_map(lambda p: _wav(p, c.seq_len), paths)
-    splits[split] = Split(np.stack([a for a, _ in clips]),
-                          np.asarray([n for _, n in clips], np.int32),
-                          np.asarray(labels, np.int32))
+    audio = np.zeros((len(paths), c.seq_len), np.int16)
+    lengths = _fill(paths, audio, _wav).astype(np.int32)
+    splits[split] = Split(audio, lengths, np.asarray(labels, np.int32))
   return splits, len(SPEECH_WORDS)
 
 
