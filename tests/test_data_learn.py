@@ -100,7 +100,8 @@ def accuracy_after_training(model, task, epochs: int, lr: float) -> float:
   for epoch in range(epochs):
     for x, lengths, y in task.train_batches(epoch):
       step(model, optimizer, x, lengths, y)
-  hits = [np.asarray(predict(model, x, lengths)) == y for x, lengths, y in task.eval_batches("test")]
+  hits = [np.asarray(predict(model, x, lengths)) == y
+          for x, lengths, y in task.eval_batches("test")]
   return float(np.concatenate(hits).mean())
 
 

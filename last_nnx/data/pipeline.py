@@ -123,7 +123,7 @@ class Continuous:
 Encoding = Tokens | Continuous
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # identity semantics: it holds arrays
 class Task:
   """A dataset ready for training: what the model needs to know, and batch iterators.
 
