@@ -325,6 +325,19 @@ def test_pathfinder_other_resolution_and_variant(tmp_path):
     data.build_task(c, batch_size=4)
 
 
+def test_short_synthetic_length_of_presets_leaves_real_data_alone(tmp_path):
+  make_pathfinder(tmp_path, 32)
+  c = config("pathfinder", tmp_path, tmp_path)
+  c.synthetic.seq_len = 256  # what the smoke and demo presets set
+  assert data.build_task(c, batch_size=4).seq_len == 1024  # real: the release's 32 x 32
+  c.dir = None
+  c.synthetic.update(dict(n_train=8, n_val=4, n_test=4))
+  assert data.build_task(c, batch_size=4).seq_len == 256  # synthetic: 16 x 16
+  c.synthetic.seq_len = 300
+  with pytest.raises(ValueError, match="must be a square"):
+    data.build_task(c, batch_size=4)
+
+
 def test_pathfinder_skips_empty_images_and_rejects_bad_ones(tmp_path, caplog):
   base = make_pathfinder(tmp_path, 32)
   c = config("pathfinder", tmp_path, tmp_path)

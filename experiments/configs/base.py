@@ -178,18 +178,18 @@ def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
 
 
 def shrink_data(d: ml_collections.ConfigDict, *, n_train: int, n_eval: int) -> None:
-  """Small synthetic splits with short sequences (real data keeps its sizes)."""
+  """Small synthetic splits with short sequences; real data (``data.dir``) keeps its
+  sizes and its L, as ``data.synthetic.seq_len`` applies to synthetic data only."""
   d.synthetic.n_train = n_train
   d.synthetic.n_val = n_eval
   d.synthetic.n_test = n_eval
-  if "resolution" in d and d.resolution:
-    d.resolution = 16
-    d.seq_len = 16 * 16
+  if "resolution" in d:
+    d.synthetic.seq_len = 16 * 16
   elif d.task == "speech":
-    d.seq_len = 1000
+    d.synthetic.seq_len = 1000
   elif d.task == "image":
-    d.seq_len = 1024
+    d.synthetic.seq_len = 1024
   else:
-    d.seq_len = min(d.seq_len, 256)
+    d.synthetic.seq_len = min(d.seq_len, 256)
   if "max_length" in d.synthetic:
-    d.synthetic.max_length = min(d.synthetic.max_length, d.seq_len)
+    d.synthetic.max_length = min(d.synthetic.max_length, d.synthetic.seq_len)

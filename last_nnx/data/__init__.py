@@ -10,6 +10,7 @@ it (`layout`). Both are cached under ``data.cache_dir``. See docs/data.md.
 """
 
 import inspect
+import math
 import os
 
 import ml_collections
@@ -36,19 +37,33 @@ def effective_seq_len(c: ml_collections.ConfigDict) -> int:
   return c.seq_len
 
 
+def _use_synthetic_seq_len(c: ml_collections.ConfigDict) -> None:
+  """Puts ``c.synthetic.seq_len`` (a quick run's shorter synthetic L) in place of
+  ``c.seq_len`` (and of ``c.resolution``: a square side) in a resolved copy."""
+  length = c.synthetic.seq_len
+  if "resolution" in c:
+    side = math.isqrt(length)
+    if side * side != length:
+      raise ValueError(f"data.synthetic.seq_len={length}: an image is read row by row, so "
+                       "it must be a square (e.g. 256 = 16 x 16)")
+    c.resolution = side
+  c.seq_len = length
+
+
 def _synthetic_knobs(c) -> dict:
   """The generator's keyword arguments: ``data.synthetic`` minus sizes and seed.
 
   ListOps' ``min_length`` is lowered to a quarter of ``max_length`` when a short
   ``seq_len`` leaves no room for it (e.g. the smoke preset's L=256).
   """
-  knobs = {k: v for k, v in c.synthetic.items() if k not in ("n_train", "n_val", "n_test", "seed")}
+  knobs = {k: v for k, v in c.synthetic.items()
+           if k not in ("n_train", "n_val", "n_test", "seed", "seq_len")}
   known = [p.name for p in inspect.signature(synthetic.GENERATORS[c.task]).parameters.values()
            if p.kind == p.KEYWORD_ONLY]
   unknown = sorted(set(knobs) - set(known))
   if unknown:
     raise ValueError(f"data.synthetic.{unknown[0]} is not a knob of the synthetic {c.task} "
-                     f"generator; it has n_train, n_val, n_test, seed, {', '.join(known)}")
+                     f"generator; it has n_train, n_val, n_test, seed, seq_len, {', '.join(known)}")
   if c.task == "listops":
     top = min(knobs["max_length"], c.seq_len + 1)
     if knobs["min_length"] >= top - 1:
@@ -78,8 +93,8 @@ def _synthetic(c) -> tuple[dict[str, Split], dict]:
   logging.warning("no data.dir given: using synthetic %s (%d train examples, L=%d) -- numbers "
                   "on it are not %s results; set --config.data.dir to the real data (%s)",
                   title, c.synthetic.n_train, c.seq_len, real, layout.RELEASES[c.task].name)
-  key = dict(kind="synthetic", task=c.task, seq_len=c.seq_len, version=_VERSION,
-             **c.synthetic.to_dict())
+  knobs = {k: v for k, v in c.synthetic.items() if k != "seq_len"}  # c.seq_len holds it
+  key = dict(kind="synthetic", task=c.task, seq_len=c.seq_len, version=_VERSION, **knobs)
   path = cache.entry_path(c.cache_dir, f"synthetic-{c.task}", key)
   return cache.cached(path, lambda: _generate(c))
 
@@ -144,8 +159,10 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
   if c.task not in SPECS:
     raise ValueError(f"unknown data.task {c.task!r}; expected one of {TASKS}")
   c = ml_collections.ConfigDict(c.to_dict())  # resolved copy: readers may not mutate it
-  c.seq_len = effective_seq_len(c)
   is_synthetic = c.dir is None
+  if is_synthetic and c.synthetic.get("seq_len") is not None:
+    _use_synthetic_seq_len(c)  # real data ignores it
+  c.seq_len = effective_seq_len(c)
   splits, meta = _synthetic(c) if is_synthetic else _real(c)
   n_classes = meta["n_classes"]
   encoding = _encoding(c, meta)

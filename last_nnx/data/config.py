@@ -12,7 +12,9 @@ Fields of ``default_data_config(task)`` (a plain ConfigDict, so
               (text: 0 = validate on test, as LRA; image: 0.1 = 45000/5000).
   split_seed  fixes which examples that held-out val gets (not the training seed).
   resolution, variant   Pathfinder/Path-X only: image side and difficulty folder.
-  synthetic   n_train, n_val, n_test, seed, and the generator's knobs.
+  synthetic   n_train, n_val, n_test, seed, seq_len (None: ``data.seq_len``; a
+              shorter synthetic L for quick runs that real data ignores), and the
+              generator's knobs.
 """
 
 import dataclasses
@@ -101,4 +103,6 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
   c.val_fraction = 0.1 if task == "image" else 0.0
   c.split_seed = 42
   c.synthetic = ml_collections.ConfigDict(dict(seed=0, **spec.synthetic))
+  # Presets shorten synthetic sequences here, never data.seq_len: real data keeps its L.
+  c.synthetic.seq_len = ml_collections.config_dict.placeholder(int)
   return c
