@@ -57,7 +57,7 @@ def evaluate_splits(model, config, splits) -> dict[str, dict[str, float]]:
   from last_nnx.train.loop import evaluate
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-  out = {split: evaluate(model, task, split, config.train.eval_batch_size) for split in splits}
+  out = {split: evaluate(model, task, split) for split in splits}
   model.eval()  # `evaluate` leaves the model in training mode
   return out
 

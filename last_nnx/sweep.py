@@ -69,11 +69,11 @@ class PointStore:
 # Measuring.
 
 
-def _evaluate(model, task, config, splits):
+def _evaluate(model, task, splits):
   from last_nnx.train.loop import evaluate
   out = {}
   for split in splits:
-    m = evaluate(model, task, split, config.train.eval_batch_size)
+    m = evaluate(model, task, split)
     out[f"{split}_accuracy"], out[f"{split}_loss"] = m["accuracy"], m["loss"]
   return out
 
@@ -91,7 +91,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
   if dense_key not in store:
     store.add(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0, states=base,
-                   ratio_achieved=0.0, **_evaluate(model, task, config, splits)))
+                   ratio_achieved=0.0, **_evaluate(model, task, splits)))
   todo = [(c, r, s) for c in criteria for r in ratios
           for s in range(seeds if c == "random" else 1)]
   for i, (criterion, ratio, seed) in enumerate(todo):
@@ -102,7 +102,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
     report = pruning.prune(pruned, ratio, criterion=criterion, mode="mask", rng=seed)
     states = states_per_layer(pruned)
     point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
-                 threshold=report.threshold, **_evaluate(pruned, task, config, splits))
+                 threshold=report.threshold, **_evaluate(pruned, task, splits))
     store.add(point)
     logging.info("[%d/%d] %s r=%.2f seed %d: val acc %.4f", i + 1, len(todo), criterion, ratio,
                  seed, point.get("val_accuracy", float("nan")))
@@ -133,7 +133,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
     pruning.prune(model, ratio, criterion=criterion, mode="compact", optimizer=optimizer)
-    after_prune = _evaluate(model, task, config, ("val",))
+    after_prune = _evaluate(model, task, ("val",))
     for epoch in range(finetune_epochs):
       for batch in task.train_batches(1000 + 10 * k + epoch):
         loop.train_step(model, optimizer, *batch)
@@ -141,7 +141,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     point = dict(kind="iterative", criterion=criterion, ratio=cumulative, seed=0, states=states,
                  ratio_achieved=1 - sum(states.values()) / n0,
                  val_accuracy_before_finetune=after_prune["val_accuracy"],
-                 **_evaluate(model, task, config, splits))
+                 **_evaluate(model, task, splits))
     store.add(point)
     logging.info("iterative step %d/%d: %.0f%% pruned, val acc %.4f -> %.4f after fine-tuning",
                  k + 1, steps, 100 * point["ratio_achieved"], after_prune["val_accuracy"],

@@ -54,3 +54,29 @@ def test_batch_must_divide_across_devices(tmp_path):
   done = _run(tmp_path, batch=18)
   assert done.returncode != 0
   assert "must divide evenly across 4 devices" in done.stderr
+
+
+def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):
+  """A multi-host eval step is a collective: a process whose shard of the split runs out
+  first must still take part, with fully masked batches, or the others wait forever."""
+  import numpy as np
+
+  from last_nnx import data
+  from last_nnx.train import loop
+
+  c = data.default_data_config("listops")
+  c.cache_dir = str(tmp_path / "cache")
+  c.synthetic.update(dict(n_train=24, n_val=10, n_test=10, seq_len=64, max_length=64))
+  counts, masked_rows, labels = [], 0, []
+  for process in range(4):  # 10 val examples over 4 processes: shards of 3, 3, 2, 2
+    task = data.build_task(c, batch_size=2, eval_batch_size=2, process_index=process,
+                           process_count=4)
+    steps = list(loop.eval_batches(task, "val"))
+    counts.append(len(steps))
+    for (inputs, lengths, y), mask in steps:
+      assert inputs.shape[0] == lengths.shape[0] == y.shape[0] == mask.shape[0] == 2
+      masked_rows += int(mask.sum())
+      labels.extend(y[mask])
+  assert counts == [2, 2, 2, 2]  # shards of 2 still step twice (the second fully masked)
+  assert masked_rows == 10  # every example counted exactly once
+  np.testing.assert_array_equal(np.sort(labels), np.sort(np.asarray(task.splits["val"].labels)))

@@ -34,7 +34,7 @@ def test_prune_saved_model_writes_a_smaller_loadable_model(trained, tmp_path):
   assert all(layer.state_shape[0] == states[p] for p, layer in model.prunable_layers().items())
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-  again = loop.evaluate(model, task, "val", config.train.eval_batch_size)
+  again = loop.evaluate(model, task, "val")
   assert again["accuracy"] == pytest.approx(result["after"]["accuracy"])
   assert meta["run"]["events"][-1]["criterion"] == "last"
   with pytest.raises(ValueError, match=r"\[0, 1\)"):

@@ -184,9 +184,9 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
   real_evaluate = loop.evaluate
   ratios = []
 
-  def evaluate(model, task, split, batch_size, mesh=None):
+  def evaluate(model, task, split, mesh=None):
     """Accuracy falls with every state removed beyond 1 per layer: pruning 'hurts'."""
-    result = real_evaluate(model, task, split, batch_size, mesh)
+    result = real_evaluate(model, task, split, mesh)
     states = sum(loop.states_per_layer(model).values())
     result["accuracy"] = states / 8 if states < 7 else 1.0
     return result

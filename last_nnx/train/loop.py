@@ -185,12 +185,32 @@ def _pad_batch(batch, size):
   return tuple(pad(a) for a in batch), mask
 
 
-def evaluate(model, task, split: str, batch_size: int, mesh=None) -> dict[str, float]:
+def eval_batches(task, split: str):
+  """Yields ``(batch, mask)``: this process's batches of ``split``, padded to
+  ``task.eval_batch_size`` rows, and as many on every process (fully masked ones where this shard runs out
+  first), since each eval step is a collective a multi-host run needs everywhere."""
+  batch_size = task.eval_batch_size
+  per_process = -(-task.num_examples[split] // task.process_count)
+  template = None
+  batches = task.eval_batches(split)
+  for _ in range(-(-per_process // batch_size)):
+    batch = next(batches, None)
+    if batch is not None:
+      template, mask = _pad_batch(batch, batch_size)
+      yield template, mask
+    elif template is not None:
+      yield template, np.zeros(batch_size, bool)
+    else:
+      raise ValueError(f"the {split} split has {task.num_examples[split]} examples, fewer "
+                       f"than the {task.process_count} processes: process "
+                       f"{task.process_index} has none to evaluate")
+
+
+def evaluate(model, task, split: str, mesh=None) -> dict[str, float]:
   """Loss and accuracy on ``split`` ('val' or 'test'), dropout off, BN frozen."""
   model.eval()
   total = None
-  for batch in task.eval_batches(split):
-    batch, mask = _pad_batch(batch, batch_size)
+  for batch, mask in eval_batches(task, split):
     batch = distributed.shard_batch(batch + (mask,), mesh)
     total = metrics_lib.merge(total, eval_step(model, *batch))
   model.train()
@@ -235,7 +255,6 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
   abandoned (``'rollback'``).
   """
   p = config.pruning
-  eval_bs = config.train.eval_batch_size
   before_states = states_per_layer(model)
   n_now = sum(before_states.values())
   ratio = pruning.event_ratio(target, n_now, sum(run.initial_states.values()))
@@ -245,7 +264,7 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
   if removed <= 0 or removed / max(1, n_now) < p.min_reduction:
     logging.info("pruning event skipped: it would remove %d of %d states", removed, n_now)
     return model, optimizer, dict(record, status="skipped", states_after=before_states)
-  val_before = evaluate(model, task, "val", eval_bs, mesh)
+  val_before = evaluate(model, task, "val", mesh)
   record["val_before"] = val_before
   halvings = 0
   while True:
@@ -255,7 +274,7 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
                            min_per_layer=p.min_per_layer,
                            bidirectional=p.bidirectional)
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
-    val_after = evaluate(model, task, "val", eval_bs, mesh)
+    val_after = evaluate(model, task, "val", mesh)
     drop = val_before["accuracy"] - val_after["accuracy"]
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
       break
@@ -344,13 +363,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   accum = config.optim.grad_accum
-  task = data.build_task(config.data, batch_size=config.train.batch_size // accum,
-                         eval_batch_size=config.train.eval_batch_size, seed=config.seed,
-                         process_index=jax.process_index(), process_count=jax.process_count())
-  plan = epoch_plan(config)
   mesh = distributed.make_mesh(config.train.num_devices)
   distributed.check_batch(config.train.batch_size // accum, mesh)
   distributed.check_batch(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+  # Batch sizes in the config are global; each process reads its share.
+  processes = jax.process_count()
+  task = data.build_task(config.data, batch_size=config.train.batch_size // accum // processes,
+                         eval_batch_size=config.train.eval_batch_size // processes,
+                         seed=config.seed, process_index=jax.process_index(),
+                         process_count=processes)
+  plan = epoch_plan(config)
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
   best_ckpt = Checkpointer(os.path.join(workdir, "best"), 1)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
@@ -416,7 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       progress = _progress(len(plan) * micro, writer, config)
       continue
 
-    val = evaluate(model, task, "val", config.train.eval_batch_size, mesh)
+    val = evaluate(model, task, "val", mesh)
     scalars = dict(train_scalars, **{f"val/{k}": v for k, v in val.items()}, **ssm_ranges(model))
     scalars["states/total"] = sum(states_per_layer(model).values())
     writer.write_scalars(run.step, scalars)
@@ -431,7 +453,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if not run.events:
         run.dense = dict(val=val, states=states_per_layer(model))
         if config.train.eval_test:
-          run.dense["test"] = evaluate(model, task, "test", config.train.eval_batch_size, mesh)
+          run.dense["test"] = evaluate(model, task, "test", mesh)
       model, optimizer, event = pruning_event(model, optimizer, target=spec.target_ratio,
                                               config=config, run=run, task=task, mesh=mesh)
       event["train_epoch"] = spec.train_epoch
@@ -522,9 +544,9 @@ def _warn_if_at_chance(acc: float, n_classes: int, run: RunState, config) -> Non
 
 
 def _summary(model, task, run: RunState, config, mesh) -> dict:
-  final = {"val": evaluate(model, task, "val", config.train.eval_batch_size, mesh)}
+  final = {"val": evaluate(model, task, "val", mesh)}
   if config.train.eval_test:
-    final["test"] = evaluate(model, task, "test", config.train.eval_batch_size, mesh)
+    final["test"] = evaluate(model, task, "test", mesh)
   initial, now = run.initial_states, states_per_layer(model)
   return dict(
       task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
