@@ -121,12 +121,8 @@ class LRU(DiagonalSSM):
     lam = self.poles()
     b = self.input_rows() * self.state_mask[...][:, None]
     c = _complex(self.C[...])
-    bu = jnp.einsum("blh,sh->bls", u.astype(b.dtype), b)
-    xs = scan.diagonal_recurrence(lam, bu, method=self.scan_method)
-    y = jnp.einsum("bls,hs->blh", xs, c[0]).real
-    if self.bidirectional:
-      xs_back = scan.diagonal_recurrence(lam, bu, reverse=True, method=self.scan_method)
-      y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
+    y = scan.mimo_diagonal_system(lam, b, c, u, bidirectional=self.bidirectional,
+                                  method=self.scan_method)
     return self.output_scale * y + self.D[...] * u
 
   def init_state(self, batch_size: int) -> jax.Array:

@@ -128,12 +128,8 @@ class S5(DiagonalSSM):
     """
     lam_bar, b_bar, c = self.discrete_system()
     b_bar = b_bar * self.state_mask[...][:, None]
-    bu = jnp.einsum("blh,sh->bls", u.astype(b_bar.dtype), b_bar)
-    xs = scan.diagonal_recurrence(lam_bar, bu, method=self.scan_method)
-    y = jnp.einsum("bls,hs->blh", xs, c[0]).real
-    if self.bidirectional:
-      xs_back = scan.diagonal_recurrence(lam_bar, bu, reverse=True, method=self.scan_method)
-      y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
+    y = scan.mimo_diagonal_system(lam_bar, b_bar, c, u, bidirectional=self.bidirectional,
+                                  method=self.scan_method)
     return self.output_scale * y + self.D[...] * u
 
   def init_state(self, batch_size: int) -> jax.Array:

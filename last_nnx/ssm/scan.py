@@ -54,3 +54,28 @@ def diagonal_recurrence(lam: jax.Array, bu: jax.Array, *, reverse: bool = False,
   x0 = jnp.zeros((bu.shape[0],) + bu.shape[2:], bu.dtype)
   _, xs = jax.lax.scan(step, x0, jnp.swapaxes(bu, 0, 1), reverse=reverse)
   return jnp.swapaxes(xs, 0, 1)
+
+
+def mimo_diagonal_system(lam: jax.Array, b: jax.Array, c: jax.Array, u: jax.Array, *,
+                         bidirectional: bool, method: str = "auto") -> jax.Array:
+  """Output ``sum_d Re(C_d x^(d))`` of a diagonal MIMO system (S5, LRU), no feedthrough.
+
+  Args:
+    lam: ``(S,)`` complex discrete poles.
+    b: ``(S, H)`` complex input matrix (rows of pruned states already zeroed).
+    c: ``(D, H, S)`` complex output matrices, D = 2 when ``bidirectional`` (the
+      second reads the backward-in-time states).
+    u: ``(B, L, H)`` float inputs.
+    bidirectional: add the backward recurrence's output.
+    method: scan method (`diagonal_recurrence`).
+
+  Returns:
+    ``(B, L, H)`` float32 outputs.
+  """
+  bu = jnp.einsum("blh,sh->bls", u.astype(b.dtype), b)
+  xs = diagonal_recurrence(lam, bu, method=method)
+  y = jnp.einsum("bls,hs->blh", xs, c[0]).real
+  if bidirectional:
+    xs_back = diagonal_recurrence(lam, bu, reverse=True, method=method)
+    y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
+  return y
