@@ -124,6 +124,23 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
     summary = json.load(f)
   assert sum(summary["states_final"].values()) < sum(summary["states_initial"].values())
   assert len(summary["epochs"]) == 5
+  # The same workdir with another experiment's config is refused, not silently resumed.
+  other = subprocess.run(cmd + ["--config.pruning.schedule=none"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+  assert other.returncode != 0
+  assert "another config (pruning.schedule: 'one_shot' -> 'none')" in other.stderr
+  assert "give a new --workdir" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_resume_allows_logging_and_device_changes_only():
+  config = get_config("listops", "s5,smoke")
+  saved = json.loads(json.dumps(config.to_dict()))
+  config.train.log_every_steps = 1000
+  config.train.num_devices = 2
+  loop.check_same_run(saved, config, "w/checkpoints")
+  config.optim.ssm_lr = 1.0
+  with pytest.raises(ValueError, match=r"optim.ssm_lr: 0.001 -> 1.0"):
+    loop.check_same_run(saved, config, "w/checkpoints")
 
 
 @pytest.mark.parametrize("persistent", [False, True])

@@ -321,6 +321,43 @@ def build(config, task, plan, *, lr_scale: float = 1.0, layer_shapes=None):
   return model, optimizer, schedules
 
 
+# Fields a resumed run may change: where and how often it logs, saves and
+# evaluates, and on how many devices. Anything else would silently continue a
+# different experiment.
+RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
+                     "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
+                     "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
+                     "data.cache_dir", "data.cache_real")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def check_same_run(saved: dict, config, directory: str) -> None:
+  """Raises when the workdir's checkpoint came from a different config.
+
+  Args:
+    saved: the checkpoint's ``config.to_dict()``.
+    config: the config of this invocation.
+    directory: the checkpoint directory, for the message.
+  """
+  old, new = _flat(saved), _flat(json.loads(json.dumps(config.to_dict())))  # as saved
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+  if changed:
+    diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+    more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+    raise ValueError(f"{directory} holds a run with another config ({diffs}{more}): rerun "
+                     "with the same config to resume it, or give a new --workdir")
+
+
 def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float | None = None):
   """Newest usable checkpoint, or a fresh model. ``lr_scale`` overrides the saved one."""
   latest = ckpt.latest_usable()
@@ -330,6 +367,7 @@ def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float |
     run.initial_states = states_per_layer(model)
     return model, optimizer, schedules, run
   step, meta = latest
+  check_same_run(meta["config"], config, ckpt.directory)
   run = RunState(**meta["run"])
   if lr_scale is not None:
     run.lr_scale = lr_scale
