@@ -330,16 +330,6 @@ RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
                      "data.cache_dir", "data.cache_real")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = v
-  return out
-
-
 def check_same_run(saved: dict, config, directory: str) -> None:
   """Raises when the workdir's checkpoint came from a different config.
 
