@@ -68,7 +68,8 @@ def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> st
 
 def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode: str = "compact",
                       out_dir: str | None = None, *, which: str = "checkpoints",
-                      min_per_layer: int = 1, bidirectional: str = "sum", seed: int = 0,
+                      min_per_layer: int = 1, bidirectional: str = "sum", horizon: int = 0,
+                      seed: int = 0,
                       evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
                       evaluate_fn=None) -> dict:
   """Loads the saved model of ``workdir``, prunes it, writes it to ``out_dir``.
@@ -82,6 +83,8 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
       must differ from ``workdir``.
     which: ``'checkpoints'`` (latest) or ``'best'``.
     min_per_layer, bidirectional: see `last_nnx.pruning.prune`.
+    horizon: 0 (infinite-horizon norms, the paper's), -1 (the run's sequence
+      length) or a number of steps (see `last_nnx.pruning.resolve_horizon`).
     seed: seed of the ``random`` criterion.
     evaluate: evaluate before and after pruning (False: no data is touched).
     eval_splits: the splits evaluated (needs the task's data, or its
@@ -99,6 +102,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   from last_nnx import pruning
   pruning.check_ratio(ratio)
   pruning.get_criterion(criterion)
+  pruning.resolve_horizon(horizon, 1)  # a bad setting fails before any loading
   if mode not in pruning.MODES:
     raise ValueError(f"unknown pruning mode {mode!r}; expected one of {pruning.MODES}")
   out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
@@ -113,9 +117,14 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   meta = dict(meta or {})
   history = _history(meta)
   before = evaluate_fn(model, config, eval_splits)
+  if horizon == -1:  # the run's sequence length
+    from last_nnx import data
+    steps = pruning.resolve_horizon(horizon, data.effective_seq_len(config.data))
+  else:
+    steps = pruning.resolve_horizon(horizon, 1)
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
-                         history=history)
+                         horizon=steps, history=history)
   logging.info("pruned %s (%s, %s, ratio %.4f):\n%s", workdir, criterion, mode, ratio,
                report.table())
   after = evaluate_fn(model, config, eval_splits)
@@ -161,6 +170,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("min_per_layer", 1, "States every layer keeps.")
   flags.DEFINE_enum("bidirectional", "sum", ["sum", "reference"], "Bidirectional score: sum of "
                     "both directions' squared norms, or the reference code's quirk.")
+  flags.DEFINE_integer("horizon", 0, "Norms over: 0 infinite time (the paper), -1 the run's "
+                       "sequence length, T > 0 that many steps.")
   flags.DEFINE_integer("seed", 0, "Seed of the random criterion.")
   flags.DEFINE_list("eval_splits", list(DEFAULT_EVAL_SPLITS), "Splits to evaluate before and "
                     "after pruning (empty: no evaluation).")
@@ -174,7 +185,8 @@ def main(argv):
   try:
     summary = prune_saved_model(
         FLAGS.workdir, FLAGS.ratio, FLAGS.criterion, FLAGS.mode, FLAGS.out, which=FLAGS.which,
-        min_per_layer=FLAGS.min_per_layer, bidirectional=FLAGS.bidirectional, seed=FLAGS.seed,
+        min_per_layer=FLAGS.min_per_layer, bidirectional=FLAGS.bidirectional,
+        horizon=FLAGS.horizon, seed=FLAGS.seed,
         eval_splits=[s for s in FLAGS.eval_splits if s])
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")

@@ -13,6 +13,10 @@ rerun skips finished points. Outputs in the sweep directory: ``points.csv``,
 compressibility: the largest ratio within 0.5 / 1 point of the dense model),
 ``accuracy_vs_ratio.png``, ``allocation.png`` (states kept per layer),
 ``scores.png`` (per-layer score distributions).
+
+A criterion is a registered name, or ``name@T``: the same criterion with its
+norms taken over ``T`` steps (``name@L``: the task's sequence length) instead of
+infinite time (see `last_nnx.pruning.hinf`). ``last@L`` is in the default set.
 """
 
 import csv
@@ -25,12 +29,30 @@ import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-CRITERIA = ("last", "energy", "uniform", "global_hinf", "magnitude", "random")
+CRITERIA = ("last", "last@L", "energy", "uniform", "global_hinf", "magnitude", "random")
 DEFAULT_RATIOS = tuple(round(0.1 * i, 2) for i in range(10))
 
 
 # ----------------------------------------------------------------------------
 # Points: measured once, stored as JSON lines, skipped on rerun.
+
+
+def parse_criterion(spec: str, seq_len: int) -> tuple[str, int | None]:
+  """``'last'`` -> ``('last', None)``; ``'last@L'`` -> ``('last', seq_len)``;
+  ``'energy@512'`` -> ``('energy', 512)``. Raises ValueError on anything else."""
+  from last_nnx import pruning
+  name, _, horizon = spec.partition("@")
+  if name not in pruning.registered_criteria():
+    raise ValueError(f"unknown criterion {name!r} in {spec!r}; registered: "
+                     f"{pruning.registered_criteria()}")
+  if not horizon:
+    return name, None
+  if horizon == "L":
+    return name, int(seq_len)
+  if not horizon.isdigit() or int(horizon) < 1:
+    raise ValueError(f"criterion {spec!r}: after '@' give a number of steps or L (the "
+                     "sequence length), e.g. last@L or last@1024")
+  return name, int(horizon)
 
 
 def point_key(p: dict) -> str:
@@ -98,8 +120,9 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
     point = dict(kind="one_shot", criterion=criterion, ratio=float(ratio), seed=seed)
     if point_key(point) in store:
       continue
+    name, horizon = parse_criterion(criterion, task.seq_len)
     pruned = nnx.clone(model)
-    report = pruning.prune(pruned, ratio, criterion=criterion, mode="mask", rng=seed)
+    report = pruning.prune(pruned, ratio, criterion=name, mode="mask", rng=seed, horizon=horizon)
     states = states_per_layer(pruned)
     point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
                  threshold=report.threshold, **_evaluate(pruned, task, splits))
@@ -123,6 +146,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
                          seed=0)) for k in range(steps)]
   if all(k in store for k in keys):
     return
+  name, horizon = parse_criterion(criterion, task.seq_len)
   base = loop.states_per_layer(model)
   n0 = sum(base.values())
   model.train()
@@ -132,7 +156,8 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     ratio = pruning.event_ratio(cumulative, now, n0)
     optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
-    pruning.prune(model, ratio, criterion=criterion, mode="compact", optimizer=optimizer)
+    pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
+                  horizon=horizon)
     after_prune = _evaluate(model, task, ("val",))
     for epoch in range(finetune_epochs):
       for batch in task.train_batches(1000 + 10 * k + epoch):
@@ -371,7 +396,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
   flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to sweep.")
   flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
-  flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare.")
+  flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare: registered names, or "
+                    "name@T / name@L (norms over T steps / the sequence length).")
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
   flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
@@ -393,12 +419,13 @@ def main(argv):
   bad = [r for r in ratios if not 0.0 <= r < 1.0]
   if bad:
     sys.exit(f"error: ratios must be in [0, 1), got {bad}")
-  from last_nnx import data, pruning
+  from last_nnx import data
   from last_nnx.train.checkpoint import load_model
-  unknown = set(FLAGS.criteria) - set(pruning.registered_criteria())
-  if unknown:
-    sys.exit(f"error: unknown criteria {sorted(unknown)}; registered: "
-             f"{pruning.registered_criteria()}")
+  try:
+    for spec in list(FLAGS.criteria) + [FLAGS.iterative_criterion]:
+      parse_criterion(spec, 1)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   model, config, _ = load_model(FLAGS.workdir, which=FLAGS.which)
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)

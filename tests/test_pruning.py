@@ -137,6 +137,43 @@ def test_reference_quirk_by_hand():
     hinf.hinf_squared(modes, bidirectional="mean")
 
 
+@pytest.mark.parametrize("horizon", [1, 16, 256])
+def test_finite_horizon_norms_equal_the_truncated_impulse_response(horizon):
+  """Peak gain (dense frequency sweep) and energy of h_t = C_i lam_i^t B_i, t < T."""
+  modes = _random_modes(np.random.default_rng(3), s=6, directions=2, radius=(0.5, 0.9995))
+  lam = np.asarray(modes.poles, np.complex128)
+  gain = np.sqrt((np.abs(np.asarray(modes.C)) ** 2).sum((0, 1))
+                 * (np.abs(np.asarray(modes.B)) ** 2).sum(1))  # ||C_i|| ||B_i|| (rank one)
+  t = np.arange(horizon)
+  for i in range(len(lam)):
+    w = np.concatenate([np.linspace(-np.pi, np.pi, 4001), [np.angle(lam[i])]])
+    response = np.exp(-1j * np.outer(w, t)) @ lam[i] ** t  # sum_t lam^t e^{-iwt}
+    peak = gain[i] * np.abs(response).max()
+    energy = gain[i] ** 2 * (np.abs(lam[i]) ** (2 * t)).sum()
+    np.testing.assert_allclose(np.sqrt(hinf.hinf_squared(modes, horizon=horizon)[i]), peak,
+                               rtol=1e-4)
+    np.testing.assert_allclose(hinf.h2_energy(modes, horizon=horizon)[i], energy, rtol=1e-4)
+  # Long horizons recover the infinite-horizon norms.
+  np.testing.assert_allclose(hinf.hinf_squared(modes, horizon=10 ** 7),
+                             hinf.hinf_squared(modes, eps=0.0), rtol=1e-3)
+
+
+def test_finite_horizon_demotes_states_slower_than_the_sequence():
+  # State 0: |lam| = 0.9995 (time constant 2000 steps), small gain; state 1: |lam| = 0.9.
+  modes = StateModes(poles=jnp.asarray([0.9995 + 0j, 0.9 + 0j]), B=jnp.ones((2, 1), jnp.complex64),
+                     C=jnp.asarray([[[0.05 + 0j, 1.0 + 0j]]]), valid=jnp.ones(2, bool))
+  rng = np.random.default_rng(0)
+  infinite = criteria.layer_scores(modes, "last", rng=rng)
+  short = criteria.layer_scores(modes, "last", rng=rng, horizon=64)
+  assert infinite[0] == 1.0 and infinite[1] < 1.0  # 1/(1-|lam|) = 2000 wins
+  assert short[1] == 1.0 and short[0] < 1.0  # over 64 steps state 0 gains 62 at most
+  np.testing.assert_array_equal(criteria.layer_scores(modes, "magnitude", rng=rng, horizon=64),
+                                np.abs(np.asarray(modes.poles)))  # ignored where irrelevant
+  for bad in (0, -5, 2.5, True):
+    with pytest.raises(ValueError, match="horizon"):
+      criteria.layer_scores(modes, "last", rng=rng, horizon=bad)
+
+
 def test_normalization_matches_formula_strongest_is_one_ties_deterministic():
   rng = np.random.default_rng(2)
   for _ in range(20):

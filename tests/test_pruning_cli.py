@@ -129,6 +129,8 @@ def test_bad_inputs_fail_before_loading(fake, tmp_path):
     prune.prune_saved_model(str(tmp_path), 0.3, "last", "shrink", evaluate=False)
   with pytest.raises(ValueError, match="workdir itself"):
     prune.prune_saved_model(str(tmp_path), 0.3, out_dir=str(tmp_path), evaluate=False)
+  with pytest.raises(ValueError, match="horizon -3"):
+    prune.prune_saved_model(str(tmp_path), 0.3, horizon=-3, evaluate=False)
   assert f.loads == 0
 
 
@@ -144,6 +146,18 @@ def test_missing_loader_function_is_a_clear_error(monkeypatch, tmp_path):
   monkeypatch.delattr(checkpoint, "load_model")
   with pytest.raises(RuntimeError, match="load_model"):
     prune.prune_saved_model(str(tmp_path), 0.3, evaluate=False)
+
+
+def test_horizon_reaches_the_scores_and_the_report(fake, tmp_path):
+  dense = _dense()
+  f = fake(nnx.clone(dense), dict(model_spec=SPEC, run=dict(events=[], initial_states={})))
+  out = str(tmp_path / "out")
+  summary = prune.prune_saved_model(str(tmp_path / "run"), 0.5, "last", "mask", out,
+                                    horizon=8, evaluate=False)
+  assert summary["report"]["horizon"] == 8
+  expected = nnx.clone(dense)
+  pruning.prune(expected, 0.5, mode="mask", horizon=8)
+  _assert_same_model(f.saved[out][0], expected)
 
 
 def test_real_checkpoint_round_trip(tmp_path):

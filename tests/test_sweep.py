@@ -48,9 +48,9 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   task = data.build_task(config.data, batch_size=8, eval_batch_size=config.train.eval_batch_size,
                          seed=config.seed)
   store = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, store, ratios=[0.25, 0.5], criteria=["last", "random"],
+  sweep.one_shot(model, task, config, store, ratios=[0.25, 0.5], criteria=["last", "last@L", "random"],
                  seeds=2)
-  assert len(store.points) == 1 + 2 + 4  # dense, last x2, random x2 ratios x2 seeds
+  assert len(store.points) == 1 + 2 + 2 + 4  # dense, last, last@L x2, random x2 ratios x2 seeds
   text = sweep.write_report(store, str(tmp_path), synthetic=True, model=model)
   for name in ("points.csv", "points.json", "points.jsonl", "table.md", "accuracy_vs_ratio.png",
                "allocation.png", "scores.png"):
@@ -60,15 +60,25 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   drawn = sweep.plot_curves(list(store.points.values()), str(tmp_path / "again.png"),
                             synthetic=True)
-  assert drawn == ["last", "random"]
+  assert drawn == ["last", "last@L", "random"]
 
   # A rerun measures nothing new.
   calls = []
   monkeypatch.setattr(sweep, "_evaluate", lambda *a, **k: calls.append(1) or {})
   rerun = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, rerun, ratios=[0.25, 0.5], criteria=["last", "random"],
+  sweep.one_shot(model, task, config, rerun, ratios=[0.25, 0.5], criteria=["last", "last@L", "random"],
                  seeds=2)
-  assert calls == [] and len(rerun.points) == 7
+  assert calls == [] and len(rerun.points) == 9
+
+
+def test_criterion_specs_with_a_horizon():
+  assert sweep.parse_criterion("last", 256) == ("last", None)
+  assert sweep.parse_criterion("last@L", 256) == ("last", 256)
+  assert sweep.parse_criterion("energy@1024", 256) == ("energy", 1024)
+  for bad, message in (("nope@L", "unknown criterion"), ("last@0", "after '@'"),
+                       ("last@x", "after '@'")):
+    with pytest.raises(ValueError, match=message):
+      sweep.parse_criterion(bad, 256)
 
 
 def test_compressibility_reads_the_curve_from_zero():

@@ -175,6 +175,7 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
     ("pruning.criterion", "nope", "registered"),
     ("pruning.start_epoch", 99, "after the last training epoch"),
     ("data.dir", "/does/not/exist", "does not exist"),
+    ("pruning.horizon", -2, "pruning horizon -2"),
 ])
 def test_bad_config_one_line_errors(tmp_path, field, value, message):
   config = _smoke("listops", "s5", tmp_path, **{field: value})
@@ -219,6 +220,18 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
   else:  # 50% -> 25% (removes 2 of 8: accuracy 6/8, still too low) -> 12.5% (1 of 8: kept)
     assert ratios == [0.5, 0.25, 0.125] and event["status"] == "applied"
     assert sum(summary["states_final"].values()) == 7
+
+
+def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch):
+  config = _smoke("listops", "s4d", tmp_path, **{"pruning.horizon": -1})
+  seen = []
+  real_prune = loop.pruning.prune
+  monkeypatch.setattr(loop.pruning, "prune",
+                      lambda model, ratio, **kw: seen.append(kw["horizon"]) or
+                      real_prune(model, ratio, **kw))
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert seen == [256]  # the smoke preset's synthetic L
+  assert summary["pruning_events"][0]["status"] == "applied"
 
 
 def test_minimum_reduction_gate_skips_tiny_events(tmp_path):

@@ -110,6 +110,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.pruning.finetune_epochs = 0
   c.pruning.min_per_layer = 1
   c.pruning.bidirectional = "sum"  # sum | reference
+  c.pruning.horizon = 0  # norms over: 0 infinite time (paper) | -1 the sequence length | T steps
   c.pruning.max_acc_drop = -1.0  # < 0: no tolerance check.
   c.pruning.on_violation = "halve"  # halve | rollback
   c.pruning.max_halvings = 3

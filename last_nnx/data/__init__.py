@@ -26,28 +26,27 @@ _VERSION = 1  # bump when a generator or reader changes what it produces
 
 
 def effective_seq_len(c: ml_collections.ConfigDict) -> int:
-  """The task's sequence length; for images it must be ``resolution**2``."""
-  if "resolution" in c:
-    if c.seq_len != c.resolution ** 2:
+  """The sequence length L of the task ``c`` describes.
+
+  ``c.seq_len``, which for images must be ``resolution**2``; on synthetic data
+  (``c.dir`` None) ``c.synthetic.seq_len`` replaces it when set (a square for
+  images), so presets can shorten synthetic runs while real data keeps its L.
+  """
+  synthetic_len = c.synthetic.get("seq_len") if c.dir is None else None
+  if synthetic_len is not None:
+    if "resolution" in c and math.isqrt(synthetic_len) ** 2 != synthetic_len:
+      raise ValueError(f"data.synthetic.seq_len={synthetic_len}: an image is read row by "
+                       "row, so it must be a square (e.g. 256 = 16 x 16)")
+    length = synthetic_len
+  else:
+    if "resolution" in c and c.seq_len != c.resolution ** 2:
       raise ValueError(f"data.seq_len={c.seq_len} but data.resolution={c.resolution}: an "
                        f"image is read row by row, so L must be {c.resolution ** 2} (set "
                        "only data.resolution; seq_len follows it)")
-  if c.seq_len < 1:
-    raise ValueError(f"data.seq_len must be positive, got {c.seq_len}")
-  return c.seq_len
-
-
-def _use_synthetic_seq_len(c: ml_collections.ConfigDict) -> None:
-  """Puts ``c.synthetic.seq_len`` (a quick run's shorter synthetic L) in place of
-  ``c.seq_len`` (and of ``c.resolution``: a square side) in a resolved copy."""
-  length = c.synthetic.seq_len
-  if "resolution" in c:
-    side = math.isqrt(length)
-    if side * side != length:
-      raise ValueError(f"data.synthetic.seq_len={length}: an image is read row by row, so "
-                       "it must be a square (e.g. 256 = 16 x 16)")
-    c.resolution = side
-  c.seq_len = length
+    length = c.seq_len
+  if length < 1:
+    raise ValueError(f"data.seq_len must be positive, got {length}")
+  return length
 
 
 def _synthetic_knobs(c) -> dict:
@@ -160,9 +159,9 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
     raise ValueError(f"unknown data.task {c.task!r}; expected one of {TASKS}")
   c = ml_collections.ConfigDict(c.to_dict())  # resolved copy: readers may not mutate it
   is_synthetic = c.dir is None
-  if is_synthetic and c.synthetic.get("seq_len") is not None:
-    _use_synthetic_seq_len(c)  # real data ignores it
   c.seq_len = effective_seq_len(c)
+  if "resolution" in c:
+    c.resolution = math.isqrt(c.seq_len)
   splits, meta = _synthetic(c) if is_synthetic else _real(c)
   n_classes = meta["n_classes"]
   encoding = _encoding(c, meta)

@@ -17,6 +17,7 @@ from absl import logging
 from flax import nnx
 
 from last_nnx.pruning import hinf
+from last_nnx.pruning.hinf import resolve_horizon
 from last_nnx.pruning import allocate
 from last_nnx.pruning.allocate import (allocate_global, allocate_uniform, check_ratio,
                                        check_min_per_layer, target_count, threshold)
@@ -50,7 +51,7 @@ def _check_bidirectional(bidirectional: str) -> None:
 
 
 def score(model: nnx.Module, criterion: str = "last", *, rng=None,
-          bidirectional: str = "sum") -> dict[str, np.ndarray]:
+          bidirectional: str = "sum", horizon: int | None = None) -> dict[str, np.ndarray]:
   """Per-layer scores of every state slot under ``criterion``.
 
   Args:
@@ -59,6 +60,9 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
     rng: seed, ``np.random.Generator`` or jax key for ``random`` (None: seed 0,
       so scores are reproducible); one generator is drawn from layer by layer.
     bidirectional: ``'sum'`` or ``'reference'`` (see `pruning.hinf`).
+    horizon: None for the paper's infinite-horizon norms, or the sequence
+      length ``T`` the model sees: norms of the responses truncated to ``T``
+      steps (see `pruning.hinf`).
 
   Returns:
     ``{layer_path: (S,) float64}`` over the layer's flat slots (all of them),
@@ -67,15 +71,17 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
   """
   get_criterion(criterion)
   _check_bidirectional(bidirectional)
+  hinf.check_horizon(horizon)
   generator = as_generator(rng)
   return {path: layer_scores(layer.state_modes(), criterion, rng=generator,
-                             bidirectional=bidirectional)
+                             bidirectional=bidirectional, horizon=horizon)
           for path, layer in prunable_layers(model).items()}
 
 
 def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str = "compact",
           optimizer: nnx.Optimizer | None = None, rng=None, min_per_layer: int = 1,
-          bidirectional: str = "sum", history: PruningHistory | None = None) -> PruneReport:
+          bidirectional: str = "sum", horizon: int | None = None,
+          history: PruningHistory | None = None) -> PruneReport:
   """Removes a fraction ``ratio`` of the model's live states, in place.
 
   Scores come from the current weights; ``ratio`` is a fraction of the states
@@ -93,6 +99,8 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
     rng: seed, ``np.random.Generator`` or jax key, for ``random`` (None: 0).
     min_per_layer: states every layer keeps.
     bidirectional: ``'sum'`` or ``'reference'`` (see `pruning.hinf`).
+    horizon: None (infinite-horizon norms, as the paper) or the sequence
+      length the norms are taken over (see `score`).
     history: if given, the event is recorded into it, and the report gives
       the pruned fraction of the dense model as well.
 
@@ -109,16 +117,18 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
     raise ValueError(f"unknown pruning mode {mode!r}; expected one of {MODES}")
   min_per_layer = check_min_per_layer(min_per_layer)
   _check_bidirectional(bidirectional)
+  hinf.check_horizon(horizon)
   layers = prunable_layers(model)
   generator = as_generator(rng)
   modes = {path: layer.state_modes() for path, layer in layers.items()}
-  scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional)
+  scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional,
+                              horizon=horizon)
             for path, m in modes.items()}
   keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer)
 
   layer_reports = {}
   for path, mask in keep.items():
-    energy = layer_energy(modes[path], criterion, bidirectional)
+    energy = layer_energy(modes[path], criterion, bidirectional, horizon)
     total = energy.sum()
     kept_scores = scores[path][mask]
     layer_reports[path] = LayerReport(
@@ -136,6 +146,7 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
       ratio_achieved=1.0 - after / max(1, before),
       threshold=threshold(scores, keep) if crit.allocation == "global" else None,
       layers=layer_reports, allocation=crit.allocation, bidirectional=bidirectional,
+      horizon=horizon,
       min_per_layer=min_per_layer, energy_norm=crit.norm)
   if history is not None:
     history.record(report)
@@ -149,5 +160,6 @@ __all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "
            "PruningSchedule", "allocate_global", "allocate_uniform", "apply_keep",
            "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
            "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",
-           "register_criterion", "registered_criteria", "replay", "score", "target_count",
+           "register_criterion", "registered_criteria", "replay", "resolve_horizon", "score",
+           "target_count",
            "threshold"]

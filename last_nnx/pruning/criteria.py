@@ -27,8 +27,9 @@ Add a criterion by registering one function::
     def b_energy(modes, *, rng):
       return jnp.sum(jnp.abs(modes.B) ** 2, axis=1)
 
-It may also accept ``bidirectional`` (``'sum'`` or ``'reference'``, passed
-through from `prune`). Invalid slots (pruned or padding) are overwritten with
+It may also accept ``bidirectional`` (``'sum'`` or ``'reference'``) and
+``horizon`` (the sequence length the norms are taken over, None = infinite),
+passed through from `prune`. Invalid slots (pruned or padding) are overwritten with
 ``-inf`` afterwards, so the function can ignore ``modes.valid`` unless its
 scores depend on the other states of the layer (as the normalization does).
 """
@@ -64,10 +65,10 @@ class Criterion:
   allocation: str
   norm: str = "hinf2"
 
-  @property
-  def takes_bidirectional(self) -> bool:
+  def takes(self, option: str) -> bool:
+    """Whether ``score_fn`` accepts the keyword ``option``."""
     params = inspect.signature(self.score_fn).parameters
-    return "bidirectional" in params or any(
+    return option in params or any(
         p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
@@ -84,8 +85,8 @@ def register_criterion(name: str, *, allocation: str = "global", norm: str = "hi
     norm: ``'hinf2'`` or ``'h2'``: the energy whose per-layer share kept the
       report shows.
 
-  ``rng`` is a ``np.random.Generator``; ``fn`` may also take a keyword
-  ``bidirectional``.
+  ``rng`` is a ``np.random.Generator``; ``fn`` may also take the keywords
+  ``bidirectional`` and ``horizon``.
   """
   if allocation not in ALLOCATIONS:
     raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
@@ -145,9 +146,9 @@ def normalized(norm: str):
   """Score function: the ``norm`` energy, then layer-energy normalization."""
   norm_fn = NORMS[norm]
 
-  def score(modes: StateModes, *, rng, bidirectional: str = "sum"):
+  def score(modes: StateModes, *, rng, bidirectional: str = "sum", horizon: int | None = None):
     del rng
-    h = np.asarray(norm_fn(modes, bidirectional=bidirectional))
+    h = np.asarray(norm_fn(modes, bidirectional=bidirectional, horizon=horizon))
     return layer_energy_normalize(h, np.asarray(modes.valid))
   return score
 
@@ -156,9 +157,9 @@ def raw(norm: str):
   """Score function: the ``norm`` energy itself (no normalization)."""
   norm_fn = NORMS[norm]
 
-  def score(modes: StateModes, *, rng, bidirectional: str = "sum"):
+  def score(modes: StateModes, *, rng, bidirectional: str = "sum", horizon: int | None = None):
     del rng
-    return norm_fn(modes, bidirectional=bidirectional)
+    return norm_fn(modes, bidirectional=bidirectional, horizon=horizon)
   return score
 
 
@@ -181,8 +182,11 @@ def _random(modes: StateModes, *, rng):
 
 
 def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
-                 bidirectional: str = "sum") -> np.ndarray:
+                 bidirectional: str = "sum", horizon: int | None = None) -> np.ndarray:
   """Scores of one layer under ``criterion``.
+
+  ``bidirectional`` and ``horizon`` reach criteria whose function takes them
+  (the norm-based ones); the others ignore them.
 
   Returns:
     ``(S,)`` float64, ``-inf`` on invalid slots (pruned or padding).
@@ -193,8 +197,10 @@ def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
   """
   if bidirectional not in hinf.BIDIRECTIONAL:
     raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
+  hinf.check_horizon(horizon)
   crit = get_criterion(criterion)
-  kwargs = {"bidirectional": bidirectional} if crit.takes_bidirectional else {}
+  options = {"bidirectional": bidirectional, "horizon": horizon}
+  kwargs = {k: v for k, v in options.items() if crit.takes(k)}
   scores = np.asarray(crit.score_fn(modes, rng=rng, **kwargs), np.float64)
   if scores.shape != (modes.num_slots,):
     raise ValueError(f"criterion {criterion!r} returned shape {scores.shape}, "
@@ -206,8 +212,9 @@ def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
   return np.where(valid, scores, -np.inf)
 
 
-def layer_energy(modes: StateModes, criterion: str, bidirectional: str = "sum") -> np.ndarray:
+def layer_energy(modes: StateModes, criterion: str, bidirectional: str = "sum",
+                 horizon: int | None = None) -> np.ndarray:
   """``(S,)`` float64 energy of the criterion's norm (0 on invalid slots), for diagnostics."""
-  e = np.asarray(NORMS[get_criterion(criterion).norm](modes, bidirectional=bidirectional),
-                 np.float64)
+  norm_fn = NORMS[get_criterion(criterion).norm]
+  e = np.asarray(norm_fn(modes, bidirectional=bidirectional, horizon=horizon), np.float64)
   return np.where(np.asarray(modes.valid, bool), e, 0.0)

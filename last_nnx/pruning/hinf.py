@@ -45,6 +45,18 @@ directions. ``bidirectional='reference'`` reproduces the LAST/AIRE reference
 code, whose ``(||C_f|| + ||C_b||)/2 **2`` evaluates, by Python operator
 precedence, to ``(||C_f|| + ||C_b||) / 4`` (a norm, not a squared norm): use it
 only to reproduce the reference's numbers.
+
+Finite horizon. Both norms assume sequences long enough for every state to
+develop its full response. A state whose time constant ``-1 / log|lam_i|`` far
+exceeds the sequence length ``T`` never does: over ``T`` steps its impulse
+response is ``C_i lam_i^t B_i, t < T``, whose peak gain and energy are
+
+    ||G_i^T||_inf = ||C_i|| ||B_i|| sum_{t<T} |lam_i|^t      (at w = angle(lam_i))
+    ||G_i^T||_2^2 = ||C_i||^2 ||B_i||^2 sum_{t<T} |lam_i|^{2t}
+
+(``horizon=T``; both tend to the infinite-horizon norms as ``T`` grows). Slow
+states' H-inf scores shrink the most: with ``|lam| = 0.9995`` and ``T = 256`` by
+a factor ``(1 - 0.9995^256)^2 ~ 0.014``.
 """
 
 import jax.numpy as jnp
@@ -75,15 +87,52 @@ def input_norm_sq(modes: StateModes) -> jnp.ndarray:
   return jnp.sum(jnp.abs(modes.B) ** 2, axis=1)
 
 
-def hinf_squared(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS):
+def geometric_sum(radius: jnp.ndarray, horizon: int) -> jnp.ndarray:
+  """``sum_{t<horizon} radius^t`` for ``radius >= 0``, elementwise, stable near 1."""
+  log_r = jnp.log(radius)
+  at_one = log_r == 0
+  safe = jnp.where(at_one, 1.0, log_r)
+  return jnp.where(at_one, float(horizon), jnp.expm1(horizon * safe) / jnp.expm1(safe))
+
+
+def check_horizon(horizon: int | None) -> None:
+  if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
+                              or horizon < 1):
+    raise ValueError(f"horizon={horizon!r} must be a positive number of steps (the sequence "
+                     "length the model sees) or None for the infinite-horizon norms")
+
+
+def resolve_horizon(setting: int, seq_len: int) -> int | None:
+  """A config's ``horizon`` setting -> the ``horizon`` argument of the norms.
+
+  ``0``: None (infinite horizon, the paper's norms); ``-1``: ``seq_len``, the
+  length of the task's sequences; ``T > 0``: ``T``.
+  """
+  if setting == 0:
+    return None
+  if setting == -1:
+    return int(seq_len)
+  if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
+    return setting
+  raise ValueError(f"pruning horizon {setting!r}: use 0 (infinite, as the paper), -1 (the "
+                   "task's sequence length) or a positive number of steps")
+
+
+def hinf_squared(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS,
+                 horizon: int | None = None):
   """``h_i = ||C_i||^2 ||B_i||^2 / ((1 - |lam_i|)^2 + eps)``, ``(S,)`` float32.
 
   The LAST score before normalization. ``eps=0`` gives exactly
-  ``||G_i||_inf^2``; the default ``1e-8`` is the reference code's.
+  ``||G_i||_inf^2``; the default ``1e-8`` is the reference code's. With
+  ``horizon=T``: ``||C_i||^2 ||B_i||^2 (sum_{t<T} |lam_i|^t)^2``, the squared peak
+  gain of the response truncated to ``T`` steps (``eps`` unused: it is finite).
   """
+  check_horizon(horizon)
   radius = jnp.abs(modes.poles)
-  return (output_norm_sq(modes, bidirectional) * input_norm_sq(modes)
-          / ((1.0 - radius) ** 2 + eps))
+  gains = output_norm_sq(modes, bidirectional) * input_norm_sq(modes)
+  if horizon is not None:
+    return gains * geometric_sum(radius, horizon) ** 2
+  return gains / ((1.0 - radius) ** 2 + eps)
 
 
 def hinf_norm(modes: StateModes, *, bidirectional: str = "sum", eps: float = 0.0):
@@ -96,14 +145,21 @@ def hinf_norm(modes: StateModes, *, bidirectional: str = "sum", eps: float = 0.0
   return jnp.sqrt(hinf_squared(modes, bidirectional=bidirectional, eps=eps))
 
 
-def h2_energy(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS):
+def h2_energy(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS,
+              horizon: int | None = None):
   """``e_i = ||C_i||^2 ||B_i||^2 / (1 - |lam_i|^2 + eps)``, ``(S,)`` float32.
 
   The squared H2 norm (impulse-response energy) of the one-state subsystem:
-  the AIRE-Prune score before normalization (``eps`` as in its code).
+  the AIRE-Prune score before normalization (``eps`` as in its code). With
+  ``horizon=T``: the energy of the first ``T`` steps, ``sum_{t<T} |lam_i|^{2t}``
+  in place of ``1 / (1 - |lam_i|^2)``.
   """
+  check_horizon(horizon)
   radius = jnp.abs(modes.poles)
-  return output_norm_sq(modes, bidirectional) * input_norm_sq(modes) / (1.0 - radius ** 2 + eps)
+  gains = output_norm_sq(modes, bidirectional) * input_norm_sq(modes)
+  if horizon is not None:
+    return gains * geometric_sum(radius ** 2, horizon)
+  return gains / (1.0 - radius ** 2 + eps)
 
 
 # ----------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class PruneReport:
     layers: per-layer `LayerReport`, in model order.
     allocation: ``'global'`` or ``'uniform'``.
     bidirectional: the bidirectional convention of the scores.
+    horizon: the sequence length the norms were taken over (None: infinite).
     min_per_layer: the minimum kept per layer.
     energy_norm: ``'hinf2'`` or ``'h2'``, the energy of ``energy_kept``.
     states_original: live states of the dense model, when a history knows it.
@@ -65,6 +66,7 @@ class PruneReport:
   layers: dict[str, LayerReport]
   allocation: str = "global"
   bidirectional: str = "sum"
+  horizon: int | None = None
   min_per_layer: int = 1
   energy_norm: str = "hinf2"
   states_original: int | None = None
@@ -108,6 +110,8 @@ class PruneReport:
                 f"{100 * self.ratio_achieved:>6.1f}%")
     summary = (f"criterion={self.criterion} ({self.allocation}) mode={self.mode} "
                f"requested={self.ratio_requested:.4f} threshold={threshold}")
+    if self.horizon is not None:
+      summary += f" horizon={self.horizon}"
     if self.ratio_achieved_total is not None:
       summary += (f" total pruned vs dense={100 * self.ratio_achieved_total:.1f}% "
                   f"({self.states_after}/{self.states_original} kept)")

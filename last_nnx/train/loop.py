@@ -84,6 +84,7 @@ def validate_config(config) -> None:
   if p.criterion not in pruning.registered_criteria():
     raise ValueError(f"pruning.criterion={p.criterion!r} is unknown; registered: "
                      f"{pruning.registered_criteria()}")
+  pruning.resolve_horizon(p.horizon, 1)  # raises on a bad setting
   for name in ("start_epoch", "end_epoch"):
     if getattr(p, name) > t.epochs:
       raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
@@ -271,8 +272,8 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
                            rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
-                           min_per_layer=p.min_per_layer,
-                           bidirectional=p.bidirectional)
+                           min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
+                           horizon=pruning.resolve_horizon(p.horizon, task.seq_len))
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     val_after = evaluate(model, task, "val", mesh)
     drop = val_before["accuracy"] - val_after["accuracy"]
