@@ -161,5 +161,4 @@ __all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "
            "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
            "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",
            "register_criterion", "registered_criteria", "replay", "resolve_horizon", "score",
-           "target_count",
-           "threshold"]
+           "target_count", "threshold"]
