@@ -12,7 +12,8 @@ from flax import nnx
 
 from last_nnx.model import SequenceModel
 from last_nnx.train import checkpoint as ckpt_lib
-from last_nnx.train.optim import learning_rate_schedule, make_optimizer, param_labels
+from last_nnx.train.optim import (learning_rate_schedule, make_optimizer, param_labels,
+                                  param_roles)
 
 
 def _model(ssm="s5", **kw):
@@ -37,6 +38,29 @@ def test_param_groups_follow_reference_opt_configs():
   assert _labels("standard", dt_global=True)["log_step"] == "regular"
   with pytest.raises(ValueError, match="opt_config"):
     _labels("fast")
+
+
+def test_layer_types_declare_the_roles_of_their_parameters():
+  """The LRU's pole parameters get the SSM rate and no decay, from its PARAM_ROLES alone."""
+  model = _model("lru")
+  roles = param_roles(model)
+  assert roles == {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
+  labels = param_labels(nnx.state(model, nnx.Param), "standard", False, roles)
+  by_name = {jax.tree_util.keystr(p).split("'")[-2]: v
+             for p, v in jax.tree_util.tree_leaves_with_path(labels)}
+  assert by_name["nu_log"] == by_name["theta_log"] == by_name["gamma_log"] == "ssm"
+  assert by_name["C"] == by_name["D"] == "regular"
+  # The optimizer built for the model uses them: nu_log is not decayed.
+  optimizer, _ = make_optimizer(model, ml_collections.ConfigDict(dict(
+      ssm_lr=1e-3, lr_factor=4.0, weight_decay=0.5, opt_config="standard", dt_global=False,
+      warmup_epochs=0.0, lr_min=0.0, schedule="cosine", grad_clip=0.0, grad_accum=1)),
+      total_steps=10, steps_per_epoch=5)
+  before = np.asarray(model.blocks[0].ssm.nu_log[...]).copy()
+  c_before = np.asarray(model.blocks[0].ssm.C[...]).copy()
+  zero = jax.tree_util.tree_map(jnp.zeros_like, nnx.state(model, nnx.Param))
+  optimizer.update(model, zero)  # zero gradients: only weight decay moves anything
+  np.testing.assert_array_equal(np.asarray(model.blocks[0].ssm.nu_log[...]), before)
+  assert not np.allclose(np.asarray(model.blocks[0].ssm.C[...]), c_before)  # decayed
 
 
 def test_warmup_then_cosine():

@@ -186,9 +186,15 @@ class DiagonalSSM(nnx.Module):
   first of that parameter's state axes (the state axes are consecutive and
   have the layout of ``state_shape``). ``mask_states``/``prune_states`` then
   work without further code.
+
+  ``PARAM_ROLES`` maps a subclass's parameter names onto the S5 names whose
+  optimizer treatment they share (``Lambda_re``, ``Lambda_im``, ``B``,
+  ``log_step``: SSM learning rate, no weight decay; see
+  `last_nnx.train.optim`). Parameters named like S5's need no entry.
   """
 
   STATE_AXES: dict[str, int] = {}
+  PARAM_ROLES: dict[str, str] = {}
   state_mask: StateMask
 
   @property

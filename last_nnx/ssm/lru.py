@@ -76,6 +76,10 @@ class LRU(DiagonalSSM):
 
   # Parameter name -> its (first) state axis. Compaction gathers these.
   STATE_AXES = {"nu_log": 0, "theta_log": 0, "gamma_log": 0, "B": 0, "C": 2}
+  # The optimizer treats the pole parameterization like S5's Lambda and the input
+  # normalization like B (SSM learning rate, no weight decay: decaying nu_log toward
+  # 0 would pull |lam| toward exp(-1)).
+  PARAM_ROLES = {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
   output_scale = 1.0
 
   def __init__(self, d_model: int, state_size: int = 64, *, r_min: float = 0.9,

@@ -24,11 +24,6 @@ import jax
 import optax
 from flax import nnx
 
-# Parameters of other layer types that play the role of a named S5 parameter (LRU: the
-# pole parameterization and the input normalization); a new layer type either uses
-# the S5 names or adds its aliases here.
-ROLE_ALIASES = {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
-
 OPT_CONFIGS = {
     "standard": ({"Lambda_re", "Lambda_im", "B", "log_step"}, set()),
     "BandCdecay": ({"Lambda_re", "Lambda_im", "log_step"}, {"B"}),
@@ -37,7 +32,17 @@ OPT_CONFIGS = {
 }
 
 
-def param_labels(params, opt_config: str, dt_global: bool = False):
+def param_roles(model: nnx.Module) -> dict[str, str]:
+  """Parameter name -> S5 role, from the ``PARAM_ROLES`` of every module in ``model``
+  (the LRU maps its pole parameters onto ``Lambda_re``/``Lambda_im``)."""
+  roles = {}
+  for _, module in nnx.iter_graph(model):
+    roles.update(getattr(type(module), "PARAM_ROLES", None) or {})
+  return roles
+
+
+def param_labels(params, opt_config: str, dt_global: bool = False,
+                 roles: dict[str, str] | None = None):
   """Labels every parameter ``'ssm'``, ``'ssm_decay'`` or ``'regular'``.
 
   Args:
@@ -46,6 +51,7 @@ def param_labels(params, opt_config: str, dt_global: bool = False):
       in ``update``).
     opt_config: one of ``OPT_CONFIGS``.
     dt_global: put ``log_step`` in the regular group.
+    roles: parameter name -> the S5 name it is treated as (`param_roles`).
 
   Returns:
     A tree of the same structure with a string label per leaf.
@@ -58,7 +64,7 @@ def param_labels(params, opt_config: str, dt_global: bool = False):
 
   def label(path, variable):
     name = str(getattr(path[-1], "key", path[-1]))
-    name = ROLE_ALIASES.get(name, name)
+    name = (roles or {}).get(name, name)
     if name in ssm_names:
       group = "ssm"
     elif name in ssm_decay_names:
@@ -111,8 +117,9 @@ def make_optimizer(model: nnx.Module, optim_config, *, total_steps: int, steps_p
       "ssm": learning_rate_schedule(ssm_lr, total_steps, warmup, c.lr_min, c.schedule),
       "regular": learning_rate_schedule(lr, total_steps, warmup, c.lr_min, c.schedule),
   }
-  param_labels(nnx.state(model, nnx.Param), c.opt_config, c.dt_global)  # fail fast on bad config
-  labels = lambda params: param_labels(params, c.opt_config, c.dt_global)
+  roles = param_roles(model)
+  param_labels(nnx.state(model, nnx.Param), c.opt_config, c.dt_global, roles)  # fail fast
+  labels = lambda params: param_labels(params, c.opt_config, c.dt_global, roles)
   tx = optax.multi_transform(
       {
           "ssm": optax.adam(schedules["ssm"]),
