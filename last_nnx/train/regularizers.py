@@ -4,13 +4,10 @@ Both families are computed from `state_modes()`, so they work for every
 `PrunableSSM` layer type, inside ``jit`` and differentiably.
 
 * ``modal_l1``: the l1 norm of the per-state system norms (H-inf or H2) of a
-  layer: ``sum_i ||G_i||``. ``normalize='layer'`` divides it by the layer's l2
-  norm ``sqrt(sum_i ||G_i||^2)`` *held constant in the gradient*: the value is
-  the scale-free l1/l2 ratio, so one weight suits every layer as LAST's
-  normalization does, while the gradient is the l1's, pushing every state's
-  norm down. (Differentiating the ratio itself rewards inflating a layer's
-  strongest state; trained that way, every layer's top pole went to
-  ``|lam| >= 1``, an infinite H-inf norm, and nothing became prunable.)
+  layer: ``sum_i ||G_i||``. Plain (``normalize='none'``) it also shrinks the
+  layer as a whole; ``normalize='layer'`` divides by the layer's l2 norm
+  ``sqrt(sum_i ||G_i||^2)``, an l1/l2 ratio that is scale-free and only rewards
+  concentration, like LAST's per-layer energy normalization.
 * ``hankel``: the Hankel nuclear norm, the sum of the Hankel singular values of
   the layer's real (conjugate-completed) system. For a diagonal discrete system
   the Gramians are closed form,
@@ -49,13 +46,12 @@ class RegularizerSpec:
 
 
 def modal_l1(modes: StateModes, *, norm: str = "hinf", normalize: str = "layer") -> jax.Array:
-  """``sum_i ||G_i||`` over live states; with ``normalize='layer'`` divided by
-  ``sqrt(sum_i ||G_i||^2)``, a scale the gradient does not flow through."""
+  """``sum_i ||G_i||`` over live states (divided by ``sqrt(sum_i ||G_i||^2)`` if normalized)."""
   squared = (hinf.hinf_squared if norm == "hinf" else hinf.h2_energy)(modes)
   squared = jnp.where(modes.valid, squared, 0.0)
   l1 = jnp.sum(jnp.sqrt(squared + 1e-12))
   if normalize == "layer":
-    return l1 / jax.lax.stop_gradient(jnp.sqrt(jnp.sum(squared) + 1e-12))
+    return l1 / jnp.sqrt(jnp.sum(squared) + 1e-12)
   return l1
 
 
