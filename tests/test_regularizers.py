@@ -68,7 +68,8 @@ def _modes_from(params, n_states=3, h=2, bidirectional=True, scale=2.0):
                     output_scale=scale)
 
 
-@pytest.mark.parametrize("kind", ["modal_l1_hinf", "modal_l1_h2", "hankel"])
+@pytest.mark.parametrize("kind", ["modal_l1_hinf", "modal_l1_h2", "modal_l1_hinf_T16",
+                                  "modal_l1_h2_T16", "hankel"])
 def test_gradients_match_finite_differences(kind):
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
@@ -82,7 +83,9 @@ def test_gradients_match_finite_differences(kind):
       modes = _modes_from(p)
       if kind == "hankel":
         return regularizers.hankel_nuclear(modes)
-      return regularizers.modal_l1(modes, norm=kind.split("_")[-1], normalize="layer")
+      horizon = 16 if kind.endswith("_T16") else None
+      return regularizers.modal_l1(modes, norm=kind.split("_")[2], normalize="layer",
+                                   horizon=horizon)
 
     grads = jax.grad(f, argnums=tuple(range(6)))(*params)
     eps = 1e-6

@@ -96,6 +96,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.regularizer.ramp_epochs = 1.0
   c.regularizer.norm = "hinf"  # modal_l1: hinf | h2
   c.regularizer.normalize = "layer"  # modal_l1: none | layer
+  c.regularizer.horizon = -1  # modal_l1 norms over: -1 the sequence length | 0 infinite | T
 
   # Pruning (LAST by default). Events fire at the end of a training epoch.
   c.pruning = ml_collections.ConfigDict()

@@ -85,6 +85,7 @@ def validate_config(config) -> None:
     raise ValueError(f"pruning.criterion={p.criterion!r} is unknown; registered: "
                      f"{pruning.registered_criteria()}")
   pruning.resolve_horizon(p.horizon, 1)  # raises on a bad setting
+  pruning.resolve_horizon(config.regularizer.horizon, 1)
   for name in ("start_epoch", "end_epoch"):
     if getattr(p, name) > t.epochs:
       raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
@@ -418,7 +419,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                sum(s.target_ratio is not None for s in plan), micro, states_per_layer(model))
   progress = _progress(len(plan) * micro, writer, config)
   r = config.regularizer
-  reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize)
+  reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize,
+                                     horizon=pruning.resolve_horizon(r.horizon, task.seq_len))
   t_start = [time.time()]
   eta = _EarlyEstimate(run.step, len(plan) * micro)
 

@@ -7,7 +7,14 @@ Both families are computed from `state_modes()`, so they work for every
   layer: ``sum_i ||G_i||``. Plain (``normalize='none'``) it also shrinks the
   layer as a whole; ``normalize='layer'`` divides by the layer's l2 norm
   ``sqrt(sum_i ||G_i||^2)``, an l1/l2 ratio that is scale-free and only rewards
-  concentration, like LAST's per-layer energy normalization.
+  concentration, like LAST's per-layer energy normalization. ``horizon=T`` takes
+  the norms over ``T`` steps (`last_nnx.pruning.hinf`). Over infinite time the
+  ratio is gamed: pushing one pole to ``|lam| = 1`` sends that state's H-inf
+  norm to infinity and the ratio to 1 without concentrating anything the model
+  computes on finite sequences (we saw exactly that: every layer's top pole at
+  ``|lam| >= 1``, and no gain in prunability). Over the sequence length a
+  state's norm is at most ``T ||C_i|| ||B_i||``, so concentration has to come
+  from the states' input and output weights.
 * ``hankel``: the Hankel nuclear norm, the sum of the Hankel singular values of
   the layer's real (conjugate-completed) system. For a diagonal discrete system
   the Gramians are closed form,
@@ -35,6 +42,7 @@ class RegularizerSpec:
   kind: str = "none"
   norm: str = "hinf"  # modal_l1: 'hinf' or 'h2'
   normalize: str = "layer"  # modal_l1: 'none' or 'layer'
+  horizon: int | None = None  # modal_l1: norms over this many steps (None: infinite)
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -43,11 +51,14 @@ class RegularizerSpec:
       raise ValueError(f"regularizer.norm={self.norm!r}; expected 'hinf' or 'h2'")
     if self.normalize not in ("none", "layer"):
       raise ValueError(f"regularizer.normalize={self.normalize!r}; expected 'none' or 'layer'")
+    hinf.check_horizon(self.horizon)
 
 
-def modal_l1(modes: StateModes, *, norm: str = "hinf", normalize: str = "layer") -> jax.Array:
-  """``sum_i ||G_i||`` over live states (divided by ``sqrt(sum_i ||G_i||^2)`` if normalized)."""
-  squared = (hinf.hinf_squared if norm == "hinf" else hinf.h2_energy)(modes)
+def modal_l1(modes: StateModes, *, norm: str = "hinf", normalize: str = "layer",
+             horizon: int | None = None) -> jax.Array:
+  """``sum_i ||G_i||`` over live states (divided by ``sqrt(sum_i ||G_i||^2)`` if
+  normalized), the norms taken over ``horizon`` steps (None: infinite time)."""
+  squared = (hinf.hinf_squared if norm == "hinf" else hinf.h2_energy)(modes, horizon=horizon)
   squared = jnp.where(modes.valid, squared, 0.0)
   l1 = jnp.sum(jnp.sqrt(squared + 1e-12))
   if normalize == "layer":
@@ -108,7 +119,8 @@ def penalty(model, spec: RegularizerSpec) -> jax.Array:
   for layer in find_prunable_layers(model).values():
     modes = layer.state_modes()
     if spec.kind == "modal_l1":
-      total = total + modal_l1(modes, norm=spec.norm, normalize=spec.normalize)
+      total = total + modal_l1(modes, norm=spec.norm, normalize=spec.normalize,
+                               horizon=spec.horizon)
     else:
       total = total + hankel_nuclear(modes)
   return total
