@@ -189,8 +189,9 @@ def _pad_batch(batch, size):
 
 def eval_batches(task, split: str):
   """Yields ``(batch, mask)``: this process's batches of ``split``, padded to
-  ``task.eval_batch_size`` rows, and as many on every process (fully masked ones where this shard runs out
-  first), since each eval step is a collective a multi-host run needs everywhere."""
+  ``task.eval_batch_size`` rows, and as many on every process (fully masked ones
+  where this shard runs out first): each eval step is a collective that a
+  multi-host run needs on every process."""
   batch_size = task.eval_batch_size
   per_process = -(-task.num_examples[split] // task.process_count)
   template = None
