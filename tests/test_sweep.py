@@ -50,7 +50,7 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   store = sweep.PointStore(str(tmp_path))
   sweep.one_shot(model, task, config, store, ratios=[0.25, 0.5], criteria=["last", "last@L", "random"],
                  seeds=2)
-  assert len(store.points) == 1 + 2 + 2 + 4  # dense; last, last@L x2 ratios; random x2 x2 seeds
+  assert len(store.points) == 1 + 2 + 2 + 4  # dense; 2 ratios x (last, last@L, 2 randoms)
   text = sweep.write_report(store, str(tmp_path), synthetic=True, model=model)
   for name in ("points.csv", "points.json", "points.jsonl", "table.md", "accuracy_vs_ratio.png",
                "allocation.png", "scores.png"):
