@@ -48,9 +48,8 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   task = data.build_task(config.data, batch_size=8, eval_batch_size=config.train.eval_batch_size,
                          seed=config.seed)
   store = sweep.PointStore(str(tmp_path))
-  # dense; 2 ratios x (last, last@L, 2 random seeds)
-  assert len(store.points) == 1 + 2 + 2 + 4
-                 seeds=2)
+  sweep.one_shot(model, task, config, store, ratios=[0.25, 0.5],
+                 criteria=["last", "last@L", "random"], seeds=2)
   assert len(store.points) == 1 + 2 + 2 + 4  # dense; 2 ratios x (last, last@L, 2 randoms)
   text = sweep.write_report(store, str(tmp_path), synthetic=True, model=model)
   for name in ("points.csv", "points.json", "points.jsonl", "table.md", "accuracy_vs_ratio.png",
@@ -67,8 +66,8 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(sweep, "_evaluate", lambda *a, **k: calls.append(1) or {})
   rerun = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, rerun, ratios=[0.25, 0.5], criteria=["last", "last@L", "random"],
-                 seeds=2)
+  sweep.one_shot(model, task, config, rerun, ratios=[0.25, 0.5],
+                 criteria=["last", "last@L", "random"], seeds=2)
   assert calls == [] and len(rerun.points) == 9
 
 
