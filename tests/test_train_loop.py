@@ -234,6 +234,26 @@ def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch
   assert summary["pruning_events"][0]["status"] == "applied"
 
 
+def test_unstable_poles_are_warned_about(caplog):
+  config = get_config("listops", "s5,smoke")
+  loop._warn_if_unstable(loop.ssm_ranges(_unstable_s5_model()), config)
+  assert "|lambda| = 1.0" in caplog.text and "clip_eigs=True" in caplog.text
+  caplog.clear()
+  loop._warn_if_unstable({"ssm/pole_abs_max": 0.999}, config)
+  assert caplog.text == ""
+
+
+def _unstable_s5_model():
+  from flax import nnx
+
+  from last_nnx.model import SequenceModel
+  model = SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=1, ssm="s5",
+                        ssm_config=dict(state_size=4), rngs=nnx.Rngs(0))
+  ssm = model.blocks[0].ssm
+  ssm.Lambda_re[...] = ssm.Lambda_re[...].at[0].set(0.01)  # Re(lambda) > 0: |lambda_bar| > 1
+  return model
+
+
 def test_minimum_reduction_gate_skips_tiny_events(tmp_path):
   config = _smoke("listops", "s5", tmp_path, **{"pruning.min_reduction": 0.9})
   summary = loop.train_and_evaluate(config, str(tmp_path))

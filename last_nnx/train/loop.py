@@ -480,6 +480,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     run.epochs.append(dict(epoch=run.epoch_index + 1, step=run.step, finetune=spec.finetune,
                            **scalars))
     _warn_if_at_chance(val["accuracy"], task.n_classes, run, config)
+    _warn_if_unstable(scalars, config)
 
     if spec.target_ratio is not None:
       if not run.events:
@@ -573,6 +574,17 @@ def _warn_if_at_chance(acc: float, n_classes: int, run: RunState, config) -> Non
     logging.warning("validation accuracy %.3f has sat at chance (%.3f) for %d epochs: on "
                     "Path-X this is the known failure; check dt_min, the lr and the data",
                     acc, chance, run.chance_epochs)
+
+
+def _warn_if_unstable(scalars: dict, config) -> None:
+  """Poles on or past the unit circle: the recurrence no longer forgets, and the state
+  norms pruning ranks by are infinite (a penalty on them can push poles there)."""
+  largest = scalars.get("ssm/pole_abs_max")
+  if largest is not None and largest >= 1.0:
+    logging.warning("a discrete pole has |lambda| = %.5f >= 1 (unstable state); set "
+                    "model.ssm_config.clip_eigs=True (S5) to keep poles inside the unit "
+                    "circle%s", largest,
+                    ", or lower regularizer.weight" if config.regularizer.kind != "none" else "")
 
 
 def _summary(model, task, run: RunState, config, mesh) -> dict:
