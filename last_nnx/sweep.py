@@ -101,13 +101,16 @@ def _evaluate(model, task, splits):
 
 
 def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds: int,
-             splits=("val", "test")) -> None:
+             splits=("val", "test"), recalibrate_batches: int = 0) -> None:
   """Measures every (criterion, ratio, seed) point not yet in ``store``.
 
   Masked pruning is used: the same outputs as compaction (tested), and no
-  recompilation between points.
+  recompilation between points. ``recalibrate_batches > 0`` re-estimates the
+  BatchNorm statistics of each pruned copy on that many training batches
+  (`last_nnx.train.batchnorm`) before evaluating it.
   """
   from last_nnx import pruning
+  from last_nnx.train.batchnorm import recalibrate_batch_norm
   from last_nnx.train.loop import states_per_layer
   base = states_per_layer(model)
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
@@ -123,9 +126,12 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
     name, horizon = parse_criterion(criterion, task.seq_len)
     pruned = nnx.clone(model)
     report = pruning.prune(pruned, ratio, criterion=name, mode="mask", rng=seed, horizon=horizon)
+    if recalibrate_batches:
+      recalibrate_batch_norm(pruned, task.train_batches(0), max_batches=recalibrate_batches)
     states = states_per_layer(pruned)
     point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
-                 threshold=report.threshold, **_evaluate(pruned, task, splits))
+                 threshold=report.threshold, recalibrate_batches=recalibrate_batches,
+                 **_evaluate(pruned, task, splits))
     store.add(point)
     logging.info("[%d/%d] %s r=%.2f seed %d: val acc %.4f", i + 1, len(todo), criterion, ratio,
                  seed, point.get("val_accuracy", float("nan")))
@@ -399,6 +405,8 @@ def _define_flags() -> None:
   flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare: registered names, or "
                     "name@T / name@L (norms over T steps / the sequence length).")
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
+  flags.DEFINE_integer("recalibrate_batches", 0, "One-shot: re-estimate BatchNorm statistics "
+                       "of each pruned copy on this many training batches (0: off).")
   flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
   flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
@@ -431,9 +439,15 @@ def main(argv):
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   out = FLAGS.out or os.path.join(FLAGS.workdir, "sweep")
   store = PointStore(out)
+  other = {p.get("recalibrate_batches", 0) for p in store.points.values()
+           if p["kind"] == "one_shot" and p["criterion"] != "dense"} - {FLAGS.recalibrate_batches}
+  if other:
+    sys.exit(f"error: {out} holds points measured with --recalibrate_batches={other.pop()}: "
+             "give another --out")
   logging.info("sweep of %s into %s (%d points already measured)", FLAGS.workdir, out,
                len(store.points))
-  one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria, seeds=FLAGS.seeds)
+  one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria, seeds=FLAGS.seeds,
+           recalibrate_batches=FLAGS.recalibrate_batches)
   if FLAGS.iterative:
     iterative(nnx.clone(model), task, config, store, criterion=FLAGS.iterative_criterion,
               target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)

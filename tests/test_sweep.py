@@ -71,6 +71,23 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   assert calls == [] and len(rerun.points) == 9
 
 
+def test_one_shot_with_batch_norm_recalibration(trained, tmp_path, monkeypatch):
+  from last_nnx.train import batchnorm
+  model, config, _ = checkpoint.load_model(trained)
+  task = data.build_task(config.data, batch_size=8, eval_batch_size=config.train.eval_batch_size,
+                         seed=config.seed)
+  used = []
+  real = batchnorm.recalibrate_batch_norm
+  monkeypatch.setattr(batchnorm, "recalibrate_batch_norm",
+                      lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+  store = sweep.PointStore(str(tmp_path))
+  sweep.one_shot(model, task, config, store, ratios=[0.5], criteria=["last"], seeds=1,
+                 splits=("val",), recalibrate_batches=3)
+  point = next(p for p in store.points.values() if p["criterion"] == "last")
+  assert used == [3] and point["recalibrate_batches"] == 3
+  assert 0.0 <= point["val_accuracy"] <= 1.0
+
+
 def test_criterion_specs_with_a_horizon():
   assert sweep.parse_criterion("last", 256) == ("last", None)
   assert sweep.parse_criterion("last@L", 256) == ("last", 256)

@@ -254,6 +254,16 @@ def _unstable_s5_model():
   return model
 
 
+def test_pruning_event_recalibrates_batch_norm(tmp_path, monkeypatch):
+  config = _smoke("listops", "s5", tmp_path, **{"pruning.recalibrate_batches": 2})
+  used = []
+  real = loop.batchnorm.recalibrate_batch_norm
+  monkeypatch.setattr(loop.batchnorm, "recalibrate_batch_norm",
+                      lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  assert used == [2] and summary["pruning_events"][0]["status"] == "applied"
+
+
 def test_minimum_reduction_gate_skips_tiny_events(tmp_path):
   config = _smoke("listops", "s5", tmp_path, **{"pruning.min_reduction": 0.9})
   summary = loop.train_and_evaluate(config, str(tmp_path))

@@ -116,6 +116,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.pruning.on_violation = "halve"  # halve | rollback
   c.pruning.max_halvings = 3
   c.pruning.min_reduction = 0.0  # skip events removing less than this fraction.
+  c.pruning.recalibrate_batches = 0  # re-estimate BatchNorm statistics on N train batches
   return c
 
 

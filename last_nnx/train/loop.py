@@ -33,7 +33,7 @@ from flax import nnx
 from last_nnx import data, pruning
 from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import distributed, regularizers
+from last_nnx.train import batchnorm, distributed, regularizers
 from last_nnx.train.checkpoint import Checkpointer, resize_layers
 from last_nnx.train.optim import make_optimizer
 
@@ -249,13 +249,19 @@ def ssm_ranges(model) -> dict[str, float]:
   return out
 
 
+# Epoch index whose batch order BatchNorm recalibration reads (apart from training epochs').
+RECALIBRATION_EPOCH = 1 << 20
+
+
 def pruning_event(model, optimizer, *, target: float, config, run: RunState, task, mesh=None):
   """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
 
-  The guard rail ``pruning.max_acc_drop`` (>= 0) compares validation accuracy
-  before and after: on a larger drop the event is undone, then retried at half
-  the ratio (``on_violation='halve'``, up to ``max_halvings`` times) or
-  abandoned (``'rollback'``).
+  With ``pruning.recalibrate_batches > 0`` the BatchNorm statistics are
+  re-estimated on that many training batches right after pruning (before the
+  "after" evaluation). The guard rail ``pruning.max_acc_drop`` (>= 0) compares
+  validation accuracy before and after: on a larger drop the event is undone,
+  then retried at half the ratio (``on_violation='halve'``, up to
+  ``max_halvings`` times) or abandoned (``'rollback'``).
   """
   p = config.pruning
   before_states = states_per_layer(model)
@@ -277,6 +283,10 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
                            min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
                            horizon=pruning.resolve_horizon(p.horizon, task.seq_len))
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
+    if p.recalibrate_batches:
+      batches = (distributed.shard_batch(b[:2], mesh)
+                 for b in task.train_batches(RECALIBRATION_EPOCH + run.epoch_index))
+      batchnorm.recalibrate_batch_norm(model, batches, max_batches=p.recalibrate_batches)
     val_after = evaluate(model, task, "val", mesh)
     drop = val_before["accuracy"] - val_after["accuracy"]
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
