@@ -10,8 +10,8 @@ PRESET ?=
 WORKDIR ?= runs/$(TASK)-$(MODEL)$(if $(PRESET),-$(subst $(comma),-,$(PRESET)))
 ARGS ?=
 comma := ,
-# With no TASK on the command line, `make train` runs the quick ListOps demo (pruning included).
-ifeq ($(origin TASK),file)
+# With neither TASK nor PRESET given, `make train` runs the quick ListOps demo (pruning included).
+ifeq ($(origin TASK)$(PRESET),file)
   TRAIN_PRESET := demo
 else
   TRAIN_PRESET := $(PRESET)

@@ -264,6 +264,18 @@ def test_pruning_event_recalibrates_batch_norm(tmp_path, monkeypatch):
   assert used == [2] and summary["pruning_events"][0]["status"] == "applied"
 
 
+def test_shallow_listops_preset(tmp_path):
+  from last_nnx import data
+  config = get_config("listops", "s5,demo,shallow")
+  config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
+  task = data.build_task(config.data, batch_size=32)
+  assert task.seq_len == 64 and config.model.d_model == 64  # demo model, shallow data
+  x, lengths, _ = next(task.train_batches(0))
+  assert x.shape == (32, 64) and lengths.max() <= 64
+  with pytest.raises(ValueError, match="ListOps-only"):
+    get_config("text", "shallow")
+
+
 def test_minimum_reduction_gate_skips_tiny_events(tmp_path):
   config = _smoke("listops", "s5", tmp_path, **{"pruning.min_reduction": 0.9})
   summary = loop.train_and_evaluate(config, str(tmp_path))
