@@ -117,14 +117,12 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   meta = dict(meta or {})
   history = _history(meta)
   before = evaluate_fn(model, config, eval_splits)
-  if horizon == -1:  # the run's sequence length
-    from last_nnx import data
-    steps = pruning.resolve_horizon(horizon, data.effective_seq_len(config.data))
-  else:
-    steps = pruning.resolve_horizon(horizon, 1)
+  from last_nnx import data
+  # Only -1 reads the run's sequence length (a saved config may lack a data section).
+  seq_len = data.effective_seq_len(config.data) if horizon == -1 else 0
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
-                         horizon=steps, history=history)
+                         horizon=pruning.resolve_horizon(horizon, seq_len), history=history)
   logging.info("pruned %s (%s, %s, ratio %.4f):\n%s", workdir, criterion, mode, ratio,
                report.table())
   after = evaluate_fn(model, config, eval_splits)

@@ -275,13 +275,14 @@ def pruning_event(model, optimizer, *, target: float, config, run: RunState, tas
     return model, optimizer, dict(record, status="skipped", states_after=before_states)
   val_before = evaluate(model, task, "val", mesh)
   record["val_before"] = val_before
+  horizon = pruning.resolve_horizon(p.horizon, task.seq_len)
   halvings = 0
   while True:
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
                            rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
                            min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
-                           horizon=pruning.resolve_horizon(p.horizon, task.seq_len))
+                           horizon=horizon)
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     if p.recalibrate_batches:
       batches = (distributed.shard_batch(b[:2], mesh)
