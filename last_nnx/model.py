@@ -3,6 +3,16 @@
 ``SequenceModel`` classifies one sequence per example; with ``retrieval=True``
 it encodes two documents with the same tower and classifies the pair from
 ``[x1, x2, x1 * x2, x1 - x2]`` (the LRA AAN matching head).
+
+A causal model also runs as an RNN, one token at a time:
+
+    state = model.init_state(batch)
+    for t in range(L):
+      state, logits = model.step(state, inputs[:, t])   # logits (B, n_classes)
+
+``logits`` after step t equal ``model(inputs, lengths=t + 1)``: the blocks are
+applied per step (norms with their running statistics, no dropout) and the
+pooling is a running mean (``'mean'``) or the current step (``'last'``).
 """
 
 from typing import Any
@@ -42,27 +52,51 @@ class SSMBlock(nnx.Module):
     self.out2 = nnx.Linear(d_model, d_model, rngs=rngs) if activation != "gelu" else None
     self.drop = nnx.Dropout(dropout, broadcast_dims=(1,), rngs=rngs)
 
+  def _mix(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
+    """Activation/GLU and dropout after the SSM, pointwise in time (``(..., H)``)."""
+    def drop(v):
+      return self.drop(v, deterministic=deterministic)
+    if self.activation == "gelu":
+      return drop(nnx.gelu(x))
+    if self.activation == "full_glu":
+      x = drop(nnx.gelu(x))
+      return drop(self.out1(x) * nnx.sigmoid(self.out2(x)))
+    if self.activation == "half_glu1":
+      x = drop(nnx.gelu(x))
+      return drop(x * nnx.sigmoid(self.out2(x)))
+    # half_glu2: gate computed from the activated SSM output, applied to the raw one.
+    gated = drop(nnx.gelu(x))
+    return drop(x * nnx.sigmoid(self.out2(gated)))
+
+  def _inference_norm(self, x: jax.Array) -> jax.Array:
+    """The norm with running statistics whatever the module's mode."""
+    if isinstance(self.norm, nnx.BatchNorm):
+      return self.norm(x, use_running_average=True)
+    return self.norm(x)
+
   def __call__(self, x: jax.Array) -> jax.Array:
     """``x``: ``(B, L, H)`` float32 -> ``(B, L, H)``."""
     skip = x
     if self.prenorm:
       x = self.norm(x)
-    x = self.ssm(x)
-    if self.activation == "gelu":
-      x = self.drop(nnx.gelu(x))
-    elif self.activation == "full_glu":
-      x = self.drop(nnx.gelu(x))
-      x = self.drop(self.out1(x) * nnx.sigmoid(self.out2(x)))
-    elif self.activation == "half_glu1":
-      x = self.drop(nnx.gelu(x))
-      x = self.drop(x * nnx.sigmoid(self.out2(x)))
-    else:  # half_glu2: gate computed from the activated SSM output, applied to the raw one.
-      gated = self.drop(nnx.gelu(x))
-      x = self.drop(x * nnx.sigmoid(self.out2(gated)))
-    x = skip + x
+    x = skip + self._mix(self.ssm(x))
     if not self.prenorm:
       x = self.norm(x)
     return x
+
+  def step(self, state: jax.Array, x_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One inference step: ``(SSM state, x_t (B, H)) -> (new state, (B, H))``.
+
+    Always inference behaviour (running norm statistics, no dropout), so it
+    matches ``__call__`` of the model in eval mode.
+    """
+    skip = x_t
+    x = self._inference_norm(x_t) if self.prenorm else x_t
+    state, x = self.ssm.step(state, x)
+    x = skip + self._mix(x, deterministic=True)
+    if not self.prenorm:
+      x = self._inference_norm(x)
+    return state, x
 
 
 def masked_mean(x: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -144,6 +178,57 @@ class SequenceModel(nnx.Module):
     x1, x2 = both.reshape(batch, 2, -1)[:, 0], both.reshape(batch, 2, -1)[:, 1]
     features = jnp.concatenate([x1, x2, x1 * x2, x1 - x2], axis=-1)
     return self.head(nnx.gelu(self.match(features)))
+
+  def init_state(self, batch_size: int) -> dict[str, Any]:
+    """Zero streaming state of ``batch_size`` independent streams.
+
+    Returns a dict: ``'layers'``, a tuple with each block's SSM state (complex64,
+    ``(B,) + state_shape`` of that layer: pruned sizes after compaction);
+    ``'count'`` ``(B,)`` int32 steps taken; with mean pooling ``'pool'``
+    ``(B, H)`` float32, the running sum of the last block's outputs. Every array
+    has the batch first, so zeroing one row restarts that stream.
+
+    Raises:
+      ValueError: a retrieval (two-document) model, or a bidirectional layer
+        (its output at time t depends on future inputs).
+    """
+    if self.retrieval:
+      raise ValueError("a retrieval model classifies two whole documents; it cannot stream "
+                       "(use the full-sequence forward)")
+    layers = []
+    for i, block in enumerate(self.blocks):
+      try:
+        layers.append(block.ssm.init_state(batch_size))
+      except ValueError as e:
+        raise ValueError(f"blocks.{i}.ssm cannot stream: {e}. Train a causal model "
+                         "(--config.model.ssm_config.bidirectional=False) to stream it") from e
+    state = dict(layers=tuple(layers), count=jnp.zeros((batch_size,), jnp.int32))
+    if self.pooling == "mean":
+      state["pool"] = jnp.zeros((batch_size, self.head.in_features), jnp.float32)
+    return state
+
+  def step(self, state: dict[str, Any], x_t: jax.Array) -> tuple[dict[str, Any], jax.Array]:
+    """Consumes one token per stream; returns ``(new_state, logits (B, n_classes))``.
+
+    Args:
+      state: from `init_state` or the previous step.
+      x_t: ``(B,)`` int32 tokens or ``(B, F)`` float32 features at this step.
+
+    The logits equal ``self(inputs, lengths)`` with ``lengths`` = steps taken
+    (the model in eval mode): the prediction of the prefix seen so far.
+    """
+    if self.retrieval:
+      raise ValueError("a retrieval model cannot stream (use the full-sequence forward)")
+    x = self.encoder(x_t)
+    layers = []
+    for block, layer_state in zip(self.blocks, state["layers"]):
+      layer_state, x = block.step(layer_state, x)
+      layers.append(layer_state)
+    new = dict(layers=tuple(layers), count=state["count"] + 1)
+    if self.pooling == "mean":
+      new["pool"] = state["pool"] + x
+      x = new["pool"] / new["count"][:, None].astype(x.dtype)
+    return new, self.head(x)
 
   def prunable_layers(self) -> dict[str, Any]:
     """The model's `PrunableSSM` layers by path (``'blocks.0.ssm'``, ...)."""
