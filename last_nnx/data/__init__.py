@@ -107,6 +107,8 @@ def _real(c) -> tuple[dict[str, Split], dict]:
     key = dict(kind="real", task=c.task, base=os.path.realpath(base), seq_len=c.seq_len,
                val_fraction=c.val_fraction, split_seed=c.split_seed, version=_VERSION,
                files=layout.fingerprint(base, reader.depth))
+    if c.get("splits", "default") != "default":  # default entries keep their old keys
+      key["splits"] = c.splits
     path = cache.entry_path(c.cache_dir, f"real-{c.task}", key)
 
   def build():

@@ -11,6 +11,9 @@ Fields of ``default_data_config(task)`` (a plain ConfigDict, so
   val_fraction  share of train held out as val where the release has no val split
               (text: 0 = validate on test, as LRA; image: 0.1 = 45000/5000).
   split_seed  fixes which examples that held-out val gets (not the training seed).
+  splits      'default' (this package's splits) or 'reference' (the paper's code's:
+              its random Pathfinder/Path-X and CIFAR val splits, its Speech Commands
+              class ids; `last_nnx.data.splits`). Real releases only.
   resolution, variant   Pathfinder/Path-X only: image side and difficulty folder.
   synthetic   n_train, n_val, n_test, seed, seq_len (None: ``data.seq_len``; a
               shorter synthetic L for quick runs that real data ignores), and the
@@ -102,6 +105,7 @@ def default_data_config(task: str) -> ml_collections.ConfigDict:
   c.cache_real = True
   c.val_fraction = 0.1 if task == "image" else 0.0
   c.split_seed = 42
+  c.splits = "default"  # or "reference": the paper's code's splits and class ids
   c.synthetic = ml_collections.ConfigDict(dict(seed=0, **spec.synthetic))
   # Presets shorten synthetic sequences here, never data.seq_len: real data keeps its L.
   c.synthetic.seq_len = ml_collections.config_dict.placeholder(int)

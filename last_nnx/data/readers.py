@@ -6,7 +6,8 @@ it into train/val/test `Split`\\ s of compact rows (uint8 tokens, bytes or pixel
 int16 audio) and the number of classes. Missing, misplaced or damaged files
 raise `DataError` with the path, the expected layout and what to do.
 
-Split conventions (documented in docs/data.md):
+Split conventions (documented in docs/data.md; ``data.splits='reference'``
+swaps in the paper's code's rules where they differ, see `splits`):
 
 * ListOps, AAN: the release's own train/val(eval)/test files.
 * IMDB: train/test folders; val is the test set (as LRA and S5 do) unless
@@ -16,23 +17,24 @@ Split conventions (documented in docs/data.md):
 * Pathfinder/Path-X: metadata files in numeric order, lines in order; the first
   80% train, the next 10% val, the last 10% test (LRA's ``[:80%]``, ``[80%:90%]``,
   ``[90%:]``). Zero-byte images are skipped with a warning, as LRA filters them.
-* Speech Commands: validation_list.txt and testing_list.txt, the rest train.
+* Speech Commands: validation_list.txt and testing_list.txt, the rest train;
+  words numbered alphabetically.
 """
 
-import concurrent.futures
 import dataclasses
 import glob
 import io
 import os
 import pickle
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 from absl import logging
 
-from last_nnx.data import layout
+from last_nnx.data import fileio, layout
 from last_nnx.data import listops as listops_lib
+from last_nnx.data import splits as splits_lib
 from last_nnx.data.layout import error, require
 from last_nnx.data.pipeline import Split, hold_out, pad_rows
 
@@ -43,7 +45,6 @@ SPEECH_WORDS = (
     "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up", "visual", "wow",
     "yes", "zero")
 SAMPLE_RATE = 16000
-_THREADS = min(8, os.cpu_count() or 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,69 +61,6 @@ class Reader:
   depth: int = 1
 
 
-def _parallel_map(fn: Callable, items: list) -> list:
-  """``[fn(x) for x in items]`` on a few threads (file reads and decoders release the GIL)."""
-  with concurrent.futures.ThreadPoolExecutor(_THREADS) as pool:
-    return list(pool.map(fn, items, chunksize=64))
-
-
-def _fill(items: list, out: np.ndarray, read: Callable) -> np.ndarray:
-  """Runs ``read(item, out[i])`` for every item on a few threads, writing rows in place
-  (no second copy of a multi-GB split); returns ``read``'s int results ``(N,)``."""
-  return np.asarray(_parallel_map(lambda i: read(items[i], out[i]), range(len(items))),
-                    np.int64)
-
-
-def _read_bytes(path: str, task: str) -> bytes:
-  try:
-    with open(path, "rb") as f:
-      return f.read()
-  except OSError as e:
-    raise error(task, path, f"cannot read ({e.strerror})") from e
-
-
-def _tsv_rows(path: str, task: str, n_fields: int, header: tuple | None = None,
-              ) -> Iterator[tuple[int, list[bytes]]]:
-  """``(line_no, fields)`` of a tab-separated file streamed as bytes, no quoting (LRA's
-  ``use_quote_delim=False``); checks the header and the field count of every row."""
-  require(path, task)
-  try:
-    f = open(path, "rb")  # pylint: disable=consider-using-with (closed below)
-  except OSError as e:
-    raise error(task, path, f"cannot read ({e.strerror})") from e
-  with f:
-    for line_no, line in enumerate(f, 1):
-      line = line.rstrip(b"\r\n")
-      if line_no == 1 and header is not None:
-        got = tuple(x.strip().decode(errors="replace") for x in line.split(b"\t"))
-        if got[:len(header)] != header:
-          raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got "
-                      f"{line[:80]!r}")
-        continue
-      if not line.strip():
-        continue
-      fields = line.split(b"\t")
-      if len(fields) < n_fields:
-        raise error(task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, "
-                    f"got {len(fields)}")
-      yield line_no, fields
-    if header is not None and f.tell() == 0:
-      raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, the "
-                  "file is empty")
-
-
-def _label(text: bytes, where: str, task: str, n_classes: int) -> int:
-  """An integer label in ``0..n_classes-1`` written as ``7`` or ``7.0``."""
-  try:
-    value = float(text)
-    ok = value.is_integer() and 0 <= value < n_classes
-  except ValueError:
-    ok = False
-  if not ok:
-    raise error(task, where, f"label {text[:20]!r} is not an integer in 0..{n_classes - 1}")
-  return int(value)
-
-
 # ----------------------------------------------------------------------------
 # ListOps
 
@@ -133,18 +71,20 @@ def _listops_locate(root: str, c) -> str:
 
 def _listops_split(path: str, seq_len: int) -> Split:
   seqs, labels = [], []
-  for line_no, (source, target, *_) in _tsv_rows(path, "listops", 2, ("Source", "Target")):
+  rows = fileio.tsv_rows(path, "listops", 2, ("Source", "Target"))
+  for line_no, (source, target, *_) in rows:
     try:
       seqs.append([listops_lib.TOKEN_ID[t] for t in listops_lib.tokenize(source.decode())])
     except (KeyError, UnicodeDecodeError) as e:
       raise error("listops", f"{path}:{line_no}", f"unknown token {e} (ListOps has 0-9, "
                   "[MAX, [MIN, [MED, [SM, ] and parentheses)") from e
-    labels.append(_label(target, f"{path}:{line_no}", "listops", 10))
+    labels.append(fileio.label(target, f"{path}:{line_no}", "listops", 10))
   rows, lengths = pad_rows(seqs, seq_len)
   return Split(rows, lengths, np.asarray(labels, np.int32))
 
 
 def _listops_read(base: str, c) -> tuple[dict[str, Split], int]:
+  splits_lib.mode(c)  # checked; both rules read the release's own three files
   return {s: _listops_split(os.path.join(base, f"basic_{s}.tsv"), c.seq_len)
           for s in ("train", "val", "test")}, 10
 
@@ -162,12 +102,15 @@ def _imdb_split(base: str, name: str, seq_len: int) -> Split:
       raise error("text", folder, "no reviews (*.txt) in this folder")
     paths += files
     labels += [label] * len(files)
-  docs = _parallel_map(lambda p: _read_bytes(p, "text"), paths)
+  docs = fileio.parallel_map(lambda p: fileio.read_bytes(p, "text"), paths)
   rows, lengths = pad_rows(docs, seq_len)
   return Split(rows, lengths, np.asarray(labels, np.int32))
 
 
 def _imdb_read(base: str, c) -> tuple[dict[str, Split], int]:
+  if splits_lib.mode(c) == "reference" and c.val_fraction > 0:
+    raise ValueError("data.splits='reference' validates IMDB on test, as the paper's code "
+                     "does (its val_split is 0): set data.val_fraction=0")
   train, test = (_imdb_split(base, s, c.seq_len) for s in ("train", "test"))
   if c.val_fraction > 0:
     train, val = hold_out(train, c.val_fraction, c.split_seed)
@@ -182,14 +125,14 @@ def _imdb_read(base: str, c) -> tuple[dict[str, Split], int]:
 
 def _aan_split(path: str, seq_len: int) -> Split:
   """Document pairs cut at ``seq_len`` bytes, written straight into ``(N, 2, L)`` rows."""
-  n = sum(1 for _ in _tsv_rows(path, "retrieval", 5))
+  n = sum(1 for _ in fileio.tsv_rows(path, "retrieval", 5))
   if not n:
     raise error("retrieval", path, "no examples in this file")
   rows = np.zeros((n, 2, seq_len), np.uint8)
   lengths = np.ones((n, 2), np.int32)
   labels = np.zeros(n, np.int32)
-  for i, (line_no, fields) in enumerate(_tsv_rows(path, "retrieval", 5)):
-    labels[i] = _label(fields[0], f"{path}:{line_no}", "retrieval", 2)
+  for i, (line_no, fields) in enumerate(fileio.tsv_rows(path, "retrieval", 5)):
+    labels[i] = fileio.label(fields[0], f"{path}:{line_no}", "retrieval", 2)
     for d, text in enumerate(fields[3:5]):
       doc = np.frombuffer(text[:seq_len], np.uint8)
       rows[i, d, :len(doc)] = doc
@@ -198,6 +141,7 @@ def _aan_split(path: str, seq_len: int) -> Split:
 
 
 def _aan_read(base: str, c) -> tuple[dict[str, Split], int]:
+  splits_lib.mode(c)  # checked; both rules read the release's own three files
   names = {"train": "train", "val": "eval", "test": "test"}
   return {s: _aan_split(os.path.join(base, f"new_aan_pairs.{f}.tsv"), c.seq_len)
           for s, f in names.items()}, 2
@@ -219,7 +163,8 @@ def grayscale(rgb: np.ndarray) -> np.ndarray:
 
 def _cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   try:
-    d = pickle.load(io.BytesIO(_read_bytes(require(path, "image"), "image")), encoding="bytes")
+    raw = fileio.read_bytes(require(path, "image"), "image")
+    d = pickle.load(io.BytesIO(raw), encoding="bytes")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
     data = np.asarray(d["data"], np.uint8)
     labels = np.asarray(d["labels"], np.int32)
@@ -241,7 +186,11 @@ def _cifar_read(base: str, c) -> tuple[dict[str, Split], int]:
     return Split(x, np.full(len(x), 1024, np.int32), np.concatenate([p[1] for p in parts]))
 
   train = load([f"data_batch_{i}" for i in range(1, 6)])
-  train, val = hold_out(train, c.val_fraction, c.split_seed)
+  if splits_lib.mode(c) == "reference":
+    train, val = (train.take(i) for i in splits_lib.reference_held_out(
+        len(train), c.val_fraction, c.split_seed))
+  else:
+    train, val = hold_out(train, c.val_fraction, c.split_seed)
   return {"train": train, "val": val, "test": load(["test_batch"])}, 10
 
 
@@ -277,7 +226,7 @@ def metadata_entries(base: str, task: str, **fmt) -> list[tuple[str, int]]:
     raise error(task, os.path.join(base, "metadata"), "no *.npy metadata files", **fmt)
   entries = []
   for meta in files:
-    text = _read_bytes(meta, task).decode(errors="replace")
+    text = fileio.read_bytes(meta, task).decode(errors="replace")
     for line_no, line in enumerate(text.splitlines(), 1):
       fields = line.split()
       if not fields:
@@ -286,7 +235,7 @@ def metadata_entries(base: str, task: str, **fmt) -> list[tuple[str, int]]:
       if len(fields) < 4:
         raise error(task, where, "expected '<folder> <file> <index> <label> ...'", **fmt)
       entries.append((os.path.join(base, fields[0], fields[1]),
-                      _label(fields[3].encode(), where, task, 2)))
+                      fileio.label(fields[3].encode(), where, task, 2)))
   return entries
 
 
@@ -320,20 +269,37 @@ def _compact_rows(x: np.ndarray, keep: np.ndarray, chunk: int = 4096) -> np.ndar
 
 
 def _pathfinder_read(base: str, c) -> tuple[dict[str, Split], int]:
+  """Images read straight into split order (train, val, test: no second copy of Path-X).
+
+  Default: metadata order, cut 80/10/10 after dropping zero-byte images. Reference:
+  the reference's random split of every metadata line it keeps, then zero-byte
+  images (which its reader cannot open) dropped from their split.
+  """
   fmt = _pathfinder_fmt(c)
   entries = metadata_entries(base, c.task, **fmt)
+  mode = splits_lib.mode(c)
+  reference = mode == "reference"
+  if reference:
+    entries = [e for e in entries if not splits_lib.reference_pathfinder_skipped(
+        c.resolution, c.variant, os.path.relpath(e[0], base).replace(os.sep, "/"))]
+    entries = [entries[i] for i in splits_lib.reference_pathfinder_order(len(entries),
+                                                                          c.split_seed)]
   x = np.zeros((len(entries), c.resolution ** 2), np.uint8)
-  keep = _fill([p for p, _ in entries], x,
-               lambda path, row: _png(path, c.resolution, c.task, fmt, row)).astype(bool)
+  keep = fileio.fill([p for p, _ in entries], x,
+                     lambda path, row: _png(path, c.resolution, c.task, fmt, row)).astype(bool)
   if not keep.all():
-    logging.warning("%s: skipped %d zero-byte images (LRA drops them too)", base,
-                    int((~keep).sum()))
+    logging.warning("%s: skipped %d zero-byte images (LRA drops them too%s)", base,
+                    int((~keep).sum()), "; the reference's reader cannot open them"
+                    if reference else "")
   x = _compact_rows(x, keep)
   y = np.asarray([label for _, label in entries], np.int32)[keep]
-  n = len(y)
+  sizes = splits_lib.pathfinder_sizes(len(entries) if reference else len(y), mode)
+  cuts = np.concatenate([[0], np.cumsum(sizes)])
+  if reference:  # the cuts fall between the same examples once empty images are gone
+    cuts = np.concatenate([[0], np.cumsum(keep)])[cuts]
   full = lambda lo, hi: Split(x[lo:hi], np.full(hi - lo, x.shape[1], np.int32), y[lo:hi])
-  a, b = int(0.8 * n), int(0.9 * n)
-  return {"train": full(0, a), "val": full(a, b), "test": full(b, n)}, 2
+  return {s: full(int(cuts[k]), int(cuts[k + 1]))
+          for k, s in enumerate(("train", "val", "test"))}, 2
 
 
 # ----------------------------------------------------------------------------
@@ -368,14 +334,16 @@ def _speech_locate(root: str, c) -> str:
 def _speech_read(base: str, c) -> tuple[dict[str, Split], int]:
   lists = {}
   for split, name in (("val", "validation_list.txt"), ("test", "testing_list.txt")):
-    text = _read_bytes(require(os.path.join(base, name), "speech"), "speech").decode()
+    text = fileio.read_bytes(require(os.path.join(base, name), "speech"), "speech").decode()
     lists[split] = {line.strip() for line in text.splitlines() if line.strip()}
   missing = [w for w in SPEECH_WORDS if not os.path.isdir(os.path.join(base, w))]
   if missing:
     raise error("speech", base, f"missing word folders {missing} (v0.01 has 30 words; "
                 "v0.02 is needed)")
   files = {s: ([], []) for s in ("train", "val", "test")}
-  for label, word in enumerate(SPEECH_WORDS):
+  words = (splits_lib.REFERENCE_SPEECH_WORDS if splits_lib.mode(c) == "reference"
+           else SPEECH_WORDS)
+  for label, word in enumerate(words):
     for path in sorted(glob.glob(os.path.join(base, word, "*.wav"))):
       rel = f"{word}/{os.path.basename(path)}"
       split = "val" if rel in lists["val"] else "test" if rel in lists["test"] else "train"
@@ -387,7 +355,7 @@ def _speech_read(base: str, c) -> tuple[dict[str, Split], int]:
       raise error("speech", base, f"the {split} split is empty: check the word folders and "
                   "the list files")
     audio = np.zeros((len(paths), c.seq_len), np.int16)
-    lengths = _fill(paths, audio, _wav).astype(np.int32)
+    lengths = fileio.fill(paths, audio, _wav).astype(np.int32)
     splits[split] = Split(audio, lengths, np.asarray(labels, np.int32))
   return splits, len(SPEECH_WORDS)
 
