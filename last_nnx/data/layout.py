@@ -33,7 +33,8 @@ class Release:
     whose presence under some folder identifies the release.
   layout: the expected layout, for messages.
   hint: what to do when it is missing.
-  expected: published examples per split (this package's splits).
+  expected: published examples per split (the same under ``data.splits`` 'default'
+    and 'reference'); fewer is a subset (the checker warns), not an error.
   """
 
   name: str
