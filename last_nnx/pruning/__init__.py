@@ -26,8 +26,12 @@ from last_nnx.pruning.criteria import (Criterion, get_criterion, layer_energy,
                                        layer_energy_normalize, layer_scores, register_criterion,
                                        registered_criteria)
 from last_nnx.pruning.history import PruningEvent, PruningHistory, replay
-from last_nnx.pruning.report import LayerReport, PruneReport
+from last_nnx.pruning.report import LayerReport, PruneReport, long_time_constants
 from last_nnx.pruning.schedule import PruningSchedule, event_ratio
+from last_nnx.pruning import calibrated
+from last_nnx.pruning import balanced  # registers 'balanced' and 'calibrated_balanced'
+from last_nnx.pruning.balanced import reduce
+from last_nnx.pruning.calibrated import DEFAULT_BATCHES as DEFAULT_CALIBRATION_BATCHES
 
 
 def as_generator(rng) -> np.random.Generator:
@@ -50,8 +54,28 @@ def _check_bidirectional(bidirectional: str) -> None:
     raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
 
 
+def calibration_stats(model: nnx.Module, criterion: str, calibration,
+                      calibration_batches: int = DEFAULT_CALIBRATION_BATCHES) -> dict:
+  """What a calibrated criterion needs per layer, from a few batches of real inputs.
+
+  ``{layer_path: (S,) output energies}`` (`calibrated.output_energies`) for
+  ``calibrated``, per-group state covariances for ``calibrated_balanced``;
+  ``{}`` for criteria that need no data.
+  """
+  crit = get_criterion(criterion)
+  if not crit.calibrated:
+    return {}
+  if calibration is None:
+    raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
+                     "calibration= (an iterable of (inputs, lengths) training batches)")
+  if crit.reduction:
+    return balanced.state_covariances(model, calibration, calibration_batches)
+  return calibrated.output_energies(model, calibration, calibration_batches)
+
+
 def score(model: nnx.Module, criterion: str = "last", *, rng=None,
-          bidirectional: str = "sum", horizon: int | None = None) -> dict[str, np.ndarray]:
+          bidirectional: str = "sum", horizon: int | None = None, calibration=None,
+          calibration_batches: int = DEFAULT_CALIBRATION_BATCHES) -> dict[str, np.ndarray]:
   """Per-layer scores of every state slot under ``criterion``.
 
   Args:
@@ -63,6 +87,8 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
     horizon: None for the paper's infinite-horizon norms, or the sequence
       length ``T`` the model sees: norms of the responses truncated to ``T``
       steps (see `pruning.hinf`).
+    calibration, calibration_batches: for calibrated criteria, an iterable of
+      ``(inputs, lengths, ...)`` batches and how many of them to read.
 
   Returns:
     ``{layer_path: (S,) float64}`` over the layer's flat slots (all of them),
@@ -73,19 +99,25 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
   _check_bidirectional(bidirectional)
   hinf.check_horizon(horizon)
   generator = as_generator(rng)
+  stats = calibration_stats(model, criterion, calibration, calibration_batches)
   return {path: layer_scores(layer.state_modes(), criterion, rng=generator,
-                             bidirectional=bidirectional, horizon=horizon)
+                             bidirectional=bidirectional, horizon=horizon,
+                             calibration=stats.get(path))
           for path, layer in prunable_layers(model).items()}
 
 
 def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str = "compact",
           optimizer: nnx.Optimizer | None = None, rng=None, min_per_layer: int = 1,
           bidirectional: str = "sum", horizon: int | None = None,
-          history: PruningHistory | None = None) -> PruneReport:
+          history: PruningHistory | None = None, calibration=None,
+          calibration_batches: int = DEFAULT_CALIBRATION_BATCHES,
+          seq_len: int | None = None) -> PruneReport:
   """Removes a fraction ``ratio`` of the model's live states, in place.
 
   Scores come from the current weights; ``ratio`` is a fraction of the states
-  live now (use `event_ratio` to reach a cumulative target).
+  live now (use `event_ratio` to reach a cumulative target). Reduction
+  criteria (``balanced``, ``calibrated_balanced``) are handed to `reduce`:
+  they project each layer onto fewer states (new poles), always compacting.
 
   Args:
     model: any NNX module with `PrunableSSM` layers (or one such layer).
@@ -103,6 +135,13 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
       length the norms are taken over (see `score`).
     history: if given, the event is recorded into it, and the report gives
       the pruned fraction of the dense model as well.
+    calibration: for calibrated criteria (``calibrated``,
+      ``calibrated_balanced``): an iterable of ``(inputs, lengths, ...)``
+      batches of real inputs (a few training batches); others ignore it.
+    calibration_batches: at most this many of them are read.
+    seq_len: the length of the sequences the model sees; with it the report
+      says how many states (and what share of each layer's energy) have time
+      constants beyond it, and suggests ``horizon=-1`` when that share is large.
 
   Returns:
     A `PruneReport`.
@@ -119,16 +158,24 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
   _check_bidirectional(bidirectional)
   hinf.check_horizon(horizon)
   layers = prunable_layers(model)
-  generator = as_generator(rng)
   modes = {path: layer.state_modes() for path, layer in layers.items()}
+  if crit.reduction:
+    report = reduce(model, ratio, method=criterion, optimizer=optimizer,
+                    min_per_layer=min_per_layer, horizon=horizon, calibration=calibration,
+                    calibration_batches=calibration_batches, history=history)
+    _diagnose(report, modes, criterion, bidirectional, seq_len)
+    return report
+  generator = as_generator(rng)
+  stats = calibration_stats(model, criterion, calibration, calibration_batches)
   scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional,
-                              horizon=horizon)
+                              horizon=horizon, calibration=stats.get(path))
             for path, m in modes.items()}
   keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer)
 
   layer_reports = {}
   for path, mask in keep.items():
-    energy = layer_energy(modes[path], criterion, bidirectional, horizon)
+    energy = (stats[path] if crit.calibrated
+              else layer_energy(modes[path], criterion, bidirectional, horizon))
     total = energy.sum()
     kept_scores = scores[path][mask]
     layer_reports[path] = LayerReport(
@@ -148,6 +195,7 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
       layers=layer_reports, allocation=crit.allocation, bidirectional=bidirectional,
       horizon=horizon,
       min_per_layer=min_per_layer, energy_norm=crit.norm)
+  _diagnose(report, modes, criterion, bidirectional, seq_len)
   if history is not None:
     history.record(report)
     report.states_original = history.states_original
@@ -156,9 +204,25 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
   return report
 
 
+def _diagnose(report: PruneReport, modes: dict, criterion: str, bidirectional: str,
+              seq_len: int | None) -> None:
+  """Fills the report's time-constant diagnostic (states slower than ``seq_len``)."""
+  if not seq_len:
+    return
+  report.seq_len = int(seq_len)
+  for path, layer_report in report.layers.items():
+    m = modes[path]
+    energy = layer_energy(m, criterion, bidirectional)  # the criterion's norm, infinite horizon
+    layer_report.long_states, layer_report.long_share = long_time_constants(
+        m.poles, m.valid, energy, report.seq_len)
+  hint = report.suggestion()
+  if hint:
+    logging.warning("%s", hint)
+
+
 __all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "PruningHistory",
            "PruningSchedule", "allocate_global", "allocate_uniform", "apply_keep",
            "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
            "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",
            "register_criterion", "registered_criteria", "replay", "resolve_horizon", "score",
-           "target_count", "threshold"]
+           "target_count", "threshold", "reduce", "balanced", "calibrated", "calibration_stats"]

@@ -19,6 +19,11 @@ global_hinf    H-inf^2, not normalized                           global      hin
 uniform        H-inf^2 within each layer                         uniform     hinf2
 magnitude      pole magnitude ``|lam_i|``                        global      hinf2
 random         uniform random in [0, 1) from ``rng``             global      hinf2
+calibrated     output energy on calibration batches, then        global      h2
+               layer-energy normalization (`calibrated`)
+balanced       balanced truncation: layer-normalized squared     global      h2
+               Hankel singular values; a projection, not a
+               subset (`balanced`)
 =============  ===============================================  ==========  ======
 
 Add a criterion by registering one function::
@@ -58,12 +63,21 @@ class Criterion:
     score_fn: ``(modes, *, rng[, bidirectional]) -> (S,)`` scores.
     allocation: ``'global'`` or ``'uniform'``.
     norm: key of `NORMS`, the per-state energy used for diagnostics.
+    calibrated: the score needs calibration data: ``score_fn`` takes
+      ``calibration``, the layer's ``(S,)`` output energies on real inputs
+      (`last_nnx.pruning.calibrated`).
+    reduction: not a subset of modes: `last_nnx.pruning.prune` hands the
+      model to `last_nnx.pruning.balanced.reduce`, which projects each layer
+      onto fewer states; ``score_fn`` gives its layer-normalized squared
+      Hankel singular values (one per live slot, strongest first).
   """
 
   name: str
   score_fn: ScoreFn
   allocation: str
   norm: str = "hinf2"
+  calibrated: bool = False
+  reduction: bool = False
 
   def takes(self, option: str) -> bool:
     """Whether ``score_fn`` accepts the keyword ``option``."""
@@ -75,7 +89,8 @@ class Criterion:
 _CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(name: str, *, allocation: str = "global", norm: str = "hinf2"):
+def register_criterion(name: str, *, allocation: str = "global", norm: str = "hinf2",
+                       calibrated: bool = False, reduction: bool = False):
   """Decorator registering ``fn(modes, *, rng) -> (S,) scores`` under ``name``.
 
   Args:
@@ -86,7 +101,7 @@ def register_criterion(name: str, *, allocation: str = "global", norm: str = "hi
       report shows.
 
   ``rng`` is a ``np.random.Generator``; ``fn`` may also take the keywords
-  ``bidirectional`` and ``horizon``.
+  ``bidirectional`` and ``horizon``, and ``calibration`` when ``calibrated``.
   """
   if allocation not in ALLOCATIONS:
     raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
@@ -94,7 +109,7 @@ def register_criterion(name: str, *, allocation: str = "global", norm: str = "hi
     raise ValueError(f"norm must be one of {tuple(NORMS)}, got {norm!r}")
 
   def wrap(fn: ScoreFn) -> ScoreFn:
-    _CRITERIA[name] = Criterion(name, fn, allocation, norm)
+    _CRITERIA[name] = Criterion(name, fn, allocation, norm, calibrated, reduction)
     return fn
   return wrap
 
@@ -170,6 +185,13 @@ register_criterion("global_hinf")(raw("hinf2"))
 register_criterion("uniform", allocation="uniform")(raw("hinf2"))
 
 
+@register_criterion("calibrated", norm="h2", calibrated=True)
+def _calibrated(modes: StateModes, *, rng, calibration):
+  """Output energy on calibration batches, then LAST's layer-energy normalization."""
+  del rng
+  return layer_energy_normalize(np.asarray(calibration, np.float64), np.asarray(modes.valid))
+
+
 @register_criterion("magnitude")
 def _magnitude(modes: StateModes, *, rng):
   del rng
@@ -182,11 +204,14 @@ def _random(modes: StateModes, *, rng):
 
 
 def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
-                 bidirectional: str = "sum", horizon: int | None = None) -> np.ndarray:
+                 bidirectional: str = "sum", horizon: int | None = None,
+                 calibration: np.ndarray | None = None) -> np.ndarray:
   """Scores of one layer under ``criterion``.
 
   ``bidirectional`` and ``horizon`` reach criteria whose function takes them
-  (the norm-based ones); the others ignore them.
+  (the norm-based ones); the others ignore them. ``calibration`` (the layer's
+  ``(S,)`` output energies, `last_nnx.pruning.calibrated.output_energies`) is
+  required by calibrated criteria.
 
   Returns:
     ``(S,)`` float64, ``-inf`` on invalid slots (pruned or padding).
@@ -201,6 +226,11 @@ def layer_scores(modes: StateModes, criterion: str, *, rng: np.random.Generator,
   crit = get_criterion(criterion)
   options = {"bidirectional": bidirectional, "horizon": horizon}
   kwargs = {k: v for k, v in options.items() if crit.takes(k)}
+  if crit.calibrated:
+    if calibration is None:
+      raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
+                       "calibration= (a few training batches of (inputs, lengths))")
+    kwargs["calibration"] = calibration
   scores = np.asarray(crit.score_fn(modes, rng=rng, **kwargs), np.float64)
   if scores.shape != (modes.num_slots,):
     raise ValueError(f"criterion {criterion!r} returned shape {scores.shape}, "

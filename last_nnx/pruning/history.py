@@ -95,6 +95,10 @@ def replay(model: nnx.Module, history: PruningHistory, optimizer=None) -> None:
     ValueError: a layer of the history is missing or has another slot count.
   """
   for n, event in enumerate(history.events):
+    if event.mode == "balanced":
+      raise ValueError(f"pruning history event {n} is a balanced reduction ({event.criterion}): "
+                       "a projection onto new states, which keep sets cannot replay; load the "
+                       "saved (reduced) model instead")
     layers = prunable_layers(model)
     keep = {}
     for path, kept in event.kept.items():

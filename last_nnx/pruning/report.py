@@ -3,6 +3,28 @@
 import dataclasses
 import json
 
+import numpy as np
+
+# Mean share of the layers' energy on states slower than the sequences above
+# which the report suggests finite-horizon norms.
+LONG_SHARE_WARNING = 0.25
+
+
+def time_constants(poles) -> np.ndarray:
+  """``-1 / log|lam|``: steps for a state's impulse response to decay by ``e`` (inf at 1)."""
+  radius = np.abs(np.asarray(poles, np.complex128))
+  with np.errstate(divide="ignore"):
+    return np.where(radius >= 1.0, np.inf, -1.0 / np.log(np.maximum(radius, 1e-300)))
+
+
+def long_time_constants(poles, valid, energy, seq_len: int) -> tuple[int, float]:
+  """``(live states with time constant > seq_len, their share of the live energy)``."""
+  valid = np.asarray(valid, bool)
+  slow = (time_constants(poles) > seq_len) & valid
+  energy = np.where(valid, np.asarray(energy, np.float64), 0.0)
+  total = energy.sum()
+  return int(slow.sum()), float(energy[slow].sum() / total) if total > 0 else 0.0
+
 
 @dataclasses.dataclass
 class LayerReport:
@@ -17,6 +39,12 @@ class LayerReport:
       or H2 for ``energy``) held by the kept states, in [0, 1].
     min_kept_score: smallest criterion score among the kept states.
     slots: number of slots of the layer before the event (live or not).
+    error_bound: balanced reduction only: ``2 sum`` of the dropped Hankel
+      singular values, the H-inf bound of the layer's output error.
+    long_states: live states whose time constant ``-1 / log|lam|`` exceeds
+      the sequence length (when it is known).
+    long_share: share of the layer's energy (the criterion's norm, infinite
+      horizon) on those states.
   """
 
   states_before: int
@@ -25,6 +53,9 @@ class LayerReport:
   energy_kept: float
   min_kept_score: float | None
   slots: int | None = None
+  error_bound: float | None = None
+  long_states: int | None = None
+  long_share: float | None = None
 
   @property
   def pruned(self) -> int:
@@ -56,6 +87,8 @@ class PruneReport:
     states_original: live states of the dense model, when a history knows it.
     ratio_achieved_total: fraction of ``states_original`` pruned after this
       event, when known.
+    seq_len: the sequence length of the time-constant diagnostic (None: not
+      run).
   """
 
   criterion: str
@@ -71,6 +104,7 @@ class PruneReport:
   energy_norm: str = "hinf2"
   states_original: int | None = None
   ratio_achieved_total: float | None = None
+  seq_len: int | None = None
 
   @property
   def states_before(self) -> int:
@@ -79,6 +113,29 @@ class PruneReport:
   @property
   def states_after(self) -> int:
     return sum(l.states_after for l in self.layers.values())
+
+  @property
+  def long_states(self) -> int | None:
+    """Live states (before the event) with time constants beyond ``seq_len``."""
+    values = [l.long_states for l in self.layers.values() if l.long_states is not None]
+    return sum(values) if values else None
+
+  @property
+  def long_share(self) -> float | None:
+    """Mean over layers of the energy share on those states."""
+    values = [l.long_share for l in self.layers.values() if l.long_share is not None]
+    return float(sum(values) / len(values)) if values else None
+
+  def suggestion(self, threshold: float = LONG_SHARE_WARNING) -> str | None:
+    """A hint when much of the score mass sits on states slower than the sequences."""
+    share = self.long_share
+    if (share is None or share < threshold or self.horizon is not None
+        or self.criterion.startswith("calibrated")):  # calibrated scores see real lengths
+      return None
+    return (f"{self.long_states} of {self.states_before} states ({100 * share:.0f}% of the "
+            f"layers' energy) have time constants beyond the sequence length {self.seq_len}: "
+            "their infinite-horizon scores count gain they never build up; try horizon=-1 "
+            "(norms over the sequence length) or a calibrated criterion")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self))
@@ -116,4 +173,10 @@ class PruneReport:
       summary += (f" total pruned vs dense={100 * self.ratio_achieved_total:.1f}% "
                   f"({self.states_after}/{self.states_original} kept)")
     rows.append(summary)
+    if self.long_states is not None:
+      rows.append(f"time constants beyond L={self.seq_len}: {self.long_states} of "
+                  f"{self.states_before} states, {100 * self.long_share:.1f}% of the energy")
+    hint = self.suggestion()
+    if hint:
+      rows.append("hint: " + hint)
     return "\n".join(rows)

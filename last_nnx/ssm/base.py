@@ -28,7 +28,23 @@ Conventions
   leave padding slots (a multi-SISO layer pads ragged channels to the longest
   one), which are also 0. ``StateModes.valid`` exposes it; the engine ignores
   invalid slots.
+
+Beyond subsets of modes
+-----------------------
+Two optional methods (on `DiagonalSSM`; S5, S4D and the LRU implement them)
+serve the criteria that need more than the modes:
+
+* ``record_input(u)``, called first in ``__call__``: sows the layer's input
+  as an `SSMInput` while calibration capture is on (calibrated scores,
+  `last_nnx.pruning.calibrated`).
+* ``load_state_modes(modes)``: the inverse of ``state_modes``. It rewrites the
+  layer's trainable parameters so that its discretized system is ``modes``
+  (new poles, input rows and output columns, any number of states), keeping
+  the layer's type, feedthrough and options. Balanced reduction
+  (`last_nnx.pruning.balanced`) projects a layer onto fewer states and loads
+  the result with it, so the reduced layer trains, checkpoints and prunes on.
 """
+
 
 import dataclasses
 from typing import Callable, Protocol, runtime_checkable
@@ -41,6 +57,13 @@ from flax import nnx
 
 class StateMask(nnx.Variable):
   """Per-slot liveness mask (1.0 live, 0.0 pruned or padding); not trained."""
+
+
+class SSMInput(nnx.Intermediate):
+  """A layer's input ``u (B, L, H)`` sown by `DiagonalSSM.record_input` (calibration)."""
+
+
+RECORDED_INPUT = "recorded_input"  # attribute name of the sown `SSMInput`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +236,29 @@ class DiagonalSSM(nnx.Module):
   def mask_states(self, keep) -> None:
     keep = self._check_keep(keep)
     self.state_mask.set_value(self.state_mask.get_value() * jnp.asarray(keep, jnp.float32))
+
+  def record_input(self, u: jax.Array) -> None:
+    """Sows ``u`` (``(B, L, H)``) as an `SSMInput` while input recording is on.
+
+    Every layer type calls this first thing in ``__call__``. It is a no-op
+    unless ``self.recording_input`` is True (set by
+    `last_nnx.pruning.calibrated.capture_inputs` around calibration forward
+    passes), so training never stores activations.
+    """
+    if getattr(self, "recording_input", False):
+      self.sow(SSMInput, RECORDED_INPUT, u)
+
+  def load_state_modes(self, modes: StateModes) -> None:
+    """Sets the parameters so that ``state_modes()`` equals ``modes`` (all slots live).
+
+    ``modes`` has the layer's ``output_scale``, input/output widths and number
+    of directions; its number of states is free (for a multi-SISO layer
+    ``modes.channel`` says which channel owns each state). Layers that
+    support balanced reduction override this.
+    """
+    raise NotImplementedError(
+        f"{type(self).__name__} does not implement load_state_modes(modes) (the inverse of "
+        "state_modes), which balanced reduction needs; see last_nnx/ssm/s5.py for an example")
 
   def _check_streamable(self) -> None:
     if getattr(self, "bidirectional", False):

@@ -120,8 +120,34 @@ class LRU(DiagonalSSM):
                       valid=self.state_mask[...] > 0, output_scale=self.output_scale,
                       feedthrough=self.D[...])
 
+  def load_state_modes(self, modes: StateModes) -> None:
+    """Rewrites the parameters so that the layer's system is ``modes`` (k states).
+
+    ``nu_log = log(-log|lam|)``, ``theta_log = log(arg lam)`` with the phase
+    taken in ``(0, 2 pi)`` (``exp(theta_log)`` is positive; a real pole gets
+    phase 1e-8), ``gamma`` recomputed as ``sqrt(1 - |lam|^2)`` and ``B`` the
+    input rows divided by it. ``C`` is stored as is; ``D`` is kept.
+    """
+    poles = np.asarray(modes.poles, np.complex128)
+    c = np.asarray(modes.C, np.complex128)
+    if c.shape[:2] != self.C.shape[:2] or modes.output_scale != self.output_scale:
+      raise ValueError(f"LRU.load_state_modes: modes with C {c.shape[:2]} and output_scale "
+                       f"{modes.output_scale}, expected {self.C.shape[:2]} and 1")
+    radius = np.clip(np.abs(poles), 1e-6, 1.0 - 1e-7)
+    phase = np.maximum(np.mod(np.angle(poles), 2 * np.pi), 1e-8)
+    gamma = np.sqrt(1.0 - radius ** 2)
+    b = np.asarray(modes.B, np.complex128) / gamma[:, None]
+    pair = lambda z: np.stack([z.real, z.imag], axis=-1).astype(np.float32)
+    self.nu_log.set_value(jnp.asarray(np.log(-np.log(radius)), jnp.float32))
+    self.theta_log.set_value(jnp.asarray(np.log(phase), jnp.float32))
+    self.gamma_log.set_value(jnp.asarray(np.log(gamma), jnp.float32))
+    self.B.set_value(jnp.asarray(pair(b)))
+    self.C.set_value(jnp.asarray(pair(c)))
+    self.state_mask.set_value(jnp.ones((poles.shape[0],), jnp.float32))
+
   def __call__(self, u: jax.Array) -> jax.Array:
     """``u (B, L, H)`` float32 -> ``y (B, L, H)`` float32."""
+    self.record_input(u)
     lam = self.poles()
     b = self.input_rows() * self.state_mask[...][:, None]
     c = _complex(self.C[...])

@@ -20,7 +20,7 @@ from flax import nnx
 
 from last_nnx.ssm import hippo
 from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
-from last_nnx.ssm.discretize import discretize
+from last_nnx.ssm.discretize import discretize, undiscretize
 from last_nnx.ssm.s5 import _as_complex
 
 
@@ -88,6 +88,43 @@ class S4D(DiagonalSSM):
         channel=jnp.repeat(jnp.arange(h, dtype=jnp.int32), n),
         output_scale=self.output_scale, feedthrough=self.D[...])
 
+  def load_state_modes(self, modes: StateModes) -> None:
+    """Rewrites the parameters so that the layer's system is ``modes`` (ragged per channel).
+
+    ``modes.channel`` names each state's channel; channel ``h`` keeps its own
+    step and its states' ``Lambda``, ``B`` invert the discretization at that
+    step. Channels are padded to the largest count (padding: zero ``B`` and
+    ``C``, masked). ``D`` is kept.
+    """
+    if modes.channel is None:
+      raise ValueError("S4D.load_state_modes needs modes.channel (the channel of each state)")
+    channel = np.asarray(modes.channel)
+    poles = np.asarray(modes.poles, np.complex128)
+    b_bar = np.asarray(modes.B, np.complex128)[:, 0]
+    c = np.asarray(modes.C, np.complex128)[:, 0]  # (D, S)
+    h = self.d_model
+    counts = np.bincount(channel, minlength=h)
+    width = max(1, int(counts.max(initial=0)))
+    lam_full = np.full((h, width), -0.5 + 0j)
+    b_full = np.zeros((h, width), np.complex128)
+    c_full = np.zeros((c.shape[0], h, width), np.complex128)
+    mask = np.zeros((h, width), np.float32)
+    steps = self.step_rescale * np.exp(np.asarray(self.log_step[...], np.float64))
+    for g in range(h):
+      idx = np.flatnonzero(channel == g)
+      if idx.size == 0:
+        continue
+      lam, b = undiscretize(poles[idx], b_bar[idx, None], steps[g], self.discretization)
+      lam_full[g, :idx.size], b_full[g, :idx.size] = lam, b[:, 0]
+      c_full[:, g, :idx.size] = c[:, idx]
+      mask[g, :idx.size] = 1.0
+    pair = lambda z: jnp.asarray(np.stack([z.real, z.imag], axis=-1), jnp.float32)
+    self.Lambda_re.set_value(jnp.asarray(lam_full.real, jnp.float32))
+    self.Lambda_im.set_value(jnp.asarray(lam_full.imag, jnp.float32))
+    self.B.set_value(pair(b_full))
+    self.C.set_value(pair(c_full))
+    self.state_mask.set_value(jnp.asarray(mask))
+
   def kernel(self, length: int) -> jax.Array:
     """Convolution kernels ``(D, H, length)`` float32 (D = 2 when bidirectional)."""
     lam_bar, b_bar, c = self.discrete_system()
@@ -104,6 +141,7 @@ class S4D(DiagonalSSM):
     Returns:
       ``(B, L, H)`` float32 outputs.
     """
+    self.record_input(u)
     length = u.shape[1]
     k = self.kernel(length)
     # Circular convolution of length 2L: lag m >= 0 at index m (causal),

@@ -15,7 +15,7 @@ from flax import nnx
 
 from last_nnx.ssm import hippo
 from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
-from last_nnx.ssm.discretize import discretize
+from last_nnx.ssm.discretize import discretize, undiscretize
 from last_nnx.ssm import scan
 
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
@@ -117,6 +117,32 @@ class S5(DiagonalSSM):
     return StateModes(poles=lam_bar, B=b_bar, C=c, valid=self.state_mask[...] > 0,
                       output_scale=self.output_scale, feedthrough=self.D[...])
 
+  def load_state_modes(self, modes: StateModes) -> None:
+    """Rewrites the parameters so that the discretized system is ``modes`` (k states).
+
+    Every state gets the same step, the geometric mean of the live states'
+    steps; then ``Lambda`` and ``B`` invert the discretization at that step
+    (`undiscretize`), ``C`` is stored as is and ``D`` is kept. All k slots
+    are live afterwards. ``modes.output_scale`` must be this layer's (2 with
+    ``conj_sym``: each new state again stands for a conjugate pair).
+    """
+    poles = np.asarray(modes.poles, np.complex128)
+    k = poles.shape[0]
+    c = np.asarray(modes.C, np.complex128)
+    if modes.output_scale != self.output_scale or c.shape[:2] != self.C.shape[:2]:
+      raise ValueError(f"S5.load_state_modes: modes with output_scale {modes.output_scale} and "
+                       f"C {c.shape[:2]}, expected {self.output_scale} and {self.C.shape[:2]}")
+    live = np.asarray(self.state_mask[...]) > 0
+    log_step = float(np.mean(np.asarray(self.log_step[...])[live]))
+    lam, b = undiscretize(poles, modes.B, self.step_rescale * np.exp(log_step),
+                          self.discretization)
+    self.Lambda_re.set_value(jnp.asarray(lam.real, jnp.float32))
+    self.Lambda_im.set_value(jnp.asarray(lam.imag, jnp.float32))
+    self.B.set_value(jnp.asarray(_as_pair(b)))
+    self.C.set_value(jnp.asarray(_as_pair(c)))
+    self.log_step.set_value(jnp.full((k,), log_step, jnp.float32))
+    self.state_mask.set_value(jnp.ones((k,), jnp.float32))
+
   def __call__(self, u: jax.Array) -> jax.Array:
     """Applies the layer.
 
@@ -126,6 +152,7 @@ class S5(DiagonalSSM):
     Returns:
       ``(B, L, H)`` float32 outputs.
     """
+    self.record_input(u)
     lam_bar, b_bar, c = self.discrete_system()
     b_bar = b_bar * self.state_mask[...][:, None]
     y = scan.mimo_diagonal_system(lam_bar, b_bar, c, u, bidirectional=self.bidirectional,
