@@ -18,7 +18,7 @@ else
 endif
 CONFIG_ARG := $(MODEL)$(if $(TRAIN_PRESET),$(comma)$(TRAIN_PRESET))
 
-.PHONY: venv test test-all train sweep bench clean
+.PHONY: venv test test-all train sweep bench clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -46,6 +46,11 @@ sweep: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m last_nnx.bench --out bench $(ARGS)
+
+# Tasks, model types, presets and the most used ARGS, read from experiments/configs/
+# (standard library only: no .venv needed).
+help:
+	@$(if $(wildcard $(PY)),$(PY),python3) -m last_nnx.usage
 
 clean:
 	rm -rf runs bench/results.json

@@ -219,6 +219,16 @@ def _define_flags() -> None:
   flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "Memory benchmark L.")
 
 
+def _validate_flags() -> None:
+  """Unknown tasks or bad lengths fail in one line, before minutes of benchmarks."""
+  from last_nnx import config_errors
+  FLAGS = flags.FLAGS
+  config_errors.check_choices("tasks", FLAGS.tasks, list(TASK_SHAPES))
+  config_errors.parse_numbers("lengths", FLAGS.lengths, int, low=1)
+  config_errors.parse_numbers("batch", [FLAGS.batch], int, low=1)
+  config_errors.parse_numbers("repeats", [FLAGS.repeats], int, low=1)
+
+
 def main(argv):
   del argv
   FLAGS = flags.FLAGS
@@ -242,4 +252,5 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  app.run(main)
+  from last_nnx import config_errors
+  app.run(main, flags_parser=config_errors.flags_parser(validate=_validate_flags))

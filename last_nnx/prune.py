@@ -200,4 +200,5 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  app.run(main)
+  from last_nnx import config_errors
+  app.run(main, flags_parser=config_errors.flags_parser())  # one-line flag errors

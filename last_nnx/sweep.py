@@ -423,18 +423,16 @@ def main(argv):
     return
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
-  ratios = [float(r) for r in FLAGS.ratios]
-  bad = [r for r in ratios if not 0.0 <= r < 1.0]
-  if bad:
-    sys.exit(f"error: ratios must be in [0, 1), got {bad}")
-  from last_nnx import data
+  from last_nnx import config_errors, data
   from last_nnx.train.checkpoint import load_model
-  try:
+  try:  # one-line errors (exit 2): bad flags, a wrong workdir
+    ratios = config_errors.parse_numbers("ratios", FLAGS.ratios, low=0.0, high=1.0,
+                                         high_open=True)
     for spec in list(FLAGS.criteria) + [FLAGS.iterative_criterion]:
       parse_criterion(spec, 1)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  model, config, _ = load_model(FLAGS.workdir, which=FLAGS.which)
+    model, config, _ = load_model(FLAGS.workdir, which=FLAGS.which)
+  except (ValueError, FileNotFoundError) as e:
+    config_errors.fail(str(e))
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   out = FLAGS.out or os.path.join(FLAGS.workdir, "sweep")
@@ -458,4 +456,5 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  app.run(main)
+  from last_nnx import config_errors
+  app.run(main, flags_parser=config_errors.flags_parser())  # one-line flag errors

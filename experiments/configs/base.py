@@ -10,6 +10,8 @@ model learns through its states within a minute (docs/results.md), e.g.
 ``listops.py:s5,demo,shallow``.
 """
 
+import difflib
+
 import ml_collections
 
 from last_nnx import data
@@ -23,8 +25,11 @@ def parse_arg(arg: str | None) -> tuple[str, set[str]]:
   words = {w.strip() for w in (arg or "").split(",") if w.strip()}
   unknown = words - set(MODEL_TYPES) - set(PRESETS)
   if unknown:
+    close = [m for w in sorted(unknown)
+             for m in difflib.get_close_matches(w, MODEL_TYPES + PRESETS, n=1)]
     raise ValueError(f"unknown config option(s) {sorted(unknown)}: expected a model type "
-                     f"{MODEL_TYPES} and/or presets {PRESETS}, e.g. 'listops.py:s4d,smoke'")
+                     f"{MODEL_TYPES} and/or presets {PRESETS}, e.g. 'listops.py:s4d,smoke'"
+                     + (f"; did you mean {', '.join(close)}?" if close else ""))
   models = words & set(MODEL_TYPES)
   if len(models) > 1:
     raise ValueError(f"choose one model type, got {sorted(models)}")
