@@ -1,6 +1,7 @@
 """``make help``: the tasks, model types, presets and the most used arguments.
 
-  python3 -m last_nnx.usage
+  python3 -m last_nnx.usage             # print it
+  python3 -m last_nnx.usage --readme    # refresh its copy in README.md
 
 Standard library only (no virtual environment needed): the tasks are the config
 files in ``experiments/configs/`` (with the first line of each docstring), and
@@ -75,10 +76,13 @@ def _module_ast(path: str) -> ast.Module:
     return ast.parse(f.read(), filename=path)
 
 
-def task_summary(task: str, root: str = ".") -> str:
-  """The first line of the task config's docstring."""
+def task_summary(task: str, root: str = ".", width: int = 80) -> str:
+  """The first paragraph of the task config's docstring, cut to ``width`` characters."""
   doc = ast.get_docstring(_module_ast(os.path.join(config_dir(root), task + ".py"))) or ""
-  return doc.strip().splitlines()[0] if doc.strip() else ""
+  text = " ".join(doc.strip().split("\n\n")[0].split())
+  if len(text) <= width:
+    return text
+  return text[:width - 3].rsplit(" ", 1)[0].rstrip(",;:") + "..."
 
 
 def base_choices(root: str = ".") -> dict[str, tuple[str, ...]]:
@@ -120,5 +124,24 @@ def help_text(root: str = ".") -> str:
   return "\n".join(lines) + "\n"
 
 
+def update_readme(path: str = "README.md", root: str = ".") -> bool:
+  """Replaces the ``make help`` block of the README (a ```text block starting with
+  the first line of `help_text`) by the current text; returns whether it changed."""
+  with open(path) as f:
+    readme = f.read()
+  text = help_text(root)
+  start = readme.index("```text\n" + text.splitlines()[0]) + len("```text\n")
+  end = readme.index("```", start)
+  if readme[start:end] == text:
+    return False
+  with open(path, "w") as f:
+    f.write(readme[:start] + text + readme[end:])
+  return True
+
+
 if __name__ == "__main__":
-  print(help_text(), end="")
+  import sys
+  if sys.argv[1:] == ["--readme"]:
+    print("README.md updated" if update_readme() else "README.md is up to date")
+  else:
+    print(help_text(), end="")

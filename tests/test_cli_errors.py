@@ -108,7 +108,8 @@ def test_good_command_line_parses():
 def test_config_errors_come_before_any_jax_import():
   code = ("import sys; sys.path.insert(0, '.'); from last_nnx import config_errors as c\n"
           "try:\n"
-          f"  c.check_config_argv(['x', '--config', '{CONFIG}:smoke', '--config.model.n_layer=3'])\n"
+          f"  c.check_config_argv(['x', '--config', '{CONFIG}:smoke',\n"
+          "                        '--config.model.n_layer=3'])\n"
           "except c.CommandLineError as e:\n"
           "  print(e)\n"
           "print(sorted(m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules))\n")
@@ -208,4 +209,13 @@ def test_make_help_runs_and_is_in_the_readme():
   assert out.returncode == 0, out.stderr
   assert out.stdout == usage.help_text(ROOT)
   with open(os.path.join(ROOT, "README.md")) as f:
-    assert out.stdout in f.read(), "README.md: paste the output of `make help`"
+    assert out.stdout in f.read(), "stale README.md: run python3 -m last_nnx.usage --readme"
+
+
+def test_update_readme_refreshes_only_the_help_block(tmp_path):
+  first = usage.help_text(ROOT).splitlines()[0]
+  readme = tmp_path / "README.md"
+  readme.write_text(f"# title\n\n```text\n{first}\nold tasks\n```\n\n## next\n")
+  assert usage.update_readme(str(readme), ROOT)
+  assert readme.read_text() == f"# title\n\n```text\n{usage.help_text(ROOT)}```\n\n## next\n"
+  assert not usage.update_readme(str(readme), ROOT)
