@@ -34,10 +34,10 @@ try:
 except ImportError as e:  # the engine is a separate package of the project
   pruning, _NO_PRUNING = None, f"last_nnx.pruning is not importable ({e})"
 try:
-  from last_nnx.train import checkpoint, loop
+  from last_nnx.train import checkpoint, loop, steps
   _NO_TRAIN = None
 except ImportError as e:
-  checkpoint = loop = None
+  checkpoint = loop = steps = None
   _NO_TRAIN = f"last_nnx.train (checkpoint, loop) is not importable ({e})"
 
 needs_pruning = pytest.mark.skipif(pruning is None, reason=_NO_PRUNING or "")
@@ -265,7 +265,7 @@ def _batch():
 
 def _train_step(model, optimizer):
   """One step of the training loop's own (nnx.jit) train_step; returns the loss."""
-  return float(loop.train_step(model, optimizer, *_batch()).compute()["loss"])
+  return float(steps.fit(model, optimizer, [_batch()]).metrics.compute()["loss"])
 
 
 def _eval(model):

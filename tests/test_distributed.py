@@ -62,7 +62,7 @@ def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):
   import numpy as np
 
   from last_nnx import data
-  from last_nnx.train import loop
+  from last_nnx.train import steps as train_steps
 
   c = data.default_data_config("listops")
   c.cache_dir = str(tmp_path / "cache")
@@ -71,7 +71,7 @@ def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):
   for process in range(4):  # 10 val examples over 4 processes: shards of 3, 3, 2, 2
     task = data.build_task(c, batch_size=2, eval_batch_size=2, process_index=process,
                            process_count=4)
-    steps = list(loop.eval_batches(task, "val"))
+    steps = list(train_steps.eval_batches(task, "val"))
     counts.append(len(steps))
     for (inputs, lengths, y), mask in steps:
       assert inputs.shape[0] == lengths.shape[0] == y.shape[0] == mask.shape[0] == 2

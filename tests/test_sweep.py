@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from last_nnx import data, prune, sweep
-from last_nnx.train import checkpoint, loop
+from last_nnx.train import checkpoint, events, loop, steps
 from tests.test_train_loop import get_config
 
 
@@ -27,14 +27,14 @@ def test_prune_saved_model_writes_a_smaller_loadable_model(trained, tmp_path):
   result = prune.prune_saved_model(trained, 0.5, "last", "compact", out)
   assert set(result) >= {"before", "after", "report"}
   model, config, meta = checkpoint.load_model(out)
-  states = loop.states_per_layer(model)
+  states = events.states_per_layer(model)
   assert sum(states.values()) == result["report"]["layers"]["blocks.0.ssm"]["states_after"] + sum(
       l["states_after"] for k, l in result["report"]["layers"].items() if k != "blocks.0.ssm")
   assert sum(states.values()) == 6  # 3 layers x 4 stored states, half removed
   assert all(layer.state_shape[0] == states[p] for p, layer in model.prunable_layers().items())
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
-  again = loop.evaluate(model, task, "val")
+  again = steps.evaluate(model, task, "val")
   assert again["accuracy"] == pytest.approx(result["after"]["accuracy"])
   assert meta["run"]["events"][-1]["criterion"] == "last"
   with pytest.raises(ValueError, match=r"\[0, 1\)"):

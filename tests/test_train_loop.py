@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from last_nnx.train import loop
+from last_nnx.train import batchnorm, events, loop, run_state, steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
@@ -110,7 +111,7 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
                           stderr=subprocess.PIPE, text=True)
   killed = False
   for line in proc.stderr:
-    if "epoch 3/5" in line:  # after the pruning event: pruned shapes are on disk
+    if "fine-tune 1/1 after epoch 2/4:" in line:  # after the event: pruned shapes on disk
       proc.send_signal(signal.SIGKILL)
       killed = True
       break
@@ -120,6 +121,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
   assert done.returncode == 0, done.stderr[-2000:]
   assert "resumed from" in done.stderr
+  # Epochs are numbered by training epoch across resume, fine-tuning and pruning.
+  assert re.search(r"continuing at (fine-tune 1/1 after epoch 2/4|epoch [34]/4) ", done.stderr)
+  assert "epoch 4/4:" in done.stderr and "epoch 5/" not in done.stderr
   with open(workdir / "summary.json") as f:
     summary = json.load(f)
   assert sum(summary["states_final"].values()) < sum(summary["states_initial"].values())
@@ -132,22 +136,34 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   assert "give a new --workdir" in other.stderr and "Traceback" not in other.stderr
 
 
+def test_epoch_labels_count_training_epochs_and_fine_tuning_apart():
+  config = get_config("listops", "s5,smoke")
+  config.train.epochs, config.pruning.schedule = 3, "iterative"
+  config.pruning.start_epoch, config.pruning.end_epoch, config.pruning.every = 1, 2, 1
+  config.pruning.finetune_epochs = 2
+  plan = loop.epoch_plan(config)
+  labels = [loop.epoch_label(plan, i) for i in range(len(plan))]
+  assert labels == ["epoch 1/3", "fine-tune 1/2 after epoch 1/3", "fine-tune 2/2 after epoch 1/3",
+                    "epoch 2/3", "fine-tune 1/2 after epoch 2/3", "fine-tune 2/2 after epoch 2/3",
+                    "epoch 3/3"]
+
+
 def test_resume_allows_logging_and_device_changes_only():
   config = get_config("listops", "s5,smoke")
   saved = json.loads(json.dumps(config.to_dict()))
   config.train.log_every_steps = 1000
   config.train.num_devices = 2
-  loop.check_same_run(saved, config, "w/checkpoints")
+  run_state.check_same_run(saved, config, "w/checkpoints")
   config.optim.ssm_lr = 1.0
   with pytest.raises(ValueError, match=r"optim.ssm_lr: 0.001 -> 1.0"):
-    loop.check_same_run(saved, config, "w/checkpoints")
+    run_state.check_same_run(saved, config, "w/checkpoints")
 
 
 @pytest.mark.parametrize("persistent", [False, True])
 def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog, persistent):
   config = _smoke("listops", "s5", tmp_path, **{"train.epochs": 3, "pruning.schedule": "none",
                                                  "train.nan_retries": 1})
-  real_step = loop.train_step
+  real_step = steps.train_step
   calls = {"n": 0}
 
   def blow_up(model, optimizer, *batch, **kwargs):
@@ -158,9 +174,9 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
       layer = model.blocks[0].ssm
       layer.log_step.set_value(layer.log_step[...] * np.nan)
     return out
-  monkeypatch.setattr(loop, "train_step", blow_up)
+  monkeypatch.setattr(steps, "train_step", blow_up)
   if persistent:
-    with pytest.raises(loop.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*No retries"):
+    with pytest.raises(steps.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*No retries"):
       loop.train_and_evaluate(config, str(tmp_path))
   else:
     summary = loop.train_and_evaluate(config, str(tmp_path))
@@ -199,18 +215,18 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
   config = _smoke("listops", "s5", tmp_path, **{"pruning.max_acc_drop": 0.05,
                                                  "pruning.on_violation": policy,
                                                  "pruning.max_halvings": 2})
-  real_evaluate = loop.evaluate
+  real_evaluate = steps.evaluate
   ratios = []
 
   def evaluate(model, task, split, mesh=None):
     """Accuracy falls with every state removed beyond 1 per layer: pruning 'hurts'."""
     result = real_evaluate(model, task, split, mesh)
-    states = sum(loop.states_per_layer(model).values())
+    states = sum(events.states_per_layer(model).values())
     result["accuracy"] = states / 8 if states < 7 else 1.0
     return result
-  monkeypatch.setattr(loop, "evaluate", evaluate)
-  real_prune = loop.pruning.prune
-  monkeypatch.setattr(loop.pruning, "prune",
+  monkeypatch.setattr(steps, "evaluate", evaluate)
+  real_prune = events.pruning.prune
+  monkeypatch.setattr(events.pruning, "prune",
                       lambda model, ratio, **kw: ratios.append(ratio) or real_prune(model, ratio, **kw))
   summary = loop.train_and_evaluate(config, str(tmp_path))
   event = summary["pruning_events"][0]
@@ -225,8 +241,8 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
 def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch):
   config = _smoke("listops", "s4d", tmp_path, **{"pruning.horizon": -1})
   seen = []
-  real_prune = loop.pruning.prune
-  monkeypatch.setattr(loop.pruning, "prune",
+  real_prune = events.pruning.prune
+  monkeypatch.setattr(events.pruning, "prune",
                       lambda model, ratio, **kw: seen.append(kw["horizon"]) or
                       real_prune(model, ratio, **kw))
   summary = loop.train_and_evaluate(config, str(tmp_path))
@@ -236,7 +252,7 @@ def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch
 
 def test_unstable_poles_are_warned_about(caplog):
   config = get_config("listops", "s5,smoke")
-  loop._warn_if_unstable(loop.ssm_ranges(_unstable_s5_model()), config)
+  loop._warn_if_unstable(events.ssm_ranges(_unstable_s5_model()), config)
   assert "|lambda| = 1.0" in caplog.text and "clip_eigs=True" in caplog.text
   caplog.clear()
   loop._warn_if_unstable({"ssm/pole_abs_max": 0.999}, config)
@@ -257,8 +273,8 @@ def _unstable_s5_model():
 def test_pruning_event_recalibrates_batch_norm(tmp_path, monkeypatch):
   config = _smoke("listops", "s5", tmp_path, **{"pruning.recalibrate_batches": 2})
   used = []
-  real = loop.batchnorm.recalibrate_batch_norm
-  monkeypatch.setattr(loop.batchnorm, "recalibrate_batch_norm",
+  real = batchnorm.recalibrate_batch_norm
+  monkeypatch.setattr(batchnorm, "recalibrate_batch_norm",
                       lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert used == [2] and summary["pruning_events"][0]["status"] == "applied"

@@ -13,6 +13,7 @@ SLURM / Open MPI / Kubernetes variables JAX auto-detects); each host then
 reads its own shard of the data (``process_index`` / ``process_count``).
 """
 
+import collections
 import os
 
 import jax
@@ -77,3 +78,20 @@ def replicate(*nodes, mesh: Mesh | None) -> None:
   for node in nodes:
     state = nnx.state(node)
     nnx.update(node, jax.device_put(state, replicated))
+
+
+def prefetch_to_device(batches, mesh: Mesh | None, size: int = 2):
+  """Yields the batches of ``batches`` already on the device, ``size`` ahead.
+
+  Each batch is placed (sharded along ``data`` on a mesh, else on the default
+  device) while the previous steps still run, so the host never waits on a
+  transfer before dispatching the next step.
+  """
+  queue = collections.deque()
+  for batch in batches:
+    queue.append(shard_batch(batch, mesh) if mesh is not None
+                 else tuple(jax.device_put(np.asarray(a)) for a in batch))
+    if len(queue) > size:
+      yield queue.popleft()
+  while queue:
+    yield queue.popleft()

@@ -1,0 +1,102 @@
+"""Pruning events inside the training loop, and what the loop logs about states.
+
+An event (`pruning_event`) recomputes the scores from the current weights,
+prunes toward a cumulative target, re-places the (smaller) state on the
+devices, optionally re-estimates BatchNorm statistics, and checks the
+accuracy guard rail. Its record goes into the run's history (summary.json).
+"""
+
+import json
+import math
+
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from last_nnx import pruning
+from last_nnx.train import batchnorm, distributed, steps
+
+
+def states_per_layer(model) -> dict[str, int]:
+  return {path: int(np.asarray(layer.state_modes().valid).sum())
+          for path, layer in model.prunable_layers().items()}
+
+
+def ssm_ranges(model) -> dict[str, float]:
+  """Ranges of the discretized poles and steps (divergence shows here first)."""
+  mags, steps = [], []
+  for layer in model.prunable_layers().values():
+    modes = layer.state_modes()
+    valid = np.asarray(modes.valid)
+    mags.append(np.abs(np.asarray(modes.poles))[valid])
+    if hasattr(layer, "log_step"):
+      steps.append(np.exp(np.asarray(layer.log_step[...])).ravel())
+  out = {}
+  if mags:
+    m = np.concatenate(mags)
+    out.update({"ssm/pole_abs_min": float(m.min()), "ssm/pole_abs_max": float(m.max())})
+  if steps:
+    s = np.concatenate(steps)
+    out.update({"ssm/dt_min": float(s.min()), "ssm/dt_max": float(s.max())})
+  return out
+
+
+# Epoch index whose batch order BatchNorm recalibration reads (apart from training epochs').
+RECALIBRATION_EPOCH = 1 << 20
+
+
+def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=None):
+  """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
+
+  With ``pruning.recalibrate_batches > 0`` the BatchNorm statistics are
+  re-estimated on that many training batches right after pruning (before the
+  "after" evaluation). The guard rail ``pruning.max_acc_drop`` (>= 0) compares
+  validation accuracy before and after: on a larger drop the event is undone,
+  then retried at half the ratio (``on_violation='halve'``, up to
+  ``max_halvings`` times) or abandoned (``'rollback'``).
+  """
+  p = config.pruning
+  before_states = states_per_layer(model)
+  n_now = sum(before_states.values())
+  ratio = pruning.event_ratio(target, n_now, sum(run.initial_states.values()))
+  record = dict(step=run.step, train_epoch=None, target=target, ratio=ratio,
+                states_before=before_states, status="applied")
+  removed = n_now - max(1, math.floor(n_now * (1 - ratio)))
+  if removed <= 0 or removed / max(1, n_now) < p.min_reduction:
+    logging.info("pruning event skipped: it would remove %d of %d states", removed, n_now)
+    return model, optimizer, dict(record, status="skipped", states_after=before_states)
+  val_before = steps.evaluate(model, task, "val", mesh)
+  record["val_before"] = val_before
+  horizon = pruning.resolve_horizon(p.horizon, task.seq_len)
+  halvings = 0
+  while True:
+    snapshot = (nnx.clone(model), nnx.clone(optimizer))
+    report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
+                           rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
+                           min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
+                           horizon=horizon)
+    distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
+    if p.recalibrate_batches:
+      batches = (distributed.shard_batch(b[:2], mesh)
+                 for b in task.train_batches(RECALIBRATION_EPOCH + run.epoch_index))
+      batchnorm.recalibrate_batch_norm(model, batches, max_batches=p.recalibrate_batches)
+    val_after = steps.evaluate(model, task, "val", mesh)
+    drop = val_before["accuracy"] - val_after["accuracy"]
+    if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
+      break
+    model, optimizer = snapshot
+    if p.on_violation == "halve" and halvings < p.max_halvings:
+      halvings += 1
+      ratio /= 2
+      logging.warning("pruning dropped val accuracy by %.4f > %.4f: retrying at ratio %.4f",
+                      drop, p.max_acc_drop, ratio)
+      continue
+    logging.warning("pruning dropped val accuracy by %.4f > %.4f: event rolled back",
+                    drop, p.max_acc_drop)
+    return model, optimizer, dict(record, status="rolled_back", val_after=val_after,
+                                  states_after=before_states)
+  logging.info("pruning event (%s, %s, ratio %.4f):\n%s", p.criterion, p.mode, ratio,
+               report.table())
+  record.update(ratio=ratio, halvings=halvings, val_after=val_after,
+                states_after=states_per_layer(model), report=json.loads(report.to_json()))
+  return model, optimizer, record

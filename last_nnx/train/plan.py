@@ -1,0 +1,73 @@
+"""The plan of a run: which epochs run, and after which ones a pruning event fires.
+
+A plan is a list of `EpochSpec`: the ``train.epochs`` training epochs, each
+followed, when the schedule prunes after it, by ``pruning.finetune_epochs``
+fine-tuning epochs. The loop's position in it (``RunState.epoch_index``) is
+what a checkpoint records.
+"""
+
+import dataclasses
+
+from last_nnx import pruning
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochSpec:
+  train_epoch: int  # 1-based training epoch this epoch belongs to
+  finetune: bool  # a fine-tuning epoch after an event
+  target_ratio: float | None  # cumulative fraction pruned after this epoch's event
+
+
+def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
+  """Training epoch -> cumulative target fraction of the initial states pruned."""
+  last = lambda e: train_epochs if e < 0 else e
+  return pruning.PruningSchedule(
+      kind=pcfg.schedule, target_ratio=pcfg.target_ratio, start_epoch=last(pcfg.start_epoch),
+      end_epoch=last(pcfg.end_epoch), every=pcfg.every, ramp=pcfg.ramp).events()
+
+
+def epoch_plan(config) -> list[EpochSpec]:
+  targets = event_targets(config.pruning, config.train.epochs)
+  plan = []
+  for epoch in range(1, config.train.epochs + 1):
+    plan.append(EpochSpec(epoch, False, targets.get(epoch)))
+    if epoch in targets:
+      plan += [EpochSpec(epoch, True, None)] * config.pruning.finetune_epochs
+  return plan
+
+
+def validate_config(config) -> None:
+  """One-line errors for settings that cannot work."""
+  p, t = config.pruning, config.train
+  if p.schedule not in ("none", "one_shot", "iterative"):
+    raise ValueError(f"pruning.schedule={p.schedule!r}: use none, one_shot or iterative")
+  if not 0.0 <= p.target_ratio < 1.0:
+    raise ValueError(f"pruning.target_ratio={p.target_ratio} must be in [0, 1): it is the "
+                     "fraction of states removed (0.3 removes 30%)")
+  if p.mode not in ("mask", "compact"):
+    raise ValueError(f"pruning.mode={p.mode!r}: use 'mask' or 'compact'")
+  if p.criterion not in pruning.registered_criteria():
+    raise ValueError(f"pruning.criterion={p.criterion!r} is unknown; registered: "
+                     f"{pruning.registered_criteria()}")
+  pruning.resolve_horizon(p.horizon, 1)  # raises on a bad setting
+  pruning.resolve_horizon(config.regularizer.horizon, 1)
+  for name in ("start_epoch", "end_epoch"):
+    if getattr(p, name) > t.epochs:
+      raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
+                       f"(train.epochs={t.epochs})")
+  if t.batch_size % config.optim.grad_accum:
+    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
+                     f"optim.grad_accum={config.optim.grad_accum}")
+
+
+def epoch_label(plan: list[EpochSpec], index: int) -> str:
+  """How the log names plan entry ``index``: ``'epoch 3/5'`` for a training
+  epoch, ``'fine-tune 1/2 after epoch 3/5'`` for a fine-tuning one (a plan
+  entry count would read "epoch 7 of 5" once fine-tuning epochs are added)."""
+  spec = plan[index]
+  epochs = max(s.train_epoch for s in plan)
+  label = f"epoch {spec.train_epoch}/{epochs}"
+  if not spec.finetune:
+    return label
+  same = [i for i, s in enumerate(plan) if s.finetune and s.train_epoch == spec.train_epoch]
+  return f"fine-tune {same.index(index) + 1}/{len(same)} after {label}"

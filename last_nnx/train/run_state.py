@@ -1,0 +1,150 @@
+"""What a run must remember to resume: `RunState`, and building or restoring a run.
+
+The checkpoint holds the arrays (model, optimizer, dropout RNG) and, as JSON,
+the `RunState` (position in the plan, step inside the epoch for the data
+pipeline, pruning history, partial metrics) with the config it was made with.
+"""
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import jax.numpy as jnp
+from absl import logging
+from clu import metrics as clu_metrics
+
+from last_nnx.model import build_model
+from last_nnx.train import metrics as metrics_lib
+from last_nnx.train.checkpoint import Checkpointer, resize_layers
+from last_nnx.train.events import states_per_layer
+from last_nnx.train.optim import make_optimizer
+from last_nnx.train.plan import epoch_label
+
+
+@dataclasses.dataclass
+class RunState:
+  epoch_index: int = 0  # next entry of the plan to run
+  step_in_epoch: int = 0  # data batches of that epoch already consumed
+  step: int = 0  # data batches (micro-steps) consumed overall
+  lr_scale: float = 1.0
+  nan_retries_left: int = 0
+  best_val: float = -1.0
+  chance_epochs: int = 0
+  initial_states: dict = dataclasses.field(default_factory=dict)
+  dense: dict = dataclasses.field(default_factory=dict)
+  events: list = dataclasses.field(default_factory=list)
+  epochs: list = dataclasses.field(default_factory=list)
+  partial_train: dict | None = None
+  wall_time: float = 0.0
+
+
+def metrics_to_json(m) -> dict | None:
+  if m is None:
+    return None
+  return {k: [float(v.total), float(v.count)] for k, v in vars(m).items()
+          if isinstance(v, clu_metrics.Average)}
+
+
+def metrics_from_json(d) -> Any:
+  if d is None:
+    return None
+  restore = lambda cls, key: cls(total=jnp.float32(d[key][0]), count=jnp.int32(d[key][1]))
+  return metrics_lib.ClassificationMetrics.empty().replace(
+      loss=restore(clu_metrics.Average, "loss"), accuracy=restore(clu_metrics.Accuracy, "accuracy"),
+      penalty=restore(clu_metrics.Average, "penalty"))
+
+
+def micro_steps(config, task) -> tuple[int, int]:
+  """(micro-steps per epoch, micro-steps per optimizer update)."""
+  per_epoch = task.steps_per_epoch
+  if config.train.max_steps_per_epoch > 0:
+    per_epoch = min(per_epoch, config.train.max_steps_per_epoch)
+  accum = config.optim.grad_accum
+  return max(accum, per_epoch - per_epoch % accum), accum
+
+
+def build(config, task, plan, *, lr_scale: float = 1.0, layer_shapes=None):
+  model = build_model(config.model, n_classes=task.n_classes, vocab_size=task.vocab_size,
+                      in_dim=task.in_dim, retrieval=task.retrieval, seed=config.seed)
+  if layer_shapes:
+    resize_layers(model, layer_shapes)
+  micro, accum = micro_steps(config, task)
+  optimizer, schedules = make_optimizer(
+      model, config.optim, total_steps=len(plan) * micro // accum,
+      steps_per_epoch=micro // accum, lr_scale=lr_scale)
+  return model, optimizer, schedules
+
+
+# Fields a resumed run may change: where and how often it logs, saves and
+# evaluates, and on how many devices. Anything else would silently continue a
+# different experiment.
+RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
+                     "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
+                     "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
+                     "data.cache_dir", "data.cache_real")
+
+
+def check_same_run(saved: dict, config, directory: str) -> None:
+  """Raises when the workdir's checkpoint came from a different config.
+
+  Args:
+    saved: the checkpoint's ``config.to_dict()``.
+    config: the config of this invocation.
+    directory: the checkpoint directory, for the message.
+  """
+  old, new = flat_config(saved), flat_config(json.loads(json.dumps(config.to_dict())))  # as saved
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+  if changed:
+    diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+    more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
+    raise ValueError(f"{directory} holds a run with another config ({diffs}{more}): rerun "
+                     "with the same config to resume it, or give a new --workdir")
+
+
+def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float | None = None):
+  """Newest usable checkpoint, or a fresh model. ``lr_scale`` overrides the saved one."""
+  latest = ckpt.latest_usable()
+  if latest is None:
+    run = RunState(nan_retries_left=config.train.nan_retries, lr_scale=lr_scale or 1.0)
+    model, optimizer, schedules = build(config, task, plan, lr_scale=run.lr_scale)
+    run.initial_states = states_per_layer(model)
+    return model, optimizer, schedules, run
+  step, meta = latest
+  check_same_run(meta["config"], config, ckpt.directory)
+  run = RunState(**meta["run"])
+  if lr_scale is not None:
+    run.lr_scale = lr_scale
+  model, optimizer, schedules = build(config, task, plan, lr_scale=run.lr_scale,
+                                      layer_shapes=meta["layer_shapes"])
+  ckpt.restore(step, model, optimizer)
+  where = (epoch_label(plan, run.epoch_index) if run.epoch_index < len(plan)
+           else "the end of the plan")
+  logging.info("resumed from %s/%d: continuing at %s (step %d in it), step %d overall; "
+               "states %s", ckpt.directory, step, where, run.step_in_epoch, run.step,
+               states_per_layer(model))
+  return model, optimizer, schedules, run
+
+
+def checkpoint_meta(run: RunState, config, task) -> dict:
+  """Checkpoint metadata: run position, config, and what rebuilding the model needs."""
+  spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
+              retrieval=task.retrieval)
+  return dict(run=dataclasses.asdict(run), config=config.to_dict(), model_spec=spec)
+
+
+def save(ckpt, model, optimizer, run, config, task, t_start):
+  run.wall_time += time.time() - t_start[0]
+  t_start[0] = time.time()
+  ckpt.save(run.step, model, optimizer, checkpoint_meta(run, config, task))
+
+
+def flat_config(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flat_config(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
