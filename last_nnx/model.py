@@ -36,7 +36,7 @@ class SSMBlock(nnx.Module):
 
   def __init__(self, d_model: int, ssm: str, ssm_config: dict, *, norm: str = "batch",
                prenorm: bool = True, activation: str = "half_glu2", dropout: float = 0.0,
-               bn_momentum: float = 0.95, rngs: nnx.Rngs):
+               bn_momentum: float = 0.95, dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
     if activation not in ACTIVATIONS:
       raise ValueError(f"unknown model.activation {activation!r}; expected one of {ACTIVATIONS}")
     if norm not in NORMS:
@@ -44,12 +44,13 @@ class SSMBlock(nnx.Module):
     self.prenorm = prenorm
     self.activation = activation
     if norm == "batch":
-      self.norm = nnx.BatchNorm(d_model, momentum=bn_momentum, rngs=rngs)
+      self.norm = nnx.BatchNorm(d_model, momentum=bn_momentum, dtype=dtype, rngs=rngs)
     else:
-      self.norm = nnx.LayerNorm(d_model, rngs=rngs)
+      self.norm = nnx.LayerNorm(d_model, dtype=dtype, rngs=rngs)
     self.ssm = make_ssm(ssm, d_model, ssm_config, rngs=rngs)
-    self.out1 = nnx.Linear(d_model, d_model, rngs=rngs) if activation == "full_glu" else None
-    self.out2 = nnx.Linear(d_model, d_model, rngs=rngs) if activation != "gelu" else None
+    linear = lambda: nnx.Linear(d_model, d_model, dtype=dtype, rngs=rngs)
+    self.out1 = linear() if activation == "full_glu" else None
+    self.out2 = linear() if activation != "gelu" else None
     self.drop = nnx.Dropout(dropout, broadcast_dims=(1,), rngs=rngs)
 
   def _mix(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
@@ -74,12 +75,17 @@ class SSMBlock(nnx.Module):
       return self.norm(x, use_running_average=True)
     return self.norm(x)
 
+  def _ssm(self, x: jax.Array) -> jax.Array:
+    """The SSM in float32 whatever the compute dtype: a long recurrence in bfloat16
+    would lose the small per-step contributions the states accumulate."""
+    return self.ssm(x.astype(jnp.float32)).astype(x.dtype)
+
   def __call__(self, x: jax.Array) -> jax.Array:
-    """``x``: ``(B, L, H)`` float32 -> ``(B, L, H)``."""
+    """``x``: ``(B, L, H)`` float32 (or the compute dtype) -> ``(B, L, H)``."""
     skip = x
     if self.prenorm:
       x = self.norm(x)
-    x = skip + self._mix(self.ssm(x))
+    x = skip + self._mix(self._ssm(x))
     if not self.prenorm:
       x = self.norm(x)
     return x
@@ -92,8 +98,8 @@ class SSMBlock(nnx.Module):
     """
     skip = x_t
     x = self._inference_norm(x_t) if self.prenorm else x_t
-    state, x = self.ssm.step(state, x)
-    x = skip + self._mix(x, deterministic=True)
+    state, h = self.ssm.step(state, x.astype(jnp.float32))
+    x = skip + self._mix(h.astype(x.dtype), deterministic=True)
     if not self.prenorm:
       x = self._inference_norm(x)
     return state, x
@@ -127,6 +133,9 @@ class SequenceModel(nnx.Module):
     pooling: ``'mean'`` (masked by length) or ``'last'``.
     retrieval: two documents per example, matched by the AAN head.
     remat: rematerialize each block in the backward pass (saves memory).
+    dtype: compute dtype of encoder, norms, GLUs, pooling inputs and head (e.g.
+      ``'bfloat16'``); None or ``'float32'``: float32. Parameters stay float32,
+      the SSM runs in float32/complex64, and the logits are float32.
     Remaining arguments configure `SSMBlock`.
   """
 
@@ -134,23 +143,26 @@ class SequenceModel(nnx.Module):
                ssm_config: dict | None = None, vocab_size: int | None = None, in_dim: int = 1,
                pooling: str = "mean", retrieval: bool = False, norm: str = "batch",
                prenorm: bool = True, activation: str = "half_glu2", dropout: float = 0.0,
-               bn_momentum: float = 0.95, remat: bool = False, rngs: nnx.Rngs):
+               bn_momentum: float = 0.95, remat: bool = False, dtype: str | None = None,
+               rngs: nnx.Rngs):
     if pooling not in POOLINGS:
       raise ValueError(f"unknown model.pooling {pooling!r}; expected one of {POOLINGS}")
     self.pooling = pooling
     self.retrieval = retrieval
     self.remat = remat
+    dtype = jnp.dtype(dtype or "float32")
     if vocab_size is not None:
-      self.encoder = nnx.Embed(vocab_size, d_model, rngs=rngs)
+      self.encoder = nnx.Embed(vocab_size, d_model, dtype=dtype, rngs=rngs)
     else:
-      self.encoder = nnx.Linear(in_dim, d_model, rngs=rngs)
+      self.encoder = nnx.Linear(in_dim, d_model, dtype=dtype, rngs=rngs)
     self.blocks = nnx.List([
         SSMBlock(d_model, ssm, dict(ssm_config or {}), norm=norm, prenorm=prenorm,
-                 activation=activation, dropout=dropout, bn_momentum=bn_momentum, rngs=rngs)
+                 activation=activation, dropout=dropout, bn_momentum=bn_momentum,
+                 dtype=dtype, rngs=rngs)
         for _ in range(n_layers)])
     if retrieval:
-      self.match = nnx.Linear(4 * d_model, d_model, rngs=rngs)
-    self.head = nnx.Linear(d_model, n_classes, rngs=rngs)
+      self.match = nnx.Linear(4 * d_model, d_model, dtype=dtype, rngs=rngs)
+    self.head = nnx.Linear(d_model, n_classes, dtype=dtype, rngs=rngs)
 
   def encode(self, inputs: jax.Array, lengths: jax.Array) -> jax.Array:
     """Pooled features ``(B, H)`` of ``inputs`` (``(B, L)`` int32 or ``(B, L, F)`` float32)."""
@@ -161,7 +173,7 @@ class SequenceModel(nnx.Module):
       else:
         x = block(x)
     pool = masked_mean if self.pooling == "mean" else last_step
-    return pool(x, lengths)
+    return pool(x.astype(jnp.float32), lengths).astype(x.dtype)  # sum over L in float32
 
   def __call__(self, inputs: jax.Array, lengths: jax.Array) -> jax.Array:
     """Logits ``(B, n_classes)`` float32.
@@ -172,12 +184,12 @@ class SequenceModel(nnx.Module):
       lengths: ``(B,)`` int32 valid lengths (``(B, 2)`` for retrieval).
     """
     if not self.retrieval:
-      return self.head(self.encode(inputs, lengths))
+      return self.head(self.encode(inputs, lengths)).astype(jnp.float32)
     batch = inputs.shape[0]
     both = self.encode(inputs.reshape((2 * batch,) + inputs.shape[2:]), lengths.reshape(-1))
     x1, x2 = both.reshape(batch, 2, -1)[:, 0], both.reshape(batch, 2, -1)[:, 1]
     features = jnp.concatenate([x1, x2, x1 * x2, x1 - x2], axis=-1)
-    return self.head(nnx.gelu(self.match(features)))
+    return self.head(nnx.gelu(self.match(features))).astype(jnp.float32)
 
   def init_state(self, batch_size: int) -> dict[str, Any]:
     """Zero streaming state of ``batch_size`` independent streams.
@@ -228,7 +240,7 @@ class SequenceModel(nnx.Module):
     if self.pooling == "mean":
       new["pool"] = state["pool"] + x
       x = new["pool"] / new["count"][:, None].astype(x.dtype)
-    return new, self.head(x)
+    return new, self.head(x).astype(jnp.float32)
 
   def prunable_layers(self) -> dict[str, Any]:
     """The model's `PrunableSSM` layers by path (``'blocks.0.ssm'``, ...)."""

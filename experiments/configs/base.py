@@ -57,6 +57,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.model.bn_momentum = 0.95
   c.model.pooling = "mean"
   c.model.remat = False
+  # Compute dtype of encoder, norms, GLUs and head ('bfloat16' on accelerators); the SSM
+  # recurrence and every parameter stay float32 / complex64.
+  c.model.dtype = "float32"
   c.model.ssm_config = ml_collections.ConfigDict()
   c.model.ssm_config.state_size = 64
   c.model.ssm_config.blocks = 1
@@ -95,6 +98,11 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.chance_warning_epochs = 5
   c.train.eval_test = True
   c.train.num_devices = 0  # data-parallel over this many devices (0: all visible).
+  # Multi-host (README "Several devices"): unset ('' / 0 / -1) reads JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES, JAX_PROCESS_ID, else a SLURM / Open MPI launch; else one process.
+  c.train.coordinator_address = ""  # host:port of process 0, e.g. '10.0.0.1:1234'
+  c.train.num_processes = 0
+  c.train.process_id = -1
 
   # Training for prunability: a penalty on per-state system norms.
   c.regularizer = ml_collections.ConfigDict()
@@ -108,7 +116,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
   # Pruning (LAST by default). Events fire at the end of a training epoch.
   c.pruning = ml_collections.ConfigDict()
-  c.pruning.schedule = "one_shot"  # none | one_shot | iterative
+  c.pruning.schedule = "one_shot"  # none | one_shot | iterative | settled
   c.pruning.criterion = "last"
   c.pruning.mode = "compact"  # compact | mask
   c.pruning.target_ratio = 0.3
@@ -125,6 +133,19 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.pruning.max_halvings = 3
   c.pruning.min_reduction = 0.0  # skip events removing less than this fraction.
   c.pruning.recalibrate_batches = 0  # re-estimate BatchNorm statistics on N train batches
+  # 'settled': prune once the watched keep set at target_ratio changed by at most
+  # settle_tolerance (1 - Jaccard with the previous epoch's) for settle_epochs epochs in
+  # a row, from start_epoch on; at end_epoch (the deadline) prune regardless.
+  c.pruning.settle_tolerance = 0.05
+  c.pruning.settle_epochs = 2
+  c.pruning.settle_steps = 1  # events to the target, ramped like 'iterative'
+
+  # Watch (last_nnx/train/watch.py): every epoch end, score the states with a data-free
+  # criterion, log score histograms, would-be allocation and keep-set overlap.
+  c.watch = ml_collections.ConfigDict()
+  c.watch.enabled = True
+  c.watch.criterion = ""  # '': pruning.criterion (skipped when it needs data)
+  c.watch.histograms = True
   return c
 
 
@@ -199,7 +220,10 @@ def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
 
 def shrink_data(d: ml_collections.ConfigDict, *, n_train: int, n_eval: int) -> None:
   """Small synthetic splits with short sequences; real data (``data.dir``) keeps its
-  sizes and its L, as ``data.synthetic.seq_len`` applies to synthetic data only."""
+  sizes and its L, as ``data.synthetic.seq_len`` applies to synthetic data only.
+  Tasks without a generator (digits, arrays) are left as they are."""
+  if "synthetic" not in d:
+    return
   d.synthetic.n_train = n_train
   d.synthetic.n_val = n_eval
   d.synthetic.n_test = n_eval
