@@ -6,7 +6,11 @@
 
 ``data.dir = None`` (the default) runs the task's synthetic generator and says
 so in a WARNING; a folder runs the reader of the original release found under
-it (`layout`). Both are cached under ``data.cache_dir``. See docs/data.md.
+it (`layout`); ``data.source = "tfds"`` reads the TensorFlow Datasets build
+(image, text, speech; `tfds_sources`). All are cached under ``data.cache_dir``.
+Two tasks are real data without an LRA release: ``digits`` (embedded in
+scikit-learn, `digits`) and ``arrays`` (your ``.npz`` files, or numpy arrays
+through `from_arrays`; `arrays`). See docs/data.md.
 """
 
 import inspect
@@ -17,12 +21,19 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from last_nnx.data import cache, layout, readers, synthetic
-from last_nnx.data.config import BYTE_VOCAB, SPECS, TASKS, default_data_config
+from last_nnx.data import arrays, cache, digits, layout, readers, synthetic, tfds_sources
+from last_nnx.data.arrays import ArrayError, from_arrays, save_arrays
+from last_nnx.data.config import (ALL_TASKS, BYTE_VOCAB, OWN_TASKS, SPECS, TASKS, TFDS_TASKS,
+                                  default_data_config)
 from last_nnx.data.layout import DataError
-from last_nnx.data.pipeline import SPLITS, Batch, Continuous, Split, Task, Tokens
+from last_nnx.data.pipeline import (SPLITS, Batch, Continuous, Features, Split, Task, Tokens)
 
 _VERSION = 1  # bump when a generator or reader changes what it produces
+
+
+def is_synthetic(c: ml_collections.ConfigDict) -> bool:
+  """Whether ``c`` runs a synthetic generator (an LRA task without dir or source)."""
+  return c.task in TASKS and c.dir is None and c.get("source") is None
 
 
 def effective_seq_len(c: ml_collections.ConfigDict) -> int:
@@ -31,8 +42,13 @@ def effective_seq_len(c: ml_collections.ConfigDict) -> int:
   ``c.seq_len``, which for images must be ``resolution**2``; on synthetic data
   (``c.dir`` None) ``c.synthetic.seq_len`` replaces it when set (a square for
   images), so presets can shorten synthetic runs while real data keeps its L.
+  Digits: 64; arrays: the arrays' L (read from them).
   """
-  synthetic_len = c.synthetic.get("seq_len") if c.dir is None else None
+  if c.task == "digits":
+    return digits.seq_len(c)
+  if c.task == "arrays":
+    return arrays.seq_len(c)
+  synthetic_len = c.synthetic.get("seq_len") if is_synthetic(c) else None
   if synthetic_len is not None:
     if "resolution" in c and math.isqrt(synthetic_len) ** 2 != synthetic_len:
       raise ValueError(f"data.synthetic.seq_len={synthetic_len}: an image is read row by "
@@ -118,6 +134,15 @@ def _real(c) -> tuple[dict[str, Split], dict]:
   return cache.cached(path, build)
 
 
+def _tfds(c) -> tuple[dict[str, Split], dict]:
+  """The TFDS build of the task (`tfds_sources`), cached like a release."""
+  path = None
+  if c.cache_real:
+    key = dict(kind="tfds", version=_VERSION, **tfds_sources.cache_key(c))
+    path = cache.entry_path(c.cache_dir, f"tfds-{c.task}", key)
+  return cache.cached(path, lambda: _with_stats(c, *tfds_sources.read(c)))
+
+
 def _audio_stats(train: Split) -> dict:
   """Mean and standard deviation of the train split's samples (chunked: it may be mmapped)."""
   total, total_sq, count = 0.0, 0.0, 0
@@ -144,6 +169,34 @@ def _encoding(c, meta: dict) -> Tokens | Continuous:
   return Continuous(mean=meta["mean"], std=meta["std"] + 1e-5 * 32768)
 
 
+def _load(c) -> tuple[dict[str, Split], dict, Tokens | Continuous | Features]:
+  """``(splits, meta, encoding)`` of the resolved config ``c``; sets ``c.seq_len``."""
+  if c.task == "digits":
+    c.seq_len = effective_seq_len(c)
+    return *digits.read(c), digits.ENCODING
+  if c.task == "arrays":
+    splits, meta = arrays.read(c)
+    c.seq_len = meta["seq_len"]
+    return splits, meta, arrays.encoding(meta)
+  source = c.get("source")
+  if source not in (None, "tfds"):
+    raise ValueError(f"data.source={source!r}: leave it unset (data.dir, or synthetic data) "
+                     f"or set 'tfds' (tasks {', '.join(TFDS_TASKS)})")
+  if source == "tfds" and c.dir is not None:
+    raise ValueError(f"data.source=tfds and data.dir={c.dir!r} are both set: keep one (TFDS "
+                     "reads from data.tfds_dir)")
+  c.seq_len = effective_seq_len(c)
+  if "resolution" in c:
+    c.resolution = math.isqrt(c.seq_len)
+  if source == "tfds":
+    splits, meta = _tfds(c)
+  elif c.dir is None:
+    splits, meta = _synthetic(c)
+  else:
+    splits, meta = _real(c)
+  return splits, meta, _encoding(c, meta)
+
+
 def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
                eval_batch_size: int | None = None, seed: int = 0, process_index: int = 0,
                process_count: int = 1) -> Task:
@@ -157,30 +210,29 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
       ``c.synthetic.seed``).
     process_index, process_count: this host's shard of every split.
   """
-  if c.task not in SPECS:
-    raise ValueError(f"unknown data.task {c.task!r}; expected one of {TASKS}")
+  if c.task not in ALL_TASKS:
+    raise ValueError(f"unknown data.task {c.task!r}; expected one of {ALL_TASKS}")
   c = ml_collections.ConfigDict(c.to_dict())  # resolved copy: readers may not mutate it
-  is_synthetic = c.dir is None
-  c.seq_len = effective_seq_len(c)
-  if "resolution" in c:
-    c.resolution = math.isqrt(c.seq_len)
-  splits, meta = _synthetic(c) if is_synthetic else _real(c)
+  synthetic_data = is_synthetic(c)
+  splits, meta, encoding = _load(c)
   n_classes = meta["n_classes"]
-  encoding = _encoding(c, meta)
   task = Task(name=c.task, n_classes=n_classes, vocab_size=encoding.vocab_size,
-              in_dim=encoding.in_dim, seq_len=c.seq_len, retrieval=SPECS[c.task].retrieval,
-              synthetic=is_synthetic, splits=splits, encoding=encoding, batch_size=batch_size,
+              in_dim=encoding.in_dim, seq_len=c.seq_len,
+              retrieval=c.task in SPECS and SPECS[c.task].retrieval,
+              synthetic=synthetic_data, splits=splits, encoding=encoding, batch_size=batch_size,
               eval_batch_size=eval_batch_size or batch_size, seed=seed,
               process_index=process_index, process_count=process_count)
   if task.steps_per_epoch < 1:
     raise ValueError(f"{len(splits['train'])} training examples over {process_count} "
                      f"process(es) cannot fill one batch of {batch_size}: lower "
                      "train.batch_size" + (" or raise data.synthetic.n_train"
-                                           if is_synthetic else ""))
+                                           if synthetic_data else ""))
   logging.info("data %s: %s examples, L=%d, %d classes, %d steps per epoch", c.task,
                task.num_examples, task.seq_len, n_classes, task.steps_per_epoch)
   return task
 
 
-__all__ = ["BYTE_VOCAB", "Batch", "Continuous", "DataError", "SPLITS", "Split", "TASKS", "Task",
-           "Tokens", "build_task", "default_data_config", "effective_seq_len"]
+__all__ = ["ALL_TASKS", "ArrayError", "BYTE_VOCAB", "Batch", "Continuous", "DataError",
+           "Features", "OWN_TASKS", "SPLITS", "Split", "TASKS", "TFDS_TASKS", "Task", "Tokens",
+           "build_task", "default_data_config", "effective_seq_len", "from_arrays",
+           "is_synthetic", "save_arrays"]

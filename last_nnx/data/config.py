@@ -3,8 +3,13 @@
 Fields of ``default_data_config(task)`` (a plain ConfigDict, so
 ``--config.data.synthetic.n_train=2000`` works):
 
-  task        one of `TASKS`.
+  task        one of `TASKS` (LRA and Speech Commands) or `OWN_TASKS`: ``digits``
+              (scikit-learn's handwritten digits, embedded) and ``arrays`` (yours).
   dir         None: the synthetic generator; a folder: the real release under it.
+  source      None: ``dir`` or the synthetic generator; ``tfds``: the TensorFlow
+              Datasets build of the release (image, text, speech; `TFDS_TASKS`).
+  tfds_dir    where TFDS keeps prepared datasets (None: TFDS's default,
+              ``~/tensorflow_datasets``); tfds tasks only.
   seq_len     sequence length L (Pathfinder/Path-X: ``resolution**2``, follows it).
   cache_dir   prepared data cache (``$LAST_NNX_CACHE`` or ``~/.cache/last_nnx``).
   cache_real  also cache parsed real data (memory-mapped on later runs).
@@ -18,6 +23,9 @@ Fields of ``default_data_config(task)`` (a plain ConfigDict, so
   synthetic   n_train, n_val, n_test, seed, seq_len (None: ``data.seq_len``; a
               shorter synthetic L for quick runs that real data ignores), and the
               generator's knobs.
+
+``digits`` has only task, seq_len (64), cache_dir, n_val, n_test and split_seed;
+``arrays`` has the fields of `last_nnx.data.arrays` (path, n_classes, vocab_size, ...).
 """
 
 import dataclasses
@@ -29,6 +37,9 @@ from last_nnx.data import listops as listops_lib
 from last_nnx.data.pipeline import Continuous, Tokens
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
+OWN_TASKS = ("digits", "arrays")  # real data without an LRA release: embedded, or yours
+ALL_TASKS = TASKS + OWN_TASKS
+TFDS_TASKS = ("image", "text", "speech")  # data.source=tfds (last_nnx/data/tfds_sources.py)
 BYTE_VOCAB = 257  # bytes 0..255 shifted to 1..256; 0 is padding
 
 
@@ -89,12 +100,21 @@ def default_cache_dir() -> str:
 
 def default_data_config(task: str) -> ml_collections.ConfigDict:
   """The default ``data`` section for ``task`` (synthetic until ``dir`` is set)."""
+  if task == "digits":
+    from last_nnx.data import digits  # pylint: disable=import-outside-toplevel
+    return digits.default_config()
+  if task == "arrays":
+    from last_nnx.data import arrays  # pylint: disable=import-outside-toplevel
+    return arrays.default_config()
   if task not in SPECS:
-    raise ValueError(f"unknown data task {task!r}; expected one of {TASKS}")
+    raise ValueError(f"unknown data task {task!r}; expected one of {ALL_TASKS}")
   spec = SPECS[task]
   c = ml_collections.ConfigDict()
   c.task = task
   c.dir = ml_collections.config_dict.placeholder(str)
+  c.source = ml_collections.config_dict.placeholder(str)
+  if task in TFDS_TASKS:
+    c.tfds_dir = ml_collections.config_dict.placeholder(str)
   if spec.resolution:
     c.resolution = spec.resolution
     c.variant = "curv_contour_length_14"  # the hard variant LRA uses

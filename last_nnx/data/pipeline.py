@@ -8,7 +8,8 @@ resume), gathers and encodes the rows of each batch in a tf.data worker
 training step runs. Batches are numpy tuples ``(inputs, lengths, labels)``:
 
 * token tasks: inputs int32 ``(B, L)``, 0 = padding;
-* continuous tasks: inputs float32 ``(B, L, in_dim)``;
+* continuous tasks: inputs float32 ``(B, L, in_dim)`` (one feature, or your
+  arrays' ``F``);
 * retrieval: inputs int32 ``(B, 2, L)`` and lengths ``(B, 2)``;
 * lengths int32 (true unpadded lengths, at least 1), labels int32 ``(B,)``.
 
@@ -120,7 +121,31 @@ class Continuous:
     return x[..., None]
 
 
-Encoding = Tokens | Continuous
+@dataclasses.dataclass(frozen=True)
+class Features:
+  """Stored feature rows ``(..., L, F)`` -> float32 ``(..., L, F)``.
+
+  Each feature is standardized as ``(x - mean[f]) / std[f]`` (``mean`` and
+  ``std`` of length ``F``; zeros and ones leave it unchanged), and every step
+  after the true length is 0.
+  """
+
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  vocab_size = None
+
+  @property
+  def in_dim(self) -> int:
+    return len(self.mean)
+
+  def __call__(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    x = (rows.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(
+        self.std, np.float32)
+    inside = np.arange(rows.shape[-2]) < lengths[..., None]
+    return np.where(inside[..., None], x, np.float32(0)).astype(np.float32)
+
+
+Encoding = Tokens | Continuous | Features
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # identity semantics: it holds arrays
@@ -208,7 +233,8 @@ class Task:
 
     row_shape = data.inputs.shape[1:]
     in_dtype = t.int32 if isinstance(encoding, Tokens) else t.float32
-    feature = () if isinstance(encoding, Tokens) else (encoding.in_dim,)
+    # Continuous adds the feature axis; token ids and Features rows already have their shape.
+    feature = (encoding.in_dim,) if isinstance(encoding, Continuous) else ()
 
     def fetch(idx):
       x, lengths, labels = t.numpy_function(gather, [idx], [in_dtype, t.int32, t.int32],
