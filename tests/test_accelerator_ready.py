@@ -92,3 +92,20 @@ def test_bfloat16_smoke_run_trains_and_prunes(tmp_path):
   assert summary["pruning_events"][0]["status"] == "applied"
   first, last = summary["epochs"][0]["train/loss"], summary["epochs"][-1]["train/loss"]
   assert last < first  # it learns
+
+
+def test_numpy_reader_without_tensorflow_gives_the_tf_data_batches(tmp_path, monkeypatch):
+  from last_nnx import data
+  from last_nnx.data import pipeline
+  c = data.default_data_config("listops")
+  c.cache_dir = str(tmp_path / "cache")
+  c.synthetic.update(dict(n_train=40, n_val=11, n_test=10, seq_len=64, max_length=64))
+  task = data.build_task(c, batch_size=4, eval_batch_size=4, process_index=1, process_count=2)
+  with_tf = (list(task.train_batches(3, start_step=1)), list(task.eval_batches("val")))
+  monkeypatch.setattr(pipeline, "have_tensorflow", lambda: False)
+  without = (list(task.train_batches(3, start_step=1)), list(task.eval_batches("val")))
+  for got, want in zip(without, with_tf):
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+      for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

@@ -18,12 +18,15 @@ depend on TensorFlow's version or on anybody calling ``tf.random.set_seed``,
 so a resumed run sees exactly the batches it would have seen.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import os
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+from absl import logging
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 SPLITS = ("train", "val", "test")
@@ -37,6 +40,19 @@ _TF_THREADS = 2  # tf.data worker threads per iterator
 # when another module imports TensorFlow before the pipeline does.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@functools.cache
+def have_tensorflow() -> bool:
+  """Whether TensorFlow imports here. Without it (an accelerator image that ships
+  JAX alone) batches come from a numpy reader with the same order and contents."""
+  try:
+    tf()
+  except ImportError:
+    logging.warning("TensorFlow is not installed: batches are read by the numpy "
+                    "fallback (same order and contents as the tf.data pipeline)")
+    return False
+  return True
 
 
 @functools.cache
@@ -205,6 +221,12 @@ class Task:
     """
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f"start_step {start_step} outside 0..{self.steps_per_epoch}")
+    if not have_tensorflow():
+      order = self.epoch_order(epoch)[self.process_index::self.process_count]
+      size = self.batch_size
+      return _read_numpy((order[k * size:(k + 1) * size]
+                          for k in range(start_step, self.steps_per_epoch)),
+                         self.splits["train"], self.encoding)
     ds = tf().data.Dataset.from_tensor_slices(self.epoch_order(epoch))
     ds = ds.shard(self.process_count, self.process_index)
     ds = ds.batch(self.batch_size, drop_remainder=True).take(self.steps_per_epoch)
@@ -218,6 +240,11 @@ class Task:
     if split not in ("val", "test"):
       raise ValueError(f"eval_batches takes 'val' or 'test', got {split!r}")
     data = self.splits[split]
+    if not have_tensorflow():
+      order = np.arange(len(data))[self.process_index::self.process_count]
+      size = self.eval_batch_size
+      return _read_numpy((order[k:k + size] for k in range(0, len(order), size)), data,
+                         self.encoding)
     ds = tf().data.Dataset.range(len(data)).shard(self.process_count, self.process_index)
     return self._read(ds.batch(self.eval_batch_size), data)
 
@@ -225,11 +252,7 @@ class Task:
     """Index batches -> numpy batches, gathered and encoded in a tf.data worker."""
     t = tf()
     encoding = self.encoding
-
-    def gather(idx: np.ndarray):
-      lengths = np.asarray(data.lengths[idx], np.int32)
-      return (encoding(np.asarray(data.inputs[idx]), lengths), lengths,
-              np.asarray(data.labels[idx], np.int32))
+    gather = functools.partial(_gather, data=data, encoding=encoding)
 
     row_shape = data.inputs.shape[1:]
     in_dtype = t.int32 if isinstance(encoding, Tokens) else t.float32
@@ -250,6 +273,25 @@ class Task:
     options.threading.max_intra_op_parallelism = 1
     ds = indices.map(fetch).prefetch(_PREFETCH).with_options(options)
     return ds.as_numpy_iterator()
+
+
+def _gather(idx: np.ndarray, data: Split, encoding) -> Batch:
+  """The encoded batch of rows ``idx`` of ``data``."""
+  lengths = np.asarray(data.lengths[idx], np.int32)
+  return (encoding(np.asarray(data.inputs[idx]), lengths), lengths,
+          np.asarray(data.labels[idx], np.int32))
+
+
+def _read_numpy(index_batches, data: Split, encoding) -> Iterator[Batch]:
+  """`Task._read` without TensorFlow: one worker thread, `_PREFETCH` batches ahead."""
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    pending = collections.deque()
+    for idx in index_batches:
+      pending.append(pool.submit(_gather, idx, data, encoding))
+      if len(pending) > _PREFETCH:
+        yield pending.popleft().result()
+    while pending:
+      yield pending.popleft().result()
 
 
 def pad_rows(sequences: list, seq_len: int, dtype=np.uint8) -> tuple[np.ndarray, np.ndarray]:
