@@ -78,7 +78,9 @@ def test_digits_rejects_other_lengths_and_bad_sizes():
 
 @pytest.mark.parametrize("arg", ["s5", "s4d", "lru", "s5,smoke", "s4d,demo"])
 def test_digits_configs(arg):
+  from last_nnx.train import loop  # pylint: disable=import-outside-toplevel
   c = get_config("digits", arg)
+  loop.validate_config(c)
   assert c.task == c.data.task == "digits"
   assert c.model.ssm == arg.split(",")[0]
   assert c.model.ssm_config.bidirectional is False  # causal: read like a stream

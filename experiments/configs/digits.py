@@ -46,7 +46,7 @@ def get_config(arg: str | None = None):
   c.pruning.horizon = -1
   c.pruning.target_ratio = 0.5
   c.pruning.start_epoch = 29
-  c.pruning.end_epoch = 30
+  c.pruning.end_epoch = -1  # the last training epoch (30)
   c.pruning.every = 1
   c.pruning.finetune_epochs = 1
 
