@@ -2,6 +2,12 @@ r"""Prune a saved model, evaluate it, and write the pruned (smaller) model.
 
   python -m last_nnx.prune --workdir runs/listops --ratio 0.3 --criterion last \
       [--mode compact] [--out runs/listops/pruned] [--eval_splits val,test]
+  python -m last_nnx.prune --workdir runs/digits-s5 --max_drop 1.0 --criterion all \
+      [--finetune_epochs 1]                  # how far can I prune?
+
+With ``--max_drop D`` it bisects, per criterion, the largest ratio whose val
+accuracy stays within ``D`` points of the dense model's, reports test accuracy
+there and writes each such model to ``--out/<criterion>`` (see `how_far`).
 
 Reads the newest checkpoint of a training workdir (``--which best`` for the
 best one) with `last_nnx.train.checkpoint.load_model`, prunes it with
@@ -49,12 +55,25 @@ def _history(meta: dict):
                                                 dense_states=run.get("initial_states") or None)
 
 
+# Training-batch order calibrated criteria read (as `last_nnx.prune_search`).
+CALIBRATION_EPOCH = 1 << 21
+# ``--criterion all`` of the ``--max_drop`` search.
+ALL_CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
+                "calibrated_balanced")
+
+
+def _task(config):
+  from last_nnx import data
+  return data.build_task(config.data, batch_size=config.train.batch_size,
+                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+
+
 def evaluate_splits(model, config, splits) -> dict[str, dict[str, float]]:
   """``{split: {'accuracy', 'loss'}}`` of ``model`` on the config's task."""
   if not splits:
     return {}
   from last_nnx import data
-  from last_nnx.train.loop import evaluate
+  from last_nnx.train.steps import evaluate
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   out = {split: evaluate(model, task, split) for split in splits}
@@ -69,7 +88,7 @@ def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> st
 def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode: str = "compact",
                       out_dir: str | None = None, *, which: str = "checkpoints",
                       min_per_layer: int = 1, bidirectional: str = "sum", horizon: int = 0,
-                      seed: int = 0,
+                      seed: int = 0, calibration_batches: int = 4,
                       evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
                       evaluate_fn=None) -> dict:
   """Loads the saved model of ``workdir``, prunes it, writes it to ``out_dir``.
@@ -86,6 +105,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
     horizon: 0 (infinite-horizon norms, the paper's), -1 (the run's sequence
       length) or a number of steps (see `last_nnx.pruning.resolve_horizon`).
     seed: seed of the ``random`` criterion.
+    calibration_batches: training batches a calibrated criterion reads.
     evaluate: evaluate before and after pruning (False: no data is touched).
     eval_splits: the splits evaluated (needs the task's data, or its
       synthetic generator).
@@ -118,11 +138,21 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   history = _history(meta)
   before = evaluate_fn(model, config, eval_splits)
   from last_nnx import data
-  # Only -1 reads the run's sequence length (a saved config may lack a data section).
-  seq_len = data.effective_seq_len(config.data) if horizon == -1 else 0
+  # A saved config may lack a data section: then no horizon -1, calibration or diagnostic.
+  try:
+    seq_len = data.effective_seq_len(config.data)
+  except (AttributeError, KeyError, TypeError, ValueError):
+    seq_len = 0
+  if horizon == -1 and not seq_len:
+    raise ValueError("--horizon=-1 needs the run's sequence length, and its config has no data")
+  calibration = None
+  if pruning.get_criterion(criterion).calibrated:
+    calibration = _task(config).train_batches(CALIBRATION_EPOCH)
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
-                         horizon=pruning.resolve_horizon(horizon, seq_len), history=history)
+                         horizon=pruning.resolve_horizon(horizon, seq_len), history=history,
+                         calibration=calibration, calibration_batches=calibration_batches,
+                         seq_len=seq_len or None)
   logging.info("pruned %s (%s, %s, ratio %.4f):\n%s", workdir, criterion, mode, ratio,
                report.table())
   after = evaluate_fn(model, config, eval_splits)
@@ -151,6 +181,92 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   return summary
 
 
+def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None, *,
+            which: str = "checkpoints", finetune_epochs: int = 0, calibration_batches: int = 4,
+            min_per_layer: int = 1, mode: str = "compact") -> dict:
+  """For each criterion spec: the largest ratio within ``max_drop`` points on val, and the model.
+
+  Bisects the ratio (`last_nnx.prune_search.max_drop_search`) on the validation
+  split, then prunes the saved model at that ratio (fine-tuned
+  ``finetune_epochs`` epochs when > 0), evaluates it on val and test, and
+  writes it to ``out_dir/<spec>`` (readable by ``load_model``).
+
+  Args:
+    workdir: a training workdir.
+    max_drop: tolerated val accuracy drop, in points.
+    criteria: criterion specs (``last``, ``last@L``, ``balanced``, ...).
+    out_dir: default ``workdir/max_drop-<max_drop>``.
+
+  Returns:
+    ``{'dense': {split metrics}, 'results': [{criterion, ratio, kept, states,
+    val_accuracy, test_accuracy, probes, out_dir}]}``, also written to
+    ``out_dir/max_drop.json``.
+  """
+  from last_nnx import prune_search, pruning
+  for spec in criteria:
+    prune_search.parse_criterion(spec, 1)
+  out_dir = out_dir or os.path.join(workdir, f"max_drop-{max_drop:g}")
+  if os.path.abspath(out_dir) == os.path.abspath(workdir):
+    raise ValueError(f"--out {out_dir!r} is the workdir itself; choose another directory")
+  checkpoint = _checkpoint_module()
+  model, config, meta = checkpoint.load_model(workdir, which=which)
+  model.eval()
+  task = _task(config)
+  dense = prune_search.evaluate(model, task, ("val", "test"))
+  results = []
+  for spec in criteria:
+    found = prune_search.max_drop_search(model, task, config, spec, max_drop,
+                                         finetune_epochs=finetune_epochs,
+                                         calibration_batches=calibration_batches,
+                                         min_per_layer=min_per_layer)
+    pruned, history = nnx_clone(model), _history(dict(meta or {}))
+    report = None
+    if found["ratio"] > 0:
+      name, horizon = prune_search.parse_criterion(spec, task.seq_len)
+      report = pruning.prune(pruned, found["ratio"], criterion=name, mode=mode,
+                             min_per_layer=min_per_layer, horizon=horizon, history=history,
+                             calibration=prune_search.calibration(task),
+                             calibration_batches=calibration_batches, seq_len=task.seq_len)
+      prune_search.finetune(pruned, task, config, finetune_epochs)
+    metrics = prune_search.evaluate(pruned, task, ("val", "test"))
+    target = os.path.join(out_dir, spec.replace("@", "_at_"))
+    saved = dict(meta or {})
+    saved["pruning"] = dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
+                            source_checkpoint=which, max_drop=max_drop, criterion=spec,
+                            finetune_epochs=finetune_epochs)
+    os.makedirs(target, exist_ok=True)
+    checkpoint.save_model(target, pruned, config, saved)
+    results.append(dict(criterion=spec, ratio=found["ratio"], kept=found["kept"],
+                        states=report.states_after if report else found["kept"],
+                        probes=found["probes"], out_dir=os.path.abspath(target), **metrics))
+    logging.info("%s: %.1f%% pruned within %.2f points on val; test accuracy %.4f", spec,
+                 100 * found["ratio"], max_drop, metrics["test_accuracy"])
+  summary = dict(workdir=os.path.abspath(workdir), max_drop=max_drop,
+                 finetune_epochs=finetune_epochs, dense=dense, results=results)
+  with open(os.path.join(out_dir, "max_drop.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def nnx_clone(model):
+  from flax import nnx
+  return nnx.clone(model)
+
+
+def how_far_table(summary: dict) -> str:
+  """Markdown table of a `how_far` summary."""
+  d = summary["dense"]
+  rows = [f"dense: val {100 * d['val_accuracy']:.2f}, test {100 * d['test_accuracy']:.2f}; "
+          f"tolerance {summary['max_drop']:g} points on val, {summary['finetune_epochs']} "
+          "fine-tuning epochs",
+          "| criterion | pruned | val acc | test acc | test drop (pt) |", "|---|---|---|---|---|"]
+  for r in summary["results"]:
+    rows.append(f"| {r['criterion']} | {100 * r['ratio']:.1f}% | {100 * r['val_accuracy']:.2f} | "
+                f"{100 * r['test_accuracy']:.2f} | "
+                f"{100 * (d['test_accuracy'] - r['test_accuracy']):.2f} |")
+  return "\n".join(rows)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -159,8 +275,10 @@ def _define_flags() -> None:
   next to another absl program (``last_nnx.sweep`` has ``--workdir`` too) stays free."""
   flags.DEFINE_string("workdir", None, "Training workdir whose saved model is pruned.")
   flags.DEFINE_float("ratio", 0.3, "Fraction of the live states to remove, in [0, 1).")
-  flags.DEFINE_string("criterion", "last", "Pruning criterion (last, energy, global_hinf, "
-                      "uniform, magnitude, random, or a registered one).")
+  flags.DEFINE_string("criterion", "last", "Pruning criterion (last, energy, calibrated, "
+                      "balanced, calibrated_balanced, global_hinf, uniform, magnitude, random, or "
+                      "a registered one); with --max_drop also name@L specs, a comma-separated "
+                      "list, or 'all'.")
   flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "compact: the saved model is "
                     "smaller; mask: shapes kept, pruned states zeroed.")
   flags.DEFINE_string("out", None, "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
@@ -171,6 +289,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("horizon", 0, "Norms over: 0 infinite time (the paper), -1 the run's "
                        "sequence length, T > 0 that many steps.")
   flags.DEFINE_integer("seed", 0, "Seed of the random criterion.")
+  flags.DEFINE_float("max_drop", -1.0, "How far can I prune: find, per criterion, the largest "
+                     "ratio within this many accuracy points of dense on val (bisection), "
+                     "report test accuracy there and write that model; < 0: off (--ratio).")
+  flags.DEFINE_integer("finetune_epochs", 0, "--max_drop: fine-tuning epochs after pruning.")
+  flags.DEFINE_integer("calibration_batches", 4, "Training batches calibrated criteria read.")
   flags.DEFINE_list("eval_splits", list(DEFAULT_EVAL_SPLITS), "Splits to evaluate before and "
                     "after pruning (empty: no evaluation).")
 
@@ -180,11 +303,23 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
+  if FLAGS.max_drop >= 0:
+    criteria = ALL_CRITERIA if FLAGS.criterion == "all" else FLAGS.criterion.split(",")
+    try:
+      summary = how_far(FLAGS.workdir, FLAGS.max_drop, criteria, FLAGS.out, which=FLAGS.which,
+                        finetune_epochs=FLAGS.finetune_epochs,
+                        calibration_batches=FLAGS.calibration_batches,
+                        min_per_layer=FLAGS.min_per_layer, mode=FLAGS.mode)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+      sys.exit(f"error: {e}")
+    print(how_far_table(summary))
+    print(f"pruned models written under {os.path.dirname(summary['results'][0]['out_dir'])}")
+    return
   try:
     summary = prune_saved_model(
         FLAGS.workdir, FLAGS.ratio, FLAGS.criterion, FLAGS.mode, FLAGS.out, which=FLAGS.which,
         min_per_layer=FLAGS.min_per_layer, bidirectional=FLAGS.bidirectional,
-        horizon=FLAGS.horizon, seed=FLAGS.seed,
+        horizon=FLAGS.horizon, seed=FLAGS.seed, calibration_batches=FLAGS.calibration_batches,
         eval_splits=[s for s in FLAGS.eval_splits if s])
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")

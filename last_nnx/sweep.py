@@ -29,30 +29,17 @@ import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-CRITERIA = ("last", "last@L", "energy", "uniform", "global_hinf", "magnitude", "random")
+from last_nnx.prune_search import (max_drop_points, max_drop_search, parse_criterion,
+                                   prune_copy)
+
+CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
+            "calibrated_balanced", "uniform", "global_hinf", "magnitude", "random")
+
 DEFAULT_RATIOS = tuple(round(0.1 * i, 2) for i in range(10))
 
 
 # ----------------------------------------------------------------------------
 # Points: measured once, stored as JSON lines, skipped on rerun.
-
-
-def parse_criterion(spec: str, seq_len: int) -> tuple[str, int | None]:
-  """``'last'`` -> ``('last', None)``; ``'last@L'`` -> ``('last', seq_len)``;
-  ``'energy@512'`` -> ``('energy', 512)``. Raises ValueError on anything else."""
-  from last_nnx import pruning
-  name, _, horizon = spec.partition("@")
-  if name not in pruning.registered_criteria():
-    raise ValueError(f"unknown criterion {name!r} in {spec!r}; registered: "
-                     f"{pruning.registered_criteria()}")
-  if not horizon:
-    return name, None
-  if horizon == "L":
-    return name, int(seq_len)
-  if not horizon.isdigit() or int(horizon) < 1:
-    raise ValueError(f"criterion {spec!r}: after '@' give a number of steps or L (the "
-                     "sequence length), e.g. last@L or last@1024")
-  return name, int(horizon)
 
 
 def point_key(p: dict) -> str:
@@ -92,7 +79,7 @@ class PointStore:
 
 
 def _evaluate(model, task, splits):
-  from last_nnx.train.loop import evaluate
+  from last_nnx.train.steps import evaluate
   out = {}
   for split in splits:
     m = evaluate(model, task, split)
@@ -101,17 +88,20 @@ def _evaluate(model, task, splits):
 
 
 def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds: int,
-             splits=("val", "test"), recalibrate_batches: int = 0) -> None:
+             splits=("val", "test"), recalibrate_batches: int = 0,
+             calibration_batches: int = 4) -> None:
   """Measures every (criterion, ratio, seed) point not yet in ``store``.
 
-  Masked pruning is used: the same outputs as compaction (tested), and no
-  recompilation between points. ``recalibrate_batches > 0`` re-estimates the
+  Masked pruning is used for subset criteria: the same outputs as compaction
+  (tested), and no recompilation between points; reduction criteria
+  (``balanced``) compact each copy. Calibrated criteria read
+  ``calibration_batches`` training batches. ``recalibrate_batches > 0`` re-estimates the
   BatchNorm statistics of each pruned copy on that many training batches
   (`last_nnx.train.batchnorm`) before evaluating it.
   """
   from last_nnx import pruning
   from last_nnx.train.batchnorm import recalibrate_batch_norm
-  from last_nnx.train.loop import states_per_layer
+  from last_nnx.train.events import states_per_layer
   base = states_per_layer(model)
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
   if dense_key not in store:
@@ -123,9 +113,8 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
     point = dict(kind="one_shot", criterion=criterion, ratio=float(ratio), seed=seed)
     if point_key(point) in store:
       continue
-    name, horizon = parse_criterion(criterion, task.seq_len)
-    pruned = nnx.clone(model)
-    report = pruning.prune(pruned, ratio, criterion=name, mode="mask", rng=seed, horizon=horizon)
+    pruned, report = prune_copy(model, task, criterion, ratio, seed=seed,
+                                calibration_batches=calibration_batches)
     if recalibrate_batches:
       recalibrate_batch_norm(pruned, task.train_batches(0), max_batches=recalibrate_batches)
     states = states_per_layer(pruned)
@@ -146,19 +135,19 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   measurements already stored only if the whole schedule finished.
   """
   from last_nnx import pruning
-  from last_nnx.train import loop
+  from last_nnx.train import events, steps as train_steps
   from last_nnx.train.optim import make_optimizer
   keys = [point_key(dict(kind="iterative", criterion=criterion, ratio=target * (k + 1) / steps,
                          seed=0)) for k in range(steps)]
   if all(k in store for k in keys):
     return
   name, horizon = parse_criterion(criterion, task.seq_len)
-  base = loop.states_per_layer(model)
+  base = events.states_per_layer(model)
   n0 = sum(base.values())
   model.train()
   for k in range(steps):
     cumulative = target * (k + 1) / steps
-    now = sum(loop.states_per_layer(model).values())
+    now = sum(events.states_per_layer(model).values())
     ratio = pruning.event_ratio(cumulative, now, n0)
     optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
@@ -166,9 +155,8 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
                   horizon=horizon)
     after_prune = _evaluate(model, task, ("val",))
     for epoch in range(finetune_epochs):
-      for batch in task.train_batches(1000 + 10 * k + epoch):
-        loop.train_step(model, optimizer, *batch)
-    states = loop.states_per_layer(model)
+      train_steps.fit(model, optimizer, task.train_batches(1000 + 10 * k + epoch))
+    states = events.states_per_layer(model)
     point = dict(kind="iterative", criterion=criterion, ratio=cumulative, seed=0, states=states,
                  ratio_achieved=1 - sum(states.values()) / n0,
                  val_accuracy_before_finetune=after_prune["val_accuracy"],
@@ -225,7 +213,8 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     lines.append("_Synthetic data: these numbers are not LRA results._\n")
   if dense is None:
     return ""
-  criteria = [c for c in CRITERIA if any(p["criterion"] == c for p in points)]
+  measured = {p["criterion"] for p in points if p["kind"] == "one_shot"} - {"dense"}
+  criteria = [c for c in CRITERIA if c in measured] + sorted(measured - set(CRITERIA))
   ratios = sorted({round(p["ratio"], 4) for p in points if p["kind"] == "one_shot"} - {0.0})
   lines.append(f"Dense {split} accuracy: {100 * dense:.2f}%. Accuracy loss in points "
                f"(dense minus pruned; mean ± std over seeds) at each pruning ratio:\n")
@@ -250,6 +239,17 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
       if c in comp:
         lines.append(f"| {c} | {100 * comp[c]['within_0.5']:.0f}% | "
                      f"{100 * comp[c]['within_1.0']:.0f}% |")
+  searched = [p for p in points if p["kind"] == "max_drop"]
+  if searched:
+    lines.append("\nHow far can I prune: largest ratio within the tolerance on val "
+                 "(bisection), and test accuracy there:\n")
+    lines.append("| criterion | tolerance (pt) | fine-tune epochs | pruned | val acc | "
+                 f"test acc | test drop (pt) |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for p in sorted(searched, key=lambda p: (p["seed"], -p["ratio"], p["criterion"])):
+      lines.append(f"| {p['criterion']} | {p['max_drop']:g} | {p['seed']} | "
+                   f"{100 * p['ratio']:.1f}% | {100 * p['val_accuracy']:.2f} | "
+                   f"{100 * p['test_accuracy']:.2f} | {100 * (dense - p['test_accuracy']):.2f} |")
   iters = sorted((p for p in points if p["kind"] == "iterative"), key=lambda p: p["ratio"])
   if iters:
     lines.append("\nIterative prune-and-fine-tune:\n")
@@ -407,6 +407,11 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
   flags.DEFINE_integer("recalibrate_batches", 0, "One-shot: re-estimate BatchNorm statistics "
                        "of each pruned copy on this many training batches (0: off).")
+  flags.DEFINE_integer("calibration_batches", 4, "Training batches calibrated criteria read.")
+  flags.DEFINE_float("max_drop", -1.0, "Also search, per criterion, the largest ratio within "
+                     "this many accuracy points of dense on val (bisection); < 0: off.")
+  flags.DEFINE_list("max_drop_finetune", ["0"], "Fine-tuning epochs after pruning in the "
+                    "--max_drop search (one search per value, e.g. 0,1).")
   flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
   flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
@@ -445,7 +450,12 @@ def main(argv):
   logging.info("sweep of %s into %s (%d points already measured)", FLAGS.workdir, out,
                len(store.points))
   one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria, seeds=FLAGS.seeds,
-           recalibrate_batches=FLAGS.recalibrate_batches)
+           recalibrate_batches=FLAGS.recalibrate_batches,
+           calibration_batches=FLAGS.calibration_batches)
+  if FLAGS.max_drop >= 0:
+    max_drop_points(model, task, config, store, criteria=FLAGS.criteria, max_drop=FLAGS.max_drop,
+                    finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
+                    calibration_batches=FLAGS.calibration_batches)
   if FLAGS.iterative:
     iterative(nnx.clone(model), task, config, store, criterion=FLAGS.iterative_criterion,
               target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)

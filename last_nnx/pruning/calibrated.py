@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.pruning.apply import prunable_layers
-from last_nnx.ssm.base import RECORDED_INPUT, StateModes
+from last_nnx.ssm.base import RECORDED_INPUT, SSMInput, StateModes
 from last_nnx.ssm.scan import diagonal_recurrence
 
 DEFAULT_BATCHES = 4
@@ -59,7 +59,13 @@ def _eval_flags(model: nnx.Module):
 
 @nnx.jit
 def _forward(model, inputs, lengths):
-  model(inputs, lengths)
+  """``{layer_path: u}`` sown by the layers during ``model(inputs, lengths)``."""
+  _, sown = nnx.capture(lambda m, x, n: m(x, n), SSMInput)(model, inputs, lengths)
+  out = {}
+  for path, var in nnx.to_flat_state(sown):
+    value = var.get_value() if hasattr(var, "get_value") else var
+    out[".".join(str(p) for p in path[:-1])] = value[-1] if isinstance(value, tuple) else value
+  return out
 
 
 def capture_inputs(model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_BATCHES):
@@ -67,8 +73,9 @@ def capture_inputs(model: nnx.Module, batches: Iterable, max_batches: int = DEFA
 
   Runs the model in eval mode (dropout off, BatchNorm running statistics) on at
   most ``max_batches`` batches of ``batches`` (each ``(inputs, lengths, ...)``
-  as the task yields them; extra fields are ignored) with input recording on.
-  The flags are restored and the sown inputs removed afterwards. For a
+  as the task yields them; extra fields are ignored) with input recording on,
+  collecting the sown `SSMInput` values with ``nnx.capture``. The flags are
+  restored afterwards. For a
   retrieval model ``B' = 2 B`` (both documents go through the same tower).
 
   Raises:
@@ -85,16 +92,14 @@ def capture_inputs(model: nnx.Module, batches: Iterable, max_batches: int = DEFA
       if seen >= max_batches:
         break
       inputs, lengths = jnp.asarray(batch[0]), jnp.asarray(batch[1])
-      _forward(model, inputs, lengths)
+      sown = _forward(model, inputs, lengths)
       recorded = {}
       for path, layer in layers.items():
-        var = getattr(layer, RECORDED_INPUT, None)
-        if var is None:
+        if path not in sown:
           raise ValueError(f"layer {path} ({type(layer).__name__}) recorded no input: its "
                            "__call__ must call self.record_input(u) first (see "
                            "last_nnx.ssm.base.DiagonalSSM.record_input)")
-        recorded[path] = var.get_value()[-1]
-        delattr(layer, RECORDED_INPUT)
+        recorded[path] = sown[path]
       seen += 1
       yield recorded, lengths.reshape(-1)
   finally:
