@@ -10,7 +10,12 @@ Writes ``bench/results.json`` and ``bench/results.md``:
 * ``forward_latency``: one S5 layer, dense vs masked vs compacted at 25/50/75%
   pruning (masking saves nothing; compaction approaches P/P');
 * ``memory``: XLA's compiled memory (arguments + temporaries) and step time of
-  a Path-X-shaped S5 model vs sequence length 1k-16k.
+  a Path-X-shaped S5 model vs sequence length 1k-16k;
+* ``streaming``: per-token latency of the exported streaming step and exported
+  full-sequence throughput, dense vs compacted (`last_nnx.bench_deploy`).
+
+``--sections streaming`` (any subset) reruns only those sections and keeps the
+others' figures from the existing ``results.json``.
 
 Every ratio is measured within one run on this machine (CPU).
 """
@@ -28,7 +33,7 @@ import optax
 from absl import app, flags, logging
 from flax import nnx
 
-from last_nnx import pruning
+from last_nnx import bench_deploy, pruning
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import S5
 from last_nnx.train.loop import train_step as _train_step
@@ -208,7 +213,12 @@ def _markdown(results: dict) -> str:
     else:
       mem, per = f"{r['compiled_bytes'] / 2**20:.0f}", f"{r['bytes_per_token'] / 1024:.1f}"
     lines.append(f"| {r['seq_len']} | {r['step_s']:.3f} | {mem} | {per} |")
+  if "streaming" in results:
+    lines += [""] + bench_deploy.markdown(results["streaming"])
   return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("forward", "pruning", "memory", "train", "streaming")
 
 
 def _define_flags() -> None:
@@ -217,6 +227,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch", 2, "Batch size of the train-step benchmark.")
   flags.DEFINE_integer("repeats", 3, "Timed repetitions (median).")
   flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "Memory benchmark L.")
+  flags.DEFINE_list("sections", list(SECTIONS), "Sections to run; the others keep their "
+                    "figures from an existing results.json.")
 
 
 def _validate_flags() -> None:
@@ -234,13 +246,27 @@ def main(argv):
   FLAGS = flags.FLAGS
   os.makedirs(FLAGS.out, exist_ok=True)
   t0 = time.time()
-  results = dict(machine=f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-                         f"({jax.default_backend()})")
-  results["forward_latency"] = bench_forward(FLAGS.repeats)
-  results["pruning_event"] = bench_pruning_event(FLAGS.repeats)
-  results["memory"] = bench_memory([int(l) for l in FLAGS.lengths], FLAGS.repeats)
-  results["train_step"] = bench_train_steps(FLAGS.tasks, FLAGS.batch, FLAGS.repeats)
-  results["wall_time_s"] = time.time() - t0
+  sections = set(FLAGS.sections)
+  if sections - set(SECTIONS):
+    raise app.UsageError(f"unknown --sections {sorted(sections - set(SECTIONS))}; "
+                         f"expected a subset of {SECTIONS}")
+  results = {}
+  if sections != set(SECTIONS) and os.path.exists(os.path.join(FLAGS.out, "results.json")):
+    with open(os.path.join(FLAGS.out, "results.json")) as f:
+      results = json.load(f)  # a partial run replaces its own sections only
+  results["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
+                        f"({jax.default_backend()})")
+  if "forward" in sections:
+    results["forward_latency"] = bench_forward(FLAGS.repeats)
+  if "pruning" in sections:
+    results["pruning_event"] = bench_pruning_event(FLAGS.repeats)
+  if "memory" in sections:
+    results["memory"] = bench_memory([int(l) for l in FLAGS.lengths], FLAGS.repeats)
+  if "train" in sections:
+    results["train_step"] = bench_train_steps(FLAGS.tasks, FLAGS.batch, FLAGS.repeats)
+  if "streaming" in sections:
+    results["streaming"] = bench_deploy.bench_streaming(max(FLAGS.repeats, 5))
+  results["wall_time_s" if sections == set(SECTIONS) else "last_partial_run_s"] = time.time() - t0
   with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
   text = _markdown(results)
