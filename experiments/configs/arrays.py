@@ -1,4 +1,4 @@
-r"""Your own sequences: one ``.npz`` per split, or one ``.npz`` with named splits.
+r"""Your own sequences: one .npz per split, or one .npz with named splits.
 
 Tokens ``(N, L)`` int or features ``(N, L, F)`` float, labels ``(N,)``, optional
 lengths ``(N,)``; L, the vocabulary or F, and the classes are inferred from the

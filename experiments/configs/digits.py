@@ -1,5 +1,7 @@
-r"""Sequential digits (real data, no download): scikit-learn's 8x8 handwritten digits
-read pixel by pixel, L = 64, one feature per step, 10 classes, 1200 / 297 / 300.
+r"""Real handwritten digits (embedded in scikit-learn), pixel by pixel: L = 64.
+
+scikit-learn's 8x8 digits read row by row, one feature per step, 10 classes,
+1200 / 297 / 300 examples, no download.
 
 The default is the run of ``make train TASK=digits``: a 4-layer causal model
 (H = 64, 32 states) trained 30 epochs with AdamW (lr 4e-3, cosine), pruned to
