@@ -12,7 +12,12 @@ Writes ``bench/results.json`` and ``bench/results.md``:
 * ``memory``: XLA's compiled memory (arguments + temporaries) and step time of
   a Path-X-shaped S5 model vs sequence length 1k-16k;
 * ``streaming``: per-token latency of the exported streaming step and exported
-  full-sequence throughput, dense vs compacted (`last_nnx.bench_deploy`).
+  full-sequence throughput, dense vs compacted (`last_nnx.bench_deploy`);
+* ``loop``: the training loop's steps/s against the bare compiled step at the
+  same shape, and the step fed with the loop's old and new habits
+  (`last_nnx.bench_loop`);
+* ``capacity``: the largest Path-X-shape batch whose train step fits the
+  device, with and without donation and rematerialization.
 
 ``--sections streaming`` (any subset) reruns only those sections and keeps the
 others' figures from the existing ``results.json``.
@@ -20,10 +25,12 @@ others' figures from the existing ``results.json``.
 Every ratio is measured within one run on this machine (CPU).
 """
 
+import importlib.util
 import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import jax
@@ -34,9 +41,10 @@ from absl import app, flags, logging
 from flax import nnx
 
 from last_nnx import bench_deploy, pruning
+from last_nnx import bench_loop as bench_loop_lib
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import S5
-from last_nnx.train.loop import train_step as _train_step
+from last_nnx.train.steps import TrainCarry, train_step
 
 TASK_SHAPES = {  # from experiments/configs (S5 settings); vocab None = continuous input
     "listops": dict(L=2048, vocab=17, classes=10, layers=8, H=128, P=16, J=8, s4d_H=128),
@@ -60,6 +68,11 @@ def _model(shape, ssm: str, seed: int = 0, remat: bool = False) -> SequenceModel
                        ssm=ssm, ssm_config=ssm_config, vocab_size=shape["vocab"],
                        retrieval=shape.get("retrieval", False), remat=remat,
                        rngs=nnx.Rngs(seed))
+
+
+def _train_step(model, optimizer, x, lengths, y):
+  """One (donating) step of the training loop's own `train_step`."""
+  return train_step(model, optimizer, TrainCarry.start(model), x, lengths, y)
 
 
 def _batch(shape, batch: int, length: int | None = None):
@@ -185,40 +198,127 @@ def bench_memory(lengths, repeats: int, batch: int = 2) -> list[dict]:
 
 def _markdown(results: dict) -> str:
   lines = [f"# last-nnx benchmarks ({results['machine']})", ""]
-  lines += ["## Train step (batch %d)" % results["train_step"][0]["batch"], "",
-            "| task | L | S5 seq/s | S4D seq/s |", "|---|---|---|---|"]
-  by = {(r["task"], r["ssm"]): r for r in results["train_step"]}
-  for task in dict.fromkeys(r["task"] for r in results["train_step"]):
-    lines.append(f"| {task} | {by[(task, 's5')]['seq_len']} | "
-                 f"{by[(task, 's5')]['sequences_per_s']:.2f} | "
-                 f"{by[(task, 's4d')]['sequences_per_s']:.2f} |")
-  p = results["pruning_event"]
-  lines += ["", "## Pruning event (ListOps S5, 30% LAST, compact)", "",
-            f"prune {p['prune_s']:.3f} s + recompile {p['recompile_s']:.3f} s = "
-            f"{p['event_s']:.3f} s; one epoch ≈ {p['steps_per_epoch']} x {p['step_s']:.3f} s = "
-            f"{p['epoch_s_estimated']:.0f} s; event = {100 * p['event_fraction_of_epoch']:.3f}% "
-            "of an epoch", "",
-            "## S5 layer forward: dense vs masked vs compacted", "",
-            "| variant | pruned | states | forward ms | speedup | limit P/P' |",
-            "|---|---|---|---|---|---|"]
-  for r in results["forward_latency"]:
-    lines.append(f"| {r['variant']} | {100 * r['ratio']:.0f}% | {r['states']} | "
-                 f"{1e3 * r['forward_s']:.1f} | {r['speedup']:.2f}x | "
-                 f"{r.get('limit', 1.0):.2f}x |")
-  lines += ["", "## Path-X S5 loss+gradient vs sequence length (batch 2)", "",
-            "| L | step s | compiled memory MiB | KiB per token |", "|---|---|---|---|"]
-  for r in results["memory"]:
-    if r["compiled_bytes"] is None:
-      mem = per = "-"
-    else:
-      mem, per = f"{r['compiled_bytes'] / 2**20:.0f}", f"{r['bytes_per_token'] / 1024:.1f}"
-    lines.append(f"| {r['seq_len']} | {r['step_s']:.3f} | {mem} | {per} |")
+  if "train_step" in results:
+    lines += ["## Train step (batch %d)" % results["train_step"][0]["batch"], "",
+              "| task | L | S5 seq/s | S4D seq/s |", "|---|---|---|---|"]
+    by = {(r["task"], r["ssm"]): r for r in results["train_step"]}
+    for task in dict.fromkeys(r["task"] for r in results["train_step"]):
+      lines.append(f"| {task} | {by[(task, 's5')]['seq_len']} | "
+                   f"{by[(task, 's5')]['sequences_per_s']:.2f} | "
+                   f"{by[(task, 's4d')]['sequences_per_s']:.2f} |")
+    lines.append("")
+  if "pruning_event" in results:
+    p = results["pruning_event"]
+    lines += ["## Pruning event (ListOps S5, 30% LAST, compact)", "",
+              f"prune {p['prune_s']:.3f} s + recompile {p['recompile_s']:.3f} s = "
+              f"{p['event_s']:.3f} s; one epoch ≈ {p['steps_per_epoch']} x {p['step_s']:.3f} s "
+              f"= {p['epoch_s_estimated']:.0f} s; event = "
+              f"{100 * p['event_fraction_of_epoch']:.3f}% of an epoch", ""]
+  if "forward_latency" in results:
+    lines += ["## S5 layer forward: dense vs masked vs compacted", "",
+              "| variant | pruned | states | forward ms | speedup | limit P/P' |",
+              "|---|---|---|---|---|---|"]
+    for r in results["forward_latency"]:
+      lines.append(f"| {r['variant']} | {100 * r['ratio']:.0f}% | {r['states']} | "
+                   f"{1e3 * r['forward_s']:.1f} | {r['speedup']:.2f}x | "
+                   f"{r.get('limit', 1.0):.2f}x |")
+    lines.append("")
+  if "memory" in results:
+    lines += ["## Path-X S5 loss+gradient vs sequence length (batch 2)", "",
+              "| L | step s | compiled memory MiB | KiB per token |", "|---|---|---|---|"]
+    for r in results["memory"]:
+      if r["compiled_bytes"] is None:
+        mem = per = "-"
+      else:
+        mem, per = f"{r['compiled_bytes'] / 2**20:.0f}", f"{r['bytes_per_token'] / 1024:.1f}"
+      lines.append(f"| {r['seq_len']} | {r['step_s']:.3f} | {mem} | {per} |")
+    lines.append("")
+  if "loop" in results:
+    lines += _loop_markdown(results["loop"])
+  if "capacity" in results:
+    lines += _capacity_markdown(results["capacity"])
   if "streaming" in results:
-    lines += [""] + bench_deploy.markdown(results["streaming"])
-  return "\n".join(lines) + "\n"
+    lines += bench_deploy.markdown(results["streaming"])
+  return "\n".join(lines).rstrip() + "\n"
 
 
-SECTIONS = ("forward", "pruning", "memory", "train", "streaming")
+def bench_loop(batch: int, repeats: int) -> dict:
+  """Loop overhead (CPU: the real loop; anywhere: the feeding habits at ListOps shape)."""
+  out = {}
+  if importlib.util.find_spec("tensorflow") is not None:  # the loop's data and writers
+    from experiments.configs import listops
+    config = listops.get_config("s5,smoke")
+    config.data.cache_dir = os.path.join(tempfile.gettempdir(), "last_nnx_bench_cache")
+    config.data.synthetic.update(dict(seq_len=512, max_length=512, n_train=800, n_val=16,
+                                      n_test=16))
+    config.model.d_model, config.model.n_layers = 64, 4
+    config.model.ssm_config.state_size = 32
+    config.train.batch_size = config.train.eval_batch_size = 16
+    config.train.eval_test = False
+    out["loop"] = bench_loop_lib.loop_overhead(config, n1=5, n2=5 + 10 * repeats)
+    logging.info("loop: %.1f%% of the bare step's speed", 100 * out["loop"]["loop_vs_bare"])
+  else:
+    logging.warning("TensorFlow is not installed: the real loop (data pipeline, CLU "
+                    "writers) is not benchmarked here; feeding habits only")
+  shape = TASK_SHAPES["listops"]
+  make = lambda: (lambda m: (m, bench_loop_lib.adam_optimizer(m)))(_model(shape, "s5"))
+  habits = bench_loop_lib.feeding_habits(make, _batch(shape, batch), n_steps=10 * repeats)
+  out["habits_listops"] = dict(habits, batch=batch, seq_len=shape["L"])
+  return out
+
+
+def _loop_markdown(r: dict) -> list[str]:
+  lines = ["## Training loop overhead", ""]
+  if "loop" in r:
+    o = r["loop"]
+    lines += [f"`train_and_evaluate` vs the bare donated step, same shape (S5, H={o['d_model']}, "
+              f"{o['n_layers']} layers, L={o['seq_len']}, batch {o['batch']}): loop "
+              f"{o['loop_steps_per_s']:.2f} steps/s, bare {o['bare_steps_per_s']:.2f} steps/s: "
+              f"**{100 * o['loop_vs_bare']:.1f}%** of the bare step's speed (per-step loop time "
+              "from two runs of different lengths, so compilation, evaluation and checkpoints "
+              "cancel).", ""]
+  h = r["habits_listops"]
+  lines += [f"Feeding the ListOps-shape S5 step (L={h['seq_len']}, batch {h['batch']}):", "",
+            "| feeding | s/step | share of bare speed |", "|---|---|---|",
+            f"| bare (resident batch, back to back) | {h['bare_step_s']:.4f} | 100% |",
+            f"| old habits (sync put, no donation, host NaN check per step) | "
+            f"{h['old_habits_step_s']:.4f} | {100 * h['old_vs_bare']:.1f}% |",
+            f"| new habits (prefetch 2, donation, device-side NaN latch) | "
+            f"{h['new_habits_step_s']:.4f} | {100 * h['new_vs_bare']:.1f}% |", ""]
+  return lines
+
+
+def bench_capacity(capacity_gib: float, batch_probes=(4, 8)) -> dict:
+  """Largest Path-X-shape S5 batch whose train step fits, with/without donation and remat."""
+  shape = TASK_SHAPES["pathx"]
+  limit = bench_loop_lib.device_memory_limit()
+  source = "device bytes_limit"
+  if limit is None:
+    limit, source = int(capacity_gib * 2**30), f"nominal {capacity_gib:g} GiB"
+  rows = []
+  for remat in (False, True):
+    make = lambda: (lambda m: (m, bench_loop_lib.adam_optimizer(m)))(
+        _model(shape, "s5", remat=remat))
+    for donate in (False, True):
+      row = bench_loop_lib.largest_batch(make, lambda b: _batch(shape, b), donate=donate,
+                                         limit_bytes=limit, probes=batch_probes)
+      rows.append(dict(row, remat=remat))
+  return dict(limit_bytes=limit, limit_source=source, seq_len=shape["L"], rows=rows)
+
+
+def _capacity_markdown(r: dict) -> list[str]:
+  lines = [f"## Largest Path-X batch (S5, L={r['seq_len']}; {r['limit_source']}: "
+           f"{r['limit_bytes'] / 2**30:.1f} GiB; from XLA's compiled memory)", "",
+           "| remat | donation | largest batch | GiB at it | MiB per example |",
+           "|---|---|---|---|---|"]
+  for row in r["rows"]:
+    lines.append(f"| {'yes' if row['remat'] else 'no'} | {'yes' if row['donate'] else 'no'} | "
+                 f"{row['largest_batch']} | {row['bytes_at_largest'] / 2**30:.1f} | "
+                 f"{row['per_example_bytes'] / 2**20:.0f} |")
+  return lines + [""]
+
+
+SECTIONS = ("forward", "pruning", "memory", "train", "streaming", "loop", "capacity")
 
 
 def _define_flags() -> None:
@@ -229,6 +329,8 @@ def _define_flags() -> None:
   flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "Memory benchmark L.")
   flags.DEFINE_list("sections", list(SECTIONS), "Sections to run; the others keep their "
                     "figures from an existing results.json.")
+  flags.DEFINE_float("capacity_gib", 16.0, "Memory assumed by the capacity section where the "
+                     "device does not report its limit (CPU).")
 
 
 def _validate_flags() -> None:
@@ -266,6 +368,10 @@ def main(argv):
     results["train_step"] = bench_train_steps(FLAGS.tasks, FLAGS.batch, FLAGS.repeats)
   if "streaming" in sections:
     results["streaming"] = bench_deploy.bench_streaming(max(FLAGS.repeats, 5))
+  if "loop" in sections:
+    results["loop"] = bench_loop(FLAGS.batch, FLAGS.repeats)
+  if "capacity" in sections:
+    results["capacity"] = bench_capacity(FLAGS.capacity_gib)
   results["wall_time_s" if sections == set(SECTIONS) else "last_partial_run_s"] = time.time() - t0
   with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
     json.dump(results, f, indent=2)

@@ -9,7 +9,6 @@ NaN check at logging steps. The latch keeps the name of the parameter that
 went bad first, although a NaN loss spreads to every parameter a step later.
 """
 
-import functools
 
 import flax
 import jax
@@ -75,10 +74,9 @@ def _latch(bad_leaf: jax.Array, params) -> jax.Array:
   return jnp.where(bad_leaf.any(), bad_leaf, _nonfinite(params))
 
 
-@functools.partial(nnx.jit, static_argnames=("reg",), donate_argnums=(0, 1, 2))
-def train_step(model, optimizer, carry: TrainCarry, inputs, lengths, labels, reg_weight=0.0,
-               reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec()):
-  """One optimizer micro-step; returns the updated carry.
+def train_step_fn(model, optimizer, carry: TrainCarry, inputs, lengths, labels, reg_weight=0.0,
+                  reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec()):
+  """One optimizer micro-step; returns the updated carry (`train_step` compiles it).
 
   Model, optimizer and carry are donated: their old buffers are reused for the
   new values, so peak memory holds one copy of the state. ``reg`` (static)
@@ -92,6 +90,9 @@ def train_step(model, optimizer, carry: TrainCarry, inputs, lengths, labels, reg
   optimizer.update(model, grads)
   batch = metrics_lib.batch_metrics(logits, labels, penalty=penalty)
   return TrainCarry(metrics=carry.metrics.merge(batch), bad_leaf=bad_leaf)
+
+
+train_step = nnx.jit(train_step_fn, static_argnames=("reg",), donate_argnums=(0, 1, 2))
 
 
 def fit(model, optimizer, batches) -> TrainCarry:

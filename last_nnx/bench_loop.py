@@ -1,0 +1,196 @@
+"""Loop overhead and step memory: what the training loop costs beyond its compiled step.
+
+Three ways to feed the same compiled step (`last_nnx.train.steps.train_step_fn`):
+
+* ``bare``: the donating step dispatched back to back on one device-resident
+  batch, one sync at the end: the most the hardware gives for this step;
+* ``old habits``: what the loop did before: each batch put on the device
+  synchronously, no donation, and every parameter checked for NaN on the host
+  after every step (a blocking device-to-host read per step);
+* ``new habits``: what the loop does now: batches prefetched two ahead,
+  donation, finiteness latched on the device and read every ``log_every`` steps.
+
+And the loop itself (`loop_overhead`): `train_and_evaluate` per-step time from
+two runs of ``n1`` and ``n2`` steps of the same config, whose difference removes
+compilation, evaluation and checkpoints, against ``bare`` at the same shape.
+
+`step_memory` reads XLA's compiled memory of the step (no execution) with and
+without donation and rematerialization, and extrapolates the largest batch that
+fits the device (memory is affine in the batch); `--verify` runs that batch.
+"""
+
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from last_nnx.train import distributed, steps
+
+_undonated_step = nnx.jit(steps.train_step_fn, static_argnames=("reg",))
+
+
+@jax.jit
+def _all_finite(params) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)
+                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+
+
+def _host_batches(batch, n: int):
+  """``n`` host copies of ``batch`` (a loop reads new host arrays every step)."""
+  host = tuple(np.asarray(a) for a in batch)
+  return (tuple(a.copy() for a in host) for _ in range(n))
+
+
+def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
+  """Seconds per step of the same step fed three ways (see the module docstring).
+
+  Args:
+    model_fn: ``() -> (model, optimizer)``, fresh each call.
+    batch: ``(inputs, lengths, labels)`` host arrays.
+    n_steps: timed steps per variant (after one compiling step).
+  """
+  out = {}
+  model, optimizer = model_fn()
+  carry = steps.TrainCarry.start(model)
+  device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
+  carry = steps.train_step(model, optimizer, carry, *device_batch)
+  jax.block_until_ready(carry)
+  t = time.perf_counter()
+  for _ in range(n_steps):
+    carry = steps.train_step(model, optimizer, carry, *device_batch)
+  jax.block_until_ready(carry)
+  out["bare_step_s"] = (time.perf_counter() - t) / n_steps
+
+  model, optimizer = model_fn()
+  carry = steps.TrainCarry.start(model)
+  jax.block_until_ready(_undonated_step(model, optimizer, carry, *device_batch))
+  _all_finite(nnx.state(model, nnx.Param)).block_until_ready()
+  t = time.perf_counter()
+  for host in _host_batches(batch, n_steps):
+    placed = tuple(jax.block_until_ready(jax.device_put(a)) for a in host)
+    carry = _undonated_step(model, optimizer, carry, *placed)
+    if not bool(_all_finite(nnx.state(model, nnx.Param))):
+      raise FloatingPointError("diverged")
+  jax.block_until_ready(carry)
+  out["old_habits_step_s"] = (time.perf_counter() - t) / n_steps
+
+  model, optimizer = model_fn()
+  carry = steps.TrainCarry.start(model)
+  carry = steps.train_step(model, optimizer, carry, *device_batch)
+  steps.check_health(model, carry)
+  t = time.perf_counter()
+  for k, placed in enumerate(distributed.prefetch_to_device(_host_batches(batch, n_steps), None)):
+    carry = steps.train_step(model, optimizer, carry, *placed)
+    if (k + 1) % log_every == 0:
+      steps.check_health(model, carry)
+  steps.check_health(model, carry)
+  out["new_habits_step_s"] = (time.perf_counter() - t) / n_steps
+  out["old_vs_bare"] = out["bare_step_s"] / out["old_habits_step_s"]
+  out["new_vs_bare"] = out["bare_step_s"] / out["new_habits_step_s"]
+  return out
+
+
+def loop_overhead(config, n1: int = 5, n2: int = 25) -> dict:
+  """`train_and_evaluate` steps/s against the bare step, same config and shape.
+
+  Needs the data pipeline and CLU's writers (TensorFlow); ``config`` is a
+  training config whose synthetic train split holds at least ``n2`` batches.
+  """
+  from last_nnx import data
+  from last_nnx.train import loop, run_state
+  config = config.copy_and_resolve_references()
+  config.pruning.schedule = "none"
+  config.train.epochs = 1
+  config.train.checkpoint_every_steps = 0
+  config.train.log_every_steps = 10
+  wall = {}
+  with tempfile.TemporaryDirectory() as root:
+    for n in (2, n1, n2):  # the first run compiles every program once
+      config.train.max_steps_per_epoch = n
+      t = time.perf_counter()
+      loop.train_and_evaluate(config, os.path.join(root, f"run{n}"))
+      wall[n] = time.perf_counter() - t
+  loop_step = (wall[n2] - wall[n1]) / (n2 - n1)
+  task = data.build_task(config.data, batch_size=config.train.batch_size,
+                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  plan = loop.epoch_plan(config)
+  batch = next(task.train_batches(0))
+  habits = feeding_habits(lambda: run_state.build(config, task, plan)[:2], batch, n2 - n1)
+  return dict(batch=config.train.batch_size, seq_len=task.seq_len,
+              d_model=config.model.d_model, n_layers=config.model.n_layers,
+              loop_step_s=loop_step, loop_steps_per_s=1 / loop_step,
+              bare_steps_per_s=1 / habits["bare_step_s"],
+              loop_vs_bare=habits["bare_step_s"] / loop_step, runs_wall_s=wall, **habits)
+
+
+def compiled_step_bytes(model, optimizer, batch, *, donate: bool) -> int:
+  """Peak device bytes XLA reserves for one train step (arguments + outputs -
+  aliased + temporaries), from the compiled program; nothing is executed."""
+  graphdef, state = nnx.split((model, optimizer))
+  carry = steps.TrainCarry.start(model)
+
+  def step(state, carry, inputs, lengths, labels):
+    model, optimizer = nnx.merge(graphdef, state)
+    carry = steps.train_step_fn(model, optimizer, carry, inputs, lengths, labels)
+    return nnx.state((model, optimizer)), carry
+
+  abstract = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  compiled = jax.jit(step, donate_argnums=(0, 1) if donate else ()).lower(
+      abstract(state), abstract(carry), *abstract(tuple(batch))).compile()
+  m = compiled.memory_analysis()
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+             + m.temp_size_in_bytes)
+
+
+def largest_batch(make, batch_fn, *, donate: bool, limit_bytes: int, probes=(4, 8)) -> dict:
+  """Largest batch whose compiled step fits ``limit_bytes``.
+
+  Args:
+    make: ``() -> (model, optimizer)``.
+    batch_fn: ``batch_size -> (inputs, lengths, labels)`` (shapes are what count).
+    probes: two batch sizes whose compiled memory fixes the affine fit
+      ``bytes = fixed + per_example * batch``; the prediction is then compiled
+      and stepped down by 5% until it fits.
+  """
+  model, optimizer = make()
+  sizes = [compiled_step_bytes(model, optimizer, batch_fn(b), donate=donate) for b in probes]
+  per_example = (sizes[1] - sizes[0]) / (probes[1] - probes[0])
+  fixed = sizes[0] - per_example * probes[0]
+  guess = max(1, int((limit_bytes - fixed) // max(per_example, 1)))
+  while True:
+    need = compiled_step_bytes(model, optimizer, batch_fn(guess), donate=donate)
+    if need <= limit_bytes or guess == 1:
+      break
+    guess = max(1, int(guess * 0.95))
+  logging.info("largest batch (donate=%s): %d (%.1f GiB of %.1f)", donate, guess, need / 2**30,
+               limit_bytes / 2**30)
+  return dict(donate=donate, largest_batch=guess, bytes_at_largest=need,
+              per_example_bytes=per_example, fixed_bytes=fixed, probes=dict(zip(probes, sizes)))
+
+
+def device_memory_limit() -> int | None:
+  """Bytes the default device lets XLA allocate (None where the backend does not say)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("bytes_limit")
+
+
+def run_step_once(make, batch) -> float:
+  """Seconds of one (compiled) donated step at this batch: proof that it fits."""
+  model, optimizer = make()
+  carry = steps.TrainCarry.start(model)
+  carry = steps.train_step(model, optimizer, carry, *batch)
+  jax.block_until_ready(carry)
+  t = time.perf_counter()
+  carry = steps.train_step(model, optimizer, carry, *batch)
+  jax.block_until_ready(carry)
+  return time.perf_counter() - t
+
+
+def adam_optimizer(model) -> nnx.Optimizer:
+  return nnx.Optimizer(model, optax.adamw(1e-3, weight_decay=0.05), wrt=nnx.Param)
