@@ -17,6 +17,16 @@ pruned) after each:
   event already prunes (rather than pruning to ``s_i = 0``) and the last
   reaches ``s_f`` exactly. The cubic ramp takes large steps first, while the
   model is most redundant, and small ones near the target.
+* ``settled``: no fixed epochs. The loop watches, every epoch, which states
+  the criterion would keep at ``target_ratio`` (`last_nnx.train.watch`); once
+  that keep set has changed by at most ``settle_tolerance`` (``1 - Jaccard``
+  with the previous epoch's) for ``settle_epochs`` epochs in a row, the next
+  epoch end from ``start_epoch`` on prunes (`settled_target`); at
+  ``end_epoch`` it prunes to the target whether settled or not. With
+  ``settle_steps > 1`` it gets there in that many events on the ramp above
+  (`settle_targets`), each waiting for the keep set of the smaller model to
+  settle again. The decision is a pure function of the watch history, which
+  checkpoints carry, so a resumed run decides as the uninterrupted one would.
 
 An event removes a fraction of the states *remaining* at that time:
 ``1 - (1 - s) / (1 - s_now)`` (`event_ratio`).
@@ -26,7 +36,7 @@ import dataclasses
 
 from last_nnx.pruning.allocate import check_ratio
 
-KINDS = ("none", "one_shot", "iterative")
+KINDS = ("none", "one_shot", "iterative", "settled")
 RAMPS = ("cubic", "linear")
 _MAX_EVENT_RATIO = 1.0 - 1e-9  # keep event ratios inside [0, 1)
 
@@ -76,8 +86,8 @@ class PruningSchedule:
                        f"start_epoch={self.start_epoch}")
 
   def event_epochs(self) -> list[int]:
-    """The epochs after which an event fires, in order."""
-    if self.kind == "none":
+    """The epochs after which an event fires, in order (``settled``: decided at run time)."""
+    if self.kind in ("none", "settled"):
       return []
     if self.kind == "one_shot":
       return [self.start_epoch]
@@ -95,6 +105,8 @@ class PruningSchedule:
     """``{epoch: cumulative fraction pruned after that epoch's event}``."""
     if self.kind == "one_shot":
       return {self.start_epoch: self.target_ratio}
+    if self.kind == "settled":
+      return {}
     return {e: self.target_ratio * self._ramp(e) for e in self.event_epochs()}
 
   def ratio_at(self, epoch: int) -> float:
@@ -113,3 +125,69 @@ class PruningSchedule:
     if target is None:
       return 0.0
     return removal_fraction(target, current_fraction_pruned)
+
+
+# ----------------------------------------------------------------------------
+# The 'settled' schedule: pure decisions from the watch history.
+
+
+def jaccard(a, b) -> float:
+  """``|a & b| / |a | b|`` of two keep sets (any iterables of hashable state ids); 1 if both
+  are empty."""
+  a, b = set(a), set(b)
+  union = len(a | b)
+  return len(a & b) / union if union else 1.0
+
+
+def settle_targets(target_ratio: float, steps: int = 1, ramp: str = "cubic") -> list[float]:
+  """Cumulative targets of the ``steps`` events of a ``settled`` schedule.
+
+  Step ``i`` of ``n`` prunes to ``s_f (1 - (1 - i/n)^3)`` (cubic) or ``s_f i/n``
+  (linear): the iterative ramp over event counts instead of epochs. The last is
+  ``target_ratio`` exactly.
+  """
+  check_ratio(target_ratio)
+  if steps < 1:
+    raise ValueError(f"pruning.settle_steps={steps} must be at least 1")
+  if ramp not in RAMPS:
+    raise ValueError(f"pruning.ramp={ramp!r}; expected one of {RAMPS}")
+  shape = (lambda p: 1.0 - (1.0 - p) ** 3) if ramp == "cubic" else (lambda p: p)
+  return [target_ratio * shape(i / steps) for i in range(1, steps)] + [target_ratio]
+
+
+def is_settled(changes: list, tolerance: float, epochs: int) -> bool:
+  """Whether the last ``epochs`` keep-set changes are all known and ``<= tolerance``.
+
+  Args:
+    changes: per watched epoch, oldest first, ``1 - Jaccard`` of the keep set with
+      the previous epoch's, or None where the two are not comparable (the first
+      epoch, or the model changed size or target in between).
+    tolerance: the largest change still called stable, in [0, 1).
+    epochs: how many stable epochs in a row are needed (>= 1).
+  """
+  recent = list(changes)[-epochs:]
+  return len(recent) == epochs and all(c is not None and c <= tolerance for c in recent)
+
+
+def settled_target(*, epoch: int, changes: list, steps_done: int, targets: list[float],
+                   tolerance: float, epochs: int, start_epoch: int,
+                   end_epoch: int) -> float | None:
+  """The cumulative target to prune to at ``epoch``'s end, or None (no event).
+
+  Args:
+    epoch: the training epoch just finished (1-based).
+    changes: the watch history's keep-set changes (`is_settled`), this epoch's last.
+    steps_done: events of this schedule already taken.
+    targets: `settle_targets`.
+    tolerance, epochs: `is_settled`.
+    start_epoch: no event before this epoch ends.
+    end_epoch: the deadline: at its end the run prunes straight to the final target
+      if it has not got there.
+  """
+  if steps_done >= len(targets) or epoch < start_epoch or epoch > end_epoch:
+    return None
+  if epoch == end_epoch:
+    return targets[-1]
+  if is_settled(changes, tolerance, epochs):
+    return targets[steps_done]
+  return None

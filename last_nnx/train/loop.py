@@ -5,7 +5,10 @@ end of the training epochs the schedule names (``pruning.*``); each event
 recomputes the scores from the current weights, prunes, evaluates before and
 after, logs the per-layer allocation, and is followed by
 ``pruning.finetune_epochs`` extra fine-tuning epochs. The learning-rate
-schedule spans all epochs, fine-tuning included.
+schedule spans all epochs, fine-tuning included. Before any event, every epoch
+end is watched (`watch`: per-layer scores, the would-be keep set and its
+overlap with the last epoch's); the ``settled`` schedule prunes when that keep
+set stops changing.
 
 Steps are dispatched without waiting on them: batches are put on the devices
 two ahead, the step donates model and optimizer state, and metrics and the
@@ -35,7 +38,7 @@ from flax import nnx
 
 from last_nnx import data, pruning
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import distributed, regularizers, steps
+from last_nnx.train import distributed, regularizers, steps, watch
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
 from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, validate_config
@@ -61,6 +64,7 @@ class Context:
   writer: metric_writers.MetricWriter
   ckpt: Checkpointer
   best_ckpt: Checkpointer
+  workdir: str = ""
   progress: periodic_actions.ReportProgress | None = None
   eta: "_EarlyEstimate | None" = None
 
@@ -86,8 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       model, optimizer, schedules, run = roll_back(ctx, e, run)
       continue
     val = evaluate_epoch(ctx, model, run, spec, train_scalars)
-    if spec.target_ratio is not None:
-      model, optimizer, val = prune_event(ctx, model, optimizer, run, spec, val)
+    target = watch.epoch_end(ctx, model, run, spec)  # and the 'settled' decision
+    if target is not None:
+      model, optimizer, val = prune_event(ctx, model, optimizer, run, spec, val, target)
     end_epoch(ctx, model, optimizer, run, val, clock)
   return finish(ctx, model, run, workdir)
 
@@ -115,7 +120,7 @@ def setup(config, workdir: str) -> Context:
       writer=metric_writers.create_default_writer(workdir,
                                                   just_logging=jax.process_index() > 0),
       ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
-      best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1))
+      best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1), workdir=workdir)
 
 
 def log_plan(ctx: Context, model, run: RunState) -> None:
@@ -210,14 +215,15 @@ def evaluate_epoch(ctx: Context, model, run: RunState, spec: EpochSpec, train_sc
   return val
 
 
-def prune_event(ctx: Context, model, optimizer, run: RunState, spec: EpochSpec, val: dict):
+def prune_event(ctx: Context, model, optimizer, run: RunState, spec: EpochSpec, val: dict,
+                target: float):
   """The scheduled pruning event after this epoch; returns the model, optimizer
   and the validation metrics of the model that goes on."""
   if not run.events:
     run.dense = dict(val=val, states=states_per_layer(model))
     if ctx.config.train.eval_test:
       run.dense["test"] = steps.evaluate(model, ctx.task, "test", ctx.mesh)
-  model, optimizer, event = pruning_event(model, optimizer, target=spec.target_ratio,
+  model, optimizer, event = pruning_event(model, optimizer, target=target,
                                           config=ctx.config, run=run, task=ctx.task,
                                           mesh=ctx.mesh)
   event["train_epoch"] = spec.train_epoch
@@ -328,4 +334,5 @@ def _summary(model, task, run: RunState, config, mesh) -> dict:
       dense=run.dense or None, final=final, states_initial=initial, states_final=now,
       ratio_achieved=1.0 - sum(now.values()) / max(1, sum(initial.values())),
       pruning_events=[{k: v for k, v in e.items() if k != "report"} for e in run.events],
-      epochs=run.epochs, steps=run.step, wall_time_s=run.wall_time)
+      epochs=run.epochs, watch=watch.summarize(run.watch), steps=run.step,
+      wall_time_s=run.wall_time)

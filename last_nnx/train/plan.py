@@ -4,11 +4,20 @@ A plan is a list of `EpochSpec`: the ``train.epochs`` training epochs, each
 followed, when the schedule prunes after it, by ``pruning.finetune_epochs``
 fine-tuning epochs. The loop's position in it (``RunState.epoch_index``) is
 what a checkpoint records.
+
+The ``settled`` schedule decides its events at run time, so its plan only
+marks where an event may fire: the training epochs from ``start_epoch`` to
+``end_epoch`` (the deadline) have ``settle=True``, and the loop asks
+`last_nnx.train.watch.epoch_end` at each of them. Its fine-tuning epochs
+(``pruning.finetune_epochs``) follow the deadline, so the plan, and with it the
+learning-rate schedule and the step count, is fixed before the run starts;
+when the event fires earlier, the training epochs after it train the smaller model.
 """
 
 import dataclasses
 
 from last_nnx import pruning
+from last_nnx.pruning.schedule import KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,6 +25,7 @@ class EpochSpec:
   train_epoch: int  # 1-based training epoch this epoch belongs to
   finetune: bool  # a fine-tuning epoch after an event
   target_ratio: float | None  # cumulative fraction pruned after this epoch's event
+  settle: bool = False  # 'settled' schedule: an event may fire here (decided at run time)
 
 
 def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
@@ -26,7 +36,19 @@ def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
       end_epoch=last(pcfg.end_epoch), every=pcfg.every, ramp=pcfg.ramp).events()
 
 
+def settle_window(pcfg, train_epochs: int) -> tuple[int, int]:
+  """``(start_epoch, end_epoch)`` of the pruning config, -1 read as the last training epoch."""
+  last = lambda e: train_epochs if e < 0 else e
+  return last(pcfg.start_epoch), last(pcfg.end_epoch)
+
+
 def epoch_plan(config) -> list[EpochSpec]:
+  p, epochs = config.pruning, config.train.epochs
+  if p.schedule == "settled":
+    start, end = settle_window(p, epochs)
+    plan = [EpochSpec(e, False, None, settle=start <= e <= end) for e in range(1, epochs + 1)]
+    plan[end:end] = [EpochSpec(end, True, None)] * p.finetune_epochs
+    return plan
   targets = event_targets(config.pruning, config.train.epochs)
   plan = []
   for epoch in range(1, config.train.epochs + 1):
@@ -39,8 +61,9 @@ def epoch_plan(config) -> list[EpochSpec]:
 def validate_config(config) -> None:
   """One-line errors for settings that cannot work."""
   p, t = config.pruning, config.train
-  if p.schedule not in ("none", "one_shot", "iterative"):
-    raise ValueError(f"pruning.schedule={p.schedule!r}: use none, one_shot or iterative")
+  if p.schedule not in KINDS:
+    raise ValueError(f"pruning.schedule={p.schedule!r}: use none, one_shot, iterative or "
+                     "settled")
   if not 0.0 <= p.target_ratio < 1.0:
     raise ValueError(f"pruning.target_ratio={p.target_ratio} must be in [0, 1): it is the "
                      "fraction of states removed (0.3 removes 30%)")
@@ -55,9 +78,35 @@ def validate_config(config) -> None:
     if getattr(p, name) > t.epochs:
       raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
                        f"(train.epochs={t.epochs})")
+  validate_watch(config)
   if t.batch_size % config.optim.grad_accum:
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
                      f"optim.grad_accum={config.optim.grad_accum}")
+
+
+def validate_watch(config) -> None:
+  """The watch options, and what the ``settled`` schedule needs of them."""
+  p, w = config.pruning, config.watch
+  if w.criterion and w.criterion not in pruning.registered_criteria():
+    raise ValueError(f"watch.criterion={w.criterion!r} is unknown; registered: "
+                     f"{pruning.registered_criteria()} ('' watches pruning.criterion)")
+  if p.schedule != "settled":
+    return
+  from last_nnx.train.watch import unwatchable, watched_criterion  # watch imports plan
+  reason = unwatchable(watched_criterion(config))
+  if not w.enabled or reason:
+    raise ValueError("pruning.schedule='settled' prunes when the watched keep set stops "
+                     f"changing: {reason or 'watch.enabled is False'}; set watch.enabled=True "
+                     "and watch.criterion to a data-free one (e.g. 'last')")
+  if not 0.0 <= p.settle_tolerance < 1.0:
+    raise ValueError(f"pruning.settle_tolerance={p.settle_tolerance} must be in [0, 1): the "
+                     "largest keep-set change (1 - Jaccard) still called stable")
+  for name in ("settle_epochs", "settle_steps"):
+    if getattr(p, name) < 1:
+      raise ValueError(f"pruning.{name}={getattr(p, name)} must be at least 1")
+  start, end = settle_window(p, config.train.epochs)
+  if end < start:
+    raise ValueError(f"pruning.end_epoch={end} (the deadline) is before start_epoch={start}")
 
 
 def epoch_label(plan: list[EpochSpec], index: int) -> str:

@@ -36,6 +36,7 @@ class RunState:
   events: list = dataclasses.field(default_factory=list)
   epochs: list = dataclasses.field(default_factory=list)
   partial_train: dict | None = None
+  watch: list = dataclasses.field(default_factory=list)  # per-epoch records (train/watch.py)
   wall_time: float = 0.0
 
 
