@@ -133,6 +133,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.pruning.max_halvings = 3
   c.pruning.min_reduction = 0.0  # skip events removing less than this fraction.
   c.pruning.recalibrate_batches = 0  # re-estimate BatchNorm statistics on N train batches
+  # Training batches a calibrated criterion (calibrated, calibrated_balanced) reads per event.
+  c.pruning.calibration_batches = 4
   # 'settled': prune once the watched keep set at target_ratio changed by at most
   # settle_tolerance (1 - Jaccard with the previous epoch's) for settle_epochs epochs in
   # a row, from start_epoch on; at end_epoch (the deadline) prune regardless.

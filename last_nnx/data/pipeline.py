@@ -252,7 +252,7 @@ class Task:
     """Index batches -> numpy batches, gathered and encoded in a tf.data worker."""
     t = tf()
     encoding = self.encoding
-    gather = functools.partial(_gather, data=data, encoding=encoding)
+    gather = functools.partial(gather_rows, data=data, encoding=encoding)
 
     row_shape = data.inputs.shape[1:]
     in_dtype = t.int32 if isinstance(encoding, Tokens) else t.float32
@@ -275,8 +275,8 @@ class Task:
     return ds.as_numpy_iterator()
 
 
-def _gather(idx: np.ndarray, data: Split, encoding) -> Batch:
-  """The encoded batch of rows ``idx`` of ``data``."""
+def gather_rows(idx: np.ndarray, data: Split, encoding) -> Batch:
+  """The encoded batch ``(inputs, lengths, labels)`` of rows ``idx`` (``(B,)`` int) of ``data``."""
   lengths = np.asarray(data.lengths[idx], np.int32)
   return (encoding(np.asarray(data.inputs[idx]), lengths), lengths,
           np.asarray(data.labels[idx], np.int32))
@@ -287,7 +287,7 @@ def _read_numpy(index_batches, data: Split, encoding) -> Iterator[Batch]:
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     pending = collections.deque()
     for idx in index_batches:
-      pending.append(pool.submit(_gather, idx, data, encoding))
+      pending.append(pool.submit(gather_rows, idx, data, encoding))
       if len(pending) > _PREFETCH:
         yield pending.popleft().result()
     while pending:

@@ -14,6 +14,7 @@ from absl import logging
 from flax import nnx
 
 from last_nnx import pruning
+from last_nnx.data import pipeline
 from last_nnx.train import batchnorm, distributed, steps
 
 
@@ -41,8 +42,26 @@ def ssm_ranges(model) -> dict[str, float]:
   return out
 
 
-# Epoch index whose batch order BatchNorm recalibration reads (apart from training epochs').
+# Epoch indices whose batch orders BatchNorm recalibration and calibrated criteria read
+# (apart from training epochs').
 RECALIBRATION_EPOCH = 1 << 20
+CALIBRATION_EPOCH = 1 << 21
+
+
+def calibration_batches(task, epoch_index: int):
+  """Training batches ``(inputs, lengths, labels)`` a calibrated criterion reads.
+
+  The same rows on every process (drawn from the whole train split, not this
+  process's shard): the scores, and so the keep set, must agree everywhere.
+  Lazy: criteria that need no data read nothing.
+  """
+  order = task.epoch_order(CALIBRATION_EPOCH + epoch_index)
+  size = task.batch_size
+  for k in range(len(order) // size):
+    yield pipeline.gather_rows(order[k * size:(k + 1) * size], task.splits["train"],
+                               task.encoding)
+
+
 
 
 def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=None):
@@ -74,7 +93,8 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
                            rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
                            min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
-                           horizon=horizon)
+                           horizon=horizon, calibration=calibration_batches(task, run.epoch_index),
+                           calibration_batches=p.calibration_batches)
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     if p.recalibrate_batches:
       batches = (distributed.shard_batch(b[:2], mesh)
