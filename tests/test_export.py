@@ -209,3 +209,22 @@ def test_symbolic_batch(tmp_path):
 def test_unknown_format_fails(tmp_path):
   with pytest.raises(ValueError, match="unknown export format"):
     export.export_model(_model(), META, str(tmp_path), seq_len=LENGTH, formats=("onnx",))
+
+
+def test_retrieval_exports_forward_only(tmp_path):
+  model = SequenceModel(n_classes=2, d_model=8, n_layers=1, ssm="s5",
+                        ssm_config=dict(state_size=4, bidirectional=False), vocab_size=VOCAB,
+                        retrieval=True, rngs=nnx.Rngs(0))
+  model.eval()
+  meta = dict(model_spec=dict(n_classes=2, vocab_size=VOCAB, in_dim=1, retrieval=True))
+  manifest = export.export_model(model, meta, str(tmp_path), seq_len=LENGTH,
+                                 formats=("stablehlo",), platforms=("cpu",))
+  assert not manifest["streaming"] and "retrieval" in manifest["step_refused"]
+  assert manifest["forward"]["args"][0]["shape"] == ["b", 2, LENGTH]
+  with open(tmp_path / "forward.jax", "rb") as f:
+    fwd = jax.export.deserialize(bytearray(f.read()))
+  x = np.random.default_rng(0).integers(0, VOCAB, (3, 2, LENGTH)).astype(np.int32)
+  lengths = np.array([[LENGTH, 3], [1, LENGTH], [5, 5]], np.int32)
+  np.testing.assert_allclose(np.asarray(fwd.call(x, lengths)),
+                             np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+                             rtol=1e-5, atol=1e-5)
