@@ -228,3 +228,29 @@ def test_retrieval_exports_forward_only(tmp_path):
   np.testing.assert_allclose(np.asarray(fwd.call(x, lengths)),
                              np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
                              rtol=1e-5, atol=1e-5)
+
+
+def test_continuous_inputs_export(tmp_path):
+  """Feature inputs: forward (b, L, F) and step x_t (b, F), reloaded in process."""
+  model = SequenceModel(n_classes=3, d_model=8, n_layers=1, ssm="lru",
+                        ssm_config=dict(state_size=6), in_dim=2, pooling="last",
+                        rngs=nnx.Rngs(0))
+  model.eval()
+  meta = dict(model_spec=dict(n_classes=3, vocab_size=None, in_dim=2, retrieval=False))
+  manifest = export.export_model(model, meta, str(tmp_path), seq_len=LENGTH,
+                                 formats=("stablehlo",), platforms=("cpu",))
+  assert manifest["input"]["kind"] == "features"
+  assert [a["shape"] for a in manifest["step"]["args"]] == [["b", 2], ["b", 6, 2], ["b"]]
+  load = lambda name: jax.export.deserialize(bytearray((tmp_path / name).read_bytes()))
+  x = np.random.default_rng(0).normal(size=(2, LENGTH, 2)).astype(np.float32)
+  lengths = np.full(2, LENGTH, np.int32)
+  np.testing.assert_allclose(np.asarray(load("forward.jax").call(x, lengths)),
+                             np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+                             rtol=1e-5, atol=1e-5)
+  step = load("step.jax")
+  state = [np.zeros([2] + a["shape"][1:], a["dtype"]) for a in manifest["step"]["args"][1:]]
+  for t in range(LENGTH):
+    logits, *state = step.call(x[:, t], *state)
+  np.testing.assert_allclose(np.asarray(logits), np.asarray(model(jnp.asarray(x),
+                                                                  jnp.asarray(lengths))),
+                             rtol=1e-4, atol=1e-5)
