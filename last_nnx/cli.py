@@ -45,8 +45,8 @@ def _main(argv):
   from last_nnx.train.distributed import maybe_initialize_distributed
   from last_nnx.train.loop import train_and_evaluate
   quiet_library_logs()
-  maybe_initialize_distributed()
   try:
+    maybe_initialize_distributed(FLAGS.config.train)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     logging.error("%s", e)

@@ -6,6 +6,14 @@ batch statistics, state masks, dropout RNG), ``optimizer`` (its full state) and
 every prunable layer). Pruned layers are smaller than the config says, so a
 restore first reads ``meta``, shrinks a freshly built model to the recorded
 shapes (`resize_layers`), builds the optimizer on it, then loads the arrays.
+
+Several processes (a multi-host run): every process calls `Checkpointer.save`
+and `Checkpointer.restore` at the same points, with the same (replicated)
+arrays; orbax has each array shard written once, process 0 writes ``meta`` and
+commits the step, and barriers keep the processes together. The directory must
+be one that every process sees (a shared file system or a bucket). Each
+`Checkpointer` names its barriers after its directory, so the run's
+``checkpoints/`` and ``best/`` can save the same step at the same time.
 """
 
 import os
@@ -91,9 +99,13 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    # Barrier keys of concurrent managers must differ (orbax keys them by step).
+    barriers = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=os.path.basename(self.directory) or "root")
     self._manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             multiprocessing_options=barriers),
         item_names=("model", "optimizer", "meta"))
 
   def steps(self) -> list[int]:

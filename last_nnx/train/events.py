@@ -62,8 +62,6 @@ def calibration_batches(task, epoch_index: int):
                                task.encoding)
 
 
-
-
 def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=None):
   """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
 
@@ -95,6 +93,10 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
                            min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
                            horizon=horizon, calibration=calibration_batches(task, run.epoch_index),
                            calibration_batches=p.calibration_batches)
+    # Each process prunes its own copy: all must keep the same states.
+    distributed.assert_same_on_every_process(
+        json.dumps({path: [int(i) for i in layer.kept] for path, layer in report.layers.items()}),
+        "the pruning event's keep set")
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     if p.recalibrate_batches:
       batches = (distributed.shard_batch(b[:2], mesh)

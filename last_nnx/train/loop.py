@@ -98,7 +98,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def setup(config, workdir: str) -> Context:
-  """Validates the config; builds the mesh, the data, the plan, checkpointers, writer."""
+  """Starts a multi-host run's processes; validates the config; builds the mesh, the
+  data, the plan, checkpointers, writer (summaries from process 0 only)."""
+  distributed.initialize(config.train)
   validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   accum = config.optim.grad_accum

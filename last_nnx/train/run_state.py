@@ -78,10 +78,11 @@ def build(config, task, plan, *, lr_scale: float = 1.0, layer_shapes=None):
 
 
 # Fields a resumed run may change: where and how often it logs, saves and
-# evaluates, and on how many devices. Anything else would silently continue a
+# evaluates, and on how many devices and processes. Anything else would silently continue a
 # different experiment.
 RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
+                     "train.coordinator_address", "train.num_processes", "train.process_id",
                      "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
                      "data.cache_dir", "data.cache_real")
 
