@@ -202,6 +202,8 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
     val_accuracy, test_accuracy, probes, out_dir}]}``, also written to
     ``out_dir/max_drop.json``.
   """
+  from flax import nnx
+
   from last_nnx import prune_search, pruning
   for spec in criteria:
     prune_search.parse_criterion(spec, 1)
@@ -219,7 +221,7 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
                                          finetune_epochs=finetune_epochs,
                                          calibration_batches=calibration_batches,
                                          min_per_layer=min_per_layer)
-    pruned, history = nnx_clone(model), _history(dict(meta or {}))
+    pruned, history = nnx.clone(model), _history(dict(meta or {}))
     report = None
     if found["ratio"] > 0:
       name, horizon = prune_search.parse_criterion(spec, task.seq_len)
@@ -246,11 +248,6 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
   with open(os.path.join(out_dir, "max_drop.json"), "w") as f:
     json.dump(summary, f, indent=1)
   return summary
-
-
-def nnx_clone(model):
-  from flax import nnx
-  return nnx.clone(model)
 
 
 def how_far_table(summary: dict) -> str:

@@ -38,6 +38,8 @@ global threshold decides how many directions each group keeps.
 covariance on calibration batches, ``P = mean_{b,t} x(t) x(t)^H`` (the
 data-driven controllability Gramian; both directions' states when
 bidirectional): directions the real inputs never excite are dropped first.
+``balanced_refit`` then refits each reduced layer's output columns by least
+squares to the dense layer's output on the same batches (`refit`).
 
 The reduced layer is mapped back to its trainable parameters by the layer's
 ``load_state_modes`` (see `last_nnx.ssm.base`), so fine-tuning goes on; the
@@ -45,13 +47,14 @@ optimizer moments of a reduced layer restart at zero (they have no meaning in
 the new basis).
 """
 
-import jax
+import itertools
+
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
 
-from last_nnx.pruning import allocate
+from last_nnx.pruning import allocate, refit
 from last_nnx.pruning.apply import _variable_shapes, compact_optimizer_state, prunable_layers
 from last_nnx.pruning.calibrated import DEFAULT_BATCHES, capture_inputs, layer_states
 from last_nnx.pruning.criteria import layer_energy_normalize, register_criterion
@@ -232,6 +235,12 @@ def _calibrated_balanced_scores(modes: StateModes, *, rng, calibration, horizon=
   return hsv_scores(modes, layer_gramians(modes, horizon, calibration))[0]
 
 
+# ``calibrated_balanced``, then a least-squares refit of the output columns (`refit`).
+register_criterion("balanced_refit", norm="h2", reduction=True, calibrated=True)(
+    _calibrated_balanced_scores)
+METHODS = ("balanced", "calibrated_balanced", "balanced_refit")
+
+
 # ----------------------------------------------------------------------------
 # The model: allocation, reduction, parameters and optimizer.
 
@@ -256,8 +265,10 @@ def reduce(model: nnx.Module, ratio: float, *, method: str = "balanced", optimiz
     ratio: fraction of the live states to remove, in [0, 1); the model keeps
       ``max(1, floor(N (1 - ratio)))`` (fewer only where a group's Hankel
       operator has lower numerical rank).
-    method: ``'balanced'`` (closed-form Gramians) or ``'calibrated_balanced'``
-      (controllability Gramian from the states on ``calibration``).
+    method: ``'balanced'`` (closed-form Gramians), ``'calibrated_balanced'``
+      (controllability Gramian from the states on ``calibration``) or
+      ``'balanced_refit'`` (that, then each reduced layer's output columns
+      refit by least squares to the dense layer's output, `refit`).
     optimizer: its moments of every reduced layer's state parameters restart
       at zero, at the new shapes.
     min_per_layer: states every layer keeps.
@@ -274,16 +285,17 @@ def reduce(model: nnx.Module, ratio: float, *, method: str = "balanced", optimiz
   """
   ratio = allocate.check_ratio(ratio)
   min_per_layer = allocate.check_min_per_layer(min_per_layer)
-  if method not in ("balanced", "calibrated_balanced"):
-    raise ValueError(f"unknown reduction method {method!r}; expected 'balanced' or "
-                     "'calibrated_balanced'")
+  if method not in METHODS:
+    raise ValueError(f"unknown reduction method {method!r}; expected one of {METHODS}")
   layers = prunable_layers(model)
   covariance = {}
-  if method == "calibrated_balanced":
+  if method != "balanced":
     if calibration is None:
-      raise ValueError("method 'calibrated_balanced' needs calibration= (a few training "
-                       "batches of (inputs, lengths))")
+      raise ValueError(f"method {method!r} needs calibration= (a few training batches of "
+                       "(inputs, lengths))")
+    calibration = list(itertools.islice(iter(calibration), calibration_batches))
     covariance = state_covariances(model, calibration, calibration_batches)
+  dense = nnx.clone(model) if method == "balanced_refit" else None
   modes = {path: layer.state_modes() for path, layer in layers.items()}
   systems = {path: layer_gramians(m, horizon, covariance.get(path)) for path, m in modes.items()}
   scored = {path: hsv_scores(modes[path], systems[path]) for path in layers}
@@ -328,6 +340,9 @@ def reduce(model: nnx.Module, ratio: float, *, method: str = "balanced", optimiz
     if optimizer is not None:
       _reset_moments(optimizer, path, layer, shapes)
     reports[path] = report
+  if dense is not None:
+    changed = [p for p, r in reports.items() if r.states_after < r.states_before]
+    refit.refit_outputs(model, dense, changed, calibration, calibration_batches)
   before = sum(r.states_before for r in reports.values())
   after = sum(r.states_after for r in reports.values())
   out = PruneReport(criterion=method, mode="balanced", ratio_requested=ratio,
