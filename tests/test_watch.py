@@ -1,8 +1,10 @@
 """The per-epoch watch of the states and the 'settled' pruning schedule."""
 
 import json
+import logging
 import os
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from last_nnx.model import SequenceModel
 from last_nnx.pruning import criteria
 from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,
                                        settled_target)
-from last_nnx.train import loop, plan, watch
+from last_nnx.train import loop, plan, run_state, watch
 from tests.test_train_loop import _cache, _smoke, get_config  # noqa: F401 (autouse fixture)
 
 # ----------------------------------------------------------------------------
@@ -128,6 +130,18 @@ def test_observe_predicts_the_keep_set_an_event_prunes_to():
   assert set(scores) == set(keep) and record["ratio"] == pytest.approx(0.6)
   logs = watch.log10_scores(scores[next(iter(scores))])
   assert logs.max() == pytest.approx(0.0)  # LAST's strongest state scores 1
+
+
+def test_a_criterion_that_needs_data_is_not_watched(caplog):
+  config = get_config("listops", "s5,smoke")
+  config.pruning.criterion = "calibrated"
+  ctx = types.SimpleNamespace(config=config)
+  run = run_state.RunState()
+  spec = plan.EpochSpec(1, False, 0.5)
+  with caplog.at_level(logging.INFO):
+    assert watch.epoch_end(ctx, model=None, run=run, spec=spec) == 0.5
+  assert run.watch == []
+  assert "watch: skipped, criterion 'calibrated' needs calibration data" in caplog.text
 
 
 # ----------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def epoch_end(ctx, model, run, spec) -> float | None:
     logging.info("watch (%s at %.0f%%): keeps %s, energy kept %.3f, overlap with the previous "
                  "epoch %s", criterion, 100 * p.target_ratio, record["states_kept"],
                  record["energy_kept_mean"], "-" if overlap is None else f"{overlap:.3f}")
-  elif w.enabled and run.epoch_index == 0 and run.step_in_epoch == 0:
+  elif w.enabled and run.epoch_index == 0:
     logging.info("watch: skipped, %s (set watch.criterion to a data-free one, e.g. 'last')",
                  reason)
   if p.schedule != "settled":
