@@ -193,3 +193,30 @@ def test_balanced_scores_and_replay_refusal():
   fresh, _ = _model("s5", state_size=8)
   with pytest.raises(ValueError, match="balanced reduction"):
     pruning.replay(fresh, history)
+
+
+class _Wrap(nnx.Module):
+  """A bare layer called as a model ``(inputs, lengths)``."""
+
+  def __init__(self, ssm):
+    self.ssm = ssm
+
+  def __call__(self, inputs, lengths):
+    return self.ssm(inputs)
+
+
+@pytest.mark.parametrize("make", [lambda: S5(3, 12, blocks=3, rngs=nnx.Rngs(4)),
+                                  lambda: S4D(3, 8, rngs=nnx.Rngs(4))], ids=["s5", "s4d"])
+def test_least_squares_refit_lowers_the_output_error_on_the_calibration_data(make):
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(size=(4, 48, 3)).astype(np.float32), np.array([48, 40, 30, 48]))
+             for _ in range(2)]
+  dense = _Wrap(make())
+  errors = {}
+  for method in ("calibrated_balanced", "balanced_refit"):
+    model = nnx.clone(dense)
+    report = pruning.prune(model, 0.5, criterion=method, calibration=batches)
+    assert report.states_after == report.states_before // 2
+    errors[method] = sum(float(jnp.sum((model(jnp.asarray(x), n) - dense(jnp.asarray(x), n)) ** 2))
+                         for x, n, in batches)
+  assert errors["balanced_refit"] < errors["calibrated_balanced"]
