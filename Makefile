@@ -18,7 +18,7 @@ else
 endif
 CONFIG_ARG := $(MODEL)$(if $(TRAIN_PRESET),$(comma)$(TRAIN_PRESET))
 
-.PHONY: venv test test-all train sweep bench clean help
+.PHONY: venv test test-all train sweep bench bench-gpu clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -46,6 +46,10 @@ sweep: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m last_nnx.bench --out bench $(ARGS)
+
+# On a machine with a GPU (see bench/gpu.sh): the reference step, capacity, bench sections.
+bench-gpu:
+	bash bench/gpu.sh bench/gpu-out
 
 # Tasks, model types, presets and the most used ARGS, read from experiments/configs/
 # (standard library only: no .venv needed).

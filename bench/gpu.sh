@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The accelerator check of issue 18, as one prepared script (a few minutes on one GPU):
+#   1. the paper's own train step (msgwak/LAST) beside ours at the ListOps and Path-X shapes
+#      and the paper's batch sizes (bench/reference_step.py; step time, compiled memory);
+#   2. the largest Path-X batch whose train step fits, with and without donation and remat;
+#   3. `make bench`'s sections that need no TensorFlow (train step, pruning event, forward,
+#      memory, streaming/export, the loop's feeding habits) at a GPU-sized batch.
+#
+#   bench/fetch_reference.sh            # here, once: exports the reference into .ref/ (not ours)
+#   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
+#   bash bench/gpu.sh OUT_DIR [--quick] # --quick: tiny shapes, for a check on the CPU
+#
+# Wheels in .whl/ (flax, optax, clu, ml_collections: pure Python, for an image that lacks
+# them) are installed into /tmp/site first. Each part has its own time limit and writes its
+# results as soon as it ends, so one failing part leaves the others' figures.
+set -uo pipefail
+out="${1:-bench/gpu-out}"
+quick=0; [[ "${2:-}" == "--quick" ]] && quick=1
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"
+py=python3; [[ -x .venv/bin/python ]] && [[ $quick == 1 ]] && py=.venv/bin/python
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+  $py -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+} > "$out/device.txt" 2>&1
+cat "$out/device.txt"
+
+part() {  # part NAME SECONDS COMMAND...: runs one part under its own limit, logs it
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "$name: exit $rc after $((SECONDS - t0)) s (limit $limit s)" | tee -a "$out/device.txt"
+  grep -v '^[IW][0-9]\{4\} ' "$out/$name.log" | tail -n 25
+}
+
+if [[ $quick == 1 ]]; then
+  part reference 300 $py bench/reference_step.py --out "$out" --quick
+  part bench 600 $py -m last_nnx.bench --out "$out" --batch 2 --repeats 1 --tasks listops \
+    --lengths 1024 --sections loop,train,forward
+else
+  [[ -d .ref/LAST ]] || echo "no .ref/LAST: run bench/fetch_reference.sh first (reference skipped)"
+  [[ -d .ref/LAST ]] && part reference 200 $py bench/reference_step.py --out "$out" \
+    --tasks listops,pathx --repeats 10 --remat
+  part capacity 140 $py -m last_nnx.bench --out "$out" --sections capacity
+  part bench 170 $py -m last_nnx.bench --out "$out" --batch 32 --repeats 10 \
+    --tasks listops,pathx --sections loop,train,forward,memory,streaming,pruning
+fi
