@@ -28,8 +28,10 @@ the reference's host-side learning-rate update nor batch preparation):
 * ``first_call_s``: the first call (trace + compile + run);
 * ``memory``: XLA's ``memory_analysis()`` of the compiled step (argument, output,
   temporary and aliased bytes; ``total_bytes`` = argument + output + temporary -
-  alias). Ours is compiled as a functional ``jax.jit`` of ``train_step_fn`` over
-  ``nnx.split`` state with the state donated, as ``train_step`` does.
+  alias), of the reference's ``train_step.lower(...).compile()`` and of our
+  ``train_step.lower(...).compile()`` (flax's ``nnx.jit`` stages; where a flax
+  lacks them, a functional ``jax.jit`` of ``train_step_fn`` over ``nnx.split``
+  state, donated as ``train_step`` donates; ``memory_of`` says which).
 
 Ours runs without rematerialization and without gradient accumulation (the
 Path-X config's ``remat=True``, ``grad_accum=8`` would change the step the
@@ -41,7 +43,7 @@ the reference always uses ``jax.lax.associative_scan``.
 
 Runtime shims (installed by `install_shims`, nothing in .ref is edited):
 
-1. ``jax.numpy.DeviceArray = jax.Array`` when absent (removed in JAX 0.4.x):
+1. ``jax.numpy.DeviceArray = jax.Array`` when absent (removed in JAX 0.4.14):
    ``s5/ssm.py`` names it in the ``S5SSM`` field annotations, evaluated at import.
 2. a stand-in ``tqdm`` module (``tqdm(it) -> it``) when tqdm is not installed:
    ``s5/train_helpers.py`` imports it at module level (only its epoch loop uses it).
@@ -50,7 +52,7 @@ Runtime shims (installed by `install_shims`, nothing in .ref is edited):
    and flax >= 0.7.1 returns plain dicts. The train state's ``batch_stats`` is then
    turned back into a plain dict, the type the step returns, so the timed step
    does not retrace on its second call.
-4. ``jax.tree_map = jax.tree.map`` when absent (removed in JAX 0.6); not called by
+4. ``jax.tree_map = jax.tree.map`` when absent (removed in JAX 0.6.0); not called by
    the exported files at the pinned revision, kept for older/newer snapshots.
 5. ``.ref/site`` (filled by ``fetch_reference.sh --deps``) is appended to
    ``sys.path``: our step imports ``clu.metrics`` (which needs ``wrapt``), absent
@@ -244,15 +246,19 @@ def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False
   build_s = time.perf_counter() - t0
   out = _timings(step, repeats)
   out["build_s"] = build_s
-  graphdef, state = nnx.split((model, optimizer, holder["carry"]))
+  try:  # the timed step's own executable (flax's nnx.jit stages; usually a cache hit)
+    compiled = train_step.lower(model, optimizer, holder["carry"], x, lengths, y).compile()
+    out["memory"], out["memory_of"] = _memory(compiled), "train_step"
+  except Exception:  # older flax: the same step as a functional jax.jit, state donated
+    graphdef, state = nnx.split((model, optimizer, holder["carry"]))
 
-  def functional(state, x, lengths, y):
-    m, o, c = nnx.merge(graphdef, state)
-    c = train_step_fn(m, o, c, x, lengths, y)
-    return nnx.state((m, o)), c
+    def functional(state, x, lengths, y):
+      m, o, c = nnx.merge(graphdef, state)
+      c = train_step_fn(m, o, c, x, lengths, y)
+      return nnx.state((m, o)), c
 
-  out["memory"] = _memory(
-      jax.jit(functional, donate_argnums=0).lower(state, x, lengths, y).compile())
+    compiled = jax.jit(functional, donate_argnums=0).lower(state, x, lengths, y).compile()
+    out["memory"], out["memory_of"] = _memory(compiled), "functional train_step_fn"
   out["params"] = int(sum(v.size * (2 if jnp.iscomplexobj(v) else 1)
                           for v in jax.tree.leaves(nnx.state(model, nnx.Param))))
   return out
