@@ -6,6 +6,8 @@ Shared by ``python -m last_nnx.prune --max_drop`` and ``python -m last_nnx.sweep
 criteria read a few training batches in a fixed order (`calibration`).
 """
 
+import jax
+import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
@@ -63,12 +65,23 @@ def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str
   return pruned, report
 
 
+def own_buffers(model) -> None:
+  """Gives ``model`` array buffers of its own (in place).
+
+  The train step donates the parameters' buffers, and `nnx.clone` shares them with
+  the model the copy was made from: without this, fine-tuning a copy would delete
+  the original's arrays.
+  """
+  nnx.update(model, jax.tree.map(jnp.copy, nnx.state(model)))
+
+
 def finetune(model, task, config, epochs: int, seed: int = 0) -> None:
   """Trains ``model`` (in place) ``epochs`` epochs with a fresh optimizer of the run's config."""
   from last_nnx.train import steps as train_steps
   from last_nnx.train.optim import make_optimizer
   if epochs <= 0:
     return
+  own_buffers(model)
   optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, epochs * (
       task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
   model.train()

@@ -29,8 +29,8 @@ import numpy as np
 from absl import app, flags, logging
 from flax import nnx
 
-from last_nnx.prune_search import (max_drop_points, max_drop_search, parse_criterion,
-                                   prune_copy)
+from last_nnx.prune_search import (max_drop_points, max_drop_search, own_buffers,
+                                   parse_criterion, prune_copy)
 
 CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
             "calibrated_balanced", "uniform", "global_hinf", "magnitude", "random")
@@ -457,7 +457,9 @@ def main(argv):
                     finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
                     calibration_batches=FLAGS.calibration_batches)
   if FLAGS.iterative:
-    iterative(nnx.clone(model), task, config, store, criterion=FLAGS.iterative_criterion,
+    copy = nnx.clone(model)
+    own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
+    iterative(copy, task, config, store, criterion=FLAGS.iterative_criterion,
               target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)
   text = write_report(store, out, synthetic=task.synthetic, model=model)
   print(text)
