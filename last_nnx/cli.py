@@ -42,11 +42,11 @@ def quiet_library_logs() -> None:
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from last_nnx.train.distributed import maybe_initialize_distributed
+  from last_nnx.train import distributed
   from last_nnx.train.loop import train_and_evaluate
   quiet_library_logs()
   try:
-    maybe_initialize_distributed(FLAGS.config.train)
+    distributed.initialize(FLAGS.config.train)  # before anything touches the devices
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     logging.error("%s", e)

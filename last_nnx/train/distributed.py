@@ -127,10 +127,6 @@ def initialize(train_config=None) -> bool:
   return True
 
 
-# The name the command line has always called.
-maybe_initialize_distributed = initialize
-
-
 def make_mesh(num_devices: int = 0) -> Mesh | None:
   """A ``('data',)`` mesh over the first ``num_devices`` devices (0: all); None for one.
 
