@@ -1,10 +1,11 @@
 """Multi-host training: two processes on localhost (jax.distributed, gloo CPU collectives).
 
-The launch tests start real processes through the command line (``python -m
+The training tests start real processes through the command line (``python -m
 last_nnx.train``), as the README tells a user to, and are marked ``multihost``
-(and ``slow``: a few minutes on a small CPU machine). CI runs them with
+and ``slow`` (about 4 minutes on a busy 2-core machine). CI runs them with
 ``pytest -m multihost``; locally: ``.venv/bin/python -m pytest -m multihost
-tests/test_multihost.py``.
+tests/test_multihost.py``. The keep-set check across two bare processes takes
+seconds and is in the default suite as well.
 """
 
 import glob
@@ -211,3 +212,36 @@ def test_incomplete_settings_end_the_command_in_one_line(tmp_path):
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith("error: multi-host settings incomplete: train.coordinator_address "
                          "(JAX_COORDINATOR_ADDRESS) given"), done.stderr[-2000:]
+
+
+DISAGREE = r"""
+import sys
+from last_nnx.train import distributed
+i = int(sys.argv[2])
+assert distributed.initialize(dict(coordinator_address=sys.argv[1], num_processes=2,
+                                   process_id=i))
+distributed.assert_same_on_every_process("kept [0, 2]", "the pruning event's keep set")
+try:
+  distributed.assert_same_on_every_process(f"kept [{i}]", "the pruning event's keep set")
+except AssertionError as e:
+  print("RAISED", str(e).split(".")[0])
+else:
+  print("PASSED")
+"""
+
+
+@pytest.mark.multihost  # a few seconds: in the default suite too
+def test_processes_that_disagree_on_a_keep_set_all_stop(tmp_path):
+  env = _env(tmp_path)
+  address = f"127.0.0.1:{_free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", DISAGREE, address, str(i)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True) for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    _kill(procs)
+  for i, (out, err) in enumerate(outs):
+    assert procs[i].returncode == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == (
+        f"RAISED the pruning event's keep set differs between processes (process {i})"), out
