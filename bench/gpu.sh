@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator check of issue 18, as one prepared script (a few minutes on one GPU):
+# The accelerator check of issue 18, as one prepared script:
 #   1. the paper's own train step (msgwak/LAST) beside ours at the ListOps and Path-X shapes
 #      and the paper's batch sizes (bench/reference_step.py; step time, compiled memory);
 #   2. the largest Path-X batch whose train step fits, with and without donation and remat;
@@ -8,18 +8,26 @@
 #
 #   bench/fetch_reference.sh            # here, once: exports the reference into .ref/ (not ours)
 #   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
-#   bash bench/gpu.sh OUT_DIR [--quick] # --quick: tiny shapes, for a check on the CPU
+#   bash bench/gpu.sh OUT_DIR [--quick | PARTS] # --quick: tiny shapes, for a check on the CPU;
+#                                       # PARTS: e.g. reference,capacity (default: all three)
 #
-# Wheels in .whl/ (flax, optax, clu, ml_collections: pure Python, for an image that lacks
-# them) are installed into /tmp/site first. Each part has its own time limit and writes its
+# On an H200 each Path-X program takes ~20 s to compile: all three parts need about 12
+# minutes, more than one 10-minute device call; give each call one or two parts.
+#
+# Wheels in .whl/ (clu, ml_collections, optax: pure Python, for an image that lacks them;
+# NOT flax: the image's own flax matches its jax, flax 0.12.8 fails on jax 0.11) are
+# installed into a fresh /tmp/site first. Each part has its own time limit and writes its
 # results as soon as it ends, so one failing part leaves the others' figures.
 set -uo pipefail
 out="${1:-bench/gpu-out}"
-quick=0; [[ "${2:-}" == "--quick" ]] && quick=1
+quick=0; parts="${2:-reference,capacity,bench}"
+[[ "$parts" == "--quick" ]] && quick=1
+want() { [[ ",$parts," == *",$1,"* ]]; }
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 if compgen -G ".whl/*.whl" >/dev/null; then
+  rm -rf /tmp/site
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
 fi
@@ -45,10 +53,11 @@ if [[ $quick == 1 ]]; then
   part bench 600 $py -m last_nnx.bench --out "$out" --batch 2 --repeats 1 --tasks listops \
     --lengths 1024 --sections loop,train,forward
 else
-  [[ -d .ref/LAST ]] || echo "no .ref/LAST: run bench/fetch_reference.sh first (reference skipped)"
-  [[ -d .ref/LAST ]] && part reference 200 $py bench/reference_step.py --out "$out" \
-    --tasks listops,pathx --repeats 10 --remat
-  part capacity 140 $py -m last_nnx.bench --out "$out" --sections capacity
-  part bench 170 $py -m last_nnx.bench --out "$out" --batch 32 --repeats 10 \
-    --tasks listops,pathx --sections loop,train,forward,memory,streaming,pruning
+  want reference && [[ ! -d .ref/LAST ]] && \
+    echo "no .ref/LAST: run bench/fetch_reference.sh first (reference skipped)"
+  want reference && [[ -d .ref/LAST ]] && part reference 300 $py bench/reference_step.py \
+    --out "$out" --tasks listops,pathx --repeats 10 --remat
+  want capacity && part capacity 300 $py -m last_nnx.bench --out "$out" --sections capacity
+  want bench && part bench 300 $py -m last_nnx.bench --out "$out" --batch 32 --repeats 10 \
+    --tasks listops,pathx --sections loop,train,forward,memory,pruning
 fi
