@@ -244,7 +244,7 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     lines.append("\nHow far can I prune: largest ratio within the tolerance on val "
                  "(bisection), and test accuracy there:\n")
     lines.append("| criterion | tolerance (pt) | fine-tune epochs | pruned | val acc | "
-                 f"test acc | test drop (pt) |")
+                 "test acc | test drop (pt) |")
     lines.append("|---|---|---|---|---|---|---|")
     for p in sorted(searched, key=lambda p: (p["seed"], -p["ratio"], p["criterion"])):
       lines.append(f"| {p['criterion']} | {p['max_drop']:g} | {p['seed']} | "
