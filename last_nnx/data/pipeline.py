@@ -30,7 +30,7 @@ from absl import logging
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
 SPLITS = ("train", "val", "test")
-_PREFETCH = 2  # batches prepared ahead of the training step
+_PREFETCH = 2  # batches the numpy fallback prepares ahead (tf.data autotunes its own)
 _TF_THREADS = 2  # tf.data worker threads per iterator
 
 
@@ -271,7 +271,7 @@ class Task:
     options.deterministic = True
     options.threading.private_threadpool_size = _TF_THREADS
     options.threading.max_intra_op_parallelism = 1
-    ds = indices.map(fetch).prefetch(_PREFETCH).with_options(options)
+    ds = indices.map(fetch).prefetch(t.data.AUTOTUNE).with_options(options)
     return ds.as_numpy_iterator()
 
 
