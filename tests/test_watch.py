@@ -4,6 +4,9 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import types
 
 import numpy as np
@@ -16,7 +19,7 @@ from last_nnx.pruning import criteria
 from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,
                                        settled_target)
 from last_nnx.train import loop, plan, run_state, watch
-from tests.test_train_loop import _cache, _smoke, get_config  # noqa: F401 (autouse fixture)
+from tests.test_train_loop import ROOT, _cache, _smoke, get_config  # noqa: F401 (autouse fixture)
 
 # ----------------------------------------------------------------------------
 # Pure decisions.
@@ -246,3 +249,44 @@ def test_settled_run_end_to_end(settled_run, tmp_path, scripted_scores):
     assert e["val/loss"] == pytest.approx(ref["val/loss"], rel=1e-5), e["epoch"]
   assert resumed["final"]["test"] == pytest.approx(summary["final"]["test"], rel=1e-5)
   assert [d["epoch"] for d in watch.read_scores(str(part))] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow  # two short training processes
+def test_settled_run_killed_in_the_settling_window_resumes_and_decides_the_same(tmp_path):
+  """A real SIGKILL after epoch 2 of a settled run (mid-epoch checkpoints on), then the
+  same command: the watch history comes back, the event fires once, where the history says."""
+  workdir = tmp_path / "run"
+  cmd = [sys.executable, "-m", "last_nnx.train",
+         "--config", os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
+         "--workdir", str(workdir), "--config.train.epochs=6",
+         "--config.pruning.schedule=settled", "--config.pruning.start_epoch=2",
+         "--config.pruning.end_epoch=5", "--config.pruning.finetune_epochs=0",
+         "--config.train.max_steps_per_epoch=8", "--config.train.checkpoint_every_steps=3"]
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+  killed = False
+  for line in proc.stderr:
+    assert "settled schedule:" not in line, "pruned before the kill"
+    if "epoch 2/6:" in line:
+      proc.send_signal(signal.SIGKILL)
+      killed = True
+      break
+  proc.wait()
+  assert killed, "the run finished before it could be killed"
+  done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "resumed from" in done.stderr
+  with open(workdir / "summary.json") as f:
+    summary = json.load(f)
+  records = summary["watch"]
+  assert [r["epoch"] for r in records] == list(range(1, 7))  # nothing lost across the kill
+  events = summary["pruning_events"]
+  assert len(events) == 1 and events[0]["status"] == "applied"
+  # The event epoch is the first one at which the recorded history says "settled".
+  changes = [None if r["overlap_prev"] is None else 1 - r["overlap_prev"] for r in records]
+  expected = next(e for e in range(1, 7) if settled_target(
+      epoch=e, changes=changes[:e], steps_done=0, targets=[0.5], tolerance=0.05, epochs=2,
+      start_epoch=2, end_epoch=5) is not None)
+  assert events[0]["train_epoch"] == expected
+  assert f"keep set stable after epoch {expected}" in done.stderr or expected == 5
