@@ -131,11 +131,15 @@ def log_plan(ctx: Context, model, run: RunState) -> None:
         nnx.to_pure_dict(nnx.state(model, nnx.Param))))
     ctx.writer.write_hparams({k: v for k, v in flat_config(ctx.config.to_dict()).items()
                               if isinstance(v, (int, float, str, bool))})
-  logging.info("plan: %d epochs (%d training, %d fine-tuning, %d pruning events, %d "
-               "micro-steps each); states per layer %s", len(ctx.plan),
-               ctx.config.train.epochs, sum(s.finetune for s in ctx.plan),
-               sum(s.target_ratio is not None for s in ctx.plan), ctx.micro,
-               states_per_layer(model))
+  if ctx.config.pruning.schedule == "settled":
+    window = [s.train_epoch for s in ctx.plan if s.settle]
+    events = (f"pruning once the keep set settles, after an epoch in {window[0]}-{window[-1]}"
+              if window else "no pruning window")
+  else:
+    events = f"{sum(s.target_ratio is not None for s in ctx.plan)} pruning events"
+  logging.info("plan: %d epochs (%d training, %d fine-tuning, %s, %d micro-steps each); "
+               "states per layer %s", len(ctx.plan), ctx.config.train.epochs,
+               sum(s.finetune for s in ctx.plan), events, ctx.micro, states_per_layer(model))
 
 
 def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock) -> dict:

@@ -84,7 +84,7 @@ RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
                      "train.coordinator_address", "train.num_processes", "train.process_id",
                      "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
-                     "data.cache_dir", "data.cache_real")
+                     "data.cache_dir", "data.cache_real", "watch.histograms")
 
 
 def check_same_run(saved: dict, config, directory: str) -> None:
