@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
@@ -15,32 +17,36 @@ from tests.test_train_loop import get_config
 from last_nnx.train import loop
 assert jax.device_count() == 4, jax.devices()
 out = {{}}
-for n in (4, 1):
+for n, batch in ((4, 18), (4, 16), (1, 16)):
   config = get_config("listops", "s5,smoke")
   config.data.cache_dir = {cache!r}
+  config.model.n_layers = 1  # one layer compiles faster; a pruning event all the same
   config.train.num_devices = n
-  config.train.batch_size = {batch}
+  config.train.batch_size = batch
   config.train.eval_batch_size = 32
-  summary = loop.train_and_evaluate(config, {workdir!r} + f"/n{{n}}")
-  out[n] = summary
+  try:
+    out[n] = loop.train_and_evaluate(config, {workdir!r} + f"/n{{n}}-b{{batch}}")
+  except ValueError as e:
+    out["error_b18"] = str(e)
 print("RESULT" + json.dumps(out))
 """
 
 
-def _run(tmp_path, batch):
-  script = SCRIPT.format(root=ROOT, cache=str(tmp_path / "cache"), workdir=str(tmp_path),
-                         batch=batch)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """One interpreter with 4 virtual devices: batch 18 (refused), then 4 and 1 devices."""
+  tmp_path = tmp_path_factory.mktemp("distributed")
+  script = SCRIPT.format(root=ROOT, cache=str(tmp_path / "cache"), workdir=str(tmp_path))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
              PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
+  done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=600)
-
-
-def test_sharded_training_matches_single_device_across_a_pruning_event(tmp_path):
-  done = _run(tmp_path, batch=16)
   assert done.returncode == 0, done.stderr[-3000:]
-  result = json.loads(done.stdout.split("RESULT")[-1])
-  one, four = result["1"], result["4"]
+  return json.loads(done.stdout.split("RESULT")[-1])
+
+
+def test_sharded_training_matches_single_device_across_a_pruning_event(runs):
+  one, four = runs["1"], runs["4"]
   assert [e["status"] for e in four["pruning_events"]] == ["applied"]
   assert one["states_final"] == four["states_final"]
   # Same seed, same global batches: losses agree up to float reassociation of the
@@ -50,10 +56,8 @@ def test_sharded_training_matches_single_device_across_a_pruning_event(tmp_path)
       assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["epoch"], key, a[key], b[key])
 
 
-def test_batch_must_divide_across_devices(tmp_path):
-  done = _run(tmp_path, batch=18)
-  assert done.returncode != 0
-  assert "must divide evenly across 4 devices" in done.stderr
+def test_batch_must_divide_across_devices(runs):
+  assert "must divide evenly across 4 devices" in runs["error_b18"]
 
 
 def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):
