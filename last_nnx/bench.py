@@ -255,7 +255,7 @@ def bench_loop(batch: int, repeats: int) -> dict:
     config.model.ssm_config.state_size = 32
     config.train.batch_size = config.train.eval_batch_size = 16
     config.train.eval_test = False
-    out["loop"] = bench_loop_lib.loop_overhead(config, n1=5, n2=5 + 10 * repeats)
+    out["loop"] = bench_loop_lib.loop_overhead(config, n1=5, n2=45, rounds=repeats)
     logging.info("loop: %.1f%% of the bare step's speed", 100 * out["loop"]["loop_vs_bare"])
   else:
     logging.warning("TensorFlow is not installed: the real loop (data pipeline, CLU "
@@ -275,8 +275,8 @@ def _loop_markdown(r: dict) -> list[str]:
               f"{o['n_layers']} layers, L={o['seq_len']}, batch {o['batch']}): loop "
               f"{o['loop_steps_per_s']:.2f} steps/s, bare {o['bare_steps_per_s']:.2f} steps/s: "
               f"**{100 * o['loop_vs_bare']:.1f}%** of the bare step's speed (per-step loop time "
-              "from two runs of different lengths, so compilation, evaluation and checkpoints "
-              "cancel).", ""]
+              "from runs of 5 and 45 steps, median over rounds, so compilation, evaluation "
+              "and checkpoints cancel).", ""]
   h = r["habits_listops"]
   lines += [f"Feeding the ListOps-shape S5 step (L={h['seq_len']}, batch {h['batch']}):", "",
             "| feeding | s/step | share of bare speed |", "|---|---|---|",

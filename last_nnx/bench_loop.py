@@ -96,9 +96,12 @@ def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
   return out
 
 
-def loop_overhead(config, n1: int = 5, n2: int = 25) -> dict:
+def loop_overhead(config, n1: int = 5, n2: int = 45, rounds: int = 3) -> dict:
   """`train_and_evaluate` steps/s against the bare step, same config and shape.
 
+  The loop's per-step time is the median over ``rounds`` of the difference of
+  two runs of ``n1`` and ``n2`` steps (their fixed costs, several seconds of
+  data-pipeline start, evaluation and checkpoints, vary from run to run).
   Needs the data pipeline and CLU's writers (TensorFlow); ``config`` is a
   training config whose synthetic train split holds at least ``n2`` batches.
   """
@@ -109,14 +112,15 @@ def loop_overhead(config, n1: int = 5, n2: int = 25) -> dict:
   config.train.epochs = 1
   config.train.checkpoint_every_steps = 0
   config.train.log_every_steps = 10
-  wall = {}
+  wall = {n1: [], n2: []}
   with tempfile.TemporaryDirectory() as root:
-    for n in (2, n1, n2):  # the first run compiles every program once
+    for k, n in enumerate([2] + [n1, n2] * rounds):  # the first run compiles every program
       config.train.max_steps_per_epoch = n
       t = time.perf_counter()
-      loop.train_and_evaluate(config, os.path.join(root, f"run{n}"))
-      wall[n] = time.perf_counter() - t
-  loop_step = (wall[n2] - wall[n1]) / (n2 - n1)
+      loop.train_and_evaluate(config, os.path.join(root, f"run{k}"))
+      if k:
+        wall[n].append(time.perf_counter() - t)
+  loop_step = float(np.median([(b - a) / (n2 - n1) for a, b in zip(wall[n1], wall[n2])]))
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   plan = loop.epoch_plan(config)
