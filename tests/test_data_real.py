@@ -1,6 +1,5 @@
 """The digits task: scikit-learn's embedded handwritten digits as pixel sequences."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,17 +9,9 @@ import pytest
 
 from last_nnx import data
 from last_nnx.data import digits
+from tests.test_train_loop import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def get_config(task, arg):
-  spec = importlib.util.spec_from_file_location(
-      f"cfg_{task}", os.path.join(ROOT, "experiments", "configs", f"{task}.py"))
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, ROOT)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 @pytest.fixture(scope="module")
