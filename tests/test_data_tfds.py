@@ -95,3 +95,6 @@ def test_tfds_source_is_refused_where_it_does_not_apply(tmp_path):
   c = tfds_config("image", tmp_path, dir="/data/lra")
   with pytest.raises(ValueError, match="keep one"):
     data.build_task(c, batch_size=4)
+  c = tfds_config("image", tmp_path, splits="reference")
+  with pytest.raises(ValueError, match="TFDS has its own"):
+    data.build_task(c, batch_size=4)

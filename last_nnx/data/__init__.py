@@ -185,6 +185,10 @@ def _load(c) -> tuple[dict[str, Split], dict, Tokens | Continuous | Features]:
   if source == "tfds" and c.dir is not None:
     raise ValueError(f"data.source=tfds and data.dir={c.dir!r} are both set: keep one (TFDS "
                      "reads from data.tfds_dir)")
+  if source == "tfds" and c.get("splits", "default") != "default":
+    raise ValueError(f"data.splits={c.splits!r} reproduces the reference code's splits of the "
+                     "original releases; TFDS has its own: leave data.splits='default' with "
+                     "data.source=tfds, or read the release with data.dir")
   c.seq_len = effective_seq_len(c)
   if "resolution" in c:
     c.resolution = math.isqrt(c.seq_len)
