@@ -294,9 +294,11 @@ def plot_curves(points: list[dict], path: str, *, synthetic: bool, split: str = 
     r = np.array(sorted(curve))
     mean = np.array([curve[x][0] for x in r])
     std = np.array([curve[x][1] for x in r])
-    ax.plot(100 * r, 100 * mean, marker="o", ms=3, label=c)
+    # tab20: one colour per criterion (the default cycle of 10 repeats past ten criteria).
+    color = plt.get_cmap("tab20")(len(drawn) % 20)
+    ax.plot(100 * r, 100 * mean, marker="o", ms=3, label=c, color=color)
     if std.any():
-      ax.fill_between(100 * r, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
+      ax.fill_between(100 * r, 100 * (mean - std), 100 * (mean + std), alpha=0.2, color=color)
     drawn.append(c)
   if dense is not None:
     ax.axhline(100 * dense, color="gray", ls=":", lw=1, label="dense")
