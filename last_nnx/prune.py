@@ -55,8 +55,6 @@ def _history(meta: dict):
                                                 dense_states=run.get("initial_states") or None)
 
 
-# Training-batch order calibrated criteria read (as `last_nnx.prune_search`).
-CALIBRATION_EPOCH = 1 << 21
 # ``--criterion all`` of the ``--max_drop`` search.
 ALL_CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
                 "calibrated_balanced")
@@ -147,7 +145,8 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
     raise ValueError("--horizon=-1 needs the run's sequence length, and its config has no data")
   calibration = None
   if pruning.get_criterion(criterion).calibrated:
-    calibration = _task(config).train_batches(CALIBRATION_EPOCH)
+    from last_nnx import prune_search
+    calibration = prune_search.calibration(_task(config))
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
                          horizon=pruning.resolve_horizon(horizon, seq_len), history=history,

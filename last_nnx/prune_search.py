@@ -11,10 +11,6 @@ import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
-# Epoch index whose training-batch order calibrated criteria read (apart from training's).
-CALIBRATION_EPOCH = 1 << 21
-
-
 def evaluate(model, task, splits) -> dict[str, float]:
   """``{'<split>_accuracy', '<split>_loss'}`` for each split."""
   from last_nnx.train.steps import evaluate as evaluate_split
@@ -44,8 +40,10 @@ def parse_criterion(spec: str, seq_len: int) -> tuple[str, int | None]:
 
 
 def calibration(task):
-  """The training batches calibrated criteria read (a fixed order, apart from training's)."""
-  return task.train_batches(CALIBRATION_EPOCH)
+  """The training batches calibrated criteria read: the rows a scheduled pruning event
+  of the training loop reads (`last_nnx.train.events.calibration_batches`)."""
+  from last_nnx.train.events import calibration_batches
+  return calibration_batches(task, 0)
 
 
 def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str = "mask",

@@ -42,11 +42,3 @@ def to_floats(collection, prefix: str) -> dict[str, float]:
 def chance_level(n_classes: int) -> float:
   return 1.0 / max(1, n_classes)
 
-
-def first_nonfinite(tree) -> str | None:
-  """Key path of the first array leaf holding a NaN/Inf, or None."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-    if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact):
-      if not bool(jnp.all(jnp.isfinite(leaf))):
-        return jax.tree_util.keystr(path)
-  return None
