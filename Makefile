@@ -31,12 +31,14 @@ venv: $(STAMP)
 
 # pytest exits 5 when a -k/-m filter selects no test: that is not a failure.
 # Each run ends with the ten slowest tests (keep `make test` under 5 minutes on 2 cores).
+# Two xdist workers: most of a test's time is single-threaded (tracing, XLA compiles).
+WORKERS ?= 2
 PYTEST_ARGS ?=
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=10 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(PY) -m pytest -q -n $(WORKERS) --durations=10 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m '' --durations=10 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+	$(PY) -m pytest -q -n $(WORKERS) -m '' --durations=10 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
 
 train: $(STAMP)
 	$(PY) -m last_nnx.train --config experiments/configs/$(TASK).py:$(CONFIG_ARG) \
