@@ -60,4 +60,4 @@ help:
 	@$(if $(wildcard $(PY)),$(PY),python3) -m last_nnx.usage
 
 clean:
-	rm -rf runs bench/results.json
+	rm -rf runs bench/results.json .cache

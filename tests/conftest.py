@@ -4,7 +4,8 @@ Many tests compile the same programs (the smoke model's train and eval steps,
 the same layer's scan, subprocess runs of the CLIs): JAX's persistent cache
 lets every test after the first, in this process, in the other xdist worker,
 and in the subprocesses (which inherit the environment), load them instead.
-The cache lives in ``.cache/jax`` (ignored by git) and survives between runs;
+The cache lives in ``.cache/jax`` (ignored by git; `make clean` deletes it) and
+survives between runs;
 point ``JAX_COMPILATION_CACHE_DIR`` elsewhere (a fresh folder) to time a cold run.
 """
 
@@ -18,4 +19,3 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", 
 # Cache programs that took over 0.2 s to compile (the default, 1 s, skips most of ours).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 * 2**30))  # LRU past 2 GiB
