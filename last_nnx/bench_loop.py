@@ -10,15 +10,16 @@ Three ways to feed the same compiled step (`last_nnx.train.steps.train_step_fn`)
 * ``new habits``: what the loop does now: batches prefetched two ahead,
   donation, finiteness latched on the device and read every ``log_every`` steps.
 
-And the loop itself (`loop_overhead`): `train_and_evaluate` per-step time from
-two runs of ``n1`` and ``n2`` steps of the same config, whose difference removes
-compilation, evaluation and checkpoints, against ``bare`` at the same shape.
+And the loop itself (`loop_overhead`): `train_and_evaluate` per-step time read
+between its own sync points (so compilation, evaluation and checkpoints fall
+outside the window), against ``bare`` at the same shape, interleaved.
 
 `step_memory` reads XLA's compiled memory of the step (no execution) with and
 without donation and rematerialization, and extrapolates the largest batch that
 fits the device (memory is affine in the batch); `--verify` runs that batch.
 """
 
+import contextlib
 import os
 import tempfile
 import time
@@ -47,15 +48,9 @@ def _host_batches(batch, n: int):
   return (tuple(a.copy() for a in host) for _ in range(n))
 
 
-def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
-  """Seconds per step of the same step fed three ways (see the module docstring).
-
-  Args:
-    model_fn: ``() -> (model, optimizer)``, fresh each call.
-    batch: ``(inputs, lengths, labels)`` host arrays.
-    n_steps: timed steps per variant (after one compiling step).
-  """
-  out = {}
+def bare_step_s(model_fn, batch, n_steps: int) -> float:
+  """Seconds per step of the donating step dispatched back to back on one
+  device-resident batch, after one compiling step (one sync at the end)."""
   model, optimizer = model_fn()
   carry = steps.TrainCarry.start(model)
   device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
@@ -65,8 +60,19 @@ def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
   for _ in range(n_steps):
     carry = steps.train_step(model, optimizer, carry, *device_batch)
   jax.block_until_ready(carry)
-  out["bare_step_s"] = (time.perf_counter() - t) / n_steps
+  return (time.perf_counter() - t) / n_steps
 
+
+def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
+  """Seconds per step of the same step fed three ways (see the module docstring).
+
+  Args:
+    model_fn: ``() -> (model, optimizer)``, fresh each call.
+    batch: ``(inputs, lengths, labels)`` host arrays.
+    n_steps: timed steps per variant (after one compiling step).
+  """
+  out = {"bare_step_s": bare_step_s(model_fn, batch, n_steps)}
+  device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
   model, optimizer = model_fn()
   carry = steps.TrainCarry.start(model)
   jax.block_until_ready(_undonated_step(model, optimizer, carry, *device_batch))
@@ -96,41 +102,70 @@ def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
   return out
 
 
-def loop_overhead(config, n1: int = 5, n2: int = 45, rounds: int = 3) -> dict:
+@contextlib.contextmanager
+def _timed_sync_points(loop_module, times: list):
+  """Records ``time.perf_counter()`` as each of the loop's sync points returns
+  (`loop._checked_scalars`: every ``log_every_steps`` and at the epoch end)."""
+  checked = loop_module._checked_scalars  # pylint: disable=protected-access
+
+  def timed(*args, **kwargs):
+    out = checked(*args, **kwargs)
+    times.append(time.perf_counter())
+    return out
+
+  loop_module._checked_scalars = timed  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    loop_module._checked_scalars = checked  # pylint: disable=protected-access
+
+
+def loop_overhead(config, windows: int = 2, rounds: int = 3) -> dict:
   """`train_and_evaluate` steps/s against the bare step, same config and shape.
 
-  The loop's per-step time is the median over ``rounds`` of the difference of
-  two runs of ``n1`` and ``n2`` steps (their fixed costs, several seconds of
-  data-pipeline start, evaluation and checkpoints, vary from run to run).
+  The loop runs as configured (its ``log_every_steps``, prefetching, writers,
+  progress reports); its per-step time is read between its own sync points,
+  from the first one (after compilation) to ``windows`` logging intervals later,
+  so start-up, evaluation and checkpoints are outside the window. Each round
+  times one loop run, then the bare step for as many steps (interleaved, so a
+  slow spell of the machine hits both); the figures are medians over rounds.
   Needs the data pipeline and CLU's writers (TensorFlow); ``config`` is a
-  training config whose synthetic train split holds at least ``n2`` batches.
+  training config whose train split holds ``(windows + 1) * log_every_steps``
+  batches.
   """
-  from last_nnx import data
-  from last_nnx.train import loop, run_state
+  from last_nnx import data  # pylint: disable=import-outside-toplevel
+  from last_nnx.train import loop, run_state  # pylint: disable=import-outside-toplevel
   config = config.copy_and_resolve_references()
   config.pruning.schedule = "none"
   config.train.epochs = 1
   config.train.checkpoint_every_steps = 0
-  config.train.log_every_steps = 10
-  wall = {n1: [], n2: []}
-  with tempfile.TemporaryDirectory() as root:
-    for k, n in enumerate([2] + [n1, n2] * rounds):  # the first run compiles every program
-      config.train.max_steps_per_epoch = n
-      t = time.perf_counter()
-      loop.train_and_evaluate(config, os.path.join(root, f"run{k}"))
-      if k:
-        wall[n].append(time.perf_counter() - t)
-  loop_step = float(np.median([(b - a) / (n2 - n1) for a, b in zip(wall[n1], wall[n2])]))
+  every = config.train.log_every_steps
+  config.train.max_steps_per_epoch = (windows + 1) * every
+  n_steps = windows * every
   task = data.build_task(config.data, batch_size=config.train.batch_size,
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  if task.steps_per_epoch < config.train.max_steps_per_epoch:
+    raise ValueError(f"the train split gives {task.steps_per_epoch} batches; the loop "
+                     f"overhead needs {config.train.max_steps_per_epoch}")
   plan = loop.epoch_plan(config)
   batch = next(task.train_batches(0))
-  habits = feeding_habits(lambda: run_state.build(config, task, plan)[:2], batch, n2 - n1)
+  model_fn = lambda: run_state.build(config, task, plan)[:2]
+  loop_s, bare_s = [], []
+  with tempfile.TemporaryDirectory() as root:
+    for k in range(rounds):
+      times = []
+      with _timed_sync_points(loop, times):
+        loop.train_and_evaluate(config, os.path.join(root, f"run{k}"))
+      loop_s.append((times[windows] - times[0]) / n_steps)
+      bare_s.append(bare_step_s(model_fn, batch, n_steps))
+  loop_step, bare_step = float(np.median(loop_s)), float(np.median(bare_s))
   return dict(batch=config.train.batch_size, seq_len=task.seq_len,
               d_model=config.model.d_model, n_layers=config.model.n_layers,
-              loop_step_s=loop_step, loop_steps_per_s=1 / loop_step,
-              bare_steps_per_s=1 / habits["bare_step_s"],
-              loop_vs_bare=habits["bare_step_s"] / loop_step, runs_wall_s=wall, **habits)
+              log_every_steps=every, window_steps=n_steps, rounds=rounds,
+              loop_step_s=loop_step, bare_step_s=bare_step,
+              loop_steps_per_s=1 / loop_step, bare_steps_per_s=1 / bare_step,
+              loop_vs_bare=bare_step / loop_step, loop_step_s_rounds=loop_s,
+              bare_step_s_rounds=bare_s)
 
 
 def compiled_step_bytes(model, optimizer, batch, *, donate: bool) -> int:
