@@ -2,13 +2,15 @@
 
 Three ways to feed the same compiled step (`last_nnx.train.steps.train_step_fn`):
 
-* ``bare``: the donating step dispatched back to back on one device-resident
+* ``bare``: the donating step, model and optimizer bound
+  (`steps.bound_train_step`), dispatched back to back on one device-resident
   batch, one sync at the end: the most the hardware gives for this step;
 * ``old habits``: what the loop did before: each batch put on the device
   synchronously, no donation, and every parameter checked for NaN on the host
   after every step (a blocking device-to-host read per step);
 * ``new habits``: what the loop does now: batches prefetched two ahead,
-  donation, finiteness latched on the device and read every ``log_every`` steps.
+  donation, a bound step, finiteness latched on the device and read every
+  ``log_every`` steps.
 
 And the loop itself (`loop_overhead`): `train_and_evaluate` per-step time read
 between its own sync points (so compilation, evaluation and checkpoints fall
@@ -53,12 +55,13 @@ def bare_step_s(model_fn, batch, n_steps: int) -> float:
   device-resident batch, after one compiling step (one sync at the end)."""
   model, optimizer = model_fn()
   carry = steps.TrainCarry.start(model)
+  step = steps.bound_train_step(model, optimizer)
   device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
-  carry = steps.train_step(model, optimizer, carry, *device_batch)
+  carry = step(carry, *device_batch)
   jax.block_until_ready(carry)
   t = time.perf_counter()
   for _ in range(n_steps):
-    carry = steps.train_step(model, optimizer, carry, *device_batch)
+    carry = step(carry, *device_batch)
   jax.block_until_ready(carry)
   return (time.perf_counter() - t) / n_steps
 
@@ -88,11 +91,12 @@ def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
 
   model, optimizer = model_fn()
   carry = steps.TrainCarry.start(model)
-  carry = steps.train_step(model, optimizer, carry, *device_batch)
+  step = steps.bound_train_step(model, optimizer)
+  carry = step(carry, *device_batch)
   steps.check_health(model, carry)
   t = time.perf_counter()
   for k, placed in enumerate(distributed.prefetch_to_device(_host_batches(batch, n_steps), None)):
-    carry = steps.train_step(model, optimizer, carry, *placed)
+    carry = step(carry, *placed)
     if (k + 1) % log_every == 0:
       steps.check_health(model, carry)
   steps.check_health(model, carry)

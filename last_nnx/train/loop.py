@@ -152,14 +152,15 @@ def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock)
   accum = config.optim.grad_accum
   r = config.regularizer
   carry = TrainCarry.start(model, metrics_from_json(run.partial_train))
+  step = steps.bound_train_step(model, optimizer)  # shapes are fixed within an epoch
+  reg_weight = _DeviceScalar()
   batches = itertools.islice(
       ctx.task.train_batches(run.epoch_index, start_step=run.step_in_epoch),
       max(0, micro - run.step_in_epoch))
   for batch in distributed.prefetch_to_device(batches, ctx.mesh):
-    reg_weight = regularizers.weight_at(run.epoch_index + run.step_in_epoch / micro,
-                                        r.weight, r.schedule, r.ramp_epochs)
-    carry = steps.train_step(model, optimizer, carry, *batch, jnp.float32(reg_weight),
-                             reg=ctx.reg)
+    weight = reg_weight(regularizers.weight_at(run.epoch_index + run.step_in_epoch / micro,
+                                               r.weight, r.schedule, r.ramp_epochs))
+    carry = step(carry, *batch, weight, reg=ctx.reg)
     run.step += 1
     run.step_in_epoch += 1
     ctx.progress(run.step)
@@ -177,6 +178,19 @@ def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock)
   if ctx.reg.kind == "none":
     train_scalars.pop("train/penalty", None)
   return train_scalars
+
+
+class _DeviceScalar:
+  """A float32 scalar on the device, put there again only when its value changes
+  (the penalty weight is constant, or zero, for most of a run)."""
+
+  def __init__(self):
+    self.value, self.array = None, None
+
+  def __call__(self, value: float) -> jax.Array:
+    if value != self.value:
+      self.value, self.array = value, jnp.float32(value)
+    return self.array
 
 
 def _checked_scalars(model, carry: TrainCarry) -> dict[str, float]:
