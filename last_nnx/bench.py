@@ -267,6 +267,7 @@ def bench_loop(batch: int, repeats: int) -> dict:
   make = lambda: (lambda m: (m, bench_loop_lib.adam_optimizer(m)))(_model(shape, "s5"))
   habits = bench_loop_lib.feeding_habits(make, _batch(shape, batch), n_steps=10 * repeats)
   out["habits_listops"] = dict(habits, batch=batch, seq_len=shape["L"])
+  out["dispatch_listops"] = bench_loop_lib.dispatch_s(make, _batch(shape, batch))
   return out
 
 
@@ -288,8 +289,15 @@ def _loop_markdown(r: dict) -> list[str]:
             f"| bare (resident batch, back to back) | {h['bare_step_s']:.4f} | 100% |",
             f"| old habits (sync put, no donation, host NaN check per step) | "
             f"{h['old_habits_step_s']:.4f} | {100 * h['old_vs_bare']:.1f}% |",
-            f"| new habits (prefetch 2, donation, device-side NaN latch) | "
+            f"| new habits (prefetch 2, donation, bound step, device-side NaN latch) | "
             f"{h['new_habits_step_s']:.4f} | {100 * h['new_vs_bare']:.1f}% |", ""]
+  if "dispatch_listops" in r:
+    d = r["dispatch_listops"]
+    lines += [f"Host time to dispatch that step (the call returns before the step runs): "
+              f"{1e3 * d['nnx_jit_dispatch_s']:.1f} ms through `nnx.jit` with the model and "
+              f"optimizer as arguments (their graphs walked on every call), "
+              f"{1e3 * d['bound_dispatch_s']:.1f} ms for the bound step the loop uses "
+              "(`steps.bound_train_step`).", ""]
   return lines
 
 

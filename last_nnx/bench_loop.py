@@ -22,6 +22,7 @@ fits the device (memory is affine in the batch); `--verify` runs that batch.
 """
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -64,6 +65,30 @@ def bare_step_s(model_fn, batch, n_steps: int) -> float:
     carry = step(carry, *device_batch)
   jax.block_until_ready(carry)
   return (time.perf_counter() - t) / n_steps
+
+
+def dispatch_s(model_fn, batch, n_calls: int = 20) -> dict:
+  """Host seconds to dispatch one step (the call returns before the step runs),
+  for `train_step` called with the model and optimizer (`nnx.jit` walks their
+  graphs every call) and for the bound step (walked once). Medians over
+  ``n_calls``, each dispatched onto an idle device; on an accelerator a step
+  shorter than its dispatch leaves the device waiting on the host."""
+  out = {}
+  for name in ("nnx_jit", "bound"):
+    model, optimizer = model_fn()
+    carry = steps.TrainCarry.start(model)
+    device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
+    step = (steps.bound_train_step(model, optimizer) if name == "bound"
+            else functools.partial(steps.train_step, model, optimizer))
+    carry = jax.block_until_ready(step(carry, *device_batch))
+    times = []
+    for _ in range(n_calls):
+      t = time.perf_counter()
+      carry = step(carry, *device_batch)
+      times.append(time.perf_counter() - t)
+      jax.block_until_ready(carry)
+    out[f"{name}_dispatch_s"] = float(np.median(times))
+  return out
 
 
 def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:

@@ -32,3 +32,21 @@ def test_loop_overhead_refuses_a_train_split_too_small_for_the_window(tmp_path):
   config.data.synthetic.n_train = 16 * 3
   with pytest.raises(ValueError, match="needs 6"):
     bench_loop.loop_overhead(config, windows=2, rounds=1)
+
+
+def test_dispatch_times_both_ways_of_calling_the_step():
+  import numpy as np
+  import optax
+  from flax import nnx
+
+  from last_nnx.model import SequenceModel
+
+  def make():
+    model = SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=1, ssm="s5",
+                          ssm_config=dict(state_size=4), rngs=nnx.Rngs(0))
+    return model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+  batch = (np.ones((2, 8), np.int32), np.full(2, 8, np.int32), np.zeros(2, np.int32))
+  out = bench_loop.dispatch_s(make, batch, n_calls=3)
+  assert set(out) == {"nnx_jit_dispatch_s", "bound_dispatch_s"}
+  assert all(v > 0 for v in out.values())
