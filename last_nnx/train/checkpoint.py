@@ -60,6 +60,10 @@ def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
     if key not in flat:
       raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another model config?")
     value = flat[key]
+    if not getattr(current, "committed", True):
+      # orbax hands back arrays committed to a device; an uncommitted variable stays
+      # uncommitted, or every compiled step taking it would compile again.
+      value = np.asarray(value)
     if _is_key(current):
       value = jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(current))
     elif tuple(np.shape(value)) != tuple(np.shape(current)):
