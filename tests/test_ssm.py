@@ -91,14 +91,17 @@ def test_s4d_equals_naive_recurrence(bidirectional, disc):
   np.testing.assert_allclose(_apply(layer, u), s4d_naive(layer, u), atol=2e-4, rtol=1e-4)
 
 
+_LAYER_MAKERS = [lambda: _make_s5(True, True, "zoh"), lambda: _make_s5(False, False, "bilinear"),
+                 lambda: _make_s4d(True, "zoh"), lambda: _make_s4d(False, "zoh")]
+
+
 def _layers():
-  return [_make_s5(True, True, "zoh"), _make_s5(False, False, "bilinear"),
-          _make_s4d(True, "zoh"), _make_s4d(False, "zoh")]
+  return [make() for make in _LAYER_MAKERS]
 
 
 @pytest.mark.parametrize("idx", range(4))
 def test_output_is_sum_of_state_modes(idx):
-  layer = _layers()[idx]
+  layer = _LAYER_MAKERS[idx]()
   u = _input()
   np.testing.assert_allclose(_apply(layer, u), modes_output(layer.state_modes(), u),
                              atol=2e-4, rtol=1e-4)
@@ -106,7 +109,7 @@ def test_output_is_sum_of_state_modes(idx):
 
 @pytest.mark.parametrize("idx", range(4))
 def test_prune_all_true_changes_nothing(idx):
-  layer = _layers()[idx]
+  layer = _LAYER_MAKERS[idx]()
   u = _input()
   before = _apply(layer, u)
   shapes = {k: getattr(layer, k).shape for k in layer.STATE_AXES}
@@ -117,13 +120,13 @@ def test_prune_all_true_changes_nothing(idx):
 
 @pytest.mark.parametrize("idx", range(4))
 def test_prune_equals_dropping_those_subsystems(idx):
-  layer = _layers()[idx]
+  layer = _LAYER_MAKERS[idx]()
   u = _input()
   n_slots = int(np.prod(layer.state_shape))
   keep = np.random.default_rng(idx).random(n_slots) < 0.5
   keep[0] = True
   expected = modes_output(layer.state_modes(), u, keep=keep)
-  masked = _layers()[idx]
+  masked = _LAYER_MAKERS[idx]()
   masked.mask_states(keep)
   np.testing.assert_allclose(_apply(masked, u), expected, atol=2e-4, rtol=1e-4)
   layer.prune_states(keep)
@@ -142,13 +145,14 @@ def test_layers_implement_protocol():
 
 @pytest.mark.parametrize("idx", [0, 2])
 def test_gradients_finite_at_path_x_length(idx):
-  layer = _layers()[idx]
+  layer = _LAYER_MAKERS[idx]()
   u = jax.random.normal(jax.random.key(0), (1, 16384, 6))
 
-  def loss(layer):
-    return jnp.mean(layer(u) ** 2)
+  @nnx.jit  # one compiled program (eagerly, the backward pass runs op by op)
+  def grad(layer, u):
+    return nnx.grad(lambda layer: jnp.mean(layer(u) ** 2))(layer)
 
-  grads = nnx.grad(loss)(layer)
+  grads = grad(layer, u)
   for path, g in jax.tree_util.tree_leaves_with_path(nnx.state(grads, nnx.Param)):
     assert np.all(np.isfinite(np.asarray(g))), path
 
