@@ -17,12 +17,16 @@ SSM_CONFIGS = {
 }
 
 
-def _model(ssm, *, pooling="mean", norm="batch", prenorm=True, activation="half_glu2",
-           bidirectional=False, vocab=VOCAB, seed=0):
-  model = SequenceModel(n_classes=4, d_model=8, n_layers=2, ssm=ssm,
-                        ssm_config=dict(SSM_CONFIGS[ssm], bidirectional=bidirectional),
-                        vocab_size=vocab, in_dim=3, pooling=pooling, norm=norm, prenorm=prenorm,
-                        activation=activation, dropout=0.1, rngs=nnx.Rngs(seed))
+def _bare(ssm, *, pooling="mean", norm="batch", prenorm=True, activation="half_glu2",
+          bidirectional=False, vocab=VOCAB, seed=0, n_layers=2, **kw):
+  return SequenceModel(n_classes=4, d_model=8, n_layers=n_layers, ssm=ssm,
+                       ssm_config=dict(SSM_CONFIGS[ssm], bidirectional=bidirectional),
+                       vocab_size=vocab, in_dim=3, pooling=pooling, norm=norm, prenorm=prenorm,
+                       activation=activation, dropout=0.1, rngs=nnx.Rngs(seed), **kw)
+
+
+def _model(ssm, *, vocab=VOCAB, seed=0, **kw):
+  model = _bare(ssm, vocab=vocab, seed=seed, **kw)
   # Non-trivial running statistics: one train-mode forward updates them.
   model.train()
   x, lengths = _inputs(vocab, seed=seed + 1)
@@ -132,14 +136,12 @@ def test_rows_are_independent_streams():
 
 @pytest.mark.parametrize("ssm", sorted(SSM_CONFIGS))
 def test_bidirectional_refuses(ssm):
-  model = _model(ssm, bidirectional=True)
+  model = _bare(ssm, bidirectional=True)
   with pytest.raises(ValueError, match=r"blocks\.0\.ssm cannot stream.*bidirectional"):
     model.init_state(2)
 
 
 def test_retrieval_refuses():
-  model = SequenceModel(n_classes=2, d_model=8, n_layers=1, ssm="s5",
-                        ssm_config=dict(state_size=4), vocab_size=5, retrieval=True,
-                        rngs=nnx.Rngs(0))
+  model = _bare("s5", n_layers=1, retrieval=True)
   with pytest.raises(ValueError, match="retrieval"):
     model.init_state(2)
