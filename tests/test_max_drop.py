@@ -11,8 +11,8 @@ import pytest
 
 from last_nnx import prune
 from last_nnx.pruning import search
-from last_nnx.train import checkpoint, events, loop
-from tests.test_train_loop import get_config
+from last_nnx.train import checkpoint, events
+from tests.saved_run import trained  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,17 +41,6 @@ def test_tolerance_is_in_points_and_min_kept_bounds_the_search():
   assert search.max_ratio_within(at, 0.9, 100.0, 64, min_kept=4).kept == 4
   with pytest.raises(ValueError, match="points"):
     search.max_ratio_within(at, 0.9, -1.0, 64)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  root = tmp_path_factory.mktemp("maxdrop")
-  config = get_config("listops", "s5,smoke")
-  config.data.cache_dir = str(root / "cache")
-  config.pruning.schedule = "none"
-  config.model.n_layers = 2
-  loop.train_and_evaluate(config, str(root / "run"))
-  return str(root / "run")
 
 
 def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_path):
