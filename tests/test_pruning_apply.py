@@ -52,8 +52,11 @@ def _labels(params):
                                           is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
+# One Adam for every test: optimizers built from the same transformation have equal graph
+# definitions, so models of equal shapes share one compiled `_train_step`.
+_ADAM = optax.adam(1e-2)
 TXS = {
-    "adam": lambda: optax.adam(1e-2),
+    "adam": lambda: _ADAM,
     # MaskedNode leaves, inject_hyperparams state, adamw, an SGD trace, MultiSteps accumulators.
     "multi": lambda: optax.MultiSteps(optax.multi_transform(
         {"ssm": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
@@ -176,7 +179,7 @@ def test_compaction_slices_optimizer_state_and_training_continues(ssm, tx_name):
 def test_mask_mode_persists_through_training():
   for ssm in ("s5", "s4d"):
     model = _model(ssm)
-    optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    optimizer = nnx.Optimizer(model, _ADAM, wrt=nnx.Param)
     x, lengths = _inputs()
     report = pruning.prune(model, 0.5, mode="mask", optimizer=optimizer)
     masks = {p: np.asarray(l.state_mask[...]) for p, l in model.prunable_layers().items()}
