@@ -7,34 +7,36 @@ import sys
 
 import pytest
 
+from tests.test_train_loop import base_run  # noqa: F401 (fixture)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCRIPT = r"""
-import json, sys
+import json, os, sys
 sys.path.insert(0, {root!r})
+os.environ["LAST_NNX_CACHE"] = {cache!r}
 import jax
-from tests.test_train_loop import get_config
+from tests.test_train_loop import base_run_config
 from last_nnx.train import loop
 assert jax.device_count() == 4, jax.devices()
 out = {{}}
-for n, batch in ((4, 18), (4, 16), (1, 16)):
-  config = get_config("listops", "s5,smoke")
-  config.data.cache_dir = {cache!r}
-  config.model.n_layers = 1  # one layer compiles faster; a pruning event all the same
-  config.train.num_devices = n
+for batch in (18, 16):
+  config = base_run_config()
+  config.train.num_devices = 4
   config.train.batch_size = batch
-  config.train.eval_batch_size = 32
   try:
-    out[n] = loop.train_and_evaluate(config, {workdir!r} + f"/n{{n}}-b{{batch}}")
+    out[batch] = loop.train_and_evaluate(config, {workdir!r} + f"/b{{batch}}")
   except ValueError as e:
-    out["error_b18"] = str(e)
+    out["error"] = str(e)
 print("RESULT" + json.dumps(out))
 """
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  """One interpreter with 4 virtual devices: batch 18 (refused), then 4 and 1 devices."""
+def four(tmp_path_factory):
+  """test_train_loop's `base_run` config (one layer, dropout on, BatchNorm recalibrated at
+  the event) on 4 devices, in one interpreter with 4 virtual devices, after batch 18 (which
+  is refused): its summary under '16', the refusal under 'error'."""
   tmp_path = tmp_path_factory.mktemp("distributed")
   script = SCRIPT.format(root=ROOT, cache=str(tmp_path / "cache"), workdir=str(tmp_path))
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -45,8 +47,12 @@ def runs(tmp_path_factory):
   return json.loads(done.stdout.split("RESULT")[-1])
 
 
-def test_sharded_training_matches_single_device_across_a_pruning_event(runs):
-  one, four = runs["1"], runs["4"]
+def test_sharded_training_matches_single_device_across_a_pruning_event(four, base_run):
+  # The single-device run is base_run itself, in this process (one device): in the suite
+  # it loads the steps test_train_loop's base_run compiled (a 1-device run inside the
+  # 4-device interpreter would compile its own).
+  one, four = base_run[1], four["16"]
+  assert one["steps"] == four["steps"] == 24 and len(four["epochs"]) == 4
   assert [e["status"] for e in four["pruning_events"]] == ["applied"]
   assert one["states_final"] == four["states_final"]
   # Same seed, same global batches: losses agree up to float reassociation of the
@@ -56,8 +62,8 @@ def test_sharded_training_matches_single_device_across_a_pruning_event(runs):
       assert abs(a[key] - b[key]) <= 1e-4 * max(1.0, abs(a[key])), (a["epoch"], key, a[key], b[key])
 
 
-def test_batch_must_divide_across_devices(runs):
-  assert "must divide evenly across 4 devices" in runs["error_b18"]
+def test_batch_must_divide_across_devices(four):
+  assert "must divide evenly across 4 devices" in four["error"]
 
 
 def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):

@@ -27,9 +27,13 @@ def get_config(task, arg):
   return module.get_config(arg)
 
 
+def _data_cache(tmp_path_factory):
+  return str(tmp_path_factory.getbasetemp() / "data-cache")
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
-  monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+  monkeypatch.setenv("LAST_NNX_CACHE", _data_cache(tmp_path_factory))
 
 
 def _smoke(task, model, tmp_path, **overrides):
@@ -42,6 +46,41 @@ def _smoke(task, model, tmp_path, **overrides):
       target = target[p]
     target[leaf] = value
   return config
+
+
+# The ListOps S5 smoke config most runs here (and in test_distributed, test_train_events,
+# test_accelerator_ready, test_regularizers) start from: one layer (compiling a train step
+# is most of a short run's cost), dropout on (a resume must restore the dropout RNG too),
+# and 3 training epochs: epoch 1, its pruning event, fine-tuning, epochs 2 and 3. Runs that
+# differ from it only in host-side settings (gates, a faked divergence, checkpoint cadence;
+# the CLI runs of the kill -9 test) load its compiled steps from the compilation cache.
+BASE = {"model.n_layers": 1, "model.dropout": 0.1, "train.epochs": 3}
+BASE_RUN = dict(BASE, **{"pruning.recalibrate_batches": 2})  # base_run: BatchNorm recalibrated
+
+
+def _base(tmp_path, **overrides):
+  return _smoke("listops", "s5", tmp_path, **dict(BASE, **overrides))
+
+
+def base_run_config():
+  """`base_run`'s config."""
+  return _base(None, **BASE_RUN)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+  """One `base_run_config()` run that several tests inspect (also test_distributed's
+  single-device reference): (config, summary, workdir, recalibration batch counts)."""
+  workdir = tmp_path_factory.mktemp("base-run")
+  used = []
+  real = batchnorm.recalibrate_batch_norm
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("LAST_NNX_CACHE", _data_cache(tmp_path_factory))
+    config = base_run_config()
+    mp.setattr(batchnorm, "recalibrate_batch_norm",
+               lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+    summary = loop.train_and_evaluate(config, str(workdir))
+  return config, summary, workdir, used
 
 
 def _check_summary(summary, workdir):
@@ -58,43 +97,55 @@ def _check_summary(summary, workdir):
     assert json.load(f)["states_final"] == final
 
 
-# Every task and both models in the default suite (s4d-listops end to end also in
-# test_horizon_minus_one_...); the other pairs run with `make test-all`.
+# Every task and both models in the default suite (s5-listops end to end in
+# test_smoke_listops_s5_..., s4d-listops in test_horizon_minus_one_...); the other pairs
+# run with `make test-all`.
 _SLOW = pytest.mark.slow
 @pytest.mark.parametrize("task,model", [
-    ("listops", "s5"), pytest.param("listops", "s4d", marks=_SLOW),
+    pytest.param("listops", "s5", marks=_SLOW), pytest.param("listops", "s4d", marks=_SLOW),
     pytest.param("retrieval", "s5", marks=_SLOW), ("retrieval", "s4d"),
     pytest.param("pathfinder", "s5", marks=_SLOW), ("pathfinder", "s4d")])
 def test_smoke_trains_and_prunes(task, model, tmp_path):
-  summary = loop.train_and_evaluate(_smoke(task, model, tmp_path), str(tmp_path))
+  # One layer: the task's data, encoder and the layer type end to end, compiled faster.
+  config = _smoke(task, model, tmp_path, **{"model.n_layers": 1})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
   _check_summary(summary, str(tmp_path))
+
+
+def test_smoke_listops_s5_trains_and_prunes(base_run):
+  _, summary, workdir, _ = base_run
+  _check_summary(summary, str(workdir))
+
+
+def test_pruning_event_recalibrates_batch_norm(base_run):
+  _, summary, _, used = base_run
+  assert used == [2] and summary["pruning_events"][0]["status"] == "applied"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("task", ["text", "image", "pathx", "speech"])
 @pytest.mark.parametrize("model", ["s5", "s4d"])
 def test_smoke_trains_and_prunes_other_tasks(task, model, tmp_path):
-  summary = loop.train_and_evaluate(_smoke(task, model, tmp_path), str(tmp_path))
+  config = _smoke(task, model, tmp_path, **{"model.n_layers": 1})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
   _check_summary(summary, str(tmp_path))
 
 
-def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
-  overrides = {"train.epochs": 3, "pruning.start_epoch": 1, "pruning.finetune_epochs": 1,
-               "model.dropout": 0.1}
-  full = loop.train_and_evaluate(_smoke("listops", "s5", tmp_path, **overrides),
-                                 str(tmp_path / "full"))
-  # Stop after the pruning epoch's checkpoint: delete everything later, as a kill would.
-  # (The run is deterministic, so a copy of the full run's workdir stands for a second run
-  # of the same config.)
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, base_run):
+  config, full, full_dir, _ = base_run  # epoch 1, pruning event, fine-tuning, epochs 2, 3
+  # Stop after epoch 2's checkpoint (pruned shapes, dropout RNG mid-run): delete everything
+  # later, as a kill would. (The run is deterministic, so a copy of the
+  # full run's workdir stands for a second run of the same config.)
   part = tmp_path / "part"
-  shutil.copytree(tmp_path / "full", part)
-  config = _smoke("listops", "s5", tmp_path, **overrides)
+  shutil.copytree(full_dir, part)
   ckpt_dir = part / "checkpoints"
   steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
   for s in steps[1:]:
     shutil.rmtree(ckpt_dir / str(s))
   os.remove(part / "summary.json")
   resumed = loop.train_and_evaluate(config, str(part))
+  assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
+  assert resumed["pruning_events"] == full["pruning_events"]
   assert resumed["states_final"] == full["states_final"]
   full_epochs = {e["epoch"]: e for e in full["epochs"]}
   for e in resumed["epochs"]:
@@ -106,19 +157,21 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path):
 
 
 def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
-  """A real SIGKILL mid-run (mid-epoch checkpoints on), then the same command again."""
+  """A real SIGKILL mid-run (mid-epoch checkpoints on), then the same command again.
+
+  The config is `base_run`'s (checkpoint cadence aside), so the CLI loads its compiled
+  steps from the compilation cache when that ran first."""
   workdir = tmp_path / "run"
   cmd = [sys.executable, "-m", "last_nnx.train",
          "--config", os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
-         "--workdir", str(workdir), "--config.train.epochs=4", "--config.pruning.start_epoch=2",
-         "--config.train.max_steps_per_epoch=8", "--config.train.checkpoint_every_steps=3",
-         "--config.model.n_layers=1"]  # one layer: compiles faster, the same resume
+         "--workdir", str(workdir), "--config.train.checkpoint_every_steps=3"]
+  cmd += [f"--config.{k}={v}" for k, v in BASE_RUN.items()]
   env = dict(os.environ, PYTHONPATH=ROOT)
   proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
   killed = False
   for line in proc.stderr:
-    if "fine-tune 1/1 after epoch 2/4:" in line:  # after the event: pruned shapes on disk
+    if "fine-tune 1/1 after epoch 1/3:" in line:  # after the event: pruned shapes on disk
       proc.send_signal(signal.SIGKILL)
       killed = True
       break
@@ -129,12 +182,12 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert "resumed from" in done.stderr
   # Epochs are numbered by training epoch across resume, fine-tuning and pruning.
-  assert re.search(r"continuing at (fine-tune 1/1 after epoch 2/4|epoch [34]/4) ", done.stderr)
-  assert "epoch 4/4:" in done.stderr and "epoch 5/" not in done.stderr
+  assert re.search(r"continuing at (fine-tune 1/1 after epoch 1/3|epoch [23]/3) ", done.stderr)
+  assert "epoch 3/3:" in done.stderr and "epoch 4/" not in done.stderr
   with open(workdir / "summary.json") as f:
     summary = json.load(f)
   assert sum(summary["states_final"].values()) < sum(summary["states_initial"].values())
-  assert len(summary["epochs"]) == 5
+  assert len(summary["epochs"]) == 4
   # The same workdir with another experiment's config is refused, not silently resumed.
   other = subprocess.run(cmd + ["--config.pruning.schedule=none"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
@@ -168,8 +221,8 @@ def test_resume_allows_logging_and_device_changes_only():
 
 @pytest.mark.parametrize("persistent", [False, True])
 def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog, persistent):
-  config = _smoke("listops", "s5", tmp_path, **{"train.epochs": 3, "pruning.schedule": "none",
-                                                 "train.nan_retries": 1})
+  # Step 8 is the 2nd fine-tuning step: the roll-back restores the pruned checkpoint.
+  config = _base(tmp_path, **{"train.nan_retries": 1})
   real_step = steps.train_step
   calls = {"n": 0}
 
@@ -187,7 +240,7 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
       loop.train_and_evaluate(config, str(tmp_path))
   else:
     summary = loop.train_and_evaluate(config, str(tmp_path))
-    assert len(summary["epochs"]) == 3 and all(np.isfinite(e["train/loss"])
+    assert len(summary["epochs"]) == 4 and all(np.isfinite(e["train/loss"])
                                                for e in summary["epochs"])
   assert "non-finite parameter ['blocks'][0]['ssm']['log_step']" in caplog.text
   assert "rolling back to the last checkpoint and retrying with lr x0.5" in caplog.text
@@ -206,22 +259,15 @@ def test_bad_config_one_line_errors(tmp_path, field, value, message):
     loop.train_and_evaluate(config, str(tmp_path))
 
 
-def test_cli_unknown_field_and_bad_option(tmp_path):
-  cmd = [sys.executable, "-m", "last_nnx.train", "--workdir", str(tmp_path)]
-  cfg = os.path.join(ROOT, "experiments/configs/listops.py")
-  out = subprocess.run(cmd + ["--config", cfg + ":smoke", "--config.model.n_layer=3"],
-                       cwd=ROOT, capture_output=True, text=True)
-  assert out.returncode != 0 and "n_layer" in out.stderr
-  out = subprocess.run(cmd + ["--config", cfg + ":s5,smok"], cwd=ROOT, capture_output=True,
-                       text=True)
-  assert out.returncode != 0 and "smok" in out.stderr
+# The CLI's unknown-field and bad-option errors: tests/test_cli_errors.py
+# (test_unknown_field_suggests_the_nearest, test_unknown_preset_names_presets_and_model_types).
 
 
 @pytest.mark.parametrize("policy", ["rollback", "halve"])
 def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, policy):
-  config = _smoke("listops", "s5", tmp_path, **{"pruning.max_acc_drop": 0.05,
-                                                 "pruning.on_violation": policy,
-                                                 "pruning.max_halvings": 2})
+  # One layer of 8 stored states (S5 P = 16 in conjugate pairs), as the fake below needs.
+  config = _base(tmp_path, **{"pruning.max_acc_drop": 0.05, "pruning.on_violation": policy,
+                               "pruning.max_halvings": 2, "model.ssm_config.state_size": 16})
   real_evaluate = steps.evaluate
   ratios = []
 
@@ -246,7 +292,7 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
 
 
 def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch):
-  config = _smoke("listops", "s4d", tmp_path, **{"pruning.horizon": -1})
+  config = _smoke("listops", "s4d", tmp_path, **{"pruning.horizon": -1, "model.n_layers": 1})
   seen = []
   real_prune = events.pruning.prune
   monkeypatch.setattr(events.pruning, "prune",
@@ -277,16 +323,6 @@ def _unstable_s5_model():
   return model
 
 
-def test_pruning_event_recalibrates_batch_norm(tmp_path, monkeypatch):
-  config = _smoke("listops", "s5", tmp_path, **{"pruning.recalibrate_batches": 2})
-  used = []
-  real = batchnorm.recalibrate_batch_norm
-  monkeypatch.setattr(batchnorm, "recalibrate_batch_norm",
-                      lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
-  summary = loop.train_and_evaluate(config, str(tmp_path))
-  assert used == [2] and summary["pruning_events"][0]["status"] == "applied"
-
-
 def test_shallow_listops_preset(tmp_path):
   from last_nnx import data
   config = get_config("listops", "s5,demo,shallow")
@@ -300,7 +336,7 @@ def test_shallow_listops_preset(tmp_path):
 
 
 def test_minimum_reduction_gate_skips_tiny_events(tmp_path):
-  config = _smoke("listops", "s5", tmp_path, **{"pruning.min_reduction": 0.9})
+  config = _base(tmp_path, **{"pruning.min_reduction": 0.9})
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert summary["pruning_events"][0]["status"] == "skipped"
   assert summary["states_final"] == summary["states_initial"]
