@@ -12,7 +12,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.train import checkpoint, distributed, loop, steps
-from tests.test_train_loop import _cache, _smoke  # noqa: F401 (autouse fixture)
+from tests.test_train_loop import _base, _cache  # noqa: F401 (autouse fixture)
 
 
 def _model(dtype=None):
@@ -54,7 +54,8 @@ def test_donated_step_then_pruning_event_then_checkpoint(tmp_path):
 
 def test_health_latch_names_the_first_broken_parameter_without_host_reads():
   model = _model()
-  optimizer = nnx.Optimizer(model, optax.sgd(1e-3), wrt=nnx.Param)
+  # The donated-step test's optimizer: the same compiled step, loaded from the cache.
+  optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
   carry = steps.TrainCarry.start(model)
   carry = steps.train_step(model, optimizer, carry, *_batch())
   ssm = model.blocks[1].ssm
@@ -86,7 +87,8 @@ def test_bfloat16_compute_keeps_ssm_and_parameters_float32():
 
 
 def test_bfloat16_smoke_run_trains_and_prunes(tmp_path):
-  config = _smoke("listops", "s5", tmp_path, **{"model.dtype": "bfloat16"})
+  # test_train_loop's BASE (one layer) in bfloat16; the test split is not evaluated.
+  config = _base(tmp_path, **{"model.dtype": "bfloat16", "train.eval_test": False})
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite([e["train/loss"] for e in summary["epochs"]]).all()
   assert summary["pruning_events"][0]["status"] == "applied"

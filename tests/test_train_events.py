@@ -4,7 +4,7 @@ import numpy as np
 
 from last_nnx import data
 from last_nnx.train import events, loop
-from tests.test_train_loop import _cache, _smoke  # noqa: F401 (autouse fixture)
+from tests.test_train_loop import _base, _cache  # noqa: F401 (autouse fixture)
 
 
 def test_calibration_batches_are_the_same_on_every_process(tmp_path):
@@ -23,8 +23,9 @@ def test_calibration_batches_are_the_same_on_every_process(tmp_path):
 
 
 def test_scheduled_event_with_the_calibrated_criterion(tmp_path, monkeypatch):
-  config = _smoke("listops", "s5", tmp_path, **{"pruning.criterion": "calibrated",
-                                                 "pruning.calibration_batches": 2})
+  # test_train_loop's BASE config: its compiled train and eval steps are reused.
+  config = _base(tmp_path, **{"pruning.criterion": "calibrated",
+                              "pruning.calibration_batches": 2})
   seen = []
   real_prune = events.pruning.prune
 
