@@ -87,7 +87,7 @@ def test_gradients_match_finite_differences(kind):
       return regularizers.modal_l1(modes, norm=kind.split("_")[2], normalize="layer",
                                    horizon=horizon)
 
-    grads = jax.grad(f, argnums=tuple(range(6)))(*params)
+    grads = jax.jit(jax.grad(f, argnums=tuple(range(6))))(*params)
     f = jax.jit(f)  # the same function, compiled once for the ~50 evaluations below
     eps = 1e-6
     for i, (p, g) in enumerate(zip(params, grads)):
@@ -117,15 +117,12 @@ def test_weight_schedules():
 
 @pytest.mark.parametrize("kind", ["modal_l1", "hankel"])
 def test_loop_logs_the_penalty_and_it_falls(kind, tmp_path, monkeypatch):
-  from tests.test_train_loop import get_config
+  from tests.test_train_loop import _base
   from last_nnx.train import loop
   monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path / "cache"))
-  config = get_config("listops", "s5,smoke")
-  config.data.cache_dir = str(tmp_path / "cache")
-  config.pruning.schedule = "none"
-  config.train.epochs = 3
-  config.regularizer.kind = kind
-  config.regularizer.weight = 1.0
+  # test_train_loop's BASE (one layer, 3 epochs), without pruning.
+  config = _base(tmp_path, **{"pruning.schedule": "none", "regularizer.kind": kind,
+                              "regularizer.weight": 1.0})
   summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   penalties = [e["train/penalty"] for e in summary["epochs"]]
   assert all(np.isfinite(penalties)) and penalties[-1] < penalties[0]
