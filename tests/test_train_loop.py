@@ -1,5 +1,6 @@
 """End-to-end training runs: smoke presets, resume after a kill, divergence handling."""
 
+import fcntl
 import importlib.util
 import json
 import os
@@ -67,20 +68,32 @@ def base_run_config():
   return _base(None, **BASE_RUN)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def base_run(tmp_path_factory):
   """One `base_run_config()` run that several tests inspect (also test_distributed's
-  single-device reference): (config, summary, workdir, recalibration batch counts)."""
-  workdir = tmp_path_factory.mktemp("base-run")
-  used = []
-  real = batchnorm.recalibrate_batch_norm
+  single-device reference), trained once per test session even with xdist workers (the
+  first to need it trains it, the others wait for it): (config, summary, workdir,
+  recalibration batch counts)."""
+  shared = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = shared.parent  # the folder all workers' temporary folders share
+  root = shared / "base-run"
+  os.makedirs(root, exist_ok=True)
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("LAST_NNX_CACHE", _data_cache(tmp_path_factory))
+    mp.setenv("LAST_NNX_CACHE", str(root / "cache"))
     config = base_run_config()
-    mp.setattr(batchnorm, "recalibrate_batch_norm",
-               lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
-    summary = loop.train_and_evaluate(config, str(workdir))
-  return config, summary, workdir, used
+    with open(root / "lock", "w") as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+      if not (root / "used.json").exists():
+        used = []
+        real = batchnorm.recalibrate_batch_norm
+        mp.setattr(batchnorm, "recalibrate_batch_norm",
+                   lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+        loop.train_and_evaluate(config, str(root / "run"))
+        (root / "used.json").write_text(json.dumps(used))
+  with open(root / "run" / "summary.json") as f:
+    summary = json.load(f)
+  return config, summary, root / "run", json.loads((root / "used.json").read_text())
 
 
 def _check_summary(summary, workdir):
