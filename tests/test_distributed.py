@@ -48,9 +48,8 @@ def four(tmp_path_factory):
 
 
 def test_sharded_training_matches_single_device_across_a_pruning_event(four, base_run):
-  # The single-device run is base_run itself, in this process (one device): in the suite
-  # it loads the steps test_train_loop's base_run compiled (a 1-device run inside the
-  # 4-device interpreter would compile its own).
+  # The single-device run is test_train_loop's base_run (one device, trained once per
+  # session): a 1-device run inside the 4-device interpreter would compile its own steps.
   one, four = base_run[1], four["16"]
   assert one["steps"] == four["steps"] == 24 and len(four["epochs"]) == 4
   assert [e["status"] for e in four["pruning_events"]] == ["applied"]
