@@ -258,3 +258,18 @@ def test_importing_the_package_does_not_import_tensorflow():
   code = "import sys, last_nnx.data, last_nnx.data.check; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def test_prefetch_autotunes_only_on_larger_hosts_and_batches_do_not_change(tmp_path,
+                                                                           monkeypatch):
+  from last_nnx.data import pipeline
+  assert not pipeline.autotune_prefetch(2) and pipeline.autotune_prefetch(16)
+  task = data.build_task(small_config("listops", tmp_path), batch_size=8)
+  batches = {}
+  for cores in (2, 16):  # fixed buffer of 2, then tf.data's autotuned buffer
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda cores=cores: cores)
+    batches[cores] = list(task.train_batches(1)) + list(task.eval_batches("val"))
+  assert len(batches[2]) == len(batches[16]) == task.steps_per_epoch + 3
+  for a, b in zip(batches[2], batches[16]):
+    for x, y in zip(a, b):
+      np.testing.assert_array_equal(x, y)
