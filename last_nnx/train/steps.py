@@ -99,10 +99,10 @@ def bound_train_step(model, optimizer):
   """`train_step` with ``model`` and ``optimizer`` bound: ``(carry, inputs, lengths,
   labels, reg_weight=0.0, *, reg=...) -> carry``, the same compiled program.
 
-  `nnx.jit` walks the model's and the optimizer's graphs on every call (some
-  500 nodes for a 4-layer S5 with AdamW groups: ~10-25 ms of host time per
-  step on 2 CPU cores), which a fast accelerator step cannot hide; the bound
-  step walks them once (`nnx.cached_partial`). Bind again after anything
+  `nnx.jit` walks the model's and the optimizer's graphs on every call: at the
+  ListOps shape (8 layers, AdamW groups) a dispatch takes 13 ms of host time on
+  2 CPU cores, 6 ms bound (`make bench`, section loop), and a fast accelerator
+  step cannot hide it. The bound step walks them once (`nnx.cached_partial`). Bind again after anything
   changes their structure (a pruning event, a restore); values may change freely.
   """
   return nnx.cached_partial(train_step, model, optimizer)
