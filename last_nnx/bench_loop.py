@@ -51,15 +51,22 @@ def _host_batches(batch, n: int):
   return (tuple(a.copy() for a in host) for _ in range(n))
 
 
+def _compiled_step(model_fn, batch, bound: bool = True):
+  """A fresh model's donating step after one compiling call: ``(model, step, carry,
+  device_batch)``, the step bound (`steps.bound_train_step`) or through `nnx.jit`
+  with the model and optimizer as arguments."""
+  model, optimizer = model_fn()
+  step = (steps.bound_train_step(model, optimizer) if bound
+          else functools.partial(steps.train_step, model, optimizer))
+  device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
+  carry = jax.block_until_ready(step(steps.TrainCarry.start(model), *device_batch))
+  return model, step, carry, device_batch
+
+
 def bare_step_s(model_fn, batch, n_steps: int) -> float:
   """Seconds per step of the donating step dispatched back to back on one
   device-resident batch, after one compiling step (one sync at the end)."""
-  model, optimizer = model_fn()
-  carry = steps.TrainCarry.start(model)
-  step = steps.bound_train_step(model, optimizer)
-  device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
-  carry = step(carry, *device_batch)
-  jax.block_until_ready(carry)
+  _, step, carry, device_batch = _compiled_step(model_fn, batch)
   t = time.perf_counter()
   for _ in range(n_steps):
     carry = step(carry, *device_batch)
@@ -75,12 +82,7 @@ def dispatch_s(model_fn, batch, n_calls: int = 20) -> dict:
   shorter than its dispatch leaves the device waiting on the host."""
   out = {}
   for name in ("nnx_jit", "bound"):
-    model, optimizer = model_fn()
-    carry = steps.TrainCarry.start(model)
-    device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
-    step = (steps.bound_train_step(model, optimizer) if name == "bound"
-            else functools.partial(steps.train_step, model, optimizer))
-    carry = jax.block_until_ready(step(carry, *device_batch))
+    _, step, carry, device_batch = _compiled_step(model_fn, batch, bound=name == "bound")
     times = []
     for _ in range(n_calls):
       t = time.perf_counter()
@@ -114,10 +116,7 @@ def feeding_habits(model_fn, batch, n_steps: int, log_every: int = 50) -> dict:
   jax.block_until_ready(carry)
   out["old_habits_step_s"] = (time.perf_counter() - t) / n_steps
 
-  model, optimizer = model_fn()
-  carry = steps.TrainCarry.start(model)
-  step = steps.bound_train_step(model, optimizer)
-  carry = step(carry, *device_batch)
+  model, step, carry, _ = _compiled_step(model_fn, batch)
   steps.check_health(model, carry)
   t = time.perf_counter()
   for k, placed in enumerate(distributed.prefetch_to_device(_host_batches(batch, n_steps), None)):

@@ -102,8 +102,9 @@ def bound_train_step(model, optimizer):
   `nnx.jit` walks the model's and the optimizer's graphs on every call: at the
   ListOps shape (8 layers, AdamW groups) a dispatch takes 13 ms of host time on
   2 CPU cores, 6 ms bound (`make bench`, section loop), and a fast accelerator
-  step cannot hide it. The bound step walks them once (`nnx.cached_partial`). Bind again after anything
-  changes their structure (a pruning event, a restore); values may change freely.
+  step cannot hide it. The bound step walks them once (`nnx.cached_partial`).
+  Bind again after anything changes their structure (a pruning event, a
+  restore); values may change freely.
   """
   return nnx.cached_partial(train_step, model, optimizer)
 
