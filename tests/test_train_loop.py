@@ -1,6 +1,5 @@
 """End-to-end training runs: smoke presets, resume after a kill, divergence handling."""
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from last_nnx.train import batchnorm, events, loop, run_state, steps
+from tests.session_once import once_per_session, session_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
@@ -74,23 +74,19 @@ def base_run(tmp_path_factory):
   single-device reference), trained once per test session even with xdist workers (the
   first to need it trains it, the others wait for it): (config, summary, workdir,
   recalibration batch counts)."""
-  shared = tmp_path_factory.getbasetemp()
-  if os.environ.get("PYTEST_XDIST_WORKER"):
-    shared = shared.parent  # the folder all workers' temporary folders share
-  root = shared / "base-run"
-  os.makedirs(root, exist_ok=True)
   with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("LAST_NNX_CACHE", str(root / "cache"))
+    mp.setenv("LAST_NNX_CACHE", str(session_folder(tmp_path_factory, "base-run") / "cache"))
     config = base_run_config()
-    with open(root / "lock", "w") as lock:
-      fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-      if not (root / "used.json").exists():
-        used = []
-        real = batchnorm.recalibrate_batch_norm
-        mp.setattr(batchnorm, "recalibrate_batch_norm",
-                   lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
-        loop.train_and_evaluate(config, str(root / "run"))
-        (root / "used.json").write_text(json.dumps(used))
+
+  def fill(root):
+    used, real = [], batchnorm.recalibrate_batch_norm
+    with pytest.MonkeyPatch.context() as mp:
+      mp.setattr(batchnorm, "recalibrate_batch_norm",
+                 lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+      loop.train_and_evaluate(config, str(root / "run"))
+    (root / "used.json").write_text(json.dumps(used))
+
+  root = once_per_session(tmp_path_factory, "base-run", fill)
   with open(root / "run" / "summary.json") as f:
     summary = json.load(f)
   return config, summary, root / "run", json.loads((root / "used.json").read_text())
