@@ -57,7 +57,7 @@ bench-gpu:
 # Tasks, model types, presets and the most used ARGS, read from experiments/configs/
 # (standard library only: no .venv needed).
 help:
-	@$(if $(wildcard $(PY)),$(PY),python3) -m last_nnx.usage
+	@$(if $(wildcard $(PY)),$(PY),python3) -m last_nnx.cli.usage
 
 clean:
 	rm -rf runs bench/results.json .cache

@@ -17,7 +17,7 @@ sys.path.insert(0, os.getcwd())
 
 from absl import app, flags, logging  # noqa: E402
 
-from last_nnx import data, sweep  # noqa: E402
+from last_nnx import data, sweeps  # noqa: E402
 from last_nnx.train import checkpoint, loop  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -58,10 +58,10 @@ def main(argv):
     task = data.build_task(config.data, batch_size=config.train.batch_size,
                            eval_batch_size=config.train.eval_batch_size, seed=config.seed)
     synthetic = task.synthetic
-    store = sweep.PointStore(os.path.join(workdir, "sweep"))
-    sweep.one_shot(model, task, config, store, ratios=RATIOS, criteria=["last"], seeds=1)
+    store = sweeps.PointStore(os.path.join(workdir, "sweep"))
+    sweeps.one_shot(model, task, config, store, ratios=RATIOS, criteria=["last"], seeds=1)
     points = list(store.points.values())
-    comp = sweep.compressibility(points)["last"]
+    comp = sweeps.compressibility(points)["last"]
     dense = next(p for p in points if p["criterion"] == "dense")["test_accuracy"]
     curve = {p["ratio"]: p["test_accuracy"] for p in points if p["criterion"] == "last"}
     curves[kind] = dict(dense=dense, curve=curve, within_1=comp["within_1.0"])

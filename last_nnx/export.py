@@ -2,7 +2,8 @@ r"""Export a trained (pruned) model for use outside this library.
 
   python -m last_nnx.export --workdir runs/listops --which best --out exported/
 
-writes into ``--out``:
+(the program is `last_nnx.cli.export`; `export_workdir` / `export_model` here) writes into
+``--out``:
 
 * ``forward.jax``: the full-sequence forward ``(inputs, lengths) -> logits``
   as a serialized `jax.export` artifact (StableHLO, symbolic batch size ``b``,
@@ -29,13 +30,12 @@ can hold them; a stream starts from all-zero state arrays.
 
 import json
 import os
-import sys
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import logging
 from flax import nnx
 
 from last_nnx.ssm import find_prunable_layers
@@ -251,39 +251,6 @@ def export_workdir(workdir: str, out_dir: str, *, which: str = "best", **kwargs)
   return export_model(model, meta, out_dir, seq_len=seq_len, source=source, **kwargs)
 
 
-def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Training workdir (holds best/ and checkpoints/).")
-  flags.DEFINE_enum("which", "best", sorted(WHICH), "Checkpoint to export.")
-  flags.DEFINE_string("out", None, "Output directory.")
-  flags.DEFINE_list("formats", list(FORMATS), "Artifacts to write.")
-  flags.DEFINE_list("platforms", ["cpu", "cuda"], "jax.export lowering platforms.")
-  flags.DEFINE_integer("seq_len", None, "Sequence length of the exported forward "
-                       "(default: the training data's).")
-  flags.DEFINE_bool("compact", True, "Remove masked (pruned) state slots before exporting.")
-  flags.mark_flags_as_required(["workdir", "out"])
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  FLAGS = flags.FLAGS
-  logging.set_verbosity(logging.WARNING)  # orbax logs dozens of INFO lines per restore
-  try:
-    manifest = export_workdir(FLAGS.workdir, FLAGS.out, which=FLAGS.which,
-                              seq_len=FLAGS.seq_len, formats=FLAGS.formats,
-                              platforms=FLAGS.platforms, compact=FLAGS.compact)
-  except (ValueError, FileNotFoundError) as e:
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
-  if manifest["step_refused"]:
-    logging.warning("no step.jax: %s", manifest["step_refused"])
-  summary = dict(out=os.path.abspath(FLAGS.out), files=manifest["files"],
-                 states_total=manifest["states_total"], streaming=manifest["streaming"],
-                 layers={k: v["state_shape"] for k, v in manifest["layers"].items()})
-  print(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-  sys.path.insert(0, os.getcwd())
-  _define_flags()
-  app.run(main)
+if __name__ == "__main__":  # `python -m last_nnx.export`: the program is last_nnx.cli.export
+  import runpy
+  runpy.run_module("last_nnx.cli.export", run_name="__main__", alter_sys=True)

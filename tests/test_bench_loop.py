@@ -2,7 +2,7 @@
 
 import pytest
 
-from last_nnx import bench_loop
+from last_nnx.bench import loop as bench_loop
 from last_nnx.train import loop
 from tests.test_train_loop import get_config
 

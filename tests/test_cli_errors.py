@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from last_nnx import config_errors, usage
+from last_nnx.cli import errors as config_errors
+from last_nnx.cli import usage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "experiments/configs/listops.py"
@@ -106,7 +107,7 @@ def test_good_command_line_parses():
 
 
 def test_config_errors_come_before_any_jax_import():
-  code = ("import sys; sys.path.insert(0, '.'); from last_nnx import config_errors as c\n"
+  code = ("import sys; sys.path.insert(0, '.'); from last_nnx.cli import errors as c\n"
           "try:\n"
           f"  c.check_config_argv(['x', '--config', '{CONFIG}:smoke',\n"
           "                        '--config.model.n_layer=3'])\n"
@@ -209,7 +210,7 @@ def test_make_help_runs_and_is_in_the_readme():
   assert out.returncode == 0, out.stderr
   assert out.stdout == usage.help_text(ROOT)
   with open(os.path.join(ROOT, "README.md")) as f:
-    assert out.stdout in f.read(), "stale README.md: run python3 -m last_nnx.usage --readme"
+    assert out.stdout in f.read(), "stale README.md: run python3 -m last_nnx.cli.usage --readme"
 
 
 def test_update_readme_refreshes_only_the_help_block(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from last_nnx import prune
+from last_nnx.cli import prune
 from last_nnx.pruning import search
 from last_nnx.train import checkpoint, events
 from tests.saved_run import trained  # noqa: F401 (a fixture)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from last_nnx import prune, pruning
+from last_nnx import pruning
+from last_nnx.cli import prune
 from last_nnx.model import build_model
 from last_nnx.ssm import StateMask
 from last_nnx.train import checkpoint

@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from last_nnx import data, prune, sweep
+from last_nnx import data, sweeps
+from last_nnx.cli import prune
 from last_nnx.train import checkpoint, events, steps
 from tests.saved_run import trained  # noqa: F401 (a fixture)
 
@@ -36,26 +37,26 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
   model, config, _ = checkpoint.load_model(trained)
   task = data.build_task(config.data, batch_size=8, eval_batch_size=config.train.eval_batch_size,
                          seed=config.seed)
-  store = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, store, ratios=[0.25, 0.5],
+  store = sweeps.PointStore(str(tmp_path))
+  sweeps.one_shot(model, task, config, store, ratios=[0.25, 0.5],
                  criteria=["last", "last@L", "random"], seeds=2)
   assert len(store.points) == 1 + 2 + 2 + 4  # dense; 2 ratios x (last, last@L, 2 randoms)
-  text = sweep.write_report(store, str(tmp_path), synthetic=True, model=model)
+  text = sweeps.write_report(store, str(tmp_path), synthetic=True, model=model)
   for name in ("points.csv", "points.json", "points.jsonl", "table.md", "accuracy_vs_ratio.png",
                "allocation.png", "scores.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
   assert "Synthetic data" in text and "| last |" in text and "| random |" in text
   with open(tmp_path / "accuracy_vs_ratio.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  drawn = sweep.plot_curves(list(store.points.values()), str(tmp_path / "again.png"),
+  drawn = sweeps.plot_curves(list(store.points.values()), str(tmp_path / "again.png"),
                             synthetic=True)
   assert drawn == ["last", "last@L", "random"]
 
   # A rerun measures nothing new.
   calls = []
   monkeypatch.setattr(sweep, "_evaluate", lambda *a, **k: calls.append(1) or {})
-  rerun = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, rerun, ratios=[0.25, 0.5],
+  rerun = sweeps.PointStore(str(tmp_path))
+  sweeps.one_shot(model, task, config, rerun, ratios=[0.25, 0.5],
                  criteria=["last", "last@L", "random"], seeds=2)
   assert calls == [] and len(rerun.points) == 9
 
@@ -69,8 +70,8 @@ def test_one_shot_with_batch_norm_recalibration(trained, tmp_path, monkeypatch):
   real = batchnorm.recalibrate_batch_norm
   monkeypatch.setattr(batchnorm, "recalibrate_batch_norm",
                       lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
-  store = sweep.PointStore(str(tmp_path))
-  sweep.one_shot(model, task, config, store, ratios=[0.5], criteria=["last"], seeds=1,
+  store = sweeps.PointStore(str(tmp_path))
+  sweeps.one_shot(model, task, config, store, ratios=[0.5], criteria=["last"], seeds=1,
                  splits=("val",), recalibrate_batches=3)
   point = next(p for p in store.points.values() if p["criterion"] == "last")
   assert used == [3] and point["recalibrate_batches"] == 3
@@ -78,20 +79,20 @@ def test_one_shot_with_batch_norm_recalibration(trained, tmp_path, monkeypatch):
 
 
 def test_criterion_specs_with_a_horizon():
-  assert sweep.parse_criterion("last", 256) == ("last", None)
-  assert sweep.parse_criterion("last@L", 256) == ("last", 256)
-  assert sweep.parse_criterion("energy@1024", 256) == ("energy", 1024)
+  assert sweeps.parse_criterion("last", 256) == ("last", None)
+  assert sweeps.parse_criterion("last@L", 256) == ("last", 256)
+  assert sweeps.parse_criterion("energy@1024", 256) == ("energy", 1024)
   for bad, message in (("nope@L", "unknown criterion"), ("last@0", "after '@'"),
                        ("last@x", "after '@'")):
     with pytest.raises(ValueError, match=message):
-      sweep.parse_criterion(bad, 256)
+      sweeps.parse_criterion(bad, 256)
 
 
 def test_compressibility_reads_the_curve_from_zero():
   points = [dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0, test_accuracy=0.80)]
   for r, acc in ((0.1, 0.799), (0.2, 0.797), (0.3, 0.793), (0.4, 0.799), (0.5, 0.70)):
     points.append(dict(kind="one_shot", criterion="last", ratio=r, seed=0, test_accuracy=acc))
-  comp = sweep.compressibility(points)
+  comp = sweeps.compressibility(points)
   assert comp["last"] == {"within_0.5": 0.2, "within_1.0": 0.4}
 
 
@@ -99,8 +100,8 @@ def test_iterative_sweep_records_each_step(trained, tmp_path):
   model, config, _ = checkpoint.load_model(trained)
   task = data.build_task(config.data, batch_size=8, eval_batch_size=config.train.eval_batch_size,
                          seed=config.seed)
-  store = sweep.PointStore(str(tmp_path))
-  sweep.iterative(model, task, config, store, criterion="last", target=0.5, steps=2,
+  store = sweeps.PointStore(str(tmp_path))
+  sweeps.iterative(model, task, config, store, criterion="last", target=0.5, steps=2,
                   finetune_epochs=1, splits=("val",))
   steps = sorted((p for p in store.points.values()), key=lambda p: p["ratio"])
   assert [round(p["ratio"], 2) for p in steps] == [0.25, 0.5]

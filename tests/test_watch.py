@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from last_nnx import plot_watch, pruning
+from last_nnx import pruning
+from last_nnx.cli import plot_watch
 from last_nnx.model import SequenceModel
 from last_nnx.pruning import criteria
 from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,

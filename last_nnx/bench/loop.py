@@ -23,6 +23,7 @@ fits the device (memory is affine in the batch); `--verify` runs that batch.
 
 import contextlib
 import functools
+import importlib.util
 import os
 import tempfile
 import time
@@ -34,6 +35,7 @@ import optax
 from absl import logging
 from flax import nnx
 
+from last_nnx.bench.common import TASK_SHAPES, build_model, make_batch
 from last_nnx.train import distributed, steps
 
 _undonated_step = nnx.jit(steps.train_step_fn, static_argnames=("reg",))
@@ -261,3 +263,62 @@ def run_step_once(make, batch) -> float:
 
 def adam_optimizer(model) -> nnx.Optimizer:
   return nnx.Optimizer(model, optax.adamw(1e-3, weight_decay=0.05), wrt=nnx.Param)
+
+
+def bench_loop_section(batch: int, repeats: int) -> dict:
+  """Loop overhead (CPU: the real loop; anywhere: the feeding habits at ListOps shape)."""
+  out = {}
+  if importlib.util.find_spec("tensorflow") is not None:  # the loop's data and writers
+    from experiments.configs import listops
+    config = listops.get_config("s5,smoke")
+    config.data.cache_dir = os.path.join(tempfile.gettempdir(), "last_nnx_bench_cache")
+    config.model.d_model, config.model.n_layers = 64, 4
+    config.model.ssm_config.state_size = 32
+    config.train.batch_size = config.train.eval_batch_size = 16
+    config.train.log_every_steps = 50  # the default (smoke logs every 4 steps)
+    config.train.eval_test = False
+    windows = 2  # timed steps: windows * log_every_steps, after the first sync point
+    n_train = (windows + 1) * config.train.log_every_steps * config.train.batch_size
+    config.data.synthetic.update(dict(seq_len=512, max_length=512, n_train=n_train, n_val=16,
+                                      n_test=16))
+    out["loop"] = loop_overhead(config, windows=windows, rounds=repeats)
+    logging.info("loop: %.1f%% of the bare step's speed", 100 * out["loop"]["loop_vs_bare"])
+  else:
+    logging.warning("TensorFlow is not installed: the real loop (data pipeline, CLU "
+                    "writers) is not benchmarked here; feeding habits only")
+  shape = TASK_SHAPES["listops"]
+  make = lambda: (lambda m: (m, adam_optimizer(m)))(build_model(shape, "s5"))
+  habits = feeding_habits(make, make_batch(shape, batch), n_steps=10 * repeats)
+  out["habits_listops"] = dict(habits, batch=batch, seq_len=shape["L"])
+  out["dispatch_listops"] = dispatch_s(make, make_batch(shape, batch))
+  return out
+
+
+def loop_markdown(r: dict) -> list[str]:
+  lines = ["## Training loop overhead", ""]
+  if "loop" in r:
+    o = r["loop"]
+    lines += [f"`train_and_evaluate` vs the bare donated step, same shape (S5, H={o['d_model']}, "
+              f"{o['n_layers']} layers, L={o['seq_len']}, batch {o['batch']}): loop "
+              f"{o['loop_steps_per_s']:.2f} steps/s, bare {o['bare_steps_per_s']:.2f} steps/s: "
+              f"**{100 * o['loop_vs_bare']:.1f}%** of the bare step's speed. The loop's "
+              f"time per step is read between its own sync points ({o['window_steps']} steps, "
+              f"logging every {o['log_every_steps']}, so compilation, evaluation and "
+              f"checkpoints are outside the window), each round followed by the bare step for "
+              f"as many steps; medians over {o['rounds']} rounds.", ""]
+  h = r["habits_listops"]
+  lines += [f"Feeding the ListOps-shape S5 step (L={h['seq_len']}, batch {h['batch']}):", "",
+            "| feeding | s/step | share of bare speed |", "|---|---|---|",
+            f"| bare (resident batch, back to back) | {h['bare_step_s']:.4f} | 100% |",
+            f"| old habits (sync put, no donation, host NaN check per step) | "
+            f"{h['old_habits_step_s']:.4f} | {100 * h['old_vs_bare']:.1f}% |",
+            f"| new habits (prefetch 2, donation, bound step, device-side NaN latch) | "
+            f"{h['new_habits_step_s']:.4f} | {100 * h['new_vs_bare']:.1f}% |", ""]
+  if "dispatch_listops" in r:
+    d = r["dispatch_listops"]
+    lines += [f"Host time to dispatch that step (the call returns before the step runs): "
+              f"{1e3 * d['nnx_jit_dispatch_s']:.1f} ms through `nnx.jit` with the model and "
+              f"optimizer as arguments (their graphs walked on every call), "
+              f"{1e3 * d['bound_dispatch_s']:.1f} ms for the bound step the loop uses "
+              "(`steps.bound_train_step`).", ""]
+  return lines

@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Callable, Iterable, NoReturn, Sequence
 
-from last_nnx import usage
+from last_nnx.cli import usage
 
 EXIT_USAGE = 2
 HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort", "--helpfull",

@@ -145,8 +145,8 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
     raise ValueError("--horizon=-1 needs the run's sequence length, and its config has no data")
   calibration = None
   if pruning.get_criterion(criterion).calibrated:
-    from last_nnx import prune_search
-    calibration = prune_search.calibration(_task(config))
+    from last_nnx.sweeps import max_drop as search
+    calibration = search.calibration(_task(config))
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
                          horizon=pruning.resolve_horizon(horizon, seq_len), history=history,
@@ -185,7 +185,7 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
             min_per_layer: int = 1, mode: str = "compact") -> dict:
   """For each criterion spec: the largest ratio within ``max_drop`` points on val, and the model.
 
-  Bisects the ratio (`last_nnx.prune_search.max_drop_search`) on the validation
+  Bisects the ratio (`last_nnx.search.max_drop_search`) on the validation
   split, then prunes the saved model at that ratio (fine-tuned
   ``finetune_epochs`` epochs when > 0), evaluates it on val and test, and
   writes it to ``out_dir/<spec>`` (readable by ``load_model``).
@@ -203,9 +203,10 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
   """
   from flax import nnx
 
-  from last_nnx import prune_search, pruning
+  from last_nnx import pruning
+  from last_nnx.sweeps import max_drop as search
   for spec in criteria:
-    prune_search.parse_criterion(spec, 1)
+    search.parse_criterion(spec, 1)
   out_dir = out_dir or os.path.join(workdir, f"max_drop-{max_drop:g}")
   if os.path.abspath(out_dir) == os.path.abspath(workdir):
     raise ValueError(f"--out {out_dir!r} is the workdir itself; choose another directory")
@@ -213,23 +214,23 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
   model, config, meta = checkpoint.load_model(workdir, which=which)
   model.eval()
   task = _task(config)
-  dense = prune_search.evaluate(model, task, ("val", "test"))
+  dense = search.evaluate(model, task, ("val", "test"))
   results = []
   for spec in criteria:
-    found = prune_search.max_drop_search(model, task, config, spec, max_drop,
+    found = search.max_drop_search(model, task, config, spec, max_drop,
                                          finetune_epochs=finetune_epochs,
                                          calibration_batches=calibration_batches,
                                          min_per_layer=min_per_layer)
     pruned, history = nnx.clone(model), _history(dict(meta or {}))
     report = None
     if found["ratio"] > 0:
-      name, horizon = prune_search.parse_criterion(spec, task.seq_len)
+      name, horizon = search.parse_criterion(spec, task.seq_len)
       report = pruning.prune(pruned, found["ratio"], criterion=name, mode=mode,
                              min_per_layer=min_per_layer, horizon=horizon, history=history,
-                             calibration=prune_search.calibration(task),
+                             calibration=search.calibration(task),
                              calibration_batches=calibration_batches, seq_len=task.seq_len)
-      prune_search.finetune(pruned, task, config, finetune_epochs)
-    metrics = prune_search.evaluate(pruned, task, ("val", "test"))
+      search.finetune(pruned, task, config, finetune_epochs)
+    metrics = search.evaluate(pruned, task, ("val", "test"))
     target = os.path.join(out_dir, spec.replace("@", "_at_"))
     saved = dict(meta or {})
     saved["pruning"] = dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
@@ -331,5 +332,5 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  from last_nnx import config_errors
-  app.run(main, flags_parser=config_errors.flags_parser())  # one-line flag errors
+  from last_nnx.cli import errors
+  app.run(main, flags_parser=errors.flags_parser())  # one-line flag errors

@@ -6,7 +6,7 @@
 Every config field can be overridden with ``--config.<path>=value``. Mistakes in
 the command line (a missing task, an unknown preset or field, a bad value) end in
 one line naming the choices, before anything heavy is imported
-(`last_nnx.config_errors`).
+(`last_nnx.cli.errors`).
 """
 
 import logging as pylogging
@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from last_nnx import config_errors  # noqa: E402
+from last_nnx.cli import errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Task config file, e.g. "
@@ -55,4 +55,8 @@ def _main(argv):
 
 def run():
   sys.path.insert(0, os.getcwd())  # config files import experiments.configs.base
-  app.run(_main, flags_parser=config_errors.flags_parser(config_errors.check_config_argv))
+  app.run(_main, flags_parser=errors.flags_parser(errors.check_config_argv))
+
+
+if __name__ == "__main__":
+  run()

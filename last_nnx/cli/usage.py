@@ -1,7 +1,7 @@
 """``make help``: the tasks, model types, presets and the most used arguments.
 
-  python3 -m last_nnx.usage             # print it
-  python3 -m last_nnx.usage --readme    # refresh its copy in README.md
+  python3 -m last_nnx.cli.usage             # print it
+  python3 -m last_nnx.cli.usage --readme    # refresh its copy in README.md
 
 Standard library only (no virtual environment needed): the tasks are the config
 files in ``experiments/configs/`` (with the first line of each docstring), and

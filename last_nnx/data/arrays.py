@@ -33,7 +33,7 @@ import zipfile
 import ml_collections
 import numpy as np
 
-from last_nnx.data.config import default_cache_dir
+from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import SPLITS, Features, Split, Tokens, hold_out
 
 FIELDS = ("inputs", "labels", "lengths")

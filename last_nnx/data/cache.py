@@ -82,3 +82,8 @@ def cached(path: str | None, build: Callable[[], tuple[dict[str, Split], dict]],
   splits, meta = build()
   save(path, splits, meta)
   return load(path) or (splits, meta)
+
+
+def default_cache_dir() -> str:
+  """Where prepared real data is cached (``$LAST_NNX_CACHE``, else ~/.cache/last_nnx)."""
+  return os.environ.get("LAST_NNX_CACHE") or os.path.expanduser("~/.cache/last_nnx")

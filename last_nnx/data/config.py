@@ -29,11 +29,11 @@ Fields of ``default_data_config(task)`` (a plain ConfigDict, so
 """
 
 import dataclasses
-import os
 
 import ml_collections
 
 from last_nnx.data import listops as listops_lib
+from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import Continuous, Tokens
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
@@ -92,10 +92,6 @@ SPECS = {
         "Speech Commands", 16000, 35, None,
         dict(n_train=3500, n_val=350, n_test=350, n_classes=10, noise=0.05)),
 }
-
-
-def default_cache_dir() -> str:
-  return os.environ.get("LAST_NNX_CACHE") or os.path.expanduser("~/.cache/last_nnx")
 
 
 def default_data_config(task: str) -> ml_collections.ConfigDict:

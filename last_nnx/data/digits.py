@@ -16,7 +16,7 @@ ships the same images.
 import ml_collections
 import numpy as np
 
-from last_nnx.data.config import default_cache_dir
+from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import Continuous, Split
 
 SEQ_LEN = 64  # 8 x 8 pixels, row by row

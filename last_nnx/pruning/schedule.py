@@ -191,3 +191,9 @@ def settled_target(*, epoch: int, changes: list, steps_done: int, targets: list[
   if is_settled(changes, tolerance, epochs):
     return targets[steps_done]
   return None
+
+
+def settle_window(pcfg, train_epochs: int) -> tuple[int, int]:
+  """``(start_epoch, end_epoch)`` of the pruning config, -1 read as the last training epoch."""
+  last = lambda e: train_epochs if e < 0 else e
+  return last(pcfg.start_epoch), last(pcfg.end_epoch)

@@ -17,7 +17,8 @@ when the event fires earlier, the training epochs after it train the smaller mod
 import dataclasses
 
 from last_nnx import pruning
-from last_nnx.pruning.schedule import KINDS
+from last_nnx.pruning.schedule import KINDS, settle_window
+from last_nnx.train.watch import unwatchable, watched_criterion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,6 @@ def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
   return pruning.PruningSchedule(
       kind=pcfg.schedule, target_ratio=pcfg.target_ratio, start_epoch=last(pcfg.start_epoch),
       end_epoch=last(pcfg.end_epoch), every=pcfg.every, ramp=pcfg.ramp).events()
-
-
-def settle_window(pcfg, train_epochs: int) -> tuple[int, int]:
-  """``(start_epoch, end_epoch)`` of the pruning config, -1 read as the last training epoch."""
-  last = lambda e: train_epochs if e < 0 else e
-  return last(pcfg.start_epoch), last(pcfg.end_epoch)
 
 
 def epoch_plan(config) -> list[EpochSpec]:
@@ -92,7 +87,6 @@ def validate_watch(config) -> None:
                      f"{pruning.registered_criteria()} ('' watches pruning.criterion)")
   if p.schedule != "settled":
     return
-  from last_nnx.train.watch import unwatchable, watched_criterion  # watch imports plan
   reason = unwatchable(watched_criterion(config))
   if not w.enabled or reason:
     raise ValueError("pruning.schedule='settled' prunes when the watched keep set stops "

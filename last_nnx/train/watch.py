@@ -37,8 +37,8 @@ from absl import logging
 
 from last_nnx import pruning
 from last_nnx.pruning import allocate, criteria
-from last_nnx.pruning.schedule import is_settled, jaccard, settle_targets, settled_target
-from last_nnx.train.plan import settle_window
+from last_nnx.pruning.schedule import (is_settled, jaccard, settle_targets, settle_window,
+                                       settled_target)
 
 SCORES_FILE = "watch_scores.jsonl"
 _LOG10_FLOOR = -30.0  # log10 of a zero score
