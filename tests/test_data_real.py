@@ -102,6 +102,6 @@ def test_make_train_digits_recipe_reaches_95_percent(tmp_path):
   from last_nnx.train import loop  # pylint: disable=import-outside-toplevel
   summary = loop.train_and_evaluate(get_config("digits", "s5"), str(tmp_path))
   assert not summary["synthetic_data"]
-  assert summary["dense"]["test"]["accuracy"] >= 0.95
+  assert summary["before_first_event"]["test"]["accuracy"] >= 0.95
   assert summary["ratio_achieved"] == pytest.approx(0.5, abs=0.05)
   assert summary["final"]["test"]["accuracy"] >= 0.90

@@ -98,7 +98,10 @@ def _check_summary(summary, workdir):
   initial, final = summary["states_initial"], summary["states_final"]
   assert sum(final.values()) < sum(initial.values())
   assert summary["ratio_achieved"] == pytest.approx(0.5, abs=0.13)
-  assert "accuracy" in summary["dense"]["val"] and "accuracy" in summary["final"]["test"]
+  before = summary["before_first_event"]
+  assert "accuracy" in before["val"] and "accuracy" in summary["final"]["test"]
+  assert before["epoch"] == summary["pruning_events"][0]["train_epoch"]
+  assert summary["final"]["states"] == final and summary["dense_baseline"] is None
   event = summary["pruning_events"][0]
   assert "accuracy" in event["val_before"] and "accuracy" in event["val_after"]
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))

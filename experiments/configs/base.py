@@ -2,7 +2,7 @@
 
 A task file's ``get_config(arg)`` starts from ``base_config(task)``, sets the
 task's paper settings and applies the presets named in ``arg``, a
-comma-separated list: ``s5`` (default) or ``s4d`` selects the layer type;
+comma-separated list: ``s5`` (default), ``s4d``, ``lru`` or ``mamba2`` selects the layer type;
 ``smoke`` shrinks everything to a seconds-long end-to-end run; ``demo`` is the
 minutes-long ListOps run of ``make train``; ``shallow`` (ListOps only) makes the
 synthetic expressions shallow and short (depth 3, L = 64), a task the small demo
@@ -16,7 +16,7 @@ import ml_collections
 
 from last_nnx import data
 
-MODEL_TYPES = ("s5", "s4d", "lru")
+MODEL_TYPES = ("s5", "s4d", "lru", "mamba2")
 PRESETS = ("smoke", "demo", "shallow")
 
 
@@ -97,6 +97,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.nan_lr_scale = 0.5
   c.train.chance_warning_epochs = 5
   c.train.eval_test = True
+  c.train.console = "story"  # story: epochs, events, warnings, result | all (also WORKDIR/log.txt)
   c.train.num_devices = 0  # data-parallel over this many devices (0: all visible).
   # Multi-host (README "Several devices"): unset ('' / 0 / -1) reads JAX_COORDINATOR_ADDRESS,
   # JAX_NUM_PROCESSES, JAX_PROCESS_ID, else a SLURM / Open MPI launch; else one process.
@@ -135,6 +136,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.pruning.recalibrate_batches = 0  # re-estimate BatchNorm statistics on N train batches
   # Training batches a calibrated criterion (calibrated, calibrated_balanced) reads per event.
   c.pruning.calibration_batches = 4
+  # Also train the same model, unpruned, for as many epochs (summary.json 'dense_baseline').
+  c.pruning.dense_baseline = False
   # 'settled': prune once the watched keep set at target_ratio changed by at most
   # settle_tolerance (1 - Jaccard with the previous epoch's) for settle_epochs epochs in
   # a row, from start_epoch on; at end_epoch (the deadline) prune regardless.
@@ -170,6 +173,17 @@ def set_model_type(c: ml_collections.ConfigDict, model: str) -> None:
     c.model.ssm_config = ml_collections.ConfigDict(dict(
         state_size=s.state_size, r_min=0.9, r_max=0.999, max_phase=6.283185307179586,
         bidirectional=s.bidirectional))
+  elif model == "mamba2":
+    # Mamba-2 (last_nnx/ssm/mamba2.py): causal only. state_size = N per group; heads of
+    # head_dim 16 filling expand * d_model = 2 d_model channels; conv width 4, A in
+    # [1, 16] and dt in [1e-3, 0.1] as state-spaces/mamba Mamba2 (chunk 64, not 256: our
+    # sequences are short and CPU-bound). Mamba-2 trains with one learning rate: the
+    # task's global rate, which A_log, dt_bias and D (no weight decay) then share.
+    c.model.ssm_config = ml_collections.ConfigDict(dict(
+        state_size=s.state_size, head_dim=16, n_groups=1, expand=2, conv_width=4,
+        chunk_size=64, dt_min=s.dt_min, dt_max=s.dt_max))
+    c.optim.ssm_lr = c.optim.lr_factor * c.optim.ssm_lr
+    c.optim.lr_factor = 1.0
 
 
 def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
@@ -210,6 +224,7 @@ def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
     c.pruning.end_epoch = 6
     c.pruning.every = 1
     c.pruning.finetune_epochs = 1
+    c.pruning.dense_baseline = True  # the demo's result table: pruned beside dense
   if "shallow" in presets:
     if c.task != "listops":
       raise ValueError(f"the 'shallow' preset is ListOps-only (this config is {c.task!r})")

@@ -47,6 +47,10 @@ def _main(argv):
   quiet_library_logs()
   try:
     distributed.initialize(FLAGS.config.train)  # before anything touches the devices
+    from last_nnx.train import console
+    log_file = console.route_logs(FLAGS.workdir, FLAGS.config.train.get("console", "story"))
+    logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
+                 "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     logging.error("%s", e)

@@ -39,15 +39,19 @@ from last_nnx.data.layout import DataError
 EXIT_READY, EXIT_BROKEN, EXIT_NOT_FULL = 0, 1, 2
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", None, list(TASKS), "Task to check.")
-flags.DEFINE_string("dir", None, "The folder you pass as --config.data.dir.")
-flags.DEFINE_string("variant", "curv_contour_length_14",
-                    "Pathfinder/Path-X difficulty folder (default: the hard one LRA uses).")
-flags.DEFINE_integer("resolution", None, "Pathfinder image side (default 32; Path-X 128).")
-flags.DEFINE_enum("splits", "default", list(splits_lib.MODES),
-                  "Count the splits as data.splits would ('reference': the paper's code's).")
-flags.DEFINE_bool("expect_full", False,
-                  "Require the full release: a smaller (if consistent) folder exits 2.")
+
+
+def _define_flags() -> None:
+  """Defined only when run as a program, so importing this module defines no flags."""
+  flags.DEFINE_enum("task", None, list(TASKS), "Task to check.")
+  flags.DEFINE_string("dir", None, "The folder you pass as --config.data.dir.")
+  flags.DEFINE_string("variant", "curv_contour_length_14",
+                      "Pathfinder/Path-X difficulty folder (default: the hard one LRA uses).")
+  flags.DEFINE_integer("resolution", None, "Pathfinder image side (default 32; Path-X 128).")
+  flags.DEFINE_enum("splits", "default", list(splits_lib.MODES),
+                    "Count the splits as data.splits would ('reference': the paper's code's).")
+  flags.DEFINE_bool("expect_full", False,
+                    "Require the full release: a smaller (if consistent) folder exits 2.")
 
 
 @dataclasses.dataclass
@@ -279,4 +283,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -17,14 +17,18 @@ from absl import app, flags, logging
 from last_nnx import data
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("task", "listops", list(data.TASKS), "Task.")
-flags.DEFINE_string("dir", None, "Real data folder (default: the synthetic generator).")
-flags.DEFINE_integer("batch_size", 50, "Training batch size.")
-flags.DEFINE_integer("n_train", 2000, "Synthetic training examples.")
-flags.DEFINE_integer("seq_len", None, "Sequence length (default: the task's).")
-flags.DEFINE_integer("resolution", None, "Pathfinder/Path-X image side.")
-flags.DEFINE_integer("epochs", 4, "Epochs timed.")
-flags.DEFINE_string("cache_dir", None, "Cache folder (default: the config's).")
+
+
+def _define_flags() -> None:
+  """Defined only when run as a program, so importing this module defines no flags."""
+  flags.DEFINE_enum("task", "listops", list(data.TASKS), "Task.")
+  flags.DEFINE_string("dir", None, "Real data folder (default: the synthetic generator).")
+  flags.DEFINE_integer("batch_size", 50, "Training batch size.")
+  flags.DEFINE_integer("n_train", 2000, "Synthetic training examples.")
+  flags.DEFINE_integer("seq_len", None, "Sequence length (default: the task's).")
+  flags.DEFINE_integer("resolution", None, "Pathfinder/Path-X image side.")
+  flags.DEFINE_integer("epochs", 4, "Epochs timed.")
+  flags.DEFINE_string("cache_dir", None, "Cache folder (default: the config's).")
 
 
 def measure(task: data.Task, epochs: int) -> dict:
@@ -62,4 +66,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -38,7 +38,10 @@ from flax import nnx
 
 from last_nnx import data, pruning
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import distributed, regularizers, steps, watch
+from last_nnx.train import baseline, distributed, regularizers, steps, watch
+from last_nnx.train import progress as progress_lib
+from last_nnx.train import summary as summary_lib
+from last_nnx.train.console import DETAIL
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
 from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, validate_config
@@ -66,16 +69,24 @@ class Context:
   best_ckpt: Checkpointer
   workdir: str = ""
   progress: periodic_actions.ReportProgress | None = None
-  eta: "_EarlyEstimate | None" = None
+  eta: progress_lib.EarlyEstimate | None = None
+  epoch_eta: progress_lib.EpochEstimate = dataclasses.field(
+      default_factory=progress_lib.EpochEstimate)
 
   def start_progress(self, step: int) -> None:
     total = len(self.plan) * self.micro
-    self.progress = _progress(total, self.writer, self.config)
-    self.eta = _EarlyEstimate(step, total)
+    self.progress = progress_lib.progress_reporter(total, self.writer,
+                                               self.config.train.log_every_steps)
+    self.eta = progress_lib.EarlyEstimate(step, total)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, prunes on schedule, checkpoints; returns (and writes) the summary."""
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       final_table: bool = True) -> dict:
+  """Trains, prunes on schedule, checkpoints; returns (and writes) the summary.
+
+  With ``pruning.dense_baseline`` it then trains the dense baseline
+  (`last_nnx.train.baseline`). ``final_table`` logs the result table last.
+  """
   ctx = setup(config, workdir)
   model, optimizer, schedules, run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
   distributed.replicate(model, optimizer, mesh=ctx.mesh)
@@ -84,6 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   clock = [time.time()]
   while run.epoch_index < len(ctx.plan):
     spec = ctx.plan[run.epoch_index]
+    ctx.epoch_eta.start_epoch()
     try:
       train_scalars = train_epoch(ctx, model, optimizer, schedules, run, clock)
     except Diverged as e:
@@ -94,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if target is not None:
       model, optimizer, val = prune_event(ctx, model, optimizer, run, spec, val, target)
     end_epoch(ctx, model, optimizer, run, val, clock)
-  return finish(ctx, model, run, workdir)
+  return finish(ctx, model, run, workdir, final_table)
 
 
 def setup(config, workdir: str) -> Context:
@@ -128,7 +140,7 @@ def setup(config, workdir: str) -> Context:
 def log_plan(ctx: Context, model, run: RunState) -> None:
   if run.step == 0:
     logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
-        nnx.to_pure_dict(nnx.state(model, nnx.Param))))
+        nnx.to_pure_dict(nnx.state(model, nnx.Param))), extra=DETAIL)
     ctx.writer.write_hparams({k: v for k, v in flat_config(ctx.config.to_dict()).items()
                               if isinstance(v, (int, float, str, bool))})
   if ctx.config.pruning.schedule == "settled":
@@ -164,7 +176,7 @@ def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock)
     run.step += 1
     run.step_in_epoch += 1
     ctx.progress(run.step)
-    ctx.eta(run.step, micro)
+    ctx.eta(run.step, micro, carry)
     if run.step % config.train.log_every_steps == 0:
       scalars = _checked_scalars(model, carry)
       scalars["lr/regular"] = float(schedules["regular"](run.step // accum))
@@ -227,7 +239,8 @@ def evaluate_epoch(ctx: Context, model, run: RunState, spec: EpochSpec, train_sc
   scalars["states/total"] = sum(states_per_layer(model).values())
   ctx.writer.write_scalars(run.step, scalars)
   logging.info("%s: %s", epoch_label(ctx.plan, run.epoch_index),
-               ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+               ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()), extra=DETAIL)
+  logging.info("%s", epoch_line(epoch_label(ctx.plan, run.epoch_index), scalars))
   run.epochs.append(dict(epoch=run.epoch_index + 1, train_epoch=spec.train_epoch,
                          step=run.step, finetune=spec.finetune, **scalars))
   _warn_if_at_chance(val["accuracy"], ctx.task.n_classes, run, ctx.config)
@@ -240,7 +253,7 @@ def prune_event(ctx: Context, model, optimizer, run: RunState, spec: EpochSpec, 
   """The scheduled pruning event after this epoch; returns the model, optimizer
   and the validation metrics of the model that goes on."""
   if not run.events:
-    run.dense = dict(val=val, states=states_per_layer(model))
+    run.dense = dict(val=val, states=states_per_layer(model), epoch=spec.train_epoch)
     if ctx.config.train.eval_test:
       run.dense["test"] = steps.evaluate(model, ctx.task, "test", ctx.mesh)
   model, optimizer, event = pruning_event(model, optimizer, target=target,
@@ -268,60 +281,46 @@ def end_epoch(ctx: Context, model, optimizer, run: RunState, val: dict, clock) -
   if improved:
     ctx.best_ckpt.save(run.step, model, None, checkpoint_meta(run, ctx.config, ctx.task))
   ctx.writer.flush()
+  ctx.epoch_eta.end_epoch(len(ctx.plan) - run.epoch_index, ctx.eta,
+                          epoch_label(ctx.plan, run.epoch_index - 1))
 
 
-def finish(ctx: Context, model, run: RunState, workdir: str) -> dict:
-  """Final evaluation; writes summary.json (one process) and closes the outputs."""
+def finish(ctx: Context, model, run: RunState, workdir: str, final_table: bool = True) -> dict:
+  """Final evaluation and summary.json (one process), the dense baseline if asked for,
+  the result table last."""
   ctx.ckpt.wait()
-  summary = _summary(model, ctx.task, run, ctx.config, ctx.mesh)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-  logging.info("summary: %s", json.dumps({k: summary[k] for k in (
-      "dense", "final", "ratio_achieved", "states_initial", "states_final")}))
+  timing = progress_lib.timing(ctx.eta, ctx.epoch_eta, time.time())
+  summary = summary_lib.build(model, ctx.task, run, ctx.config, ctx.mesh, len(ctx.plan), timing)
   ctx.writer.close()
   ctx.ckpt.close()
   ctx.best_ckpt.close()
+  _write_summary(summary, workdir)
+  if ctx.config.pruning.get("dense_baseline", False):
+    summary["dense_baseline"] = baseline.train_dense_baseline(
+        ctx.config, workdir, len(ctx.plan), train_and_evaluate)
+    _write_summary(summary, workdir)
+  logging.info("summary: %s", json.dumps({k: summary[k] for k in (
+      "before_first_event", "final", "dense_baseline", "ratio_achieved", "timing")}),
+      extra=DETAIL)
+  if final_table:
+    logging.info("%s", summary_lib.result_table(summary, ctx.config.pruning.criterion))
   return summary
 
 
-class _EarlyEstimate:
-  """Logs the cost of the whole run after the first few (compiled) steps.
-
-  `ReportProgress` reports every ``log_every_steps``; on a CPU a Path-X step takes
-  tens of seconds, so the user is told at once what the run will cost.
-  """
-
-  def __init__(self, first_step: int, total_steps: int, warmup: int = 1, measure: int = 2):
-    self.total = total_steps
-    self.marks = {first_step + warmup: None, first_step + warmup + measure: None}
-    self.done = False
-
-  def __call__(self, step: int, steps_per_epoch: int) -> None:
-    if self.done or step not in self.marks:
-      return
-    self.marks[step] = time.time()
-    (s0, t0), (s1, t1) = sorted(self.marks.items())
-    if t0 is None or t1 is None:
-      return
-    self.done = True
-    per_step = (t1 - t0) / (s1 - s0)
-    logging.info("measured %.3f s/step: one epoch (%d steps) ~ %s, the rest of the run "
-                 "(%d steps) ~ %s", per_step, steps_per_epoch,
-                 _duration(per_step * steps_per_epoch), self.total - step,
-                 _duration(per_step * (self.total - step)))
+def _write_summary(summary: dict, workdir: str) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
 
 
-def _duration(seconds: float) -> str:
-  hours, rest = divmod(int(seconds), 3600)
-  return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-def _progress(total_steps, writer, config):
-  """Steps/s and ETA in the log and TensorBoard."""
-  return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                         every_steps=config.train.log_every_steps,
-                                         every_secs=None)
+def epoch_line(label: str, scalars: dict) -> str:
+  """``'epoch 3/6: train loss 2.104 acc 21.3% | val loss 2.087 acc 22.0% | 96 states'``."""
+  parts = [label + ":"]
+  for split in ("train", "val"):
+    if f"{split}/loss" in scalars:
+      parts.append(f"{split} loss {scalars[f'{split}/loss']:.4g} acc "
+                   f"{100 * scalars[f'{split}/accuracy']:.1f}%")
+  return " | ".join([" ".join(parts[:2])] + parts[2:] + [f"{scalars['states/total']} states"])
 
 
 def _warn_if_at_chance(acc: float, n_classes: int, run: RunState, config) -> None:
@@ -342,17 +341,3 @@ def _warn_if_unstable(scalars: dict, config) -> None:
                     "model.ssm_config.clip_eigs=True (S5) to keep poles inside the unit "
                     "circle%s", largest,
                     ", or lower regularizer.weight" if config.regularizer.kind != "none" else "")
-
-
-def _summary(model, task, run: RunState, config, mesh) -> dict:
-  final = {"val": steps.evaluate(model, task, "val", mesh)}
-  if config.train.eval_test:
-    final["test"] = steps.evaluate(model, task, "test", mesh)
-  initial, now = run.initial_states, states_per_layer(model)
-  return dict(
-      task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
-      dense=run.dense or None, final=final, states_initial=initial, states_final=now,
-      ratio_achieved=1.0 - sum(now.values()) / max(1, sum(initial.values())),
-      pruning_events=[{k: v for k, v in e.items() if k != "report"} for e in run.events],
-      epochs=run.epochs, watch=watch.summarize(run.watch), steps=run.step,
-      wall_time_s=run.wall_time)

@@ -39,6 +39,7 @@ from last_nnx import pruning
 from last_nnx.pruning import allocate, criteria
 from last_nnx.pruning.schedule import (is_settled, jaccard, settle_targets, settle_window,
                                        settled_target)
+from last_nnx.train.console import DETAIL
 
 SCORES_FILE = "watch_scores.jsonl"
 _LOG10_FLOOR = -30.0  # log10 of a zero score
@@ -191,7 +192,8 @@ def epoch_end(ctx, model, run, spec) -> float | None:
       append_scores(ctx.workdir, record, scores)
     logging.info("watch (%s at %.0f%%): keeps %s, energy kept %.3f, overlap with the previous "
                  "epoch %s", criterion, 100 * p.target_ratio, record["states_kept"],
-                 record["energy_kept_mean"], "-" if overlap is None else f"{overlap:.3f}")
+                 record["energy_kept_mean"], "-" if overlap is None else f"{overlap:.3f}",
+                 extra=DETAIL)
   elif w.enabled and run.epoch_index == 0:
     logging.info("watch: skipped, %s (set watch.criterion to a data-free one, e.g. 'last')",
                  reason)

@@ -1,0 +1,131 @@
+"""What a run tells its user: the console's story, honest estimates, a named dense baseline."""
+
+import json
+import logging as pylogging
+import os
+
+import pytest
+from absl import logging
+
+from last_nnx.train import baseline, console, loop, summary as summary_lib
+from tests.test_train_loop import _smoke, get_config
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+  monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def _record(pathname, level=pylogging.INFO, **extra):
+  record = pylogging.LogRecord("absl", level, pathname, 1, "msg", (), None)
+  record.__dict__.update(extra)
+  return record
+
+
+def test_story_filter_keeps_the_story_and_drops_the_detail():
+  story = console.StoryFilter()
+  ours = os.path.join(console._PACKAGE, "train", "loop.py")
+  assert story.filter(_record(ours))
+  assert not story.filter(_record(ours, **console.DETAIL))
+  clu = "/venv/site-packages/clu/metric_writers/logging_writer.py"  # histograms, hparams
+  assert not story.filter(_record(clu))
+  assert not story.filter(_record("/venv/site-packages/jax/_src/xla_bridge.py"))
+  assert story.filter(_record(clu, level=pylogging.WARNING))  # warnings from anywhere
+  assert not story.filter(_record(ours, level=pylogging.DEBUG))
+
+
+def test_route_logs_sends_everything_to_the_log_file(tmp_path):
+  handler, verbosity = logging.get_absl_handler(), logging.get_verbosity()
+  logging.set_verbosity(logging.INFO)  # absl's level once a program has parsed its flags
+  try:
+    path = console.route_logs(str(tmp_path), "story")
+    assert sum(isinstance(f, console.StoryFilter) for f in handler.filters) == 1
+    console.detail("a detail line %d", 7)
+    logging.info("a story line")
+    for h in pylogging.getLogger().handlers:
+      h.flush()
+    text = open(path).read()
+    assert "a detail line 7" in text and "a story line" in text
+    again = console.route_logs(str(tmp_path / "second"), "all")  # a second run: moved, unfiltered
+    assert not any(isinstance(f, console.StoryFilter) for f in handler.filters)
+    assert os.path.dirname(again) == str(tmp_path / "second")
+    assert sum(getattr(h, "last_nnx_log_file", False) for h in pylogging.getLogger().handlers) == 1
+    with pytest.raises(ValueError, match="train.console='loud'"):
+      console.route_logs(str(tmp_path), "loud")
+  finally:
+    logging.set_verbosity(verbosity)
+    for f in [f for f in handler.filters if isinstance(f, console.StoryFilter)]:
+      handler.removeFilter(f)
+    root = pylogging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "last_nnx_log_file", False)]:
+      root.removeHandler(h)
+      h.close()
+
+
+def _fake_summary(**over):
+  s = dict(states_initial={"a": 8, "b": 8}, states_final={"a": 3, "b": 5}, synthetic_data=True,
+           ratio_achieved=0.5, pruning_events=[{"status": "applied"}],
+           final=dict(val={"accuracy": 0.274}, test={"accuracy": 0.26}, epochs=9),
+           before_first_event=dict(val={"accuracy": 0.196}, states={"a": 8, "b": 8}, epoch=4),
+           dense_baseline=None)
+  s.update(over)
+  return s
+
+
+def test_result_table_names_what_each_accuracy_is():
+  table = summary_lib.result_table(_fake_summary(), "last").splitlines()
+  assert "SYNTHETIC" in table[0] and len(table) == 4  # title, header, two models
+  assert table[2].startswith("before the first event (epoch 4; not a dense baseline)")
+  assert "19.60%" in table[2] and table[2].endswith("16")
+  assert table[3].startswith("pruned (last, 50% removed, 9 epochs)")
+  assert "27.40%" in table[3] and "26.00%" in table[3] and table[3].endswith("8 of 16")
+  dense = dict(val={"accuracy": 0.3}, test={"accuracy": 0.31}, states={"a": 8, "b": 8}, epochs=9)
+  table = summary_lib.result_table(_fake_summary(dense_baseline=dense), "last").splitlines()
+  assert table[2].startswith("dense, no pruning (9 epochs, same init)") and "31.00%" in table[2]
+
+
+def test_baseline_config_trains_as_long_without_pruning():
+  config = get_config("listops", "s5,demo")
+  assert config.pruning.dense_baseline  # on in the demo preset
+  plan_epochs = len(loop.epoch_plan(config))
+  dense = baseline.baseline_config(config, plan_epochs)
+  assert dense.pruning.schedule == "none" and not dense.pruning.dense_baseline
+  assert dense.train.epochs == plan_epochs == 9  # 6 training + 3 fine-tuning epochs
+  assert dense.seed == config.seed and dense.model == config.model
+  assert not get_config("listops", "s5").pruning.dense_baseline  # off for long runs
+
+
+def test_dense_baseline_run_beside_the_pruned_one(tmp_path):
+  config = _smoke("listops", "s5", tmp_path, **{"model.n_layers": 1,
+                                                "pruning.dense_baseline": True})
+  summary = loop.train_and_evaluate(config, str(tmp_path))
+  d = summary["dense_baseline"]
+  assert d["epochs"] == len(loop.epoch_plan(config)) == 3
+  assert d["states"] == summary["states_initial"] != summary["states_final"]
+  assert "accuracy" in d["val"] and "accuracy" in d["test"]
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f)["dense_baseline"] == d
+  with open(tmp_path / baseline.BASELINE_DIR / "summary.json") as f:
+    dense_run = json.load(f)
+  assert dense_run["pruning_events"] == [] and dense_run["steps"] == summary["steps"]
+  # Same initialization and data order: the first epoch is the same in both runs.
+  assert dense_run["epochs"][0]["train/loss"] == pytest.approx(summary["epochs"][0]["train/loss"])
+
+
+def test_estimates_are_within_2x_of_the_time_the_run_took(tmp_path):
+  """The demo's model (4 layers, H = 64, 32 states) on a shorter synthetic ListOps: the
+  estimate after a few completed steps, and the one after the first epoch, each against
+  the wall time of the rest of the run (the old estimate timed dispatches: 16x short)."""
+  config = get_config("listops", "s5,demo")
+  config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
+  config.data.synthetic.update(n_train=960, n_val=128, n_test=128)
+  config.train.epochs = 2
+  config.pruning.update(schedule="one_shot", start_epoch=1, end_epoch=-1, finetune_epochs=0,
+                        mode="mask",
+                        dense_baseline=False)
+  config.watch.enabled = False
+  timing = loop.train_and_evaluate(config, str(tmp_path))["timing"]
+  assert timing["early"]["step"] == 5 and timing["after_first_epoch"]["epochs_left"] == 1
+  for name in ("early", "after_first_epoch"):
+    predicted, actual = timing[name]["predicted_s"], timing[name]["actual_s"]
+    assert actual / 2 <= predicted <= 2 * actual, (name, timing)
