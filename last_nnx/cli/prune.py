@@ -269,7 +269,7 @@ FLAGS = flags.FLAGS
 
 def _define_flags() -> None:
   """Command-line flags, defined only when run as a program: importing this module
-  next to another absl program (``last_nnx.sweep`` has ``--workdir`` too) stays free."""
+  next to another absl program (``last_nnx.cli.sweep`` has ``--workdir`` too) stays free."""
   flags.DEFINE_string("workdir", None, "Training workdir whose saved model is pruned.")
   flags.DEFINE_float("ratio", 0.3, "Fraction of the live states to remove, in [0, 1).")
   flags.DEFINE_string("criterion", "last", "Pruning criterion (last, energy, calibrated, "
