@@ -56,6 +56,7 @@ SECTIONS = (
             "capacity:capacity_markdown"),
     Section("streaming", "streaming",
             lambda f: _call("deploy:bench_streaming", max(f.repeats, 5)), "deploy:markdown"),
+    Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats), "mamba2:markdown"),
 )
 NAMES = tuple(s.name for s in SECTIONS)
 

@@ -22,6 +22,7 @@ MODEL_HELP = {
     "s5": "S5: MIMO diagonal SSM, states in J blocks (default)",
     "s4d": "S4D: one SISO diagonal SSM per channel, the S4 repository's LRA settings",
     "lru": "LRU: linear recurrent unit, ring-initialized eigenvalues",
+    "mamba2": "Mamba-2: selective SSM (chunked SSD scan), causal; pruned with calibrated scores",
 }
 PRESET_HELP = {
     "smoke": "seconds-long end-to-end run: tiny model, 2 epochs, one pruning event",
