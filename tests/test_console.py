@@ -8,7 +8,7 @@ import pytest
 from absl import logging
 
 from last_nnx.train import baseline, console, loop, summary as summary_lib
-from tests.test_train_loop import _smoke, get_config
+from tests.test_train_loop import _base, get_config
 
 
 @pytest.fixture(autouse=True)
@@ -96,11 +96,10 @@ def test_baseline_config_trains_as_long_without_pruning():
 
 
 def test_dense_baseline_run_beside_the_pruned_one(tmp_path):
-  config = _smoke("listops", "s5", tmp_path, **{"model.n_layers": 1,
-                                                "pruning.dense_baseline": True})
+  config = _base(tmp_path, **{"pruning.dense_baseline": True})  # BASE's compiled steps
   summary = loop.train_and_evaluate(config, str(tmp_path))
   d = summary["dense_baseline"]
-  assert d["epochs"] == len(loop.epoch_plan(config)) == 3
+  assert d["epochs"] == len(loop.epoch_plan(config)) == 4  # 3 training + 1 fine-tuning
   assert d["states"] == summary["states_initial"] != summary["states_final"]
   assert "accuracy" in d["val"] and "accuracy" in d["test"]
   with open(tmp_path / "summary.json") as f:
@@ -118,7 +117,7 @@ def test_estimates_are_within_2x_of_the_time_the_run_took(tmp_path):
   the wall time of the rest of the run (the old estimate timed dispatches: 16x short)."""
   config = get_config("listops", "s5,demo")
   config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
-  config.data.synthetic.update(n_train=960, n_val=128, n_test=128)
+  config.data.synthetic.update(n_train=640, n_val=64, n_test=64)
   config.train.epochs = 2
   config.pruning.update(schedule="one_shot", start_epoch=1, end_epoch=-1, finetune_epochs=0,
                         mode="mask",
