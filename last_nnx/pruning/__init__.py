@@ -6,10 +6,14 @@
                          optimizer=optimizer)              # in place
   logging.info("%s", report.table())
 
-See docs/pruning.md. Modules: `hinf` (per-state system norms), `criteria`
-(registry of scores), `allocate` (scores -> keep sets), `apply` (mask or
-compact a live model and its optimizer), `history` (replayable events),
-`schedule` (when and how much), `report`.
+Both layer kinds (`last_nnx.ssm.base`): LTI layers are scored from their
+`StateModes`, selective ones (Mamba-2) from their `selective.StateStatistics`
+(statistics of calibration batches); `applicable(model)` lists the criteria
+that apply to a model. See docs/pruning.md. Modules: `hinf` (per-state system
+norms), `criteria` (registry of scores), `selective` (scores of selective
+layers), `allocate` (scores -> keep sets), `apply` (mask or compact a live
+model and its optimizer), `history` (replayable events), `schedule` (when and
+how much), `report`.
 """
 
 import numpy as np
@@ -22,9 +26,9 @@ from last_nnx.pruning import allocate
 from last_nnx.pruning.allocate import (allocate_global, allocate_uniform, check_ratio,
                                        check_min_per_layer, target_count, threshold)
 from last_nnx.pruning.apply import MODES, apply_keep, compact_optimizer_state, prunable_layers
-from last_nnx.pruning.criteria import (Criterion, get_criterion, layer_energy,
-                                       layer_energy_normalize, layer_scores, register_criterion,
-                                       registered_criteria)
+from last_nnx.pruning.criteria import (Criterion, applicable_criteria, check_applies,
+                                       get_criterion, layer_energy, layer_energy_normalize,
+                                       layer_scores, register_criterion, registered_criteria)
 from last_nnx.pruning.history import PruningEvent, PruningHistory, replay
 from last_nnx.pruning.report import LayerReport, PruneReport, long_time_constants
 from last_nnx.pruning.schedule import PruningSchedule, event_ratio
@@ -32,6 +36,8 @@ from last_nnx.pruning import calibrated
 from last_nnx.pruning import balanced  # registers 'balanced' and 'calibrated_balanced'
 from last_nnx.pruning.balanced import reduce
 from last_nnx.pruning.calibrated import DEFAULT_BATCHES as DEFAULT_CALIBRATION_BATCHES
+from last_nnx.pruning import selective  # registers the selective criteria
+from last_nnx.ssm.base import StateModes, layer_kind
 
 
 def as_generator(rng) -> np.random.Generator:
@@ -54,23 +60,70 @@ def _check_bidirectional(bidirectional: str) -> None:
     raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
 
 
+def layer_kinds(model: nnx.Module) -> dict[str, str]:
+  """``{layer_path: 'lti' or 'selective'}`` of the model's prunable layers."""
+  return {path: layer_kind(layer) for path, layer in prunable_layers(model).items()}
+
+
+def applicable(model: nnx.Module) -> tuple[str, ...]:
+  """The registered criteria that apply to every prunable layer of ``model``."""
+  return applicable_criteria(layer_kinds(model).values())
+
+
+def needs_calibration(model: nnx.Module, criterion: str) -> bool:
+  """Whether ``criterion`` needs calibration batches to score ``model``'s layers."""
+  crit = get_criterion(criterion)
+  return any(crit.needs_data(kind) for kind in set(layer_kinds(model).values()))
+
+
 def calibration_stats(model: nnx.Module, criterion: str, calibration,
                       calibration_batches: int = DEFAULT_CALIBRATION_BATCHES) -> dict:
   """What a calibrated criterion needs per layer, from a few batches of real inputs.
 
-  ``{layer_path: (S,) output energies}`` (`calibrated.output_energies`) for
-  ``calibrated``, per-group state covariances for ``calibrated_balanced``;
-  ``{}`` for criteria that need no data.
+  LTI layers: ``{layer_path: (S,) output energies}`` (`calibrated.output_energies`)
+  for ``calibrated``, per-group state covariances for ``calibrated_balanced``.
+  Selective layers: ``{layer_path: {statistic: state_shape}}``
+  (`selective.statistics`) for the criteria that need data there. ``{}`` for
+  criteria that need no data.
   """
-  crit = get_criterion(criterion)
-  if not crit.calibrated:
+  crit = check_applies(criterion, layer_kinds(model))
+  kinds = set(layer_kinds(model).values())
+  if not any(crit.needs_data(kind) for kind in kinds):
     return {}
   if calibration is None:
     raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
                      "calibration= (an iterable of (inputs, lengths) training batches)")
-  if crit.reduction:
-    return balanced.state_covariances(model, calibration, calibration_batches)
-  return calibrated.output_energies(model, calibration, calibration_batches)
+  stats = {}
+  if "selective" in kinds and crit.needs_data("selective"):
+    if "lti" in kinds and crit.needs_data("lti"):
+      calibration = list(_take(calibration, calibration_batches))  # read twice
+    stats.update(selective.statistics(model, calibration, calibration_batches))
+  if "lti" in kinds and crit.needs_data("lti"):
+    if crit.reduction:
+      stats.update(balanced.state_covariances(model, calibration, calibration_batches))
+    else:
+      stats.update(calibrated.output_energies(model, calibration, calibration_batches))
+  return stats
+
+
+def _take(batches, n: int):
+  for i, batch in enumerate(batches):
+    if i >= n:
+      return
+    yield batch
+
+
+def layer_views(model: nnx.Module, stats: dict | None = None) -> dict:
+  """``{layer_path: view}``: `StateModes` (LTI) or `selective.StateStatistics` (selective)."""
+  stats = stats or {}
+  return {path: (selective.layer_view(layer, stats.get(path)) if layer_kind(layer) == "selective"
+                 else layer.state_modes())
+          for path, layer in prunable_layers(model).items()}
+
+
+def _groups(views: dict) -> dict[str, np.ndarray]:
+  """Group ids of the selective layers (each of their groups keeps a state)."""
+  return {path: v.group for path, v in views.items() if isinstance(v, selective.StateStatistics)}
 
 
 def score(model: nnx.Module, criterion: str = "last", *, rng=None,
@@ -80,7 +133,8 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
 
   Args:
     model: an NNX module with `PrunableSSM` layers (or one such layer).
-    criterion: a registered criterion (`registered_criteria()`).
+    criterion: a registered criterion that applies to the model's layer kinds
+      (`applicable`).
     rng: seed, ``np.random.Generator`` or jax key for ``random`` (None: seed 0,
       so scores are reproducible); one generator is drawn from layer by layer.
     bidirectional: ``'sum'`` or ``'reference'`` (see `pruning.hinf`).
@@ -100,10 +154,9 @@ def score(model: nnx.Module, criterion: str = "last", *, rng=None,
   hinf.check_horizon(horizon)
   generator = as_generator(rng)
   stats = calibration_stats(model, criterion, calibration, calibration_batches)
-  return {path: layer_scores(layer.state_modes(), criterion, rng=generator,
-                             bidirectional=bidirectional, horizon=horizon,
-                             calibration=stats.get(path))
-          for path, layer in prunable_layers(model).items()}
+  return {path: layer_scores(view, criterion, rng=generator, bidirectional=bidirectional,
+                             horizon=horizon, calibration=stats.get(path))
+          for path, view in layer_views(model, stats).items()}
 
 
 def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str = "compact",
@@ -157,9 +210,9 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
   min_per_layer = check_min_per_layer(min_per_layer)
   _check_bidirectional(bidirectional)
   hinf.check_horizon(horizon)
-  layers = prunable_layers(model)
-  modes = {path: layer.state_modes() for path, layer in layers.items()}
+  check_applies(criterion, layer_kinds(model))
   if crit.reduction:
+    modes = layer_views(model)
     report = reduce(model, ratio, method=criterion, optimizer=optimizer,
                     min_per_layer=min_per_layer, horizon=horizon, calibration=calibration,
                     calibration_batches=calibration_batches, history=history)
@@ -167,15 +220,20 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
     return report
   generator = as_generator(rng)
   stats = calibration_stats(model, criterion, calibration, calibration_batches)
+  modes = layer_views(model, stats)
   scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional,
                               horizon=horizon, calibration=stats.get(path))
             for path, m in modes.items()}
-  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer)
+  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer, _groups(modes))
 
   layer_reports = {}
   for path, mask in keep.items():
-    energy = (stats[path] if crit.calibrated
-              else layer_energy(modes[path], criterion, bidirectional, horizon))
+    if isinstance(modes[path], selective.StateStatistics):
+      energy = selective.energy(modes[path])
+    elif crit.calibrated:
+      energy = stats[path]
+    else:
+      energy = layer_energy(modes[path], criterion, bidirectional, horizon)
     total = energy.sum()
     kept_scores = scores[path][mask]
     layer_reports[path] = LayerReport(
@@ -212,6 +270,8 @@ def _diagnose(report: PruneReport, modes: dict, criterion: str, bidirectional: s
   report.seq_len = int(seq_len)
   for path, layer_report in report.layers.items():
     m = modes[path]
+    if not isinstance(m, StateModes):  # a selective layer: no fixed time constants
+      continue
     energy = layer_energy(m, criterion, bidirectional)  # the criterion's norm, infinite horizon
     layer_report.long_states, layer_report.long_share = long_time_constants(
         m.poles, m.valid, energy, report.seq_len)
@@ -225,4 +285,6 @@ __all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "
            "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
            "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",
            "register_criterion", "registered_criteria", "replay", "resolve_horizon", "score",
-           "target_count", "threshold", "reduce", "balanced", "calibrated", "calibration_stats"]
+           "target_count", "threshold", "reduce", "balanced", "calibrated", "calibration_stats",
+           "applicable", "applicable_criteria", "check_applies", "layer_kinds", "layer_views",
+           "needs_calibration", "selective"]

@@ -15,6 +15,12 @@ the forced keeps alone exceed ``K`` (more layers times ``min_per_layer`` than
 ``K``), in which case exactly the forced keeps are kept. Every non-forced kept
 state scores at least as high as every pruned one.
 
+Groups (``groups={layer: (S,) group ids}``, given for selective layers, whose
+groups of heads share their states): every group of such a layer also keeps
+its ``min_per_group`` strongest live states, forced keeps like the per-layer
+ones (counted toward ``K`` under ``global``, inside the layer's count under
+``uniform``), so no group is emptied.
+
 ``uniform``: every layer keeps ``max(min(min_per_layer, n_l), floor(n_l (1 - r)))``
 of its own ``n_l`` live states, its strongest by ``(-score, slot index)``.
 
@@ -66,8 +72,23 @@ def top_slots(scores: np.ndarray, k: int) -> np.ndarray:
   return order[:max(0, k)]
 
 
+def forced_keeps(s: np.ndarray, min_per_layer: int, group: np.ndarray | None = None,
+                 min_per_group: int = 1) -> np.ndarray:
+  """``(S,)`` bool: a layer's ``min_per_layer`` strongest states, and each group's
+  ``min_per_group`` strongest when ``group`` (``(S,)`` ids) is given."""
+  keep = np.zeros(s.shape, bool)
+  keep[top_slots(s, min_per_layer)] = True
+  if group is not None:
+    group = np.asarray(group)
+    for g in np.unique(group):
+      members = np.flatnonzero(group == g)
+      keep[members[top_slots(s[members], min_per_group)]] = True
+  return keep
+
+
 def allocate_global(scores: dict[str, np.ndarray], ratio: float,
-                    min_per_layer: int = 1) -> dict[str, np.ndarray]:
+                    min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
+                    min_per_group: int = 1) -> dict[str, np.ndarray]:
   """Keep masks ``{layer: (S,) bool}`` under one global threshold (module docstring).
 
   Args:
@@ -75,16 +96,19 @@ def allocate_global(scores: dict[str, np.ndarray], ratio: float,
     ratio: fraction of live states to remove, in [0, 1).
     min_per_layer: states every layer keeps regardless of scores (capped at
       the layer's live count).
+    groups: ``{layer: (S,) group ids}`` for the layers whose groups each keep
+      ``min_per_group`` states (selective layers).
+    min_per_group: see ``groups``.
   """
   check_ratio(ratio)
   min_per_layer = check_min_per_layer(min_per_layer)
+  groups = groups or {}
   scores = {k: np.asarray(v, np.float64) for k, v in scores.items()}
   names = list(scores)
   n_live = sum(int(np.isfinite(s).sum()) for s in scores.values())
   k = target_count(n_live, ratio)
-  keep = {name: np.zeros(s.shape, bool) for name, s in scores.items()}
-  for name, s in scores.items():
-    keep[name][top_slots(s, min_per_layer)] = True
+  keep = {name: forced_keeps(s, min_per_layer, groups.get(name), min_per_group)
+          for name, s in scores.items()}
   remaining = k - sum(int(m.sum()) for m in keep.values())
   if remaining > 0:
     layer_idx = np.concatenate([np.full(s.shape, i) for i, s in enumerate(scores.values())])
@@ -100,28 +124,32 @@ def allocate_global(scores: dict[str, np.ndarray], ratio: float,
 
 
 def allocate_uniform(scores: dict[str, np.ndarray], ratio: float,
-                     min_per_layer: int = 1) -> dict[str, np.ndarray]:
+                     min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
+                     min_per_group: int = 1) -> dict[str, np.ndarray]:
   """Keep masks with the same fraction kept in every layer (module docstring)."""
   ratio = check_ratio(ratio)
   min_per_layer = check_min_per_layer(min_per_layer)
+  groups = groups or {}
   keep = {}
   for name, s in scores.items():
     s = np.asarray(s, np.float64)
     n = int(np.isfinite(s).sum())
     k = max(min(min_per_layer, n), floor_keep(n, ratio))
-    mask = np.zeros(s.shape, bool)
-    mask[top_slots(s, k)] = True
+    mask = forced_keeps(s, min_per_layer, groups.get(name), min_per_group)
+    rest = np.where(mask, -np.inf, s)
+    mask[top_slots(rest, k - int(mask.sum()))] = True
     keep[name] = mask
   return keep
 
 
 def allocate(scores: dict[str, np.ndarray], ratio: float, rule: str = "global",
-             min_per_layer: int = 1) -> dict[str, np.ndarray]:
+             min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
+             min_per_group: int = 1) -> dict[str, np.ndarray]:
   """Dispatches to `allocate_global` or `allocate_uniform` by ``rule``."""
   if rule not in RULES:
     raise ValueError(f"unknown allocation rule {rule!r}; expected one of {RULES}")
   fn = allocate_global if rule == "global" else allocate_uniform
-  return fn(scores, ratio, min_per_layer)
+  return fn(scores, ratio, min_per_layer, groups, min_per_group)
 
 
 def threshold(scores: dict[str, np.ndarray], keep: dict[str, np.ndarray]) -> float | None:

@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.pruning.apply import prunable_layers
-from last_nnx.ssm.base import RECORDED_INPUT, SSMInput, StateModes
+from last_nnx.ssm.base import RECORDED_INPUT, SSMInput, StateModes, is_selective
 from last_nnx.ssm.scan import diagonal_recurrence
 
 DEFAULT_BATCHES = 4
@@ -159,15 +159,18 @@ def output_energies(model: nnx.Module, batches: Iterable,
                     max_batches: int = DEFAULT_BATCHES) -> dict[str, np.ndarray]:
   """``{layer_path: (S,) float64}`` mean output energy of every state slot on ``batches``.
 
+  LTI layers only (selective layers: `last_nnx.pruning.selective.statistics`).
   Dead slots (pruned, padding) get 0. See `capture_inputs` for ``batches``.
   """
-  layers = prunable_layers(model)
+  layers = {p: l for p, l in prunable_layers(model).items() if not is_selective(l)}
   modes = {path: layer.state_modes() for path, layer in layers.items()}
+  if not modes:
+    return {}
   sums = {path: np.zeros(m.num_slots) for path, m in modes.items()}
   count = 0.0
   for recorded, lengths in capture_inputs(model, batches, max_batches):
-    for path, u in recorded.items():
-      e, n = output_energy_sums(modes[path], u, lengths)
+    for path in modes:
+      e, n = output_energy_sums(modes[path], recorded[path], lengths)
       sums[path] += np.asarray(e, np.float64)
     count += float(n)
   return {path: np.where(np.asarray(modes[path].valid), s / max(count, 1.0), 0.0)

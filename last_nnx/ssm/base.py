@@ -1,21 +1,46 @@
 """The `PrunableSSM` protocol: the one extension point of the pruning engine.
 
-A diagonal state space layer is a sum of one-state subsystems. After
-discretization, stored state ``i`` has a pole ``lam_i`` (complex, ``|lam_i| < 1``
-for a stable layer), an input row ``B_i`` (its row of ``B_bar``) and an output
-column ``C_i`` (its column of ``C_tilde``; one per direction when the layer is
-bidirectional). Everything the pruning engine, the regularizers and the
-diagnostics need is derived from those three arrays, which a layer exposes via
-:meth:`PrunableSSM.state_modes`.
+A layer is one of two **kinds**, and the engine asks each for what it can give:
+
+* **LTI** (linear time-invariant: S5, S4D, LRU; `LTISSM`). A diagonal layer is a
+  sum of one-state subsystems. After discretization, stored state ``i`` has a
+  pole ``lam_i`` (complex, ``|lam_i| < 1`` for a stable layer), an input row
+  ``B_i`` (its row of ``B_bar``) and an output column ``C_i`` (its column of
+  ``C_tilde``; one per direction when the layer is bidirectional). Everything
+  the data-free criteria, the regularizers and the diagnostics need is derived
+  from those three arrays, which the layer exposes via ``state_modes()``.
+* **Selective** (input-dependent ``dt_t, B_t, C_t``: Mamba-2; `SelectiveSSM`,
+  ``selective = True``). There are no fixed poles; the state rows still evolve
+  independently (a scalar decay per head), so the output is still a sum of
+  per-state parts and a state can still be removed exactly. What the state
+  *does* depends on the data, so the layer exposes per-state statistics of
+  recorded inputs: ``state_statistics(u, lengths) -> {"output_energy",
+  "controllability", "observability"}``, each float32 ``state_shape``, means
+  over the batch and the valid steps, 0 on dead slots (see
+  `last_nnx.pruning.selective` for the formulas and the criteria built on
+  them). ``STATE_IO`` (optional) names the ``STATE_AXES`` parameters whose
+  state columns write into and read from a state (Mamba-2: ``in_B``,
+  ``in_C``): the data-free ``magnitude`` baseline is the product of their
+  per-state norms.
+
+`is_selective` tells the kinds apart (the ``selective`` class attribute, never
+an ``isinstance`` check on a layer type); `find_prunable_layers` finds both.
+Both kinds share the slots, the mask, the pruning surgery and streaming below.
 
 Conventions
 -----------
 * **State slots.** A layer stores its states in an array of shape
-  ``state_shape``: ``(P,)`` for a MIMO layer (S5) or ``(H, N)`` for a multi-SISO
-  layer (S4D: channel ``h`` owns states ``(h, 0..N-1)``). ``state_modes()``
-  flattens the slots row-major, so a flat index ``s`` refers to slot
+  ``state_shape``: ``(P,)`` for a MIMO layer (S5), ``(H, N)`` for a multi-SISO
+  layer (S4D: channel ``h`` owns states ``(h, 0..N-1)``) or ``(G, N)`` for a
+  selective layer with G groups of N states (heads in a group share the
+  states' B and C). ``state_modes()`` and the engine flatten the slots
+  row-major, so a flat index ``s`` refers to slot
   ``np.unravel_index(s, state_shape)``.
-* **Conjugate symmetry.** With ``conj_sym=True`` a stored state stands for a
+* **Groups.** The leading axis of a two-axis ``state_shape`` is the group
+  (channel or head group): compaction is ragged per group (each keeps its own
+  count, padded and masked to the largest). A selective layer's groups each
+  keep at least one state (the allocation enforces it).
+* **Conjugate symmetry** (LTI). With ``conj_sym=True`` a stored state stands for a
   conjugate pair ``(lam, conj(lam))`` and the layer outputs ``2 Re(C x)``. The
   pair is pruned as a unit, and it counts as **one** state of a pruning ratio
   (a layer with all-paired states has the same ratio either way, up to the
@@ -27,17 +52,20 @@ Conventions
   1 = live, 0 = pruned). Masked pruning writes zeros into it; compaction may
   leave padding slots (a multi-SISO layer pads ragged channels to the longest
   one), which are also 0. ``StateModes.valid`` exposes it; the engine ignores
-  invalid slots.
+  invalid slots (`live_states` counts the live ones for either kind).
+* **Streaming.** ``init_state(B)`` returns any pytree of arrays, batch first
+  (LTI: one complex64 ``(B,) + state_shape`` array; Mamba-2: a dict with its
+  conv window and its head states), and ``step`` maps it to the same structure.
 
 Beyond subsets of modes
 -----------------------
 Two optional methods (on `DiagonalSSM`; S5, S4D and the LRU implement them)
 serve the criteria that need more than the modes:
 
-* ``record_input(u)``, called first in ``__call__``: sows the layer's input
-  as an `SSMInput` while calibration capture is on (calibrated scores,
-  `last_nnx.pruning.calibrated`).
-* ``load_state_modes(modes)``: the inverse of ``state_modes``. It rewrites the
+* ``record_input(u)``, called first in ``__call__`` by every layer (both kinds):
+  sows the layer's input as an `SSMInput` while calibration capture is on
+  (calibrated scores, `last_nnx.pruning.calibrated`; selective statistics).
+* ``load_state_modes(modes)`` (LTI only): the inverse of ``state_modes``. It rewrites the
   layer's trainable parameters so that its discretized system is ``modes``
   (new poles, input rows and output columns, any number of states), keeping
   the layer's type, feedthrough and options. Balanced reduction
@@ -101,14 +129,18 @@ class StateModes:
     return int(self.C.shape[0]) == 2
 
 
+KINDS = ("lti", "selective")
+
+
 @runtime_checkable
 class PrunableSSM(Protocol):
-  """What a layer implements so that all of pruning and training work on it.
+  """What every prunable layer implements, of either kind (module docstring).
 
   Subclassing :class:`DiagonalSSM` gives ``mask_states`` and ``prune_states``
   for free (and a generic ``init_state``/``step`` built on ``state_modes``); a
-  layer then only declares its state-carrying parameters and implements
-  ``state_modes`` and ``__call__``. S5, S4D and the LRU override
+  layer then declares its state-carrying parameters and implements what its
+  kind needs: ``state_modes`` (`LTISSM`) or ``state_statistics``
+  (`SelectiveSSM`), and ``__call__``. S5, S4D, the LRU and Mamba-2 override
   ``init_state``/``step`` with their own recurrences in their native layout.
   `last_nnx.ssm.conformance.check_protocol` lists what a layer is missing.
   """
@@ -117,15 +149,11 @@ class PrunableSSM(Protocol):
 
   @property
   def state_shape(self) -> tuple[int, ...]:
-    """Shape of the state slots: ``(P,)`` or ``(H, N)``."""
-    ...
-
-  def state_modes(self) -> StateModes:
-    """Discretized one-state subsystems, flattened over ``state_shape``."""
+    """Shape of the state slots: ``(P,)``, ``(H, N)`` or ``(G, N)``."""
     ...
 
   def mask_states(self, keep: np.ndarray) -> None:
-    """Zeroes the slots where ``keep`` (bool, ``(S,)``) is False; shapes kept."""
+    """Zeroes the slots where ``keep`` (bool, ``(S,)`` or ``state_shape``) is False; shapes kept."""
     ...
 
   def prune_states(self, keep: np.ndarray) -> dict[str, Callable[[jax.Array], jax.Array]]:
@@ -137,17 +165,18 @@ class PrunableSSM(Protocol):
     """
     ...
 
-  def init_state(self, batch_size: int) -> jax.Array:
+  def init_state(self, batch_size: int):
     """Zero recurrent state for streaming the layer as an RNN with `step`.
 
-    Returns ``(batch_size,) + state_shape`` complex64 zeros (``(B, P)`` MIMO,
-    ``(B, H, N)`` multi-SISO, N the padded width after ragged compaction).
-    Raises ValueError for a bidirectional layer: its output at time t depends
-    on future inputs, so it cannot stream.
+    LTI layers return ``(batch_size,) + state_shape`` complex64 zeros (``(B, P)``
+    MIMO, ``(B, H, N)`` multi-SISO, N the padded width after ragged
+    compaction); a selective layer any pytree of batch-first arrays. Raises
+    ValueError for a bidirectional layer: its output at time t depends on
+    future inputs, so it cannot stream.
     """
     ...
 
-  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def step(self, state, u_t: jax.Array) -> tuple:
     """One causal time step: ``(state, u_t (B, H)) -> (new_state, y_t (B, H))``.
 
     Stepping ``init_state(B)`` through ``u[:, 0], u[:, 1], ...`` reproduces
@@ -155,6 +184,49 @@ class PrunableSSM(Protocol):
     no input and stay zero). Raises ValueError for a bidirectional layer.
     """
     ...
+
+
+@runtime_checkable
+class LTISSM(PrunableSSM, Protocol):
+  """A linear time-invariant diagonal layer: its fixed one-state subsystems."""
+
+  def state_modes(self) -> StateModes:
+    """Discretized one-state subsystems, flattened over ``state_shape``."""
+    ...
+
+
+@runtime_checkable
+class SelectiveSSM(PrunableSSM, Protocol):
+  """A selective layer (``selective = True``): per-state statistics of real inputs."""
+
+  selective: bool
+
+  def record_input(self, u: jax.Array) -> None:
+    """Sows the layer input ``u (B, L, H)`` (see `DiagonalSSM.record_input`)."""
+    ...
+
+  def state_statistics(self, u: jax.Array, lengths: jax.Array | None = None) -> dict:
+    """``{"output_energy", "controllability", "observability"}``, float32 ``state_shape``.
+
+    Means over the batch and the valid steps ``t < lengths[b]`` of ``u (B, L, H)``
+    (the layer's input, as recorded); 0 on dead slots. Jittable.
+    """
+    ...
+
+
+def is_selective(layer) -> bool:
+  """Whether ``layer`` is a selective SSM (its class sets ``selective = True``)."""
+  return bool(getattr(layer, "selective", False))
+
+
+def layer_kind(layer) -> str:
+  """``'selective'`` or ``'lti'`` (see the module docstring)."""
+  return "selective" if is_selective(layer) else "lti"
+
+
+def live_states(layer) -> int:
+  """Live (unpruned, non-padding) state slots of a layer of either kind."""
+  return int((np.asarray(layer.state_mask[...]) > 0).sum())
 
 
 def compaction_index(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,7 +391,7 @@ def step_modes(modes: StateModes, state: jax.Array, u_t: jax.Array):
 
 
 def find_prunable_layers(module: nnx.Module) -> dict[str, PrunableSSM]:
-  """All `PrunableSSM` submodules of ``module``, keyed by dotted path."""
+  """All `PrunableSSM` submodules of ``module`` (both kinds), keyed by dotted path."""
   layers = {}
   for path, node in nnx.iter_graph(module):
     if isinstance(node, nnx.Module) and isinstance(node, PrunableSSM) and path:

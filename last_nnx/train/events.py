@@ -15,18 +15,24 @@ from flax import nnx
 
 from last_nnx import pruning
 from last_nnx.data import pipeline
+from last_nnx.ssm.base import is_selective, live_states
 from last_nnx.train import batchnorm, distributed, steps
 
 
 def states_per_layer(model) -> dict[str, int]:
-  return {path: int(np.asarray(layer.state_modes().valid).sum())
-          for path, layer in model.prunable_layers().items()}
+  """Live states per prunable layer (either kind: counted on its state mask)."""
+  return {path: live_states(layer) for path, layer in model.prunable_layers().items()}
 
 
 def ssm_ranges(model) -> dict[str, float]:
-  """Ranges of the discretized poles and steps (divergence shows here first)."""
+  """Ranges of the discretized poles and steps (divergence shows here first).
+
+  LTI layers only: a selective layer has no fixed poles.
+  """
   mags, steps = [], []
   for layer in model.prunable_layers().values():
+    if is_selective(layer):
+      continue
     modes = layer.state_modes()
     valid = np.asarray(modes.valid)
     mags.append(np.abs(np.asarray(modes.poles))[valid])

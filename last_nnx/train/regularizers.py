@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from last_nnx.pruning import hinf
-from last_nnx.ssm.base import StateModes, find_prunable_layers
+from last_nnx.ssm.base import StateModes, find_prunable_layers, is_selective
 
 KINDS = ("none", "modal_l1", "hankel")
 
@@ -112,11 +112,19 @@ def hankel_nuclear(modes: StateModes) -> jax.Array:
 
 
 def penalty(model, spec: RegularizerSpec) -> jax.Array:
-  """Sum of the per-layer penalties of every prunable layer of ``model``."""
+  """Sum of the per-layer penalties of every LTI prunable layer of ``model``.
+
+  Selective layers (no fixed modes) carry no penalty; a model with none but
+  selective layers is refused (the penalty would silently be zero).
+  """
   if spec.kind == "none":
     return jnp.zeros(())
+  layers = [l for l in find_prunable_layers(model).values() if not is_selective(l)]
+  if not layers:
+    raise ValueError(f"regularizer.kind={spec.kind!r} penalizes fixed modes (state_modes), "
+                     "and every SSM layer of this model is selective: set regularizer.kind=none")
   total = jnp.zeros(())
-  for layer in find_prunable_layers(model).values():
+  for layer in layers:
     modes = layer.state_modes()
     if spec.kind == "modal_l1":
       total = total + modal_l1(modes, norm=spec.norm, normalize=spec.normalize,
