@@ -21,6 +21,13 @@ D_MODEL = 8
 OPTIONS = dict(state_size=6, head_dim=4, n_groups=2, chunk_size=5, dt_min=0.01, dt_max=0.5)
 
 
+# Everything runs jitted: eager JAX compiles each operation on its own, which here costs
+# more than compiling the whole function once.
+_chunked = jax.jit(ssd.ssd_chunked, static_argnums=(5,))
+_sequential = jax.jit(ssd.ssd_sequential)
+_forward = nnx.jit(lambda m, u: m(u))
+
+
 def _layer(seed=0, **overrides):
   return make_ssm("mamba2", D_MODEL, dict(OPTIONS, **overrides), rngs=nnx.Rngs(seed))
 
@@ -48,21 +55,21 @@ def _random_scan_inputs(length, seed=0, b=2, h=6, p=3, g=3, n=5):
 def test_ssd_chunked_matches_sequential_recurrence(length):
   """float32 throughout; chunks of 4 and 8 never divide these L but one (L = 1 < T)."""
   x, dt, a, bm, cm, init = _random_scan_inputs(length)
-  y_ref, h_ref = ssd.ssd_sequential(x, dt, a, bm, cm)
+  y_ref, h_ref = _sequential(x, dt, a, bm, cm)
   for chunk in (4, 8):
-    y, h = ssd.ssd_chunked(x, dt, a, bm, cm, chunk)
+    y, h = _chunked(x, dt, a, bm, cm, chunk)
     assert y.shape == y_ref.shape and h.shape == h_ref.shape
     assert _rel(y, y_ref) < 1e-5 and _rel(h, h_ref) < 1e-5
   # With a state carried in (the inter-chunk recurrence starts from it).
-  y_ref, h_ref = ssd.ssd_sequential(x, dt, a, bm, cm, init)
-  y, h = ssd.ssd_chunked(x, dt, a, bm, cm, 4, init)
+  y_ref, h_ref = _sequential(x, dt, a, bm, cm, init)
+  y, h = _chunked(x, dt, a, bm, cm, 4, init)
   assert _rel(y, y_ref) < 1e-5 and _rel(h, h_ref) < 1e-5
 
 
 def test_sequential_reference_is_the_recurrence():
   """The reference itself against a numpy loop over heads and steps."""
   x, dt, a, bm, cm, _ = _random_scan_inputs(6, h=4, g=2)
-  y, _ = ssd.ssd_sequential(x, dt, a, bm, cm)
+  y, _ = _sequential(x, dt, a, bm, cm)
   x, dt, a, bm, cm = (np.asarray(v, np.float64) for v in (x, dt, a, bm, cm))
   b, length, h, p = x.shape
   r = h // bm.shape[2]
@@ -94,7 +101,7 @@ def test_layer_shapes_and_options():
   assert layer.state_shape == (2, 6) and layer.n_heads == 4 and layer.d_inner == 16
   assert layer.conv_dim == 16 + 2 * 2 * 6
   assert layer.fused_in_projection().shape == (D_MODEL, 2 * 16 + 2 * 12 + 4)
-  y = layer(_inputs())
+  y = _forward(layer, _inputs())
   assert y.shape == (2, 13, D_MODEL) and y.dtype == jnp.float32
   # softplus(dt_bias) starts inside [dt_min, dt_max]; -A inside [1, 16].
   dt = jax.nn.softplus(layer.dt_bias[...])
@@ -121,7 +128,8 @@ def test_stream_equals_forward(how):
   if how == "compact":
     layer.prune_states(np.random.default_rng(0).random(12) > 0.5)
   streamed, state = _stream(layer, u)
-  np.testing.assert_allclose(np.asarray(streamed), np.asarray(layer(u)), atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(streamed), np.asarray(_forward(layer, u)), atol=1e-5,
+                             rtol=1e-5)
   g, n = layer.state_shape
   assert state["ssm"].shape == (2, 4, n, 4) and state["conv"].shape == (2, 3, layer.conv_dim)
 
@@ -131,7 +139,7 @@ def test_compact_equals_mask_and_masked_states_contribute_nothing():
   keep = np.array([[1, 0, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0]], bool)  # ragged: 3 and 1 kept
   before = {k: np.asarray(getattr(layer, k)[...]) for k in Mamba2.STATE_AXES}
   layer.mask_states(keep.reshape(-1))
-  masked = layer(u)
+  masked = _forward(layer, u)
   # Anything in a masked state's B/C columns and conv channels is never used.
   for name in Mamba2.STATE_AXES:
     var = getattr(layer, name)
@@ -139,7 +147,7 @@ def test_compact_equals_mask_and_masked_states_contribute_nothing():
     axis = Mamba2.STATE_AXES[name]
     dead = jnp.asarray(~keep).reshape((1,) * axis + keep.shape + (1,) * (var.ndim - axis - 2))
     var.set_value(var[...] + noise * dead)
-  np.testing.assert_array_equal(np.asarray(layer(u)), np.asarray(masked))
+  np.testing.assert_array_equal(np.asarray(_forward(layer, u)), np.asarray(masked))
   for name in Mamba2.STATE_AXES:
     getattr(layer, name).set_value(jnp.asarray(before[name]))
 
@@ -147,7 +155,7 @@ def test_compact_equals_mask_and_masked_states_contribute_nothing():
   assert set(transforms) == set(Mamba2.STATE_AXES)
   assert layer.state_shape == (2, 3)
   np.testing.assert_array_equal(np.asarray(layer.state_mask[...]), [[1, 1, 1], [1, 0, 0]])
-  np.testing.assert_allclose(np.asarray(layer(u)), np.asarray(masked), atol=1e-6)
+  np.testing.assert_allclose(np.asarray(_forward(layer, u)), np.asarray(masked), atol=1e-6)
   # The returned gathers map the old arrays (or optimizer moments shaped like them) onto
   # the new parameters.
   for name, fn in transforms.items():
@@ -158,7 +166,8 @@ def test_compact_equals_mask_and_masked_states_contribute_nothing():
 
 def _naive_statistics(layer, u, lengths):
   """Float64 loops over steps: the states H_t,h of every head, then the three means."""
-  _, x, dt, a, bm, cm = (np.asarray(v, np.float64) for v in layer.scan_inputs(u))
+  inputs = nnx.jit(lambda m, x: m.scan_inputs(x))(layer, u)
+  _, x, dt, a, bm, cm = (np.asarray(v, np.float64) for v in inputs)
   b, length, h, p = x.shape
   g, n = bm.shape[2:]
   r = h // g
@@ -213,3 +222,19 @@ def test_tiny_model_trains_through_the_train_step():
   losses = [float(steps.fit(model, optimizer, [batch]).metrics.compute()["loss"])
             for _ in range(8)]
   assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+
+
+def test_model_streams_token_by_token():
+  """`SequenceModel.step` carries each block's Mamba-2 state dict and equals the forward."""
+  model = SequenceModel(n_classes=3, vocab_size=9, d_model=D_MODEL, n_layers=2, ssm="mamba2",
+                        ssm_config=OPTIONS, rngs=nnx.Rngs(0))
+  model.eval()
+  x = jax.random.randint(jax.random.key(0), (2, 11), 1, 9)
+  step = nnx.jit(lambda m, s, x_t: m.step(s, x_t))
+  forward = nnx.jit(lambda m, x, n: m(x, n))
+  state = model.init_state(2)
+  for t in range(11):
+    state, logits = step(model, state, x[:, t])
+    if t in (4, 10):
+      want = forward(model, x, jnp.full((2,), t + 1))
+      np.testing.assert_allclose(np.asarray(logits), np.asarray(want), atol=1e-5)
