@@ -44,6 +44,7 @@ def _main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from last_nnx.train import distributed
   from last_nnx.train.loop import train_and_evaluate
+  from last_nnx.train.steps import Diverged
   quiet_library_logs()
   try:
     distributed.initialize(FLAGS.config.train)  # before anything touches the devices
@@ -52,7 +53,7 @@ def _main(argv):
     logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
                  "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, Diverged) as e:  # Diverged: no retries left
     logging.error("%s", e)
     sys.exit(f"error: {e}")
 

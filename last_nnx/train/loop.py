@@ -45,8 +45,9 @@ from last_nnx.train.console import DETAIL
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
 from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, validate_config
-from last_nnx.train.run_state import (RunState, checkpoint_meta, flat_config, metrics_from_json,
-                                      metrics_to_json, micro_steps, restore_or_init, save)
+from last_nnx.train.run_state import (RunState, checkpoint_meta, divergence_message, flat_config,
+                                      metrics_from_json, metrics_to_json, micro_steps,
+                                      restore_or_init, save)
 from last_nnx.train.steps import Diverged, TrainCarry, check_health
 
 # ----------------------------------------------------------------------------
@@ -215,15 +216,28 @@ def _checked_scalars(model, carry: TrainCarry) -> dict[str, float]:
 
 
 def roll_back(ctx: Context, error: Diverged, run: RunState):
-  """After a divergence: the last checkpoint, with a lower learning rate."""
+  """After a divergence: the last checkpoint, with a lower learning rate.
+
+  Before the first checkpoint the retry starts again from the initial weights:
+  `restore_or_init` rebuilds them from the seed (and the data order from the
+  plan), as the first try did, so this is an exact restart at the lower rate;
+  it counts against ``train.nan_retries`` like any roll-back. (Giving up
+  instead would only make the user rerun by hand what this does.)
+
+  Raises:
+    Diverged: no retries left; its one-line message says what to change and
+      whether the workdir can be reused.
+  """
   config = ctx.config
-  if run.nan_retries_left <= 0 or not ctx.ckpt.steps():
-    raise Diverged(f"{error}. No retries left: lower optim.ssm_lr, set optim.grad_clip, or "
-                   "set model.ssm_config.clip_eigs=True, then rerun") from None
+  ctx.ckpt.wait()  # an asynchronous save still in flight is a checkpoint to go back to
+  has_checkpoint = ctx.ckpt.latest_usable() is not None
+  if run.nan_retries_left <= 0:
+    raise Diverged(divergence_message(error, run, config, has_checkpoint)) from None
   scale = run.lr_scale * config.train.nan_lr_scale
   retries = run.nan_retries_left - 1
-  logging.error("%s: rolling back to the last checkpoint and retrying with lr x%.3g",
-                error, scale)
+  logging.error("%s at step %d: %s and retrying with lr x%.3g", error, run.step,
+                "rolling back to the last checkpoint" if has_checkpoint
+                else "no checkpoint yet, starting again from the initial weights", scale)
   model, optimizer, schedules, run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt,
                                                      lr_scale=scale)
   distributed.replicate(model, optimizer, mesh=ctx.mesh)

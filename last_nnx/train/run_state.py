@@ -129,6 +129,21 @@ def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float |
   return model, optimizer, schedules, run
 
 
+def divergence_message(error: Exception, run: RunState, config, has_checkpoint: bool) -> str:
+  """The one line a run that diverged with no retries left ends with: what diverged,
+  what to change, and whether the rerun can use the same workdir."""
+  tried = f" (already retried at lr x{run.lr_scale:.3g})" if run.lr_scale < 1 else ""
+  fixes = [f"lower optim.ssm_lr (now {config.optim.ssm_lr:g})", "set optim.grad_clip"]
+  if "clip_eigs" in config.model.ssm_config and not config.model.ssm_config.clip_eigs:
+    fixes.append("set model.ssm_config.clip_eigs=True")
+  # A changed config cannot resume this one's checkpoints (`check_same_run`).
+  where = ("in a new --workdir (this one's checkpoints belong to the current config)"
+           if has_checkpoint else "(this workdir holds no checkpoint: the rerun starts afresh)")
+  return (f"training diverged at step {run.step}: {error}{tried}; no retries left "
+          f"(train.nan_retries={config.train.nan_retries}): {', '.join(fixes[:-1])} or "
+          f"{fixes[-1]}, then rerun {where}")
+
+
 def checkpoint_meta(run: RunState, config, task) -> dict:
   """Checkpoint metadata: run position, config, and what rebuilding the model needs."""
   spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
