@@ -24,6 +24,7 @@ from flax import nnx
 
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import DiagonalSSM, make_ssm, registered_ssms
+from last_nnx.ssm.base import is_selective
 from last_nnx.ssm.conformance import assert_conforms, check_protocol
 from last_nnx.ssm.lru import LRU
 from tests.reference import modes_output
@@ -50,6 +51,7 @@ SMALL_OPTIONS = {
     "s5": dict(state_size=8, blocks=2, dt_min=0.01, dt_max=0.5),
     "s4d": dict(state_size=8, dt_min=0.01, dt_max=0.5),
     "lru": dict(state_size=6, r_min=0.5, r_max=0.95),
+    "mamba2": dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4),  # 2 heads, 2 groups
 }
 # Streaming (one step at a time, float32) vs the layer's own parallel path
 # (sequential/associative scan for S5 and LRU, FFT convolution for S4D): the two
@@ -59,7 +61,17 @@ SMALL_OPTIONS = {
 STEP_ATOL = 1e-4
 MASK_COMPACT_ATOL = 1e-5
 
-TYPES = pytest.mark.parametrize("name", registered_ssms())
+
+
+def _is_selective(name) -> bool:
+  return is_selective(make_ssm(name, H, SMALL_OPTIONS[name], rngs=nnx.Rngs(0)))
+
+
+# The checks below read a layer's modes (`state_modes`): they run on the LTI layers.
+# Selective layers (Mamba-2) have no modes; tests/test_mamba2.py (stream == forward,
+# compact == mask, statistics) and tests/test_selective_pruning.py check them.
+LTI_TYPES = [n for n in registered_ssms() if n in SMALL_OPTIONS and not _is_selective(n)]
+TYPES = pytest.mark.parametrize("name", LTI_TYPES)
 BIDI = pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidi"])
 
 
