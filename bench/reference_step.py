@@ -4,7 +4,7 @@ r"""Our S5 train step beside the paper's own (msgwak/LAST, linen, built on linde
   python bench/reference_step.py --out DIR [--tasks listops,pathx] [--batch N]
       [--repeats R] [--quick] [--remat]
 
-For each task, at the shapes of ``last_nnx.bench.TASK_SHAPES`` (ListOps: L=2048,
+For each task, at the shapes of ``last_nnx.bench.shapes.TASK_SHAPES`` (ListOps: L=2048,
 8 layers, H=128, P=16 in J=8 blocks; Path-X: L=16384, 6 layers, H=128, P=256 in
 J=16), both models are built with the flags of the reference's run scripts
 (bin/run_experiments/run_lra_{listops,pathx}.sh and run_train.py's defaults):
@@ -97,7 +97,7 @@ import numpy as np  # noqa: E402
 import flax  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from last_nnx.bench import TASK_SHAPES  # noqa: E402
+from last_nnx.bench.shapes import TASK_SHAPES  # noqa: E402
 from last_nnx.model import SequenceModel  # noqa: E402
 from last_nnx.train.optim import make_optimizer  # noqa: E402
 from last_nnx.train.steps import (TrainCarry, bound_train_step, train_step,  # noqa: E402
