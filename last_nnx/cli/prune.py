@@ -307,6 +307,9 @@ def main(argv):
                         finetune_epochs=FLAGS.finetune_epochs,
                         calibration_batches=FLAGS.calibration_batches,
                         min_per_layer=FLAGS.min_per_layer, mode=FLAGS.mode)
+    except FloatingPointError as e:  # train.steps.Diverged, while fine-tuning
+      sys.exit(f"error: fine-tuning diverged: {e}; lower optim.ssm_lr or --finetune_epochs, "
+               "then rerun")
     except (ValueError, FileNotFoundError, RuntimeError) as e:
       sys.exit(f"error: {e}")
     print(how_far_table(summary))

@@ -75,18 +75,22 @@ def main(argv):
              "give another --out")
   logging.info("sweep of %s into %s (%d points already measured)", FLAGS.workdir, out,
                len(store.points))
-  one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria, seeds=FLAGS.seeds,
-           recalibrate_batches=FLAGS.recalibrate_batches,
-           calibration_batches=FLAGS.calibration_batches)
-  if FLAGS.max_drop >= 0:
-    max_drop_points(model, task, config, store, criteria=FLAGS.criteria, max_drop=FLAGS.max_drop,
-                    finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
-                    calibration_batches=FLAGS.calibration_batches)
-  if FLAGS.iterative:
-    copy = nnx.clone(model)
-    own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
-    iterative(copy, task, config, store, criterion=FLAGS.iterative_criterion,
-              target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)
+  try:  # fine-tuning (--iterative, --max_drop_finetune) can diverge: one line, points kept
+    one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria,
+             seeds=FLAGS.seeds, recalibrate_batches=FLAGS.recalibrate_batches,
+             calibration_batches=FLAGS.calibration_batches)
+    if FLAGS.max_drop >= 0:
+      max_drop_points(model, task, config, store, criteria=FLAGS.criteria,
+                      max_drop=FLAGS.max_drop, finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
+                      calibration_batches=FLAGS.calibration_batches)
+    if FLAGS.iterative:
+      copy = nnx.clone(model)
+      own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
+      iterative(copy, task, config, store, criterion=FLAGS.iterative_criterion,
+                target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)
+  except FloatingPointError as e:  # train.steps.Diverged
+    sys.exit(f"error: fine-tuning diverged: {errors.one_line(str(e))}; the points measured so "
+             f"far are kept in {out} (lower optim.ssm_lr or --finetune_epochs, then rerun)")
   text = write_report(store, out, synthetic=task.synthetic, model=model)
   print(text)
 
