@@ -81,7 +81,8 @@ def main(argv):
              calibration_batches=FLAGS.calibration_batches)
     if FLAGS.max_drop >= 0:
       max_drop_points(model, task, config, store, criteria=FLAGS.criteria,
-                      max_drop=FLAGS.max_drop, finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
+                      max_drop=FLAGS.max_drop,
+                      finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
                       calibration_batches=FLAGS.calibration_batches)
     if FLAGS.iterative:
       copy = nnx.clone(model)
