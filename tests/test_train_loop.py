@@ -248,7 +248,7 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
     return out
   monkeypatch.setattr(steps, "train_step", blow_up)
   if persistent:
-    with pytest.raises(steps.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*No retries"):
+    with pytest.raises(steps.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*no retries left"):
       loop.train_and_evaluate(config, str(tmp_path))
   else:
     summary = loop.train_and_evaluate(config, str(tmp_path))

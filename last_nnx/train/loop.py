@@ -73,12 +73,14 @@ class Context:
   eta: progress_lib.EarlyEstimate | None = None
   epoch_eta: progress_lib.EpochEstimate = dataclasses.field(
       default_factory=progress_lib.EpochEstimate)
+  train_clock: progress_lib.TrainClock = dataclasses.field(
+      default_factory=progress_lib.TrainClock)
 
   def start_progress(self, step: int) -> None:
     total = len(self.plan) * self.micro
     self.progress = progress_lib.progress_reporter(total, self.writer,
                                                self.config.train.log_every_steps)
-    self.eta = progress_lib.EarlyEstimate(step, total)
+    self.eta = progress_lib.EarlyEstimate(step, total, clock=self.train_clock)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -98,7 +100,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     spec = ctx.plan[run.epoch_index]
     ctx.epoch_eta.start_epoch()
     try:
-      train_scalars = train_epoch(ctx, model, optimizer, schedules, run, clock)
+      with ctx.train_clock:
+        train_scalars = train_epoch(ctx, model, optimizer, schedules, run, clock)
     except Diverged as e:
       model, optimizer, schedules, run = roll_back(ctx, e, run)
       continue

@@ -28,6 +28,24 @@ def progress_reporter(total_steps: int, writer, every_steps: int):
                                          every_steps=every_steps, every_secs=None)
 
 
+class TrainClock:
+  """Wall time spent in training epochs (``with clock:`` around each; ends synced)."""
+
+  def __init__(self):
+    self.total, self.since = 0.0, None
+
+  def __enter__(self):
+    self.since = time.time()
+    return self
+
+  def __exit__(self, *exc):
+    self.total += time.time() - self.since
+    self.since = None
+
+  def elapsed(self) -> float:
+    return self.total + (time.time() - self.since if self.since is not None else 0.0)
+
+
 class EarlyEstimate:
   """The cost of the rest of the run from a few completed steps.
 
@@ -36,8 +54,10 @@ class EarlyEstimate:
   for the output, so the interval times finished steps.
   """
 
-  def __init__(self, first_step: int, total_steps: int, warmup: int = 1, measure: int = 4):
+  def __init__(self, first_step: int, total_steps: int, warmup: int = 1, measure: int = 4,
+               clock: TrainClock | None = None):
     self.total = total_steps
+    self.clock = clock
     self.started = time.time()
     self.first_done_at = None  # when the first (compiling) step had finished
     self.start_mark = first_step + warmup
@@ -55,7 +75,8 @@ class EarlyEstimate:
       return
     self.per_step = (now - self.start_time) / (self.end_mark - self.start_mark)
     rest = self.per_step * (self.total - step)
-    self.prediction = dict(at=now, step=step, rest_s=rest)
+    self.prediction = dict(at=now, step=step, rest_s=rest,
+                           train_at=self.clock.elapsed() if self.clock else None)
     logging.info("measured %.3f s per completed step: one epoch (%d steps) ~ %s of training, "
                  "the rest of the run (%d steps) ~ %s (evaluation and events come on top; "
                  "re-estimated after the first epoch)", self.per_step, steps_per_epoch,
@@ -90,11 +111,19 @@ class EpochEstimate:
 
 
 def timing(early: EarlyEstimate | None, epoch: EpochEstimate | None, end: float) -> dict:
-  """What each estimate predicted for the rest of the run, against what it took."""
+  """What each estimate predicted for the rest of the run, against what it took.
+
+  The early estimate is of the training steps alone: its ``actual_s`` is the time
+  spent in training epochs after it (``early.clock``); the epoch estimate's is the
+  wall time of the rest of the run.
+  """
   out = {}
-  for name, est in (("early", early), ("after_first_epoch", epoch)):
-    if est is not None and est.prediction is not None:
-      p = est.prediction
-      out[name] = dict(predicted_s=p["rest_s"], actual_s=end - p["at"],
-                       **{k: v for k, v in p.items() if k not in ("at", "rest_s")})
+  if early is not None and early.prediction is not None:
+    p = early.prediction
+    actual = (early.clock.elapsed() - p["train_at"]) if early.clock else end - p["at"]
+    out["early"] = dict(predicted_s=p["rest_s"], actual_s=actual, step=p["step"])
+  if epoch is not None and epoch.prediction is not None:
+    p = epoch.prediction
+    out["after_first_epoch"] = dict(predicted_s=p["rest_s"], actual_s=end - p["at"],
+                                    epochs_left=p["epochs_left"], epoch_s=p["epoch_s"])
   return out
