@@ -190,7 +190,8 @@ def test_two_processes_killed_and_rerun_match_one_process(tmp_path):
   for split in ("val", "test"):
     for key in ("loss", "accuracy"):
       assert _close(a["final"][split][key], b["final"][split][key]), (split, key)
-      assert _close(a["dense"][split][key], b["dense"][split][key]), (split, key)
+      before_a, before_b = a["before_first_event"], b["before_first_event"]
+      assert _close(before_a[split][key], before_b[split][key]), (split, key)
   assert len(a["epochs"]) == len(b["epochs"]) == 3
   for x, y in zip(a["epochs"], b["epochs"]):
     for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy"):
