@@ -79,8 +79,8 @@ class Context:
   def start_progress(self, step: int) -> None:
     total = len(self.plan) * self.micro
     self.progress = progress_lib.progress_reporter(total, self.writer,
-                                               self.config.train.log_every_steps)
-    self.eta = progress_lib.EarlyEstimate(step, total, clock=self.train_clock)
+                                                   self.config.train.log_every_steps)
+    self.eta = progress_lib.EarlyEstimate(step, total, self.train_clock)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -255,9 +255,10 @@ def evaluate_epoch(ctx: Context, model, run: RunState, spec: EpochSpec, train_sc
   scalars = dict(train_scalars, **{f"val/{k}": v for k, v in val.items()}, **ssm_ranges(model))
   scalars["states/total"] = sum(states_per_layer(model).values())
   ctx.writer.write_scalars(run.step, scalars)
-  logging.info("%s: %s", epoch_label(ctx.plan, run.epoch_index),
-               ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()), extra=DETAIL)
-  logging.info("%s", epoch_line(epoch_label(ctx.plan, run.epoch_index), scalars))
+  label = epoch_label(ctx.plan, run.epoch_index)
+  logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
+               extra=DETAIL)
+  logging.info("%s", epoch_line(label, scalars))
   run.epochs.append(dict(epoch=run.epoch_index + 1, train_epoch=spec.train_epoch,
                          step=run.step, finetune=spec.finetune, **scalars))
   _warn_if_at_chance(val["accuracy"], ctx.task.n_classes, run, ctx.config)

@@ -54,11 +54,10 @@ class EarlyEstimate:
   for the output, so the interval times finished steps.
   """
 
-  def __init__(self, first_step: int, total_steps: int, warmup: int = 1, measure: int = 4,
-               clock: TrainClock | None = None):
+  def __init__(self, first_step: int, total_steps: int, clock: TrainClock, warmup: int = 1,
+               measure: int = 4):
     self.total = total_steps
-    self.clock = clock
-    self.started = time.time()
+    self.clock = clock  # the training time the prediction is checked against
     self.first_done_at = None  # when the first (compiling) step had finished
     self.start_mark = first_step + warmup
     self.end_mark = first_step + warmup + measure
@@ -71,12 +70,11 @@ class EarlyEstimate:
     jax.block_until_ready(output)
     now = time.time()
     if step == self.start_mark:
-      self.first_done_at, self.start_time = now, now
+      self.first_done_at = now
       return
-    self.per_step = (now - self.start_time) / (self.end_mark - self.start_mark)
+    self.per_step = (now - self.first_done_at) / (self.end_mark - self.start_mark)
     rest = self.per_step * (self.total - step)
-    self.prediction = dict(at=now, step=step, rest_s=rest,
-                           train_at=self.clock.elapsed() if self.clock else None)
+    self.prediction = dict(step=step, rest_s=rest, train_at=self.clock.elapsed())
     logging.info("measured %.3f s per completed step: one epoch (%d steps) ~ %s of training, "
                  "the rest of the run (%d steps) ~ %s (evaluation and events come on top; "
                  "re-estimated after the first epoch)", self.per_step, steps_per_epoch,
@@ -120,8 +118,8 @@ def timing(early: EarlyEstimate | None, epoch: EpochEstimate | None, end: float)
   out = {}
   if early is not None and early.prediction is not None:
     p = early.prediction
-    actual = (early.clock.elapsed() - p["train_at"]) if early.clock else end - p["at"]
-    out["early"] = dict(predicted_s=p["rest_s"], actual_s=actual, step=p["step"])
+    out["early"] = dict(predicted_s=p["rest_s"], actual_s=early.clock.elapsed() - p["train_at"],
+                        step=p["step"])
   if epoch is not None and epoch.prediction is not None:
     p = epoch.prediction
     out["after_first_epoch"] = dict(predicted_s=p["rest_s"], actual_s=end - p["at"],

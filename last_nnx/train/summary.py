@@ -11,7 +11,7 @@ Every accuracy is named for what it is:
   pruned run (`last_nnx.train.baseline`), the fair comparison.
 """
 
-from last_nnx.train import steps
+from last_nnx.train import steps, watch
 from last_nnx.train.events import states_per_layer
 
 
@@ -22,7 +22,6 @@ def build(model, task, run, config, mesh, plan_epochs: int, timing: dict) -> dic
     final["test"] = steps.evaluate(model, task, "test", mesh)
   initial, now = run.initial_states, states_per_layer(model)
   final.update(states=now, epochs=plan_epochs)
-  from last_nnx.train import watch  # only its summary of the per-epoch records
   return dict(
       task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
       before_first_event=run.dense or None, final=final, dense_baseline=None,
