@@ -98,13 +98,16 @@ def _env(tmp_path) -> dict:
   return env
 
 
-def _launch(workdir, logs: str, n: int, env: dict, extra=()) -> list[subprocess.Popen]:
-  """``n`` processes of one run (n = 1: a plain single-process run)."""
+def _launch(workdir, logs: str, n: int, env: dict, extra=(), launcher: str | None = None
+            ) -> list[subprocess.Popen]:
+  """``n`` processes of one run (n = 1: a plain single-process run); ``launcher``:
+  Python code run as ``python -c launcher last_nnx.train ...`` (tests/test_divergence.py)."""
   port = _free_port()
   procs = []
   for i in range(n):
-    args = [sys.executable, "-m", "last_nnx.train", "--config", CONFIG, "--workdir",
-            str(workdir), *COMMON, *extra]
+    program = ["-m", "last_nnx.train"] if launcher is None else ["-c", launcher, "last_nnx.train"]
+    args = [sys.executable, *program, "--config", CONFIG, "--workdir", str(workdir), *COMMON,
+            *extra]
     if n > 1:
       args += [f"--config.train.coordinator_address=127.0.0.1:{port}",
                f"--config.train.num_processes={n}", f"--config.train.process_id={i}"]

@@ -59,10 +59,12 @@ def calibration_batches(task, epoch_index: int):
 
   The same rows on every process (drawn from the whole train split, not this
   process's shard): the scores, and so the keep set, must agree everywhere.
-  Lazy: criteria that need no data read nothing.
+  Global batches (``task.batch_size`` rows on each of ``task.process_count``
+  processes), so that a run's scores do not depend on how many processes it
+  has. Lazy: criteria that need no data read nothing.
   """
   order = task.epoch_order(CALIBRATION_EPOCH + epoch_index)
-  size = task.batch_size
+  size = task.batch_size * task.process_count
   for k in range(len(order) // size):
     yield pipeline.gather_rows(order[k * size:(k + 1) * size], task.splits["train"],
                                task.encoding)
@@ -107,7 +109,8 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
     if p.recalibrate_batches:
       batches = (distributed.shard_batch(b[:2], mesh)
                  for b in task.train_batches(RECALIBRATION_EPOCH + run.epoch_index))
-      batchnorm.recalibrate_batch_norm(model, batches, max_batches=p.recalibrate_batches)
+      record["recalibrated_batches"] = batchnorm.recalibrate_batch_norm(
+          model, batches, max_batches=p.recalibrate_batches)
     val_after = steps.evaluate(model, task, "val", mesh)
     drop = val_before["accuracy"] - val_after["accuracy"]
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
