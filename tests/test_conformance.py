@@ -13,6 +13,12 @@ Model level (a SequenceModel with that type; skipped, saying why, when the
 pruning engine or the checkpoint module is missing): scores of the right shape,
 mask == compact through ``pruning.prune``, optimizer compaction, a training step
 after pruning, checkpoint round trip of a pruned model. Slow: the LRU smoke run.
+
+Selective layers (Mamba-2) have no ``state_modes()``: the checks that read modes
+(the subsystem decomposition, the generic step fallback) run on the LTI types
+only; every other check runs on every type, with the criteria that apply to it
+(`KIND_CRITERIA`, calibrated on the test batch) and causal layers only where a
+type cannot be bidirectional.
 """
 
 import jax
@@ -24,7 +30,7 @@ from flax import nnx
 
 from last_nnx.model import SequenceModel
 from last_nnx.ssm import DiagonalSSM, make_ssm, registered_ssms
-from last_nnx.ssm.base import is_selective
+from last_nnx.ssm.base import is_selective, live_states
 from last_nnx.ssm.conformance import assert_conforms, check_protocol
 from last_nnx.ssm.lru import LRU
 from tests.reference import modes_output
@@ -67,12 +73,22 @@ def _is_selective(name) -> bool:
   return is_selective(make_ssm(name, H, SMALL_OPTIONS[name], rngs=nnx.Rngs(0)))
 
 
-# The checks below read a layer's modes (`state_modes`): they run on the LTI layers.
-# Selective layers (Mamba-2) have no modes; tests/test_mamba2.py (stream == forward,
-# compact == mask, statistics) and tests/test_selective_pruning.py check them.
-LTI_TYPES = [n for n in registered_ssms() if n in SMALL_OPTIONS and not _is_selective(n)]
-TYPES = pytest.mark.parametrize("name", LTI_TYPES)
-BIDI = pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidi"])
+ALL_TYPES = [n for n in registered_ssms() if n in SMALL_OPTIONS]
+# Checks that read a layer's modes (`state_modes`) run on the LTI layers.
+LTI_TYPES = [n for n in ALL_TYPES if not _is_selective(n)]
+CAUSAL_ONLY = {n for n in ALL_TYPES if _is_selective(n)}  # Mamba-2 is causal
+TYPES = pytest.mark.parametrize("name", ALL_TYPES)
+LTI = pytest.mark.parametrize("name", LTI_TYPES)
+TYPES_BIDI = pytest.mark.parametrize(
+    "name,bidirectional",
+    [(n, b) for n in ALL_TYPES for b in (False, True) if not (b and n in CAUSAL_ONLY)],
+    ids=lambda v: {False: "causal", True: "bidi"}.get(v, v) if isinstance(v, bool) else v)
+LTI_BIDI = pytest.mark.parametrize(
+    "name,bidirectional", [(n, b) for n in LTI_TYPES for b in (False, True)],
+    ids=lambda v: {False: "causal", True: "bidi"}.get(v, v) if isinstance(v, bool) else v)
+# Criteria the model-level checks score with, per layer kind (the first one prunes).
+KIND_CRITERIA = {"lti": ("last", "energy", "magnitude"),
+                 "selective": ("calibrated", "gramian", "magnitude")}
 
 
 def test_every_registered_type_has_small_options():
@@ -114,8 +130,7 @@ def _pruned(name, how, bidirectional=False):
 # Layer level: the protocol and the subsystem decomposition.
 
 
-@TYPES
-@BIDI
+@TYPES_BIDI
 @pytest.mark.parametrize("how", ["dense", "compact"])
 def test_protocol(name, bidirectional, how):
   assert_conforms(_pruned(name, how, bidirectional), H)
@@ -125,6 +140,21 @@ def test_protocol_check_names_what_is_missing():
   problems = check_protocol(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), 2)
   assert "missing attribute or method 'state_modes'" in problems
   assert "missing attribute or method 'step'" in problems
+  selective = type("Selective", (nnx.Linear,), {"selective": True})(2, 2, rngs=nnx.Rngs(0))
+  problems = check_protocol(selective, 2)
+  assert "missing attribute or method 'state_statistics'" in problems
+  assert "missing attribute or method 'state_modes'" not in problems
+
+
+def test_protocol_check_reads_selective_statistics():
+  layer = _layer("mamba2")
+  broken = type("Broken", (type(layer),), {
+      "state_statistics": lambda self, u, lengths=None: {"output_energy": jnp.zeros(3)},
+      "STATE_IO": ("in_B", "W_missing")})
+  layer.__class__ = broken
+  problems = "\n".join(check_protocol(layer, H))
+  assert "state_statistics must return a dict with keys" in problems
+  assert "STATE_IO names 'W_missing'" in problems
 
 
 def test_protocol_check_names_bad_shapes_and_axes():
@@ -145,8 +175,7 @@ def test_protocol_check_names_bad_shapes_and_axes():
     assert_conforms(Broken(H, 6, rngs=nnx.Rngs(0)), H)
 
 
-@TYPES
-@BIDI
+@LTI_BIDI
 def test_subsystem_decomposition_shapes_and_dtypes(name, bidirectional):
   layer = _layer(name, bidirectional)
   modes = layer.state_modes()
@@ -165,8 +194,7 @@ def test_subsystem_decomposition_shapes_and_dtypes(name, bidirectional):
                                   np.repeat(np.arange(H), layer.state_shape[-1]))
 
 
-@TYPES
-@BIDI
+@LTI_BIDI
 @pytest.mark.parametrize("how", ["dense", "mask", "compact"])
 def test_output_is_sum_of_subsystems(name, bidirectional, how):
   """The layer computes exactly the system its state_modes() describes (what gets scored)."""
@@ -178,8 +206,7 @@ def test_output_is_sum_of_subsystems(name, bidirectional, how):
     np.testing.assert_allclose(y[b], expected, atol=2e-4, rtol=1e-4)
 
 
-@TYPES
-@BIDI
+@TYPES_BIDI
 def test_mask_equals_compact(name, bidirectional):
   masked, compact = _layer(name, bidirectional), _layer(name, bidirectional)
   keep = _keep(masked)
@@ -187,9 +214,20 @@ def test_mask_equals_compact(name, bidirectional):
   transforms = compact.prune_states(keep)
   assert set(transforms) == set(type(compact).STATE_AXES)
   assert int(np.prod(compact.state_shape)) < keep.size
-  assert int(np.asarray(compact.state_modes().valid).sum()) == int(keep.sum())
+  assert live_states(compact) == live_states(masked) == int(keep.sum())
   u = _u()
   np.testing.assert_allclose(masked(u), compact(u), atol=MASK_COMPACT_ATOL)
+  # Removing states changes the output (the mask reaches the computation).
+  assert not np.allclose(masked(u), _layer(name, bidirectional)(u), atol=1e-4)
+  if is_selective(compact):
+    # Statistics of the kept states are unchanged by compaction (each state evolves alone).
+    dense = _layer(name, bidirectional).state_statistics(u)
+    kept = compact.state_statistics(u)
+    index = np.flatnonzero(np.asarray(compact.state_mask[...]).reshape(-1))
+    for key, value in dense.items():
+      np.testing.assert_allclose(np.asarray(kept[key]).reshape(-1)[index],
+                                 np.asarray(value).reshape(-1)[keep], rtol=1e-4, atol=1e-6)
+    return
   # And both equal the dense layer's subsystems restricted to the kept slots.
   expected = modes_output(_layer(name, bidirectional).state_modes(),
                           np.asarray(u[0], np.float64), keep=keep)
@@ -215,14 +253,17 @@ def test_step_mode_equals_scan(name, how):
   layer = _pruned(name, how)
   u = _u(length=24)
   streamed, state = _stream(layer, u)
-  assert state.shape == (u.shape[0],) + layer.state_shape
   np.testing.assert_allclose(streamed, layer(u), atol=STEP_ATOL)
+  if is_selective(layer):  # a pytree of batch-first arrays
+    assert all(x.shape[0] == u.shape[0] for x in jax.tree.leaves(state))
+    return
+  assert state.shape == (u.shape[0],) + layer.state_shape
   # Pruned (masked or padding) slots never get input: their state stays exactly zero.
   dead = np.asarray(layer.state_mask[...]) == 0
   assert np.all(np.asarray(state)[:, dead] == 0)
 
 
-@TYPES
+@LTI
 def test_generic_step_fallback_equals_scan(name):
   """DiagonalSSM's generic init_state/step (from state_modes()) is what a new type gets
   if it writes no step of its own: it must agree with the layer too."""
@@ -253,6 +294,10 @@ def test_step_mode_streams_under_jit(name):
 
 @TYPES
 def test_bidirectional_layers_refuse_to_stream(name):
+  if name in CAUSAL_ONLY:  # refused when built instead
+    with pytest.raises(ValueError, match="bidirectional"):
+      _layer(name, True)
+    return
   layer = _layer(name, True)
   with pytest.raises(ValueError, match="cannot run as a streaming RNN"):
     layer.init_state(1)
@@ -265,6 +310,7 @@ def test_bidirectional_layers_refuse_to_stream(name):
 
 
 def _model(name, bidirectional=True, seed=0):
+  bidirectional = bidirectional and name not in CAUSAL_ONLY
   return SequenceModel(n_classes=3, vocab_size=9, d_model=H, n_layers=2, ssm=name,
                        ssm_config=dict(SMALL_OPTIONS[name], bidirectional=bidirectional),
                        rngs=nnx.Rngs(seed))
@@ -273,6 +319,16 @@ def _model(name, bidirectional=True, seed=0):
 def _batch():
   return (jax.random.randint(jax.random.key(0), (3, 12), 1, 9), jnp.array([12, 8, 5]),
           jnp.array([0, 1, 2]))
+
+
+def _kind(name) -> str:
+  return "selective" if _is_selective(name) else "lti"
+
+
+def _prune(model, name, ratio, **kwargs):
+  """`pruning.prune` with the first criterion of the type's kind (calibrated on _batch)."""
+  return pruning.prune(model, ratio, criterion=KIND_CRITERIA[_kind(name)][0],
+                       calibration=[_batch()], **kwargs)
 
 
 # One optax transformation for every optimizer below: optimizers built from it have equal
@@ -309,13 +365,17 @@ def test_scores_one_per_slot(name):
   model = _model(name)
   layers = model.prunable_layers()
   assert len(layers) == 2
-  for criterion in ("last", "energy", "magnitude"):
-    scores = pruning.score(model, criterion)
+  for criterion in KIND_CRITERIA[_kind(name)]:
+    scores = pruning.score(model, criterion, calibration=[_batch()])
     assert set(scores) == set(layers)
     for path, layer in layers.items():
       s = np.asarray(scores[path])
       assert s.shape == (int(np.prod(layer.state_shape)),), (criterion, path, s.shape)
       assert np.all(np.isfinite(s)), (criterion, path)
+  if _kind(name) == "selective":  # an LTI-only criterion is refused, naming those that apply
+    with pytest.raises(ValueError, match="calibrated"):
+      pruning.score(model, "last")
+    return
   last = pruning.score(model, "last")
   for path in layers:  # LAST: in (0, 1], the strongest state of each layer scores 1
     assert np.all((last[path] > 0) & (last[path] <= 1 + 1e-9))
@@ -323,13 +383,12 @@ def test_scores_one_per_slot(name):
 
 
 @needs_pruning
-@TYPES
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["causal", "bidi"])
+@TYPES_BIDI
 def test_model_mask_equals_compact(name, bidirectional):
   compact = _model(name, bidirectional)
   masked = nnx.clone(compact)
-  r_comp = pruning.prune(compact, 0.5, mode="compact")
-  r_mask = pruning.prune(masked, 0.5, mode="mask")
+  r_comp = _prune(compact, name, 0.5, mode="compact")
+  r_mask = _prune(masked, name, 0.5, mode="mask")
   assert r_comp.states_after < r_comp.states_before
   assert [l.kept for l in r_comp.layers.values()] == [l.kept for l in r_mask.layers.values()]
   np.testing.assert_allclose(_eval(compact), _eval(masked), atol=MASK_COMPACT_ATOL)
@@ -342,7 +401,7 @@ def test_optimizer_compaction(name):
   model = _model(name)
   optimizer = nnx.Optimizer(model, _ADAM, wrt=nnx.Param)
   _train_step(model, optimizer)
-  report = pruning.prune(model, 0.5, mode="compact", optimizer=optimizer)
+  report = _prune(model, name, 0.5, mode="compact", optimizer=optimizer)
   assert report.states_after < report.states_before
   # Every Adam moment (mu, nu) has its parameter's new, smaller shape.
   params = _param_shapes(model)
@@ -374,14 +433,12 @@ def test_optimizer_compaction(name):
 def test_train_one_step_after_pruning(name, mode):
   model = _model(name)
   optimizer = nnx.Optimizer(model, _ADAM, wrt=nnx.Param)
-  pruning.prune(model, 0.5, mode=mode, optimizer=optimizer)
-  live = {p: int(np.asarray(l.state_modes().valid).sum())
-          for p, l in model.prunable_layers().items()}
+  _prune(model, name, 0.5, mode=mode, optimizer=optimizer)
+  live = {p: live_states(l) for p, l in model.prunable_layers().items()}
   losses = [_train_step(model, optimizer) for _ in range(2)]
   assert np.all(np.isfinite(losses))
   # Training does not revive pruned states.
-  assert live == {p: int(np.asarray(l.state_modes().valid).sum())
-                  for p, l in model.prunable_layers().items()}
+  assert live == {p: live_states(l) for p, l in model.prunable_layers().items()}
   assert np.all(np.isfinite(_eval(model)))
 
 
@@ -392,7 +449,7 @@ def test_checkpoint_round_trip_of_pruned_model(name, tmp_path):
   model = _model(name)
   optimizer = nnx.Optimizer(model, _ADAM, wrt=nnx.Param)
   _train_step(model, optimizer)
-  pruning.prune(model, 0.5, optimizer=optimizer)
+  _prune(model, name, 0.5, optimizer=optimizer)
   _train_step(model, optimizer)
   ck = checkpoint.Checkpointer(str(tmp_path))
   ck.save(7, model, optimizer, {"note": "pruned"})

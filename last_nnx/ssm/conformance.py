@@ -4,17 +4,22 @@
 layer satisfies `last_nnx.ssm.PrunableSSM` well enough for pruning, training,
 checkpoints and streaming to work on it). tests/test_conformance.py runs it on
 every registered type, then checks the behaviour (recurrence equality, mask ==
-compact, step == scan, ...).
+compact, step == scan, ...). The checks follow the layer's kind
+(`last_nnx.ssm.base`): an LTI layer's ``state_modes()`` is checked, a selective
+layer's ``state_statistics()`` instead.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from last_nnx.ssm.base import PrunableSSM, StateModes
+from last_nnx.ssm.base import PrunableSSM, StateModes, is_selective
 
-REQUIRED = ("state_mask", "state_shape", "state_modes", "mask_states", "prune_states",
-            "init_state", "step")
+REQUIRED = ("state_mask", "state_shape", "mask_states", "prune_states", "init_state", "step")
+# What each kind adds to REQUIRED.
+REQUIRED_BY_KIND = {"lti": ("state_modes",), "selective": ("record_input", "state_statistics")}
+STATISTICS = ("output_energy", "controllability", "observability")
 
 
 def _shape(x) -> tuple:
@@ -90,6 +95,36 @@ def _check_state_axes(layer) -> list[str]:
       problems.append(f"STATE_AXES[{name!r}] = {axis}: {name} has shape {tuple(var.shape)}, "
                       f"whose axes {axis}..{axis + len(shape) - 1} are {got}, not state_shape "
                       f"{shape}")
+  io = getattr(type(layer), "STATE_IO", ())
+  problems += [f"STATE_IO names {name!r}, which is not in STATE_AXES" for name in io
+               if name not in axes]
+  return problems
+
+
+def _check_statistics(layer, d_model: int) -> list[str]:
+  """A selective layer's ``state_statistics``: the three state_shape float32 arrays."""
+  shape = tuple(layer.state_shape)
+  u = jnp.ones((2, 5, d_model), jnp.float32)
+  try:
+    stats = layer.state_statistics(u, jnp.array([5, 3]))
+  except Exception as e:  # noqa: BLE001
+    return [f"state_statistics(u (2, 5, H), lengths) raised {type(e).__name__}: {e}"]
+  if not isinstance(stats, dict) or set(stats) != set(STATISTICS):
+    return [f"state_statistics must return a dict with keys {STATISTICS}, got "
+            f"{sorted(stats) if isinstance(stats, dict) else type(stats).__name__}"]
+  problems = []
+  dead = np.asarray(layer.state_mask[...]) == 0
+  for name in STATISTICS:
+    value = stats[name]
+    if _shape(value) != shape or getattr(value, "dtype", None) != jnp.float32:
+      problems.append(f"state_statistics()[{name!r}] must be float32 state_shape {shape}, "
+                      f"got {getattr(value, 'dtype', None)} {_shape(value)}")
+      continue
+    value = np.asarray(value)
+    if not (np.all(np.isfinite(value)) and np.all(value >= 0)):
+      problems.append(f"state_statistics()[{name!r}] must be finite and >= 0 (an energy)")
+    if np.any(value[dead] != 0):
+      problems.append(f"state_statistics()[{name!r}] must be 0 on pruned and padding slots")
   return problems
 
 
@@ -116,7 +151,12 @@ def _check_streaming(layer, d_model: int) -> list[str]:
   except Exception as e:  # noqa: BLE001
     return [f"init_state(2) raised {type(e).__name__}: {e}"]
   problems = []
-  if _shape(state) != (2,) + shape or getattr(state, "dtype", None) != jnp.complex64:
+  if is_selective(layer):  # any pytree of batch-first arrays
+    leaves = jax.tree.leaves(state)
+    if not leaves or any(_shape(x)[:1] != (2,) for x in leaves):
+      return [f"init_state(2) must return a pytree of arrays with batch 2 first, got "
+              f"{jax.tree.map(_shape, state)}"]
+  elif _shape(state) != (2,) + shape or getattr(state, "dtype", None) != jnp.complex64:
     problems.append(f"init_state(2) must return complex64 {(2,) + shape} (batch + state_shape), "
                     f"got {getattr(state, 'dtype', None)} {_shape(state)}")
     return problems
@@ -127,9 +167,10 @@ def _check_streaming(layer, d_model: int) -> list[str]:
   if not (isinstance(out, tuple) and len(out) == 2):
     return problems + ["step must return (new_state, y_t)"]
   new_state, y = out
-  if _shape(new_state) != _shape(state) or getattr(new_state, "dtype", None) != jnp.complex64:
-    problems.append(f"step's new_state must keep the state's shape {_shape(state)} complex64, "
-                    f"got {getattr(new_state, 'dtype', None)} {_shape(new_state)}")
+  structure = lambda tree: jax.tree.map(lambda x: (_shape(x), getattr(x, "dtype", None)), tree)
+  if structure(new_state) != structure(state):
+    problems.append(f"step's new_state must keep the state's structure, shapes and dtypes "
+                    f"{structure(state)}, got {structure(new_state)}")
   if _shape(y) != (2, d_model) or getattr(y, "dtype", None) != jnp.float32:
     problems.append(f"step's y_t must be float32 (2, {d_model}), got "
                     f"{getattr(y, 'dtype', None)} {_shape(y)}")
@@ -145,16 +186,19 @@ def check_protocol(layer, d_model: int) -> list[str]:
 
   Returns:
     Human-readable problems: missing methods or attributes, mis-shaped or
-    mis-typed ``state_modes()``, wrong ``STATE_AXES``, a forward pass or a
-    streaming step with the wrong shapes.
+    mis-typed ``state_modes()`` (LTI) or ``state_statistics()`` (selective),
+    wrong ``STATE_AXES``, a forward pass or a streaming step with the wrong
+    shapes.
   """
-  problems = [f"missing attribute or method {name!r}" for name in REQUIRED
-              if not hasattr(layer, name)]
+  kind = "selective" if is_selective(layer) else "lti"
+  problems = [f"missing attribute or method {name!r}"
+              for name in REQUIRED + REQUIRED_BY_KIND[kind] if not hasattr(layer, name)]
   if problems:
     return problems + ["subclass last_nnx.ssm.DiagonalSSM, set self.state_mask = "
                        "StateMask(ones(state_shape)) and declare STATE_AXES to get "
                        "mask_states/prune_states/init_state/step; then implement "
-                       "state_modes() and __call__"]
+                       "__call__ and state_modes() (LTI) or state_statistics() (selective, "
+                       "with selective = True)"]
   if not isinstance(layer, PrunableSSM):
     problems.append("not a last_nnx.ssm.PrunableSSM (runtime protocol check failed)")
   shape = tuple(layer.state_shape)
@@ -163,14 +207,17 @@ def check_protocol(layer, d_model: int) -> list[str]:
                     f"{shape}")
   if len(shape) not in (1, 2):
     problems.append(f"state_shape must be (P,) or (H, N), got {shape}")
-  s = int(np.prod(shape))
-  try:
-    modes = layer.state_modes()
-  except Exception as e:  # noqa: BLE001
-    return problems + [f"state_modes() raised {type(e).__name__}: {e}"]
-  if not isinstance(modes, StateModes):
-    return problems + [f"state_modes() returned {type(modes).__name__}, not StateModes"]
-  problems += _check_modes(modes, s, d_model, getattr(layer, "bidirectional", None))
+  if kind == "selective":
+    problems += _check_statistics(layer, d_model)
+  else:
+    try:
+      modes = layer.state_modes()
+    except Exception as e:  # noqa: BLE001
+      return problems + [f"state_modes() raised {type(e).__name__}: {e}"]
+    if not isinstance(modes, StateModes):
+      return problems + [f"state_modes() returned {type(modes).__name__}, not StateModes"]
+    problems += _check_modes(modes, int(np.prod(shape)), d_model,
+                             getattr(layer, "bidirectional", None))
   problems += _check_state_axes(layer)
   try:
     y = layer(jnp.ones((2, 3, d_model), jnp.float32))
@@ -191,4 +238,4 @@ def assert_conforms(layer, d_model: int) -> None:
                          + "\n  - ".join(problems))
 
 
-__all__ = ["REQUIRED", "assert_conforms", "check_protocol"]
+__all__ = ["REQUIRED", "REQUIRED_BY_KIND", "assert_conforms", "check_protocol"]

@@ -96,6 +96,8 @@ class Mamba2(DiagonalSSM):
   bidirectional = False
   STATE_AXES = {"in_B": 1, "in_C": 1, "conv_B": 1, "conv_C": 1,
                 "conv_B_bias": 0, "conv_C_bias": 0}
+  # The columns that write into (B) and read from (C) each state: `magnitude` scores them.
+  STATE_IO = ("in_B", "in_C")
   PARAM_ROLES = {"A_log": "Lambda_re", "D": "Lambda_re", "dt_bias": "log_step"}
 
   def __init__(self, d_model: int, state_size: int = 64, *, n_heads: int | None = None,

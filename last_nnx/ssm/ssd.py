@@ -20,8 +20,14 @@ of two long cumsums, so float32 keeps relative error near 1e-7 per decay.
 `ssd_sequential` is the step-by-step reference the tests compare with.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+# The scans are jitted: called eagerly (a layer outside nnx.jit, the pruning statistics)
+# they compile once rather than op by op; inside a jitted step they are inlined.
+_jit_chunked = functools.partial(jax.jit, static_argnames="chunk_size")
 
 
 def segsum(a: jax.Array) -> jax.Array:
@@ -58,6 +64,7 @@ def _prepare(x, dt, A, B, C, chunk_size):
   return t, xdt, a, B, C
 
 
+@_jit_chunked
 def ssd_chunked(x: jax.Array, dt: jax.Array, A: jax.Array, B: jax.Array, C: jax.Array,
                 chunk_size: int, initial_state: jax.Array | None = None):
   """The chunked SSD scan.
@@ -115,6 +122,7 @@ def ssd_chunked(x: jax.Array, dt: jax.Array, A: jax.Array, B: jax.Array, C: jax.
   return y, final.reshape(b, h, n, p)
 
 
+@jax.jit
 def ssd_sequential(x, dt, A, B, C, initial_state=None):
   """Reference: the recurrence of the module docstring, one step at a time (`lax.scan`).
 
@@ -137,6 +145,7 @@ def ssd_sequential(x, dt, A, B, C, initial_state=None):
   return jnp.moveaxis(y, 0, 1), final
 
 
+@_jit_chunked
 def state_energy_sums(x, dt, A, B, C, valid, chunk_size):
   """Per-state sums over valid steps of what the selective-SSM criteria need.
 
