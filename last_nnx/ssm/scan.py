@@ -122,10 +122,22 @@ def mimo_diagonal_system(lam: jax.Array, b: jax.Array, c: jax.Array, u: jax.Arra
   Returns:
     ``(B, L, H)`` float32 outputs.
   """
-  bu = jnp.einsum("blh,sh->bls", u.astype(b.dtype), b)
-  xs = diagonal_recurrence(lam, bu, method=method)
-  y = jnp.einsum("bls,hs->blh", xs, c[0]).real
+  bu = _input_projection(u, b)
+  states = [diagonal_recurrence(lam, bu, method=method)]
   if bidirectional:
-    xs_back = diagonal_recurrence(lam, bu, reverse=True, method=method)
-    y = y + jnp.einsum("bls,hs->blh", xs_back, c[1]).real
-  return y
+    states.append(diagonal_recurrence(lam, bu, reverse=True, method=method))
+  return _real_output(states, c[:len(states)])
+
+
+def _input_projection(u: jax.Array, b: jax.Array) -> jax.Array:
+  """``B u``: ``u (B, L, H)`` float, ``b (S, H)`` complex -> ``(B, L, S)`` complex."""
+  return jnp.einsum("blh,sh->bls", u.astype(b.dtype), b)
+
+
+def _real_output(states: list, c: jax.Array) -> jax.Array:
+  """``sum_d Re(c_d x^(d)) = Re([c_1 .. c_D] [x^(1); ..; x^(D)])``: one complex matmul
+  over all directions' states side by side, so one complex ``(B, L, H)`` is written
+  (and one complex cotangent taken), not one per direction."""
+  x = jnp.concatenate(states, axis=-1)  # (B, L, D S)
+  w = jnp.concatenate(list(c), axis=-1)  # (H, D S)
+  return jnp.einsum("bls,hs->blh", x, w).real
