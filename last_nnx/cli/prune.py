@@ -5,6 +5,11 @@ r"""Prune a saved model, evaluate it, and write the pruned (smaller) model.
   python -m last_nnx.prune --workdir runs/digits-s5 --max_drop 1.0 --criterion all \
       [--finetune_epochs 1]                  # how far can I prune?
 
+A criterion must apply to the saved model's layer kind (LTI or selective, e.g.
+Mamba-2): one that does not is refused in one line naming those that do.
+``--criterion all`` is `ALL_CRITERIA` for an LTI model and every applicable
+criterion (`last_nnx.pruning.applicable`) for a model with selective layers.
+
 With ``--max_drop D`` it bisects, per criterion, the largest ratio whose val
 accuracy stays within ``D`` points of the dense model's, reports test accuracy
 there and writes each such model to ``--out/<criterion>`` (see `how_far`).
@@ -55,7 +60,8 @@ def _history(meta: dict):
                                                 dense_states=run.get("initial_states") or None)
 
 
-# ``--criterion all`` of the ``--max_drop`` search.
+# ``--criterion all`` of the ``--max_drop`` search on an LTI model (a model with selective
+# layers: `last_nnx.pruning.applicable`, see `last_nnx.sweeps.max_drop.default_criteria`).
 ALL_CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
                 "calibrated_balanced")
 
@@ -83,7 +89,8 @@ def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> st
   return os.path.join(workdir, f"pruned-{criterion}-{ratio:g}-{mode}")
 
 
-def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode: str = "compact",
+def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last",
+                      mode: str = "compact",
                       out_dir: str | None = None, *, which: str = "checkpoints",
                       min_per_layer: int = 1, bidirectional: str = "sum", horizon: int = 0,
                       seed: int = 0, calibration_batches: int = 4,
@@ -94,7 +101,9 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   Args:
     workdir: a training workdir (or a directory this function wrote).
     ratio: fraction of the live states to remove, in [0, 1).
-    criterion: a registered pruning criterion.
+    criterion: a registered pruning criterion that applies to the saved
+      model; None: ``last`` on an LTI model, ``calibrated`` on a selective one
+      (`last_nnx.sweeps.max_drop.default_criterion`).
     mode: ``'compact'`` (the saved model is smaller) or ``'mask'``.
     out_dir: where to write (default ``workdir/pruned-CRITERION-RATIO-MODE``);
       must differ from ``workdir``.
@@ -118,13 +127,14 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
     evaluation), ``states_before``/``states_after``.
   """
   from last_nnx import pruning
+  from last_nnx.sweeps import max_drop as search
   pruning.check_ratio(ratio)
-  pruning.get_criterion(criterion)
+  if criterion is not None:
+    pruning.get_criterion(criterion)  # a misspelt name fails before any loading
   pruning.resolve_horizon(horizon, 1)  # a bad setting fails before any loading
   if mode not in pruning.MODES:
     raise ValueError(f"unknown pruning mode {mode!r}; expected one of {pruning.MODES}")
-  out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
-  if os.path.abspath(out_dir) == os.path.abspath(workdir):
+  if out_dir and os.path.abspath(out_dir) == os.path.abspath(workdir):
     raise ValueError(f"--out {out_dir!r} is the workdir itself: writing there would replace "
                      "its checkpoints; choose another directory")
   checkpoint = _checkpoint_module()
@@ -132,6 +142,9 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   eval_splits = tuple(eval_splits) if evaluate else ()
 
   model, config, meta = checkpoint.load_model(workdir, which=which)
+  criterion = criterion or search.default_criterion(model)
+  pruning.check_applies(criterion, pruning.layer_kinds(model))  # before any evaluation
+  out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
   meta = dict(meta or {})
   history = _history(meta)
   before = evaluate_fn(model, config, eval_splits)
@@ -144,8 +157,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str = "last", mode:
   if horizon == -1 and not seq_len:
     raise ValueError("--horizon=-1 needs the run's sequence length, and its config has no data")
   calibration = None
-  if pruning.get_criterion(criterion).calibrated:
-    from last_nnx.sweeps import max_drop as search
+  if pruning.needs_calibration(model, criterion):
     calibration = search.calibration(_task(config))
   report = pruning.prune(model, ratio, criterion=criterion, mode=mode, rng=seed,
                          min_per_layer=min_per_layer, bidirectional=bidirectional,
@@ -193,7 +205,10 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
   Args:
     workdir: a training workdir.
     max_drop: tolerated val accuracy drop, in points.
-    criteria: criterion specs (``last``, ``last@L``, ``balanced``, ...).
+    criteria: criterion specs (``last``, ``last@L``, ``balanced``, ...), each
+      applying to the model; ``['all']``: the model's default set
+      (`last_nnx.sweeps.max_drop.resolve_criteria` with `ALL_CRITERIA`); None:
+      the one default criterion (`last_nnx.sweeps.max_drop.default_criterion`).
     out_dir: default ``workdir/max_drop-<max_drop>``.
 
   Returns:
@@ -205,14 +220,17 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
 
   from last_nnx import pruning
   from last_nnx.sweeps import max_drop as search
-  for spec in criteria:
-    search.parse_criterion(spec, 1)
+  if criteria and list(criteria) != ["all"]:
+    for spec in criteria:
+      search.parse_criterion(spec, 1)  # a misspelt name fails before any loading
   out_dir = out_dir or os.path.join(workdir, f"max_drop-{max_drop:g}")
   if os.path.abspath(out_dir) == os.path.abspath(workdir):
     raise ValueError(f"--out {out_dir!r} is the workdir itself; choose another directory")
   checkpoint = _checkpoint_module()
   model, config, meta = checkpoint.load_model(workdir, which=which)
   model.eval()
+  criteria = (search.resolve_criteria(model, criteria, ALL_CRITERIA) if criteria
+              else [search.default_criterion(model)])
   task = _task(config)
   dense = search.evaluate(model, task, ("val", "test"))
   results = []
@@ -272,10 +290,12 @@ def _define_flags() -> None:
   next to another absl program (``last_nnx.cli.sweep`` has ``--workdir`` too) stays free."""
   flags.DEFINE_string("workdir", None, "Training workdir whose saved model is pruned.")
   flags.DEFINE_float("ratio", 0.3, "Fraction of the live states to remove, in [0, 1).")
-  flags.DEFINE_string("criterion", "last", "Pruning criterion (last, energy, calibrated, "
-                      "balanced, calibrated_balanced, global_hinf, uniform, magnitude, random, or "
-                      "a registered one); with --max_drop also name@L specs, a comma-separated "
-                      "list, or 'all'.")
+  flags.DEFINE_string("criterion", None, "Pruning criterion (LTI models: last, energy, "
+                      "calibrated, balanced, calibrated_balanced, global_hinf, uniform, magnitude, "
+                      "random; selective (Mamba-2): calibrated, gramian, magnitude, uniform, "
+                      "random; or a registered one); with --max_drop also name@L specs, a "
+                      "comma-separated list, or 'all' (those of the model's kind). Default: "
+                      "last (LTI) or calibrated (selective).")
   flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "compact: the saved model is "
                     "smaller; mask: shapes kept, pruned states zeroed.")
   flags.DEFINE_string("out", None, "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
@@ -301,7 +321,7 @@ def main(argv):
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
   if FLAGS.max_drop >= 0:
-    criteria = ALL_CRITERIA if FLAGS.criterion == "all" else FLAGS.criterion.split(",")
+    criteria = FLAGS.criterion.split(",") if FLAGS.criterion else None  # resolved on load
     try:
       summary = how_far(FLAGS.workdir, FLAGS.max_drop, criteria, FLAGS.out, which=FLAGS.which,
                         finetune_epochs=FLAGS.finetune_epochs,

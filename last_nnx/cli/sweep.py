@@ -6,6 +6,9 @@ r"""Pruning sweeps: one-shot curves and iterative prune-and-fine-tune schedules.
 
 (``python -m last_nnx.cli.sweep`` is the same program.) What is measured:
 `last_nnx.sweeps.points`; the tables and plots: `last_nnx.sweeps.report`.
+Without ``--criteria`` an LTI model is swept with `CRITERIA` and a selective one
+(Mamba-2) with every criterion that applies to it; a named criterion that does
+not apply is refused in one line that names those that do.
 """
 
 import os
@@ -14,7 +17,9 @@ import sys
 from absl import app, flags, logging
 from flax import nnx
 
-from last_nnx.sweeps.max_drop import max_drop_points, own_buffers, parse_criterion
+from last_nnx.sweeps.max_drop import (calibration, check_specs, default_criterion,
+                                      max_drop_points, own_buffers, parse_criterion,
+                                      resolve_criteria)
 from last_nnx.sweeps.points import CRITERIA, DEFAULT_RATIOS, PointStore, iterative, one_shot
 from last_nnx.sweeps.report import average_compressibility, write_report
 
@@ -27,8 +32,10 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
   flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to sweep.")
   flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
-  flags.DEFINE_list("criteria", list(CRITERIA), "Criteria to compare: registered names, or "
-                    "name@T / name@L (norms over T steps / the sequence length).")
+  flags.DEFINE_list("criteria", [], "Criteria to compare: registered names, or name@T / "
+                    "name@L (LTI norms over T steps / the sequence length). Default: those "
+                    f"that apply to the model ({', '.join(CRITERIA)} on an LTI one; every "
+                    "applicable one on a selective one).")
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
   flags.DEFINE_integer("recalibrate_batches", 0, "One-shot: re-estimate BatchNorm statistics "
                        "of each pruned copy on this many training batches (0: off).")
@@ -41,7 +48,8 @@ def _define_flags() -> None:
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
   flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
   flags.DEFINE_integer("finetune_epochs", 1, "Iterative: fine-tuning epochs after each step.")
-  flags.DEFINE_string("iterative_criterion", "last", "Iterative: the criterion.")
+  flags.DEFINE_string("iterative_criterion", None, "Iterative: the criterion (default: last "
+                      "on an LTI model, calibrated on a selective one).")
   flags.DEFINE_multi_string("report", None, "Only report: average compressibility over these "
                             "sweep directories.")
 
@@ -59,9 +67,13 @@ def main(argv):
   try:  # one-line errors (exit 2): bad flags, a wrong workdir
     ratios = errors.parse_numbers("ratios", FLAGS.ratios, low=0.0, high=1.0,
                                          high_open=True)
-    for spec in list(FLAGS.criteria) + [FLAGS.iterative_criterion]:
-      parse_criterion(spec, 1)
+    for spec in list(FLAGS.criteria) + [FLAGS.iterative_criterion or "last"]:
+      parse_criterion(spec, 1)  # a misspelt name fails before any loading
     model, config, _ = load_model(FLAGS.workdir, which=FLAGS.which)
+    criteria = resolve_criteria(model, FLAGS.criteria, CRITERIA)  # refused if inapplicable
+    iterative_criterion = FLAGS.iterative_criterion or default_criterion(model)
+    if FLAGS.iterative:
+      check_specs(model, [iterative_criterion])
   except (ValueError, FileNotFoundError) as e:
     errors.fail(str(e))
   task = data.build_task(config.data, batch_size=config.train.batch_size,
@@ -76,23 +88,25 @@ def main(argv):
   logging.info("sweep of %s into %s (%d points already measured)", FLAGS.workdir, out,
                len(store.points))
   try:  # fine-tuning (--iterative, --max_drop_finetune) can diverge: one line, points kept
-    one_shot(model, task, config, store, ratios=ratios, criteria=FLAGS.criteria,
+    one_shot(model, task, config, store, ratios=ratios, criteria=criteria,
              seeds=FLAGS.seeds, recalibrate_batches=FLAGS.recalibrate_batches,
              calibration_batches=FLAGS.calibration_batches)
     if FLAGS.max_drop >= 0:
-      max_drop_points(model, task, config, store, criteria=FLAGS.criteria,
+      max_drop_points(model, task, config, store, criteria=criteria,
                       max_drop=FLAGS.max_drop,
                       finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
                       calibration_batches=FLAGS.calibration_batches)
     if FLAGS.iterative:
       copy = nnx.clone(model)
       own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
-      iterative(copy, task, config, store, criterion=FLAGS.iterative_criterion,
-                target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs)
+      iterative(copy, task, config, store, criterion=iterative_criterion,
+                target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs,
+                calibration_batches=FLAGS.calibration_batches)
   except FloatingPointError as e:  # train.steps.Diverged
     sys.exit(f"error: fine-tuning diverged: {errors.one_line(str(e))}; the points measured so "
              f"far are kept in {out} (lower optim.ssm_lr or --finetune_epochs, then rerun)")
-  text = write_report(store, out, synthetic=task.synthetic, model=model)
+  text = write_report(store, out, synthetic=task.synthetic, model=model,
+                      calibration=calibration(task))
   print(text)
 
 

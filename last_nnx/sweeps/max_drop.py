@@ -8,8 +8,11 @@ criteria read a few training batches in a fixed order (`calibration`).
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import logging
 from flax import nnx
+
+from last_nnx.ssm.base import is_selective, live_states
 
 def evaluate(model, task, splits) -> dict[str, float]:
   """``{'<split>_accuracy', '<split>_loss'}`` for each split."""
@@ -39,6 +42,62 @@ def parse_criterion(spec: str, seq_len: int) -> tuple[str, int | None]:
   return name, int(horizon)
 
 
+def has_selective(model) -> bool:
+  """Whether any prunable layer of ``model`` is selective (Mamba-2)."""
+  from last_nnx import pruning
+  return "selective" in pruning.layer_kinds(model).values()
+
+
+def check_specs(model, specs) -> list[str]:
+  """``specs`` as a list, each checked against ``model``'s layer kinds.
+
+  Raises:
+    ValueError (one line): an unknown criterion or a bad ``@`` suffix
+    (`parse_criterion`), a criterion that does not apply to a layer kind of
+    the model (naming those that do, `last_nnx.pruning.check_applies`), or a
+    horizon on a model with selective layers (they have no fixed poles whose
+    norms a horizon would truncate).
+  """
+  from last_nnx import pruning
+  kinds = pruning.layer_kinds(model)
+  specs = list(specs)
+  for spec in specs:
+    name, horizon = parse_criterion(spec, 1)
+    pruning.check_applies(name, kinds)
+    if horizon is not None and "selective" in kinds.values():
+      raise ValueError(f"criterion {spec!r}: a horizon (@) truncates LTI norms, and this "
+                       "model has selective SSM layers; use one of "
+                       f"{', '.join(pruning.applicable(model))}")
+  return specs
+
+
+def default_criteria(model, curated) -> list[str]:
+  """The criteria a sweep or search compares by default on ``model``.
+
+  An LTI model: the ``curated`` specs (with their ``@L`` variants). A model
+  with selective layers: every criterion that applies to it
+  (`last_nnx.pruning.applicable`), since the curated list is LTI-only.
+  """
+  from last_nnx import pruning
+  if has_selective(model):
+    return list(pruning.applicable(model))
+  return [s for s in curated
+          if parse_criterion(s, 1)[0] in pruning.applicable(model)]
+
+
+def default_criterion(model) -> str:
+  """The criterion used when none is named: ``last`` (the paper's) on an LTI model,
+  ``calibrated`` (the per-state output energy) on one with selective layers."""
+  return "calibrated" if has_selective(model) else "last"
+
+
+def resolve_criteria(model, specs, curated) -> list[str]:
+  """``specs`` checked against ``model``; None, empty or ``['all']``: `default_criteria`."""
+  if not specs or list(specs) == ["all"]:
+    return default_criteria(model, curated)
+  return check_specs(model, specs)
+
+
 def calibration(task):
   """The training batches calibrated criteria read: the rows a scheduled pruning event
   of the training loop reads (`last_nnx.train.events.calibration_batches`)."""
@@ -47,7 +106,7 @@ def calibration(task):
 
 
 def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str = "mask",
-               calibration_batches: int = 4):
+               calibration_batches: int = 4, min_per_layer: int = 1):
   """``(pruned copy of model, report)``: ``spec`` (``name`` or ``name@T``) at ``ratio``.
 
   Subset criteria mask by default (no recompilation between points); reduction
@@ -59,7 +118,7 @@ def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str
   pruned = nnx.clone(model)
   report = pruning.prune(pruned, ratio, criterion=name, mode=mode, rng=seed, horizon=horizon,
                          calibration=calibration(task), calibration_batches=calibration_batches,
-                         seq_len=task.seq_len)
+                         seq_len=task.seq_len, min_per_layer=min_per_layer)
   return pruned, report
 
 
@@ -97,6 +156,20 @@ def finetune(model, task, config, epochs: int, seed: int = 0,
     train_steps.fit(model, optimizer, task.train_batches(2000 + 10 * seed + epoch))
 
 
+def min_states(model, min_per_layer: int = 1) -> int:
+  """The fewest states pruning can leave: ``min_per_layer`` per layer, and on a
+  selective layer at least one per group that has a live state (a lower bound:
+  the two forced sets may differ)."""
+  total = 0
+  for layer in model.prunable_layers().values():
+    floor = min(min_per_layer, live_states(layer))
+    if is_selective(layer):
+      live = np.asarray(layer.state_mask[...]) > 0
+      floor = max(floor, int(live.reshape(live.shape[0], -1).any(axis=1).sum()))
+    total += floor
+  return total
+
+
 def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune_epochs: int = 0,
                     calibration_batches: int = 4, min_per_layer: int = 1,
                     split: str = "val", splits=("val",)) -> dict:
@@ -104,8 +177,10 @@ def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune
 
   Bisects the number of kept states (`last_nnx.pruning.search`); each probe
   prunes a copy (fine-tuned ``finetune_epochs`` epochs when > 0) and evaluates
-  it on ``split`` (and on the other ``splits``). Returns ``{'ratio', 'kept',
-  'accuracy', 'probes', 'dense', 'metrics'}``, ``metrics`` the ``splits``
+  it on ``split`` (and on the other ``splits``). No probe keeps fewer than
+  `min_states`. Returns ``{'ratio', 'kept', 'accuracy', 'probes', 'dense',
+  'metrics'}``, ``kept`` the states the pruned copy at ``ratio`` really kept
+  (a group's forced keep can add to the bisection's count), ``metrics`` the ``splits``
   measured at the returned ratio (``{}`` when nothing could be pruned).
   """
   from last_nnx.pruning import search
@@ -113,10 +188,12 @@ def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune
   states = states_per_layer(model)
   dense = evaluate(model, task, (split,))[f"{split}_accuracy"]
 
-  measured = {}
+  measured, kept = {}, {}
 
   def accuracy_at(ratio):
-    pruned, _ = prune_copy(model, task, spec, ratio, calibration_batches=calibration_batches)
+    pruned, report = prune_copy(model, task, spec, ratio, calibration_batches=calibration_batches,
+                                min_per_layer=min_per_layer)
+    kept[ratio] = report.states_after
     finetune(pruned, task, config, finetune_epochs)
     measured[ratio] = evaluate(pruned, task, splits)
     acc = measured[ratio][f"{split}_accuracy"]
@@ -125,8 +202,9 @@ def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune
     return acc
 
   result = search.max_ratio_within(accuracy_at, dense, max_drop, sum(states.values()),
-                                   min_kept=min_per_layer * len(states))
-  return dict(ratio=result.ratio, kept=result.kept, accuracy=result.accuracy,
+                                   min_kept=min_states(model, min_per_layer))
+  return dict(ratio=result.ratio, kept=kept.get(result.ratio, result.kept),
+              accuracy=result.accuracy,
               probes=result.probes, dense=dense,
               metrics=measured.get(result.ratio, {}) if result.kept < sum(states.values())
               else {})

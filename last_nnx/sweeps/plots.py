@@ -3,9 +3,18 @@
 Every figure made on synthetic data says so in its title.
 """
 
+import itertools
+
 import numpy as np
 
 from last_nnx.sweeps.points import CRITERIA, mean_curve
+
+
+def measured_criteria(points: list[dict]) -> list[str]:
+  """The criteria of the one-shot points: `CRITERIA` order first, then the others sorted
+  (e.g. the selective-only ``gramian``)."""
+  measured = {p["criterion"] for p in points if p["kind"] == "one_shot"} - {"dense"}
+  return [c for c in CRITERIA if c in measured] + sorted(measured - set(CRITERIA))
 
 
 def plot_curves(points: list[dict], path: str, *, synthetic: bool, split: str = "test") -> list[str]:
@@ -17,7 +26,7 @@ def plot_curves(points: list[dict], path: str, *, synthetic: bool, split: str = 
   dense = next((p[key] for p in points if p["criterion"] == "dense" and key in p), None)
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   drawn = []
-  for c in CRITERIA:
+  for c in measured_criteria(points):
     curve = mean_curve(points, c, key)
     if not curve:
       continue
@@ -45,13 +54,23 @@ def plot_curves(points: list[dict], path: str, *, synthetic: bool, split: str = 
   return drawn
 
 
-def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5),
-                    criteria=("last", "energy", "uniform", "global_hinf"),
+ALLOCATION_CRITERIA = ("last", "energy", "uniform", "global_hinf")
+
+
+def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5), criteria=None,
                     synthetic: bool) -> None:
-  """States kept per layer at chosen ratios: the layer-adaptive allocation."""
+  """States kept per layer at chosen ratios: the layer-adaptive allocation.
+
+  ``criteria`` None: those of `ALLOCATION_CRITERIA` measured, or, when none is
+  (a selective model's sweep), up to four measured criteria other than random.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  if criteria is None:
+    measured = measured_criteria(points)
+    criteria = ([c for c in ALLOCATION_CRITERIA if c in measured]
+                or [c for c in measured if c != "random"][:4])
   dense = next(p for p in points if p["criterion"] == "dense")
   layers = list(dense["states"])
   fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios), 3.6), squeeze=False)
@@ -75,15 +94,33 @@ def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5),
   plt.close(fig)
 
 
-def plot_scores(model, path: str, *, synthetic: bool, criteria=("last", "energy")) -> None:
-  """Per-layer distributions of the scores (log scale), one panel per criterion."""
+def plot_scores(model, path: str, *, synthetic: bool, criteria=None,
+                calibration=None) -> bool:
+  """Per-layer distributions of the scores (log scale), one panel per criterion.
+
+  ``criteria`` None: ``last`` and ``energy`` on an LTI model, ``calibrated`` and
+  ``gramian`` on a selective one; those that need calibration batches are left
+  out without ``calibration`` (training batches, as `last_nnx.pruning.score`
+  takes). Returns whether a figure was written (False: no criterion left).
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from last_nnx import pruning
+  if criteria is None:
+    applicable = pruning.applicable(model)
+    criteria = [c for c in ("last", "energy") if c in applicable] or [
+        c for c in ("calibrated", "gramian") if c in applicable]
+  if calibration is None:
+    criteria = [c for c in criteria if not pruning.needs_calibration(model, c)]
+  elif any(pruning.needs_calibration(model, c) for c in criteria):
+    # A list: each criterion reads the same batches (a generator would be consumed).
+    calibration = list(itertools.islice(calibration, pruning.DEFAULT_CALIBRATION_BATCHES))
+  if not criteria:
+    return False
   fig, axes = plt.subplots(1, len(criteria), figsize=(5.5 * len(criteria), 3.6), squeeze=False)
   for ax, c in zip(axes[0], criteria):
-    scores = pruning.score(model, c)
+    scores = pruning.score(model, c, calibration=calibration)
     data = [np.log10(np.maximum(s[np.isfinite(s)], 1e-30)) for s in scores.values()]
     ax.boxplot(data, showfliers=True)
     ax.set_xticks(range(1, len(scores) + 1),
@@ -93,3 +130,4 @@ def plot_scores(model, path: str, *, synthetic: bool, criteria=("last", "energy"
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+  return True

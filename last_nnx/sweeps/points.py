@@ -8,7 +8,10 @@ rerun skips finished points.
 
 A criterion is a registered name, or ``name@T``: the same criterion with its
 norms taken over ``T`` steps (``name@L``: the task's sequence length) instead of
-infinite time (see `last_nnx.pruning.hinf`). ``last@L`` is in the default set.
+infinite time (see `last_nnx.pruning.hinf`). ``last@L`` is in the default set
+of an LTI model (`CRITERIA`); a model with selective layers (Mamba-2) is swept
+with every criterion that applies to it (`last_nnx.pruning.applicable`), and a
+criterion that does not apply is refused (`max_drop.check_specs`).
 """
 
 import json
@@ -18,7 +21,8 @@ import numpy as np
 
 from absl import logging
 
-from last_nnx.sweeps.max_drop import evaluate, parse_criterion, prune_copy
+from last_nnx.sweeps.max_drop import (check_specs, evaluate, parse_criterion, prune_copy,
+                                      resolve_criteria)
 
 CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
             "calibrated_balanced", "uniform", "global_hinf", "magnitude", "random")
@@ -59,7 +63,7 @@ class PointStore:
 
 
 
-def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds: int,
+def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, seeds: int,
              splits=("val", "test"), recalibrate_batches: int = 0,
              calibration_batches: int = 4) -> None:
   """Measures every (criterion, ratio, seed) point not yet in ``store``.
@@ -69,11 +73,13 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
   (``balanced``) compact each copy. Calibrated criteria read
   ``calibration_batches`` training batches. ``recalibrate_batches > 0`` re-estimates the
   BatchNorm statistics of each pruned copy on that many training batches
-  (`last_nnx.train.batchnorm`) before evaluating it.
+  (`last_nnx.train.batchnorm`) before evaluating it. ``criteria`` None: those
+  that apply to the model (`max_drop.resolve_criteria`); one that does not apply
+  raises a one-line ValueError before anything is measured.
   """
-  from last_nnx import pruning
   from last_nnx.train.batchnorm import recalibrate_batch_norm
   from last_nnx.train.events import states_per_layer
+  criteria = resolve_criteria(model, criteria, CRITERIA)
   base = states_per_layer(model)
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
   if dense_key not in store:
@@ -99,16 +105,21 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria, seeds:
 
 
 def iterative(model, task, config, store: PointStore, *, criterion: str, target: float,
-              steps: int, finetune_epochs: int, splits=("val", "test")) -> None:
+              steps: int, finetune_epochs: int, splits=("val", "test"),
+              calibration_batches: int = 4) -> None:
   """Prunes toward ``target`` in ``steps`` equal cumulative steps, fine-tuning between.
 
   Compaction is used (the model really shrinks and trains on). The model is
   carried from step to step, so a rerun restarts the schedule but skips the
-  measurements already stored only if the whole schedule finished.
+  measurements already stored only if the whole schedule finished. A calibrated
+  criterion reads ``calibration_batches`` training batches at each step, other
+  rows at each (as the training loop's events do,
+  `last_nnx.train.events.calibration_batches`).
   """
   from last_nnx import pruning
   from last_nnx.train import events, steps as train_steps
   from last_nnx.train.optim import make_optimizer
+  check_specs(model, [criterion])  # refused (one line) before any step
   keys = [point_key(dict(kind="iterative", criterion=criterion, ratio=target * (k + 1) / steps,
                          seed=0)) for k in range(steps)]
   if all(k in store for k in keys):
@@ -123,8 +134,11 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     ratio = pruning.event_ratio(cumulative, now, n0)
     optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
+    calibration = (events.calibration_batches(task, k)
+                   if pruning.needs_calibration(model, name) else None)
     pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
-                  horizon=horizon)
+                  horizon=horizon, calibration=calibration,
+                  calibration_batches=calibration_batches)
     after_prune = evaluate(model, task, ("val",))
     for epoch in range(finetune_epochs):
       train_steps.fit(model, optimizer, task.train_batches(1000 + 10 * k + epoch))

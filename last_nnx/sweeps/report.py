@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from last_nnx.sweeps import plots
-from last_nnx.sweeps.points import CRITERIA, PointStore, mean_curve
+from last_nnx.sweeps.points import PointStore, mean_curve
 
 def compressibility(points: list[dict], split: str = "test", tolerances=(0.5, 1.0)) -> dict:
   """Per criterion: the largest ratio whose mean accuracy loss stays within each tolerance.
@@ -50,8 +50,7 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     lines.append("_Synthetic data: these numbers are not LRA results._\n")
   if dense is None:
     return ""
-  measured = {p["criterion"] for p in points if p["kind"] == "one_shot"} - {"dense"}
-  criteria = [c for c in CRITERIA if c in measured] + sorted(measured - set(CRITERIA))
+  criteria = plots.measured_criteria(points)
   ratios = sorted({round(p["ratio"], 4) for p in points if p["kind"] == "one_shot"} - {0.0})
   lines.append(f"Dense {split} accuracy: {100 * dense:.2f}%. Accuracy loss in points "
                f"(dense minus pruned; mean ± std over seeds) at each pruning ratio:\n")
@@ -113,7 +112,13 @@ def write_points(points: list[dict], directory: str) -> None:
     writer.writerows(points)
 
 
-def write_report(store: PointStore, directory: str, *, synthetic: bool, model=None) -> str:
+def write_report(store: PointStore, directory: str, *, synthetic: bool, model=None,
+                 calibration=None) -> str:
+  """Writes the points, ``table.md`` and the plots; returns the table.
+
+  ``model``: the swept model, for ``scores.png`` (its scores under criteria that
+  apply to it; with ``calibration``, training batches, also the calibrated ones).
+  """
   points = list(store.points.values())
   write_points(points, directory)
   text = write_table(points, os.path.join(directory, "table.md"), synthetic=synthetic)
@@ -121,7 +126,8 @@ def write_report(store: PointStore, directory: str, *, synthetic: bool, model=No
     plots.plot_curves(points, os.path.join(directory, "accuracy_vs_ratio.png"), synthetic=synthetic)
     plots.plot_allocation(points, os.path.join(directory, "allocation.png"), synthetic=synthetic)
   if model is not None:
-    plots.plot_scores(model, os.path.join(directory, "scores.png"), synthetic=synthetic)
+    plots.plot_scores(model, os.path.join(directory, "scores.png"), synthetic=synthetic,
+                      calibration=calibration)
   return text
 
 
