@@ -97,21 +97,15 @@ import numpy as np  # noqa: E402
 import flax  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from last_nnx.bench import cost  # noqa: E402
+from last_nnx.bench.cost import TASK_FLAGS  # noqa: E402
 from last_nnx.bench.shapes import TASK_SHAPES  # noqa: E402
 from last_nnx.model import SequenceModel  # noqa: E402
 from last_nnx.train.optim import make_optimizer  # noqa: E402
 from last_nnx.train.steps import (TrainCarry, bound_train_step, train_step,  # noqa: E402
                                    train_step_fn)
 
-# Per-task flags of the reference run scripts (run_train.py defaults where unset).
-REFERENCE_FLAGS = {
-    "listops": dict(c_init="lecun_normal", activation="half_glu2", bn_momentum=0.95,
-                    dt_min=1e-3, opt_config="BfastandCdecay", ssm_lr=1e-3, lr_factor=3.0,
-                    weight_decay=0.04, batch=50, padded=True, ref_in_dim=20),
-    "pathx": dict(c_init="complex_normal", activation="half_glu1", bn_momentum=0.9,
-                  dt_min=1e-4, opt_config="BandCdecay", ssm_lr=6e-4, lr_factor=3.0,
-                  weight_decay=0.06, batch=32, padded=False, ref_in_dim=1),
-}
+REFERENCE_FLAGS = TASK_FLAGS  # the reference run scripts' flags, per task
 QUICK = dict(L=256, layers=2)
 HEAVY_MODULES = ("tensorflow", "tensorflow_datasets", "ml_collections", "torch", "clu")
 
@@ -185,11 +179,7 @@ def _inputs(shape: dict, flags: dict, batch: int, seed: int = 0):
   return ours, ref
 
 
-def _optim_config(flags: dict) -> types.SimpleNamespace:
-  return types.SimpleNamespace(
-      ssm_lr=flags["ssm_lr"], lr_factor=flags["lr_factor"], weight_decay=flags["weight_decay"],
-      opt_config=flags["opt_config"], dt_global=False, warmup_epochs=1.0, lr_min=0.0,
-      schedule="cosine", grad_clip=0.0, grad_accum=1)
+_optim_config = cost.optim_config
 
 
 def _memory(compiled) -> dict | None:
@@ -292,10 +282,9 @@ def _reference_model(shape: dict, flags: dict):
                            prenorm=True, batchnorm=True, bn_momentum=flags["bn_momentum"])
 
 
-def run_reference(shape: dict, flags: dict, inputs, batch: int, repeats: int) -> dict:
-  """Times the reference's ``train_helpers.train_step`` and measures its compiled memory."""
+def _reference_state(shape: dict, flags: dict, batch: int):
+  """``(train state, model class)`` of the reference, built with its own functions."""
   from s5 import train_helpers
-  t0 = time.perf_counter()
   model_cls = _reference_model(shape, flags)
   optax_module = train_helpers.optax
   if flags["opt_config"] == "BandCdecay":
@@ -310,7 +299,14 @@ def run_reference(shape: dict, flags: dict, inputs, batch: int, repeats: int) ->
         ssm_lr=flags["ssm_lr"], lr=flags["lr_factor"] * flags["ssm_lr"], dt_global=False)
   finally:
     train_helpers.optax = optax_module
-  state = state.replace(batch_stats=flax.core.unfreeze(state.batch_stats))
+  return state.replace(batch_stats=flax.core.unfreeze(state.batch_stats)), model_cls
+
+
+def run_reference(shape: dict, flags: dict, inputs, batch: int, repeats: int) -> dict:
+  """Times the reference's ``train_helpers.train_step`` and measures its compiled memory."""
+  from s5 import train_helpers
+  t0 = time.perf_counter()
+  state, model_cls = _reference_state(shape, flags, batch)
   model = model_cls(training=True)
   x, labels, steps, ths = inputs
   rng = jax.random.PRNGKey(1)
@@ -329,6 +325,42 @@ def run_reference(shape: dict, flags: dict, inputs, batch: int, repeats: int) ->
   out["memory"] = _memory(train_helpers.train_step.lower(holder["state"], *args).compile())
   out["params"] = params
   return out
+
+
+def reference_cost(shape: dict, flags: dict, batch: int) -> dict:
+  """``{"train_step", "forward"}`` cost figures (`last_nnx.bench.cost.compiled_cost`) of the
+  reference's compiled ``train_helpers.train_step`` and ``eval_step`` (compiled, not run).
+
+  Also called by the ``cost`` section of ``python -m last_nnx.bench``; installs the shims.
+  """
+  install_shims()
+  if REF_DIR not in sys.path:
+    sys.path.insert(0, REF_DIR)
+  from s5 import train_helpers
+  state, model_cls = _reference_state(shape, flags, batch)
+  _, (x, labels, steps, ths) = _inputs(shape, flags, batch)
+  train = train_helpers.train_step.lower(state, jax.random.PRNGKey(1), x, labels, steps, ths,
+                                         model_cls(training=True), True).compile()
+  forward = train_helpers.eval_step.lower(x, labels, steps, ths, state,
+                                          model_cls(training=False), True).compile()
+  return dict(train_step=cost.compiled_cost(train), forward=cost.compiled_cost(forward))
+
+
+def run_cost(tasks: list[str], batch: int | None, quick: bool) -> dict:
+  """``--cost``: ours (both scan methods) and the reference's figures, and their ratios."""
+  shape_of = {t: _shape(t, quick) for t in tasks}
+  result = cost.bench_cost(tasks, batches={t: batch for t in tasks} if batch else None,
+                           length=QUICK["L"] if quick else None,
+                           layers=QUICK["layers"] if quick else None,
+                           reference=reference_cost)
+  for task, row in result["tasks"].items():
+    assert row["seq_len"] == shape_of[task]["L"]
+    for method, ratio in row.get("ratio", {}).items():
+      print(f"{task} (L={row['seq_len']}, {row['layers']} layers, batch {row['batch']}), ours "
+            f"{method} / reference: " + ", ".join(
+                f"{p} flops {r['flops']:.3f}x bytes {r['bytes_accessed']:.3f}x fusions "
+                f"{r['fusions']:.2f}x" for p, r in ratio.items()), flush=True)
+  return result
 
 
 def _summary(run: dict) -> str:
@@ -361,6 +393,11 @@ def main(argv=None) -> dict:
   parser.add_argument("--quick", action="store_true",
                       help=f"L={QUICK['L']}, at most {QUICK['layers']} layers: a seconds-long check")
   parser.add_argument("--remat", action="store_true", help="also time ours with remat")
+  parser.add_argument("--cost", action="store_true",
+                      help="instead of timing: XLA's cost analysis (flops, bytes accessed, "
+                      "fusions) of both compiled steps and forwards, ours with each scan method, "
+                      "and the ratios, into OUT/reference_cost.json (batch: 8 at ListOps, 2 at "
+                      "Path-X unless --batch)")
   args = parser.parse_args(argv)
   tasks = [t for t in args.tasks.split(",") if t]
   unknown = [t for t in tasks if t not in REFERENCE_FLAGS]
@@ -370,6 +407,17 @@ def main(argv=None) -> dict:
     sys.exit(f"no reference code in {REF_DIR}; run bench/fetch_reference.sh first")
   shims = install_shims()
   sys.path.insert(0, REF_DIR)
+
+  if args.cost:
+    result = run_cost(tasks, args.batch, args.quick)
+    result.update(device=getattr(jax.devices()[0], "device_kind", "?"), jax=jax.__version__,
+                  flax=flax.__version__, reference_commit=_reference_commit(), quick=args.quick)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "reference_cost.json")
+    with open(path, "w") as f:
+      json.dump(result, f, indent=1)
+    print("\n".join(cost.markdown(result)) + f"\nwrote {path}")
+    return result
 
   device = jax.devices()[0]
   result = dict(device=getattr(device, "device_kind", str(device)), platform=device.platform,

@@ -57,6 +57,7 @@ SECTIONS = (
     Section("streaming", "streaming",
             lambda f: _call("deploy:bench_streaming", max(f.repeats, 5)), "deploy:markdown"),
     Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats), "mamba2:markdown"),
+    Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
 )
 NAMES = tuple(s.name for s in SECTIONS)
 
