@@ -8,7 +8,9 @@ tests/test_multihost.py``. The keep-set check across two bare processes takes
 seconds and is in the default suite as well.
 """
 
+import dataclasses
 import glob
+import itertools
 import json
 import os
 import re
@@ -78,6 +80,24 @@ def test_incomplete_settings_fail_before_starting_anything(monkeypatch):
   assert distributed.initialize(dict(coordinator_address="h:1", num_processes=1,
                                      process_id=0)) is False
   distributed.assert_same_on_every_process("anything", "a value")  # alone: nothing to compare
+
+
+def test_calibration_batches_do_not_depend_on_the_process_count(tmp_path):
+  """Every process of a run reads the rows one process of the same global batch reads."""
+  from last_nnx import data
+  from last_nnx.train.events import calibration_batches
+  from tests.test_train_loop import get_config
+  c = get_config("listops", "s5,smoke").data
+  c.cache_dir = str(tmp_path / "cache")
+  one = data.build_task(c, batch_size=16, seed=0)
+  tasks = [one] + [dataclasses.replace(one, batch_size=8, process_index=i, process_count=2)
+                   for i in range(2)]
+  reads = [list(itertools.islice(calibration_batches(t, 3), 4)) for t in tasks]
+  assert len(reads[0]) == 4 and reads[0][0][0].shape[0] == 16
+  for other in reads[1:]:
+    for a, b in zip(reads[0], other, strict=True):
+      for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 # ----------------------------------------------------------------------------
