@@ -70,13 +70,32 @@ def forward_specs(model_spec: dict, seq_len: int) -> list[dict]:
   return [inputs, _spec("lengths", (1,), np.int32)]
 
 
-def _state_names(state: dict) -> list[str]:
-  names = [f"ssm_{i}" for i in range(len(state["layers"]))] + ["count"]
-  return names + (["pool"] if "pool" in state else [])
+def _leaf_name(path) -> str:
+  """``layers/2`` -> ``ssm_2``, ``layers/2/conv`` -> ``ssm_2_conv``, ``count``, ``pool``."""
+  keys = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+  if keys[0] == "layers":
+    return "_".join(["ssm"] + keys[1:])
+  return "_".join(keys)
 
 
-def _state_leaves(state: dict) -> list[jax.Array]:
-  return list(state["layers"]) + [state["count"]] + ([state["pool"]] if "pool" in state else [])
+def flat_state(state: dict) -> tuple[list[str], list[jax.Array], Callable]:
+  """A model's streaming state as named leaves: ``(names, leaves, unflatten)``.
+
+  The layers' states come first (in layer order; a selective layer's dict
+  state as one leaf per entry, e.g. ``ssm_0_conv``, ``ssm_0_ssm``), then
+  ``count`` and ``pool``; ``unflatten(leaves)`` rebuilds the state.
+  """
+  with_paths, treedef = jax.tree_util.tree_flatten_with_path(state)
+  names = [_leaf_name(path) for path, _ in with_paths]
+  order = sorted(range(len(names)), key=lambda i: (not names[i].startswith("ssm_"), i))
+
+  def unflatten(leaves):
+    flat = [None] * len(order)
+    for position, i in enumerate(order):
+      flat[i] = leaves[position]
+    return jax.tree_util.tree_unflatten(treedef, flat)
+
+  return [names[i] for i in order], [with_paths[i][1] for i in order], unflatten
 
 
 def _to_boundary(a: jax.Array) -> jax.Array:
@@ -103,22 +122,18 @@ def streaming_functions(model: nnx.Module, model_spec: dict, seq_len: int):
   except ValueError as e:
     out["step_refused"] = str(e)
     return out
-  names = _state_names(template)
-  complex_leaf = [jnp.iscomplexobj(a) for a in _state_leaves(template)]
+  names, template_leaves, unflatten = flat_state(template)
+  complex_leaf = [jnp.iscomplexobj(a) for a in template_leaves]
   state_specs = [_spec(n, _to_boundary(a).shape, _to_boundary(a).dtype)
-                 for n, a in zip(names, _state_leaves(template))]
+                 for n, a in zip(names, template_leaves)]
   x_spec = dict(forward_specs(model_spec, 1)[0], name="x_t")
   x_spec["shape"] = x_spec["shape"][:1] + x_spec["shape"][2:]  # drop the time axis
 
   def step(x_t, *leaves):
     leaves = [jax.lax.complex(a[..., 0], a[..., 1]) if c else a
               for a, c in zip(leaves, complex_leaf)]
-    n = len(template["layers"])
-    state = dict(layers=tuple(leaves[:n]), count=leaves[n])
-    if "pool" in template:
-      state["pool"] = leaves[n + 1]
-    new, logits = nnx.merge(graphdef, variables).step(state, x_t)
-    return (logits,) + tuple(_to_boundary(a) for a in _state_leaves(new))
+    new, logits = nnx.merge(graphdef, variables).step(unflatten(leaves), x_t)
+    return (logits,) + tuple(_to_boundary(a) for a in flat_state(new)[1])
 
   out["step"] = (step, [x_spec] + state_specs,
                  [_spec("logits", (1, model_spec["n_classes"]), np.float32)] + state_specs)
@@ -210,7 +225,8 @@ def export_model(model: nnx.Module, meta: dict, out_dir: str, *, seq_len: int,
       pooling=model.pooling, layers=_layers_summary(model),
       states_total=sum(v["live_states"] for v in _layers_summary(model).values()),
       pruning_history=(meta.get("run") or {}).get("events", []),
-      state_encoding="complex64 SSM states as float32 (..., 2) = (real, imag); start from zeros",
+      state_encoding="complex64 SSM states as float32 (..., 2) = (real, imag), float32 states "
+                     "as they are; start from zeros",
       streaming=fns["step"] is not None, step_refused=fns["step_refused"],
       jax_version=jax.__version__, platforms=list(platforms), source=source or {}, files={})
   functions = {name: fns[name] for name in ("forward", "step") if fns[name] is not None}

@@ -142,6 +142,26 @@ def test_stablehlo_reloads_without_last_nnx(tmp_path):
                              rtol=1e-4, atol=1e-5)
 
 
+def test_selective_model_streams_after_reload(tmp_path):
+  """Mamba-2: a masked-pruned model exports compacted; its dict step state (conv window and
+  head states per layer) crosses the boundary as named float32 leaves and streams."""
+  model = SequenceModel(n_classes=CLASSES, d_model=8, n_layers=2, ssm="mamba2",
+                        ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4,
+                                        bidirectional=False),
+                        vocab_size=VOCAB, rngs=nnx.Rngs(0))
+  model.eval()
+  pruning.prune(model, 0.5, criterion="magnitude", mode="mask")
+  manifest = export.export_model(model, META, str(tmp_path / "out"), seq_len=LENGTH,
+                                 formats=("stablehlo",))
+  names = [s["name"] for s in manifest["step"]["args"][1:]]
+  assert names[:4] == ["ssm_0_conv", "ssm_0_ssm", "ssm_1_conv", "ssm_1_ssm"]
+  # Compacted: every layer's head states have its kept width (N = 4 -> at most 3 live).
+  widths = [s["shape"][2] for s in manifest["step"]["args"][1:] if s["name"].endswith("_ssm")]
+  assert widths == [v["state_shape"][1] for v in manifest["layers"].values()] and max(widths) < 4
+  x, lengths, got = _reload(tmp_path, tmp_path / "out", use_tf=False)
+  _check_reloaded(model, got, x, lengths, "jax")
+
+
 @pytest.mark.slow  # ~20-50 s: TensorFlow imported twice (export, reload)
 def test_saved_model_reloads_without_last_nnx(tmp_path):
   model, out = _export_pruned_run(tmp_path, export.FORMATS)

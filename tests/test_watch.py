@@ -19,6 +19,7 @@ from last_nnx.model import SequenceModel
 from last_nnx.pruning import criteria
 from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,
                                        settled_target)
+from last_nnx.ssm.base import live_states
 from last_nnx.train import loop, plan, run_state, watch
 from tests.test_train_loop import ROOT, _cache, _smoke, get_config  # noqa: F401 (autouse fixture)
 
@@ -134,6 +135,34 @@ def test_observe_predicts_the_keep_set_an_event_prunes_to():
   assert set(scores) == set(keep) and record["ratio"] == pytest.approx(0.6)
   logs = watch.log10_scores(scores[next(iter(scores))])
   assert logs.max() == pytest.approx(0.0)  # LAST's strongest state scores 1
+
+
+def test_observe_on_a_selective_model_keeps_a_state_per_group():
+  """Mamba-2: the data-free `magnitude` is watched, allocated as an event would (>= 1 per group)."""
+  model = SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=2, ssm="mamba2",
+                        ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4,
+                                        bidirectional=False), rngs=nnx.Rngs(0))
+  initial = sum(live_states(l) for l in model.prunable_layers().values())
+  record, _ = watch.observe(model, criterion="magnitude", target=0.8, initial_states=initial,
+                            bidirectional="sum", horizon=None, min_per_layer=1, seed=0)
+  report = pruning.prune(nnx.clone(model), 0.8, criterion="magnitude", mode="mask")
+  keep = watch.decode_keep(record["keep"], record["layout"])
+  for path, layer in report.layers.items():
+    assert np.flatnonzero(keep[path]).tolist() == layer.kept
+    assert keep[path].reshape(2, 4).any(axis=1).all()  # each group keeps a state
+  assert 0 < record["energy_kept_mean"] <= 1
+
+
+def test_settled_on_a_selective_model_names_the_watchable_criteria():
+  config = get_config("digits", "mamba2")
+  config.pruning.schedule = "settled"  # its criterion, calibrated, needs data
+  with pytest.raises(ValueError, match="needs calibration data.*magnitude, random"):
+    plan.validate_config(config)
+  config.watch.criterion = "last"  # LTI only
+  with pytest.raises(ValueError, match="does not score selective layers"):
+    plan.validate_config(config)
+  config.watch.criterion = "magnitude"
+  plan.validate_config(config)
 
 
 def test_a_criterion_that_needs_data_is_not_watched(caplog):

@@ -121,8 +121,9 @@ def layer_views(model: nnx.Module, stats: dict | None = None) -> dict:
           for path, layer in prunable_layers(model).items()}
 
 
-def _groups(views: dict) -> dict[str, np.ndarray]:
-  """Group ids of the selective layers (each of their groups keeps a state)."""
+def state_groups(views: dict) -> dict[str, np.ndarray]:
+  """``{layer_path: (S,) group ids}`` of the selective layers in ``views`` (`layer_views`):
+  the allocation keeps at least one state in each group."""
   return {path: v.group for path, v in views.items() if isinstance(v, selective.StateStatistics)}
 
 
@@ -224,7 +225,7 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
   scores = {path: layer_scores(m, criterion, rng=generator, bidirectional=bidirectional,
                               horizon=horizon, calibration=stats.get(path))
             for path, m in modes.items()}
-  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer, _groups(modes))
+  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer, state_groups(modes))
 
   layer_reports = {}
   for path, mask in keep.items():

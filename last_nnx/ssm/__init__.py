@@ -2,7 +2,7 @@
 
 from last_nnx.ssm.base import (DiagonalSSM, PrunableSSM, StateMask, StateModes,
                                find_prunable_layers)
-from last_nnx.ssm.registry import make_ssm, register_ssm, registered_ssms
+from last_nnx.ssm.registry import make_ssm, register_ssm, registered_ssms, ssm_kind
 from last_nnx.ssm.lru import LRU
 from last_nnx.ssm.mamba2 import Mamba2  # registers model.ssm=mamba2
 from last_nnx.ssm.s4d import S4D

@@ -24,6 +24,13 @@ def registered_ssms() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
+def ssm_kind(name: str) -> str:
+  """``'selective'`` or ``'lti'``: the kind of the registered type ``name`` (`ssm.base`)."""
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown model.ssm {name!r}; registered types: {registered_ssms()}")
+  return "selective" if getattr(_REGISTRY[name], "selective", False) else "lti"
+
+
 def make_ssm(name: str, d_model: int, options: dict, *, rngs: nnx.Rngs) -> nnx.Module:
   """Builds a registered SSM layer; unknown names/options fail with a clear message."""
   if name not in _REGISTRY:

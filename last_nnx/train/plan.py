@@ -18,7 +18,8 @@ import dataclasses
 
 from last_nnx import pruning
 from last_nnx.pruning.schedule import KINDS, settle_window
-from last_nnx.train.watch import unwatchable, watched_criterion
+from last_nnx.ssm import ssm_kind
+from last_nnx.train.watch import unwatchable, watchable, watched_criterion
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +88,12 @@ def validate_watch(config) -> None:
                      f"{pruning.registered_criteria()} ('' watches pruning.criterion)")
   if p.schedule != "settled":
     return
-  reason = unwatchable(watched_criterion(config))
+  kind = ssm_kind(config.model.ssm)
+  reason = unwatchable(watched_criterion(config), kind)
   if not w.enabled or reason:
     raise ValueError("pruning.schedule='settled' prunes when the watched keep set stops "
                      f"changing: {reason or 'watch.enabled is False'}; set watch.enabled=True "
-                     "and watch.criterion to a data-free one (e.g. 'last')")
+                     f"and watch.criterion to a data-free one ({', '.join(watchable(kind))})")
   if not 0.0 <= p.settle_tolerance < 1.0:
     raise ValueError(f"pruning.settle_tolerance={p.settle_tolerance} must be in [0, 1): the "
                      "largest keep-set change (1 - Jaccard) still called stable")

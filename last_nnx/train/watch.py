@@ -24,8 +24,9 @@ ended). The full per-state scores are appended to ``watch_scores.jsonl`` in the
 workdir for plotting (`last_nnx.plot_watch`).
 
 The data-free criteria score in milliseconds. Criteria that need calibration
-data, and reductions (``balanced``), whose "states" are not the model's, are
-not watched (one log line says so).
+data (on the model's layer kind: every criterion of a selective layer but
+``magnitude`` and ``random``), and reductions (``balanced``), whose "states"
+are not the model's, are not watched (one log line says so).
 """
 
 import json
@@ -36,23 +37,38 @@ import numpy as np
 from absl import logging
 
 from last_nnx import pruning
-from last_nnx.pruning import allocate, criteria
+from last_nnx.pruning import allocate, criteria, selective
 from last_nnx.pruning.schedule import (is_settled, jaccard, settle_targets, settle_window,
                                        settled_target)
+from last_nnx.ssm import ssm_kind
 from last_nnx.train.console import DETAIL
 
 SCORES_FILE = "watch_scores.jsonl"
 _LOG10_FLOOR = -30.0  # log10 of a zero score
 
 
-def unwatchable(criterion: str) -> str | None:
-  """Why ``criterion`` cannot be watched every epoch, or None if it can."""
+def unwatchable(criterion: str, kind: str = "lti") -> str | None:
+  """Why ``criterion`` cannot be watched every epoch on ``kind`` layers, or None if it can."""
   crit = criteria.get_criterion(criterion)
-  if crit.calibrated:
+  if kind not in crit.kinds:
+    return f"criterion {criterion!r} does not score {kind} layers"
+  if crit.needs_data(kind):
     return f"criterion {criterion!r} needs calibration data"
   if crit.reduction:
     return f"criterion {criterion!r} is a projection, not a subset of the states"
   return None
+
+
+def watchable(kind: str) -> tuple[str, ...]:
+  """The criteria `unwatchable` lets through on ``kind`` layers (for error messages)."""
+  return tuple(c for c in criteria.registered_criteria(kind) if unwatchable(c, kind) is None)
+
+
+def _energy(view, criterion: str, bidirectional: str, horizon: int | None) -> np.ndarray:
+  """A layer's per-state energy for the "energy kept" diagnostic (either layer kind)."""
+  if isinstance(view, selective.StateStatistics):
+    return selective.energy(view)
+  return criteria.layer_energy(view, criterion, bidirectional, horizon)
 
 
 def watched_criterion(config) -> str:
@@ -98,17 +114,17 @@ def observe(model, *, criterion: str, target: float, initial_states: int, bidire
     and ``{layer: (S,) float64}`` scores, ``-inf`` on dead slots.
   """
   crit = criteria.get_criterion(criterion)
-  layers = pruning.prunable_layers(model)
-  modes = {path: layer.state_modes() for path, layer in layers.items()}
+  views = pruning.layer_views(model)  # StateModes (LTI) or data-free StateStatistics
   rng = np.random.default_rng([seed, 0])
-  scores = {path: criteria.layer_scores(m, criterion, rng=rng, bidirectional=bidirectional,
-                                        horizon=horizon) for path, m in modes.items()}
+  scores = {path: criteria.layer_scores(v, criterion, rng=rng, bidirectional=bidirectional,
+                                        horizon=horizon) for path, v in views.items()}
   live = {path: int(np.isfinite(s).sum()) for path, s in scores.items()}
   ratio = pruning.event_ratio(target, sum(live.values()), initial_states)
-  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer)
+  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer,
+                           pruning.state_groups(views))
   energy_kept = {}
   for path, mask in keep.items():
-    energy = criteria.layer_energy(modes[path], criterion, bidirectional, horizon)
+    energy = _energy(views[path], criterion, bidirectional, horizon)
     total = energy.sum()
     energy_kept[path] = float(energy[mask].sum() / total) if total > 0 else 1.0
   record = dict(criterion=criterion, target=float(target), ratio=float(ratio),
@@ -174,7 +190,7 @@ def epoch_end(ctx, model, run, spec) -> float | None:
   config = ctx.config
   p, w = config.pruning, config.watch
   criterion = watched_criterion(config)
-  reason = unwatchable(criterion)
+  reason = unwatchable(criterion, ssm_kind(config.model.ssm))
   if w.enabled and reason is None:
     record, scores = observe(
         model, criterion=criterion, target=p.target_ratio,
@@ -195,8 +211,8 @@ def epoch_end(ctx, model, run, spec) -> float | None:
                  record["energy_kept_mean"], "-" if overlap is None else f"{overlap:.3f}",
                  extra=DETAIL)
   elif w.enabled and run.epoch_index == 0:
-    logging.info("watch: skipped, %s (set watch.criterion to a data-free one, e.g. 'last')",
-                 reason)
+    logging.info("watch: skipped, %s (set watch.criterion to a data-free one: %s)",
+                 reason, ", ".join(watchable(ssm_kind(config.model.ssm))))
   if p.schedule != "settled":
     return spec.target_ratio
   if not spec.settle:
