@@ -4,8 +4,9 @@ The training tests start real processes through the command line (``python -m
 last_nnx.train``), as the README tells a user to, and are marked ``multihost``
 and ``slow`` (about 4 minutes on a busy 2-core machine). CI runs them with
 ``pytest -m multihost``; locally: ``.venv/bin/python -m pytest -m multihost
-tests/test_multihost.py``. The keep-set check across two bare processes takes
-seconds and is in the default suite as well.
+tests/test_multihost.py tests/test_multihost_faults.py`` (the second file: faults
+and rarer options, with the helpers of this one). The keep-set check across two
+bare processes takes seconds and is in the default suite as well.
 """
 
 import dataclasses
