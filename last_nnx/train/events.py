@@ -75,10 +75,11 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
 
   With ``pruning.recalibrate_batches > 0`` the BatchNorm statistics are
   re-estimated on that many training batches right after pruning (before the
-  "after" evaluation). The guard rail ``pruning.max_acc_drop`` (>= 0) compares
-  validation accuracy before and after: on a larger drop the event is undone,
-  then retried at half the ratio (``on_violation='halve'``, up to
-  ``max_halvings`` times) or abandoned (``'rollback'``).
+  "after" evaluation; the record's ``recalibrated_batches`` counts those read).
+  The guard rail ``pruning.max_acc_drop`` (>= 0) compares validation accuracy
+  before and after: on a larger drop the event is undone, then retried at half
+  the ratio (``on_violation='halve'``, up to ``max_halvings`` times) or
+  abandoned (``'rollback'``).
   """
   p = config.pruning
   before_states = states_per_layer(model)
