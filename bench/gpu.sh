@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The accelerator check of issue 18, as one prepared script:
 #   1. the paper's own train step (msgwak/LAST) beside ours at the ListOps and Path-X shapes
-#      and the paper's batch sizes (bench/reference_step.py; step time, compiled memory);
+#      and the paper's batch sizes (bench/reference_step.py; step time, compiled memory; ours
+#      through the bound step, steps.bound_train_step, as the training loop calls it), then
+#      XLA's cost figures of both compiled steps and forwards on the device (--cost:
+#      flops, bytes accessed, fusions; ours on the associative scan, what auto picks there);
 #   2. the largest Path-X batch whose train step fits, with and without donation and remat;
 #   3. `make bench`'s sections that need no TensorFlow (train step, pruning event, forward,
 #      memory, streaming/export, the loop's feeding habits) at a GPU-sized batch.
 #
-#   bench/fetch_reference.sh            # here, once: exports the reference into .ref/ (not ours)
+#   bench/fetch_reference.sh --deps     # here, once: exports the reference into .ref/ (not ours),
+#                                       # and clu/wrapt into .ref/site (the GPU image lacks clu)
 #   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
 #   bash bench/gpu.sh OUT_DIR [--quick | PARTS] # --quick: tiny shapes, for a check on the CPU;
 #                                       # PARTS: e.g. reference,capacity (default: all three)
@@ -50,13 +54,17 @@ part() {  # part NAME SECONDS COMMAND...: runs one part under its own limit, log
 
 if [[ $quick == 1 ]]; then
   part reference 300 $py bench/reference_step.py --out "$out" --quick
+  part reference_cost 300 $py bench/reference_step.py --out "$out" --quick --cost \
+    --tasks listops --methods associative
   part bench 600 $py -m last_nnx.bench --out "$out" --batch 2 --repeats 1 --tasks listops \
     --lengths 1024 --sections loop,train,forward
 else
   want reference && [[ ! -d .ref/LAST ]] && \
     echo "no .ref/LAST: run bench/fetch_reference.sh first (reference skipped)"
-  want reference && [[ -d .ref/LAST ]] && part reference 300 $py bench/reference_step.py \
-    --out "$out" --tasks listops,pathx --repeats 10 --remat
+  want reference && [[ -d .ref/LAST ]] && part reference 270 $py bench/reference_step.py \
+    --out "$out" --tasks listops,pathx --repeats 10
+  want reference && [[ -d .ref/LAST ]] && part reference_cost 210 $py bench/reference_step.py \
+    --out "$out" --cost --tasks listops,pathx --methods associative
   want capacity && part capacity 300 $py -m last_nnx.bench --out "$out" --sections capacity
   want bench && part bench 300 $py -m last_nnx.bench --out "$out" --batch 32 --repeats 10 \
     --tasks listops,pathx --sections loop,train,forward,memory,pruning

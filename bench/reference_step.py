@@ -100,8 +100,6 @@ from flax import nnx  # noqa: E402
 from last_nnx.bench import cost  # noqa: E402
 from last_nnx.bench.cost import TASK_FLAGS  # noqa: E402
 from last_nnx.bench.shapes import TASK_SHAPES  # noqa: E402
-from last_nnx.model import SequenceModel  # noqa: E402
-from last_nnx.train.optim import make_optimizer  # noqa: E402
 from last_nnx.train.steps import (TrainCarry, bound_train_step, train_step,  # noqa: E402
                                    train_step_fn)
 
@@ -179,9 +177,6 @@ def _inputs(shape: dict, flags: dict, batch: int, seed: int = 0):
   return ours, ref
 
 
-_optim_config = cost.optim_config
-
-
 def _memory(compiled) -> dict | None:
   try:
     stats = compiled.memory_analysis()
@@ -219,20 +214,15 @@ def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False
   """Times ``last_nnx.train.steps.train_step`` and measures its compiled memory."""
   t0 = time.perf_counter()
   x, lengths, y = inputs
-  ssm_config = dict(state_size=shape["P"], blocks=shape["J"], bidirectional=True,
-                    conj_sym=True, c_init=flags["c_init"], dt_min=flags["dt_min"])
-  model = SequenceModel(n_classes=shape["classes"], d_model=shape["H"], n_layers=shape["layers"],
-                        ssm="s5", ssm_config=ssm_config, vocab_size=shape["vocab"],
-                        activation=flags["activation"], bn_momentum=flags["bn_momentum"],
-                        remat=remat, rngs=nnx.Rngs(0))
-  optimizer, _ = make_optimizer(model, _optim_config(flags), total_steps=10_000,
-                                steps_per_epoch=1_000)
+  model, optimizer = cost.build_ours(shape, flags, "auto", remat)  # auto: as training picks
   carry = TrainCarry.start(model)
   holder = {"carry": carry}
   # As the loop calls it: model and optimizer bound, so the graphs are walked once
   # (where a flax lacks nnx.cached_partial, nnx.jit walks them on every call).
   bound = (bound_train_step(model, optimizer) if hasattr(nnx, "cached_partial")
            else functools.partial(train_step, model, optimizer))
+  step_of = ("bound_train_step" if hasattr(nnx, "cached_partial")
+             else "train_step (nnx.jit, graphs walked per call: this flax lacks cached_partial)")
 
   def step():
     holder["carry"] = bound(holder["carry"], x, lengths, y)
@@ -240,7 +230,7 @@ def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False
 
   build_s = time.perf_counter() - t0
   out = _timings(step, repeats)
-  out["build_s"] = build_s
+  out["build_s"], out["step_of"] = build_s, step_of
   try:  # the timed step's own executable (flax's nnx.jit stages; usually a cache hit)
     compiled = train_step.lower(model, optimizer, holder["carry"], x, lengths, y).compile()
     out["memory"], out["memory_of"] = _memory(compiled), "train_step"
@@ -346,13 +336,14 @@ def reference_cost(shape: dict, flags: dict, batch: int) -> dict:
   return dict(train_step=cost.compiled_cost(train), forward=cost.compiled_cost(forward))
 
 
-def run_cost(tasks: list[str], batch: int | None, quick: bool) -> dict:
+def run_cost(tasks: list[str], batch: int | None, quick: bool,
+             methods=cost.SCAN_METHODS) -> dict:
   """``--cost``: ours (both scan methods) and the reference's figures, and their ratios."""
   shape_of = {t: _shape(t, quick) for t in tasks}
   result = cost.bench_cost(tasks, batches={t: batch for t in tasks} if batch else None,
                            length=QUICK["L"] if quick else None,
                            layers=QUICK["layers"] if quick else None,
-                           reference=reference_cost)
+                           reference=reference_cost, methods=methods)
   for task, row in result["tasks"].items():
     assert row["seq_len"] == shape_of[task]["L"]
     for method, ratio in row.get("ratio", {}).items():
@@ -398,6 +389,8 @@ def main(argv=None) -> dict:
                       "fusions) of both compiled steps and forwards, ours with each scan method, "
                       "and the ratios, into OUT/reference_cost.json (batch: 8 at ListOps, 2 at "
                       "Path-X unless --batch)")
+  parser.add_argument("--methods", default=",".join(cost.SCAN_METHODS),
+                      help="--cost: our scan methods to measure")
   args = parser.parse_args(argv)
   tasks = [t for t in args.tasks.split(",") if t]
   unknown = [t for t in tasks if t not in REFERENCE_FLAGS]
@@ -409,7 +402,7 @@ def main(argv=None) -> dict:
   sys.path.insert(0, REF_DIR)
 
   if args.cost:
-    result = run_cost(tasks, args.batch, args.quick)
+    result = run_cost(tasks, args.batch, args.quick, args.methods.split(","))
     result.update(device=getattr(jax.devices()[0], "device_kind", "?"), jax=jax.__version__,
                   flax=flax.__version__, reference_commit=_reference_commit(), quick=args.quick)
     os.makedirs(args.out, exist_ok=True)
