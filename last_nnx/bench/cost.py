@@ -11,6 +11,14 @@ are lowered and compiled, not run, and reported as:
   step is bound by memory traffic, so bytes are the figure to watch);
 * ``fusions``: fusion instructions in the compiled HLO text (kernels, roughly).
 
+Two habits of XLA's count to keep in mind: a complex multiply-add counts as 2 flops,
+like a real one (it is 8 real flops), so a complex matmul rewritten as real ones
+"costs" more flops for the same work; and a while loop's body is counted once (the
+sequential scan's per-step flops are left out), so compare the associative figures
+with the paper's step, which scans associatively too. Bytes are each top-level
+instruction's operands plus its output: a fusion that reads a slice of a buffer is
+charged the whole buffer.
+
 The models use the flags of the paper's run scripts (`TASK_FLAGS`), as
 ``bench/reference_step.py`` does, which reports the paper's own step (msgwak/LAST)
 beside ours with the same figures (``--cost``); this section adds those figures
@@ -190,7 +198,8 @@ def _fmt(cost: dict) -> str:
 def markdown(result: dict) -> list[str]:
   lines = ["## Cost model of the compiled step (XLA cost analysis)", "",
            f"Backend {result['backend']}; reference: {result['reference']}. Compiled, not run; "
-           "ratio = ours / reference (bytes: the associative path is the GPU's).", "",
+           "ratio = ours / reference bytes (the associative path is the GPU's; XLA counts the "
+           "sequential scan's loop body once).", "",
            "| task (batch) | program | step | flops | bytes accessed | fusions | bytes ratio |",
            "|---|---|---|---|---|---|---|"]
   for task, row in result["tasks"].items():
