@@ -7,13 +7,11 @@ loaded 2-core machine): ``pytest -m slow tests/test_mamba2_train.py``.
 """
 
 import json
-import os
-import shutil
 
 import pytest
 
 from last_nnx.train import loop
-from tests.test_train_loop import _cache, _smoke  # noqa: F401 (_cache: autouse fixture)
+from tests.test_train_loop import _cache, _smoke, interrupted_copy  # noqa: F401 (_cache: autouse)
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +34,7 @@ def test_event_watch_and_resume_of_pruned_shapes(tmp_path):
     assert json.load(f)["final"]["states"] == {"blocks.0.ssm": 4}
 
   # Killed after epoch 2's checkpoint (pruned shapes): the rerun resumes and matches.
-  part = tmp_path / "part"
-  shutil.copytree(tmp_path / "full", part)
-  ckpt_dir = part / "checkpoints"
-  saved = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
-  for s in saved[1:]:
-    shutil.rmtree(ckpt_dir / str(s))
-  os.remove(part / "summary.json")
+  part = interrupted_copy(tmp_path / "full", tmp_path / "part")
   resumed = loop.train_and_evaluate(config, str(part))
   assert resumed["states_final"] == full["states_final"]
   assert resumed["pruning_events"] == full["pruning_events"]

@@ -143,18 +143,24 @@ def test_smoke_trains_and_prunes_other_tasks(task, model, tmp_path):
   _check_summary(summary, str(tmp_path))
 
 
+def interrupted_copy(workdir, part):
+  """A copy of a finished run's ``workdir`` at ``part`` as a kill after its first
+  checkpoint leaves it: later checkpoints and summary.json deleted."""
+  shutil.copytree(workdir, part)
+  ckpt_dir = part / "checkpoints"
+  saved = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
+  for s in saved[1:]:
+    shutil.rmtree(ckpt_dir / str(s))
+  os.remove(part / "summary.json")
+  return part
+
+
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, base_run):
   config, full, full_dir, _ = base_run  # epoch 1, pruning event, fine-tuning, epochs 2, 3
   # Stop after epoch 2's checkpoint (pruned shapes, dropout RNG mid-run): delete everything
   # later, as a kill would. (The run is deterministic, so a copy of the full run's workdir
   # stands for a second run of the same config.)
-  part = tmp_path / "part"
-  shutil.copytree(full_dir, part)
-  ckpt_dir = part / "checkpoints"
-  steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit())
-  for s in steps[1:]:
-    shutil.rmtree(ckpt_dir / str(s))
-  os.remove(part / "summary.json")
+  part = interrupted_copy(full_dir, tmp_path / "part")
   resumed = loop.train_and_evaluate(config, str(part))
   assert [e["epoch"] for e in resumed["epochs"]] == [1, 2, 3, 4]
   assert resumed["pruning_events"] == full["pruning_events"]
