@@ -134,21 +134,46 @@ def _input_projection(u: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.einsum("blh,sh->bls", u.astype(b.dtype), b)
 
 
+@jax.custom_vjp
+def _real_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """``Re(x w^T)``: ``x (B, L, K)`` and ``w (H, K)`` complex -> ``(B, L, H)`` float32."""
+  return jnp.einsum("blk,hk->blh", x, w).real
+
+
+def _real_matmul_fwd(x, w):
+  return _real_matmul(x, w), (x, w)
+
+
+def _real_matmul_bwd(residuals, g):
+  """The transposes autodiff takes (``Re``'s: the cotangent as a complex with zero
+  imaginary part, no conjugation), with the weight gradient contracted as ``x^T g``
+  rather than ``g^T x``: XLA then lays out a transposed copy of the narrow states
+  ``(B L, K)``, not of the wide complex cotangent ``(B L, H)``."""
+  x, w = residuals
+  gc = g.astype(x.dtype)
+  return jnp.einsum("blh,hk->blk", gc, w), jnp.einsum("blk,blh->kh", x, gc).T
+
+
+_real_matmul.defvjp(_real_matmul_fwd, _real_matmul_bwd)
+
+
 def _real_output(states: list, c: jax.Array) -> jax.Array:
   """``sum_d Re(c_d x^(d))`` for the directions' states ``(B, L, S)`` and ``c (D, H, S)``.
 
   With states narrower than the output (``D S <= H``, e.g. ListOps: 2 x 8 against
   128), one complex matmul over the states side by side, ``Re([c_1 .. c_D] [x^(1);
   ..; x^(D)])``, as the paper's step does: one complex ``(B, L, H)`` is written and one
-  complex cotangent taken instead of one per direction (ListOps train step: 6.77 ->
-  6.39 GB in XLA's cost analysis). With wide states (Path-X: 2 x 128 against 128)
+  complex cotangent taken instead of one per direction, and its gradient is
+  `_real_matmul`'s (ListOps train step, XLA's cost analysis: 6.77 -> 6.39 GB side by
+  side, -> 6.27 GB with that gradient). With wide states (Path-X: 2 x 128 against 128)
   copying them side by side and splitting their cotangent for the two transposed
-  scans moves more than it saves (33.7 -> 36.1 GB), so each direction has its matmul.
+  scans moves more than it saves (33.7 -> 36.1 GB), and so does `_real_matmul`'s
+  gradient per direction (-> 34.6 GB): each direction has its plain matmul.
   """
-  if len(states) > 1 and len(states) * states[0].shape[-1] <= c.shape[1]:
-    x = jnp.concatenate(states, axis=-1)  # (B, L, D S)
+  if len(states) * states[0].shape[-1] <= c.shape[1]:
+    x = jnp.concatenate(states, axis=-1) if len(states) > 1 else states[0]  # (B, L, D S)
     w = jnp.concatenate(list(c), axis=-1)  # (H, D S)
-    return jnp.einsum("bls,hs->blh", x, w).real
+    return _real_matmul(x, w)
   y = jnp.einsum("bls,hs->blh", states[0], c[0]).real
   for xs, cd in zip(states[1:], c[1:]):
     y = y + jnp.einsum("bls,hs->blh", xs, cd).real
