@@ -106,14 +106,18 @@ def test_iterative_calibrated_reads_calibration_batches_and_compacts(saved, tmp_
                                                                      monkeypatch):
   model, config, task = _load(saved)
   sweeps.own_buffers(model)
-  read = []
-  real = events.calibration_batches
+  from last_nnx.train import optim
+  read, built = [], []
+  real, real_optimizer = events.calibration_batches, optim.make_optimizer
   monkeypatch.setattr(events, "calibration_batches",
                       lambda t, k: read.append(k) or real(t, k))
+  monkeypatch.setattr(optim, "make_optimizer", lambda m, c, **kw: built.append(
+      (kw["lr_scale"], c.warmup_epochs)) or real_optimizer(m, c, **kw))
   store = sweeps.PointStore(str(tmp_path))
   sweeps.iterative(model, task, config, store, criterion="calibrated", target=0.5, steps=2,
-                   finetune_epochs=1, splits=("val",), calibration_batches=1)
+                   finetune_epochs=1, splits=("val",), calibration_batches=1, lr_scale=0.1)
   assert read == [0, 1]  # other rows at each step
+  assert built == [(0.1, 0), (0.1, 0)]  # fine-tuned at a tenth of the rates, no warmup
   done = sorted(store.points.values(), key=lambda p: p["ratio"])
   assert [round(p["ratio"], 2) for p in done] == [0.25, 0.5]
   assert done[-1]["ratio_achieved"] == pytest.approx(0.5)

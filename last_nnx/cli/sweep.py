@@ -48,6 +48,8 @@ def _define_flags() -> None:
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
   flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
   flags.DEFINE_integer("finetune_epochs", 1, "Iterative: fine-tuning epochs after each step.")
+  flags.DEFINE_float("iterative_lr_scale", 0.0, "Iterative: fine-tune at this fraction of "
+                     "the run's learning rates, no warmup (0: the run's rates and warmup).")
   flags.DEFINE_string("iterative_criterion", None, "Iterative: the criterion (default: last "
                       "on an LTI model, calibrated on a selective one).")
   flags.DEFINE_multi_string("report", None, "Only report: average compressibility over these "
@@ -101,7 +103,8 @@ def main(argv):
       own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
       iterative(copy, task, config, store, criterion=iterative_criterion,
                 target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs,
-                calibration_batches=FLAGS.calibration_batches)
+                calibration_batches=FLAGS.calibration_batches,
+                lr_scale=FLAGS.iterative_lr_scale or None)
   except FloatingPointError as e:  # train.steps.Diverged
     sys.exit(f"error: fine-tuning diverged: {errors.one_line(str(e))}; the points measured so "
              f"far are kept in {out} (lower optim.ssm_lr or --finetune_epochs, then rerun)")

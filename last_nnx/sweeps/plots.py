@@ -61,16 +61,16 @@ def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5), criteri
                     synthetic: bool) -> None:
   """States kept per layer at chosen ratios: the layer-adaptive allocation.
 
-  ``criteria`` None: those of `ALLOCATION_CRITERIA` measured, or, when none is
-  (a selective model's sweep), up to four measured criteria other than random.
+  ``criteria`` None: up to four measured criteria, those of `ALLOCATION_CRITERIA`
+  first, then the others but random (a selective model's sweep has few of them).
   """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   if criteria is None:
     measured = measured_criteria(points)
-    criteria = ([c for c in ALLOCATION_CRITERIA if c in measured]
-                or [c for c in measured if c != "random"][:4])
+    first = [c for c in ALLOCATION_CRITERIA if c in measured]
+    criteria = (first + [c for c in measured if c not in first and c != "random"])[:4]
   dense = next(p for p in points if p["criterion"] == "dense")
   layers = list(dense["states"])
   fig, axes = plt.subplots(1, len(ratios), figsize=(5 * len(ratios), 3.6), squeeze=False)

@@ -106,7 +106,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
 
 def iterative(model, task, config, store: PointStore, *, criterion: str, target: float,
               steps: int, finetune_epochs: int, splits=("val", "test"),
-              calibration_batches: int = 4) -> None:
+              calibration_batches: int = 4, lr_scale: float | None = None) -> None:
   """Prunes toward ``target`` in ``steps`` equal cumulative steps, fine-tuning between.
 
   Compaction is used (the model really shrinks and trains on). The model is
@@ -114,7 +114,9 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   measurements already stored only if the whole schedule finished. A calibrated
   criterion reads ``calibration_batches`` training batches at each step, other
   rows at each (as the training loop's events do,
-  `last_nnx.train.events.calibration_batches`).
+  `last_nnx.train.events.calibration_batches`). Fine-tuning: a fresh optimizer of
+  the run's config each step; with ``lr_scale`` its rates times ``lr_scale`` and no
+  warmup (as `max_drop.finetune`), else the run's rates and warmup.
   """
   from last_nnx import pruning
   from last_nnx.train import events, steps as train_steps
@@ -127,13 +129,18 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   name, horizon = parse_criterion(criterion, task.seq_len)
   base = events.states_per_layer(model)
   n0 = sum(base.values())
+  optim = config.optim
+  if lr_scale is not None:
+    optim = config.optim.copy_and_resolve_references()
+    optim.warmup_epochs = 0
   model.train()
   for k in range(steps):
     cumulative = target * (k + 1) / steps
     now = sum(events.states_per_layer(model).values())
     ratio = pruning.event_ratio(cumulative, now, n0)
-    optimizer, _ = make_optimizer(model, config.optim, total_steps=max(1, finetune_epochs * (
-        task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch)
+    optimizer, _ = make_optimizer(model, optim, total_steps=max(1, finetune_epochs * (
+        task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch,
+                                  lr_scale=1.0 if lr_scale is None else lr_scale)
     calibration = (events.calibration_batches(task, k)
                    if pruning.needs_calibration(model, name) else None)
     pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
@@ -146,6 +153,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     point = dict(kind="iterative", criterion=criterion, ratio=cumulative, seed=0, states=states,
                  ratio_achieved=1 - sum(states.values()) / n0,
                  val_accuracy_before_finetune=after_prune["val_accuracy"],
+                 lr_scale=lr_scale,  # None: the run's rates and warmup
                  **evaluate(model, task, splits))
     store.add(point)
     logging.info("iterative step %d/%d: %.0f%% pruned, val acc %.4f -> %.4f after fine-tuning",
