@@ -3,6 +3,7 @@ r"""Our S5 train step beside the paper's own (msgwak/LAST, linen, built on linde
   bench/fetch_reference.sh [--deps]        # exports the reference into .ref/LAST (not ours)
   python bench/reference_step.py --out DIR [--tasks listops,pathx] [--batch N]
       [--repeats R] [--quick] [--remat]
+  python bench/reference_step.py --cost --out DIR [--tasks ...] [--methods associative]
 
 For each task, at the shapes of ``last_nnx.bench.shapes.TASK_SHAPES`` (ListOps: L=2048,
 8 layers, H=128, P=16 in J=8 blocks; Path-X: L=16384, 6 layers, H=128, P=256 in
@@ -32,6 +33,12 @@ the reference's host-side learning-rate update nor batch preparation):
   ``train_step.lower(...).compile()`` (flax's ``nnx.jit`` stages; where a flax
   lacks them, a functional ``jax.jit`` of ``train_step_fn`` over ``nnx.split``
   state, donated as ``train_step`` donates; ``memory_of`` says which).
+
+``--cost`` times nothing: it compiles both train steps and both forwards (the
+reference's ``eval_step``, our ``eval_step``) and reports XLA's cost analysis of each,
+flops, bytes accessed and fusions (`last_nnx.bench.cost`, also the ``cost`` section of
+``python -m last_nnx.bench``), ours per scan method, with ours / reference ratios, into
+``DIR/reference_cost.json``; batch 8 at ListOps and 2 at Path-X unless ``--batch``.
 
 Ours runs without rematerialization and without gradient accumulation (the
 Path-X config's ``remat=True``, ``grad_accum=8`` would change the step the

@@ -196,7 +196,7 @@ def _fmt(cost: dict) -> str:
 
 
 def markdown(result: dict) -> list[str]:
-  lines = ["## Cost model of the compiled step (XLA cost analysis)", "",
+  lines = ["", "## Cost model of the compiled step (XLA cost analysis)", "",
            f"Backend {result['backend']}; reference: {result['reference']}. Compiled, not run; "
            "ratio = ours / reference bytes (the associative path is the GPU's; XLA counts the "
            "sequential scan's loop body once).", "",
@@ -207,11 +207,11 @@ def markdown(result: dict) -> list[str]:
     for program in result["programs"]:
       for method, cost in row["ours"].items():
         ratio = row.get("ratio", {}).get(method, {}).get(program, {}).get("bytes_accessed")
-        lines.append(f"| {task} (L={row['seq_len']}, {row['batch']}) | {program} | ours, "
+        lines.append(f"| {task} (L={row['seq_len']}, batch {row['batch']}) | {program} | ours, "
                      f"{method} | {_fmt(cost[program])} | "
                      f"{'' if ratio is None else f'{ratio:.2f}x'} |")
       if ref and "error" not in ref:
-        lines.append(f"| {task} (L={row['seq_len']}, {row['batch']}) | {program} | paper's "
+        lines.append(f"| {task} (L={row['seq_len']}, batch {row['batch']}) | {program} | paper's "
                      f"(associative) | {_fmt(ref[program])} | 1.00x |")
   if any("error" in (r.get("reference") or {}) for r in result["tasks"].values()):
     lines.append("")
