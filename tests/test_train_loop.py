@@ -260,7 +260,7 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
     summary = loop.train_and_evaluate(config, str(tmp_path))
     assert len(summary["epochs"]) == 4 and all(np.isfinite(e["train/loss"])
                                                for e in summary["epochs"])
-  assert "non-finite parameter ['blocks'][0]['ssm']['log_step']" in caplog.text
+  assert "non-finite parameter ['blocks'][0]['ssm']['log_step'] at step" in caplog.text
   assert "rolling back to the last checkpoint and retrying with lr x0.5" in caplog.text
 
 

@@ -31,7 +31,8 @@ def _float_leaves(params) -> list[jax.Array]:
 
 def parameter_paths(model) -> list[str]:
   """Key paths of the floating-point parameters, in the order `TrainCarry` flags them."""
-  return [jax.tree_util.keystr(path) for path, x in
+  # keystr ends in ".value" (the Variable's field) under flax 0.12: the name is the path.
+  return [jax.tree_util.keystr(path).removesuffix(".value") for path, x in
           jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
           if jnp.issubdtype(x.dtype, jnp.inexact)]
 
