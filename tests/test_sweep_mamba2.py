@@ -143,9 +143,12 @@ def test_max_drop_search_on_a_mamba2_workdir(saved, tmp_path):
   result = prune.prune_saved_model(saved, 0.5, None, out_dir=str(tmp_path / "p"),
                                    evaluate=False, calibration_batches=1)
   assert result["report"]["criterion"] == "calibrated" and result["states_after"] == 8
+  never = lambda *a: pytest.fail("evaluated before refusing")
   with pytest.raises(ValueError, match="does not apply to selective"):
-    prune.prune_saved_model(saved, 0.5, "last", out_dir=str(tmp_path / "q"),
-                            evaluate_fn=lambda *a: pytest.fail("evaluated before refusing"))
+    prune.prune_saved_model(saved, 0.5, "last", out_dir=str(tmp_path / "q"), evaluate_fn=never)
+  with pytest.raises(ValueError, match="horizon=-1 truncates LTI norms"):
+    prune.prune_saved_model(saved, 0.5, "gramian", out_dir=str(tmp_path / "q"), horizon=-1,
+                            evaluate_fn=never)
 
 
 def _refusal(saved, program, args, out):

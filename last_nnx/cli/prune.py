@@ -144,6 +144,9 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
   model, config, meta = checkpoint.load_model(workdir, which=which)
   criterion = criterion or search.default_criterion(model)
   pruning.check_applies(criterion, pruning.layer_kinds(model))  # before any evaluation
+  if horizon and search.has_selective(model):
+    raise ValueError(f"--horizon={horizon} truncates LTI norms, and this model has selective "
+                     "SSM layers (no fixed poles): leave it 0")
   out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
   meta = dict(meta or {})
   history = _history(meta)
