@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -171,6 +172,13 @@ def test_one_process_killed_in_the_event_checkpoint_then_both_rerun(calibrated, 
                   dict(env, LAST_NNX_TEST_KILL_IN_EVENT_SAVE="1"), CALIBRATED, launcher=LAUNCHER)
   try:
     assert first[1].wait(timeout=900) == -9, open(f"{tmp_path}/first.p1.log").read()[-3000:]
+    try:  # the survivor fails at its next collective, saying what to do
+      first[0].wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      pass  # stuck in a collective that never times out: killed below
+    else:
+      last = open(f"{tmp_path}/first.p0.log").read().strip().splitlines()[-1]
+      assert first[0].returncode == 1 and last.startswith("error: ") and "rerun all" in last, last
   finally:
     _kill(first)
   assert not os.path.exists(workdir / "summary.json")

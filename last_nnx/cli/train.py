@@ -53,9 +53,27 @@ def _main(argv):
     logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
                  "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, Diverged) as e:  # Diverged: no retries left
+  except (ValueError, FileNotFoundError, RuntimeError, Diverged) as e:  # Diverged: no retries left
+    if distributed.lost_peer(e):
+      _exit_now(f"{str(e).splitlines()[0]} -- another process of this run has stopped: rerun "
+                "all of them with the same commands; they resume from the last committed "
+                "checkpoint")
+    if isinstance(e, RuntimeError):
+      raise
     logging.error("%s", e)
     sys.exit(f"error: {e}")
+
+
+def _exit_now(message: str) -> None:
+  """Ends the process at once with one error line: a normal exit would wait (minutes, then
+  abort with a traceback) for the distributed service's barriers of a process that is gone,
+  and for the checkpoint that was in flight, which the rerun discards."""
+  logging.error("%s", message)
+  logging.flush()
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {message}\n")
+  sys.stderr.flush()
+  os._exit(1)
 
 
 def run():

@@ -97,6 +97,15 @@ def _check_settings(s: dict, cluster) -> None:
                      f"(train.num_processes={s['num_processes']})")
 
 
+# What a collective's error says when another process of the run is gone.
+_LOST_PEER = ("Gloo", "NCCL", "heartbeat timeout", "closed by peer", "reset by peer")
+
+
+def lost_peer(error: BaseException) -> bool:
+  """Whether ``error`` (raised in a multi-process run) means another process stopped."""
+  return jax.process_count() > 1 and any(m in str(error) for m in _LOST_PEER)
+
+
 def initialize(train_config=None) -> bool:
   """Starts ``jax.distributed`` for a multi-process run; returns whether it is one.
 
