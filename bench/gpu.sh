@@ -7,13 +7,16 @@
 #      flops, bytes accessed, fusions; ours on the associative scan, what auto picks there);
 #   2. the largest Path-X batch whose train step fits, with and without donation and remat;
 #   3. `make bench`'s sections that need no TensorFlow (train step, pruning event, forward,
-#      memory, streaming/export, the loop's feeding habits) at a GPU-sized batch.
+#      memory, streaming/export, the loop's feeding habits) at a GPU-sized batch;
+#   4. (part `mamba2`, not in the default set) Mamba-2's train step and token streaming
+#      against its state size N (issue 27): what pruning a selective layer's states buys.
 #
 #   bench/fetch_reference.sh --deps     # here, once: exports the reference into .ref/ (not ours),
 #                                       # and clu/wrapt into .ref/site (the GPU image lacks clu)
 #   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
 #   bash bench/gpu.sh OUT_DIR [--quick | PARTS] # --quick: tiny shapes, for a check on the CPU;
-#                                       # PARTS: e.g. reference,capacity (default: all three)
+#                                       # PARTS: e.g. reference,capacity (default: the first
+#                                       # three), or mamba2
 #
 # On an H200 each Path-X program takes ~20 s to compile: all three parts need about 12
 # minutes, more than one 10-minute device call; give each call one or two parts.
@@ -68,4 +71,6 @@ else
   want capacity && part capacity 300 $py -m last_nnx.bench --out "$out" --sections capacity
   want bench && part bench 300 $py -m last_nnx.bench --out "$out" --batch 32 --repeats 10 \
     --tasks listops,pathx --sections loop,train,forward,memory,pruning
+  want mamba2 && part mamba2 300 $py -m last_nnx.bench --out "$out" --repeats 10 \
+    --sections mamba2
 fi
