@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from last_nnx.bench import cost
 
@@ -14,6 +15,7 @@ def test_compiled_cost_counts_a_known_program():
   assert figures["fusions"] == 1
 
 
+@pytest.mark.slow  # ~7 s cold: compiles two train steps and two forwards
 def test_cost_section_gives_both_scan_methods_figures_at_a_tiny_shape(monkeypatch):
   monkeypatch.setattr(cost, "REFERENCE_SCRIPT", "/nonexistent/reference_step.py")
   result = cost.bench_cost(["listops", "text"], batches={"listops": 2}, length=16, layers=1)

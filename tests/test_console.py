@@ -111,6 +111,7 @@ def test_dense_baseline_run_beside_the_pruned_one(tmp_path):
   assert dense_run["epochs"][0]["train/loss"] == pytest.approx(summary["epochs"][0]["train/loss"])
 
 
+@pytest.mark.slow  # ~22 s cold: a timing check (the demo model trained), run with make test-all
 def test_estimates_are_within_2x_of_the_time_the_run_took(tmp_path):
   """The demo's model (4 layers, H = 64, 32 states) on a shorter synthetic ListOps: the
   estimate after a few completed steps against the time the remaining training steps took,

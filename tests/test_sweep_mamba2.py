@@ -162,6 +162,7 @@ def _refusal(saved, program, args, out):
   assert not os.path.exists(out) or not os.listdir(out)  # nothing measured
 
 
+@pytest.mark.slow  # a subprocess (~5 s); the in-process refusal test stays in the default suite
 def test_sweep_cli_refuses_an_lti_criterion_on_mamba2_in_one_line(saved, tmp_path):
   _refusal(saved, "last_nnx.sweep", ["--criteria=calibrated,last"], str(tmp_path / "sweep"))
 
