@@ -174,6 +174,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path, base_run)
     assert resumed["final"][split] == pytest.approx(full["final"][split], rel=1e-5)
 
 
+# ~36 s cold (three CLI runs): CI's two-process tests (tests/test_multihost*.py, in .ci/run)
+# kill a CLI run and rerun it; the in-process resume and config-change tests stay here.
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   """A real SIGKILL mid-run (mid-epoch checkpoints on), then the same command again.
 
