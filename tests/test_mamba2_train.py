@@ -1,8 +1,8 @@
-"""Mamba-2 in the training loop: a scheduled calibrated event, the watch, and a resume.
+"""Mamba-2 in the training loop: a scheduled calibrated event, the watch, a resume, `settled`.
 
 The ListOps smoke config with one Mamba-2 layer (N = 8 states in one group): epoch 1,
 its pruning event (``calibrated``, compact), a fine-tuning epoch, epochs 2 and 3. The
-watch follows the data-free ``magnitude``. Slow (two short runs, about 2 minutes on a
+watch follows the data-free ``magnitude``. Slow (three short runs, about 2.5 minutes on a
 loaded 2-core machine): ``pytest -m slow tests/test_mamba2_train.py``.
 """
 
@@ -43,3 +43,19 @@ def test_event_watch_and_resume_of_pruned_shapes(tmp_path):
     for k in ("val/accuracy", "val/loss", "train/loss", "states/total"):
       assert e[k] == pytest.approx(reference[e["epoch"]][k], rel=1e-5, abs=1e-6), (e["epoch"], k)
   assert resumed["final"]["test"] == pytest.approx(full["final"]["test"], rel=1e-5)
+
+
+def test_settled_schedule_watches_magnitude_and_prunes_once(tmp_path):
+  """``settled`` on Mamba-2: the watch follows the data-free ``magnitude`` (``calibrated``
+  needs data), and the one event (``calibrated``, at the keep set's settling or at the
+  deadline) prunes to the target."""
+  config = _smoke("listops", "mamba2", tmp_path, **dict(
+      OVERRIDES, **{"train.epochs": 4, "pruning.schedule": "settled",
+                    "pruning.settle_epochs": 1, "pruning.start_epoch": 2,
+                    "pruning.end_epoch": 3}))
+  summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  (event,) = summary["pruning_events"]
+  assert event["status"] == "applied" and 2 <= event["train_epoch"] <= 3
+  assert summary["states_final"] == {"blocks.0.ssm": 4}
+  assert [w["criterion"] for w in summary["watch"]] == ["magnitude"] * len(summary["watch"])
+  assert len(summary["watch"]) >= 4  # every training epoch (and the fine-tuning one)
