@@ -79,13 +79,12 @@ LTI_TYPES = [n for n in ALL_TYPES if not _is_selective(n)]
 CAUSAL_ONLY = {n for n in ALL_TYPES if _is_selective(n)}  # Mamba-2 is causal
 TYPES = pytest.mark.parametrize("name", ALL_TYPES)
 LTI = pytest.mark.parametrize("name", LTI_TYPES)
+_IDS = lambda v: ("bidi" if v else "causal") if isinstance(v, bool) else v
 TYPES_BIDI = pytest.mark.parametrize(
     "name,bidirectional",
-    [(n, b) for n in ALL_TYPES for b in (False, True) if not (b and n in CAUSAL_ONLY)],
-    ids=lambda v: {False: "causal", True: "bidi"}.get(v, v) if isinstance(v, bool) else v)
+    [(n, b) for n in ALL_TYPES for b in (False, True) if not (b and n in CAUSAL_ONLY)], ids=_IDS)
 LTI_BIDI = pytest.mark.parametrize(
-    "name,bidirectional", [(n, b) for n in LTI_TYPES for b in (False, True)],
-    ids=lambda v: {False: "causal", True: "bidi"}.get(v, v) if isinstance(v, bool) else v)
+    "name,bidirectional", [(n, b) for n in LTI_TYPES for b in (False, True)], ids=_IDS)
 # Criteria the model-level checks score with, per layer kind (the first one prunes).
 KIND_CRITERIA = {"lti": ("last", "energy", "magnitude"),
                  "selective": ("calibrated", "gramian", "magnitude")}
