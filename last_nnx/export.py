@@ -39,6 +39,7 @@ from absl import logging
 from flax import nnx
 
 from last_nnx.ssm import find_prunable_layers
+from last_nnx.ssm.base import live_states
 
 FORMATS = ("stablehlo", "savedmodel")
 WHICH = {"best": "best", "latest": "checkpoints"}
@@ -190,7 +191,7 @@ def save_tf(directory: str, functions: dict[str, tuple]) -> None:
 
 def _layers_summary(model: nnx.Module) -> dict[str, dict]:
   return {path: dict(type=type(layer).__name__, state_shape=list(layer.state_shape),
-                     live_states=int(np.sum(np.asarray(layer.state_mask[...]) > 0)))
+                     live_states=live_states(layer))
           for path, layer in find_prunable_layers(model).items()}
 
 

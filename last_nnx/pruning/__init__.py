@@ -16,6 +16,8 @@ model and its optimizer), `history` (replayable events), `schedule` (when and
 how much), `report`.
 """
 
+import itertools
+
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -86,8 +88,9 @@ def calibration_stats(model: nnx.Module, criterion: str, calibration,
   (`selective.statistics`) for the criteria that need data there. ``{}`` for
   criteria that need no data.
   """
-  crit = check_applies(criterion, layer_kinds(model))
-  kinds = set(layer_kinds(model).values())
+  by_layer = layer_kinds(model)
+  crit = check_applies(criterion, by_layer)
+  kinds = set(by_layer.values())
   if not any(crit.needs_data(kind) for kind in kinds):
     return {}
   if calibration is None:
@@ -96,7 +99,7 @@ def calibration_stats(model: nnx.Module, criterion: str, calibration,
   stats = {}
   if "selective" in kinds and crit.needs_data("selective"):
     if "lti" in kinds and crit.needs_data("lti"):
-      calibration = list(_take(calibration, calibration_batches))  # read twice
+      calibration = list(itertools.islice(calibration, calibration_batches))  # read twice
     stats.update(selective.statistics(model, calibration, calibration_batches))
   if "lti" in kinds and crit.needs_data("lti"):
     if crit.reduction:
@@ -106,19 +109,27 @@ def calibration_stats(model: nnx.Module, criterion: str, calibration,
   return stats
 
 
-def _take(batches, n: int):
-  for i, batch in enumerate(batches):
-    if i >= n:
-      return
-    yield batch
-
-
 def layer_views(model: nnx.Module, stats: dict | None = None) -> dict:
   """``{layer_path: view}``: `StateModes` (LTI) or `selective.StateStatistics` (selective)."""
   stats = stats or {}
   return {path: (selective.layer_view(layer, stats.get(path)) if layer_kind(layer) == "selective"
                  else layer.state_modes())
           for path, layer in prunable_layers(model).items()}
+
+
+def view_energy(view, criterion: str, bidirectional: str = "sum",
+                horizon: int | None = None, calibration: np.ndarray | None = None) -> np.ndarray:
+  """A layer's ``(S,)`` per-state energy for the "energy kept" diagnostic.
+
+  A selective layer's `selective.energy`; an LTI layer's ``calibration`` (its
+  output energies) for a calibrated criterion, else the criterion's norm
+  (`layer_energy`).
+  """
+  if isinstance(view, selective.StateStatistics):
+    return selective.energy(view)
+  if get_criterion(criterion).calibrated:
+    return calibration
+  return layer_energy(view, criterion, bidirectional, horizon)
 
 
 def state_groups(views: dict) -> dict[str, np.ndarray]:
@@ -229,12 +240,7 @@ def prune(model: nnx.Module, ratio: float, *, criterion: str = "last", mode: str
 
   layer_reports = {}
   for path, mask in keep.items():
-    if isinstance(modes[path], selective.StateStatistics):
-      energy = selective.energy(modes[path])
-    elif crit.calibrated:
-      energy = stats[path]
-    else:
-      energy = layer_energy(modes[path], criterion, bidirectional, horizon)
+    energy = view_energy(modes[path], criterion, bidirectional, horizon, stats.get(path))
     total = energy.sum()
     kept_scores = scores[path][mask]
     layer_reports[path] = LayerReport(
@@ -288,4 +294,4 @@ __all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "
            "register_criterion", "registered_criteria", "replay", "resolve_horizon", "score",
            "target_count", "threshold", "reduce", "balanced", "calibrated", "calibration_stats",
            "applicable", "applicable_criteria", "check_applies", "layer_kinds", "layer_views",
-           "needs_calibration", "selective"]
+           "needs_calibration", "selective", "state_groups", "view_energy"]

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from last_nnx import pruning
-from last_nnx.pruning import allocate, criteria, selective
+from last_nnx.pruning import allocate, criteria
 from last_nnx.pruning.schedule import (is_settled, jaccard, settle_targets, settle_window,
                                        settled_target)
 from last_nnx.ssm import ssm_kind
@@ -62,13 +62,6 @@ def unwatchable(criterion: str, kind: str = "lti") -> str | None:
 def watchable(kind: str) -> tuple[str, ...]:
   """The criteria `unwatchable` lets through on ``kind`` layers (for error messages)."""
   return tuple(c for c in criteria.registered_criteria(kind) if unwatchable(c, kind) is None)
-
-
-def _energy(view, criterion: str, bidirectional: str, horizon: int | None) -> np.ndarray:
-  """A layer's per-state energy for the "energy kept" diagnostic (either layer kind)."""
-  if isinstance(view, selective.StateStatistics):
-    return selective.energy(view)
-  return criteria.layer_energy(view, criterion, bidirectional, horizon)
 
 
 def watched_criterion(config) -> str:
@@ -124,7 +117,7 @@ def observe(model, *, criterion: str, target: float, initial_states: int, bidire
                            pruning.state_groups(views))
   energy_kept = {}
   for path, mask in keep.items():
-    energy = _energy(views[path], criterion, bidirectional, horizon)
+    energy = pruning.view_energy(views[path], criterion, bidirectional, horizon)
     total = energy.sum()
     energy_kept[path] = float(energy[mask].sum() / total) if total > 0 else 1.0
   record = dict(criterion=criterion, target=float(target), ratio=float(ratio),
