@@ -87,6 +87,16 @@ def calibrated(tmp_path_factory):
   return root
 
 
+def _run_both(workdir, logs: str, env: dict, extra, launcher: str | None = None) -> list[str]:
+  """Runs two processes to their end (both must exit 0); their logs."""
+  procs = _launch(workdir, logs, 2, env, extra, launcher=launcher)
+  try:
+    _wait(procs, logs, timeout=900)
+  finally:
+    _kill(procs)
+  return [open(f"{logs}.p{i}.log").read() for i in range(2)]
+
+
 def _summary(workdir) -> dict:
   with open(os.path.join(workdir, "summary.json")) as f:
     return json.load(f)
@@ -137,13 +147,7 @@ def test_divergence_rolls_back_on_both_processes_and_goes_on(tmp_path):
   with the same parameters."""
   env = dict(_env(tmp_path), LAST_NNX_TEST_NAN_AT="5",
              LAST_NNX_TEST_DUMP=str(tmp_path / "final"))
-  procs = _launch(tmp_path / "w", str(tmp_path / "w"), 2, env, SHORT, launcher=LAUNCHER)
-  try:
-    _wait(procs, str(tmp_path / "w"), timeout=900)
-  finally:
-    _kill(procs)
-  for i in range(2):
-    log = open(f"{tmp_path}/w.p{i}.log").read()
+  for log in _run_both(tmp_path / "w", str(tmp_path / "w"), env, SHORT, launcher=LAUNCHER):
     assert re.search(r"non-finite parameter .* at step 6: rolling back to the last checkpoint "
                      r"and retrying with lr x0\.5", log), log[-3000:]
     assert re.search(r"resumed from \S+/checkpoints/4: continuing", log), log[-3000:]
@@ -185,13 +189,7 @@ def test_one_process_killed_in_the_event_checkpoint_then_both_rerun(calibrated, 
   # Killed inside: the event's checkpoint never committed (orbax renames it into place).
   left = sorted(os.listdir(workdir / "checkpoints"))
   assert "4" in left and "6" not in left and "6.orbax-checkpoint-tmp" in left, left
-  second = _launch(workdir, str(tmp_path / "second"), 2, env, CALIBRATED)
-  try:
-    _wait(second, str(tmp_path / "second"), timeout=900)
-  finally:
-    _kill(second)
-  for i in range(2):
-    log = open(f"{tmp_path}/second.p{i}.log").read()
+  for log in _run_both(workdir, str(tmp_path / "second"), env, CALIBRATED):
     resumed = re.search(r"resumed from \S+/checkpoints/(\d+)", log)
     assert resumed and resumed.group(1) == "4", log[-3000:]
 

@@ -118,15 +118,21 @@ def test_calibrated_criterion_is_watched_by_a_data_free_one():
 # What one epoch's watch records.
 
 
+def _observed_and_pruned(model, criterion: str, target: float):
+  """The watch's record and scores at ``target``, its decoded keep sets, and the report
+  of an event pruning a copy of ``model`` as far; and the model's initial live states."""
+  initial = sum(live_states(l) for l in model.prunable_layers().values())
+  record, scores = watch.observe(model, criterion=criterion, target=target,
+                                 initial_states=initial, bidirectional="sum", horizon=None,
+                                 min_per_layer=1, seed=0)
+  report = pruning.prune(nnx.clone(model), target, criterion=criterion, mode="mask")
+  return record, scores, watch.decode_keep(record["keep"], record["layout"]), report, initial
+
+
 def test_observe_predicts_the_keep_set_an_event_prunes_to():
   model = SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=3, ssm="s5",
                         ssm_config=dict(state_size=16, bidirectional=True), rngs=nnx.Rngs(0))
-  initial = sum(int(np.asarray(l.state_modes().valid).sum())
-                for l in model.prunable_layers().values())
-  record, scores = watch.observe(model, criterion="last", target=0.6, initial_states=initial,
-                                 bidirectional="sum", horizon=None, min_per_layer=1, seed=0)
-  report = pruning.prune(nnx.clone(model), 0.6, criterion="last", mode="mask")
-  keep = watch.decode_keep(record["keep"], record["layout"])
+  record, scores, keep, report, initial = _observed_and_pruned(model, "last", 0.6)
   for path, layer in report.layers.items():
     assert np.flatnonzero(keep[path]).tolist() == layer.kept
     assert record["states_kept"][path] == layer.states_after
@@ -142,11 +148,7 @@ def test_observe_on_a_selective_model_keeps_a_state_per_group():
   model = SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=2, ssm="mamba2",
                         ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4,
                                         bidirectional=False), rngs=nnx.Rngs(0))
-  initial = sum(live_states(l) for l in model.prunable_layers().values())
-  record, _ = watch.observe(model, criterion="magnitude", target=0.8, initial_states=initial,
-                            bidirectional="sum", horizon=None, min_per_layer=1, seed=0)
-  report = pruning.prune(nnx.clone(model), 0.8, criterion="magnitude", mode="mask")
-  keep = watch.decode_keep(record["keep"], record["layout"])
+  record, _, keep, report, _ = _observed_and_pruned(model, "magnitude", 0.8)
   for path, layer in report.layers.items():
     assert np.flatnonzero(keep[path]).tolist() == layer.kept
     assert keep[path].reshape(2, 4).any(axis=1).all()  # each group keeps a state
