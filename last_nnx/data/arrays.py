@@ -35,6 +35,7 @@ import numpy as np
 
 from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import SPLITS, Features, Split, Tokens, hold_out
+from last_nnx.data.source import Resolved, Source
 
 FIELDS = ("inputs", "labels", "lengths")
 _MEMORY: dict[str, dict[str, dict[str, np.ndarray]]] = {}  # digest -> split -> arrays
@@ -314,9 +315,28 @@ def encoding(meta: dict) -> Tokens | Features:
   return Features(tuple(meta["mean"]), tuple(meta["std"]))
 
 
-def seq_len(c: ml_collections.ConfigDict) -> int:
-  """L of the arrays ``c`` names (reads and checks them)."""
-  return read(c)[1]["seq_len"]
+class Arrays(Source):
+  """The source of the arrays task: ``data.path`` files or `from_arrays` memory (not cached)."""
+
+  name = "arrays"
+  synthetic = False
+
+  def default_config(self, task: str) -> ml_collections.ConfigDict:
+    del task
+    return default_config()
+
+  def resolve(self, c: ml_collections.ConfigDict) -> Resolved:
+    """L of the arrays ``c`` names (reads and checks them)."""
+    raw = arrays_of(c)
+    return Resolved(check(raw, n_classes=c.n_classes, vocab_size=c.vocab_size,
+                          seq_len=c.seq_len)["seq_len"])
+
+  def load(self, c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
+    return read(c)
+
+  def encoding(self, c: ml_collections.ConfigDict, meta: dict) -> Tokens | Features:
+    del c
+    return encoding(meta)
 
 
 def _digest(splits: dict[str, dict[str, np.ndarray]]) -> str:

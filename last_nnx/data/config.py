@@ -1,10 +1,9 @@
 """The ``data`` section of a run config, and what each task looks like to a model.
 
-Fields of ``default_data_config(task)`` (a plain ConfigDict, so
-``--config.data.synthetic.n_train=2000`` works):
+Fields of ``lra_config(task)``, the section of the LRA and Speech Commands
+tasks (a plain ConfigDict, so ``--config.data.synthetic.n_train=2000`` works):
 
-  task        one of `TASKS` (LRA and Speech Commands) or `OWN_TASKS`: ``digits``
-              (scikit-learn's handwritten digits, embedded) and ``arrays`` (yours).
+  task        one of `TASKS`.
   dir         None: the synthetic generator; a folder: the real release under it.
   source      None: ``dir`` or the synthetic generator; ``tfds``: the TensorFlow
               Datasets build of the release (image, text, speech; `TFDS_TASKS`).
@@ -24,6 +23,7 @@ Fields of ``default_data_config(task)`` (a plain ConfigDict, so
               shorter synthetic L for quick runs that real data ignores), and the
               generator's knobs.
 
+Other tasks bring their own section with their source (`last_nnx.data.table`):
 ``digits`` has only task, seq_len (64), cache_dir, n_val, n_test and split_seed;
 ``arrays`` has the fields of `last_nnx.data.arrays` (path, n_classes, vocab_size, ...).
 """
@@ -37,8 +37,6 @@ from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import Continuous, Tokens
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech")
-OWN_TASKS = ("digits", "arrays")  # real data without an LRA release: embedded, or yours
-ALL_TASKS = TASKS + OWN_TASKS
 TFDS_TASKS = ("image", "text", "speech")  # data.source=tfds (last_nnx/data/tfds_sources.py)
 BYTE_VOCAB = 257  # bytes 0..255 shifted to 1..256; 0 is padding
 
@@ -94,16 +92,9 @@ SPECS = {
 }
 
 
-def default_data_config(task: str) -> ml_collections.ConfigDict:
-  """The default ``data`` section for ``task`` (synthetic until ``dir`` is set)."""
-  if task == "digits":
-    from last_nnx.data import digits  # pylint: disable=import-outside-toplevel
-    return digits.default_config()
-  if task == "arrays":
-    from last_nnx.data import arrays  # pylint: disable=import-outside-toplevel
-    return arrays.default_config()
-  if task not in SPECS:
-    raise ValueError(f"unknown data task {task!r}; expected one of {ALL_TASKS}")
+def lra_config(task: str) -> ml_collections.ConfigDict:
+  """The default ``data`` section of an LRA or Speech Commands task (synthetic until
+  ``dir`` or ``source`` is set)."""
   spec = SPECS[task]
   c = ml_collections.ConfigDict()
   c.task = task

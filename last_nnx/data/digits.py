@@ -18,6 +18,7 @@ import numpy as np
 
 from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import Continuous, Split
+from last_nnx.data.source import Resolved, Source
 
 SEQ_LEN = 64  # 8 x 8 pixels, row by row
 N_CLASSES = 10
@@ -72,3 +73,24 @@ def read(c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
   splits = {name: Split(x[i], np.full(len(i), SEQ_LEN, np.int32), y[i])
             for name, i in parts.items()}
   return splits, {"n_classes": N_CLASSES}
+
+
+class Digits(Source):
+  """The source of the digits task: the images embedded in scikit-learn (never cached)."""
+
+  name = "digits"
+  synthetic = False
+
+  def default_config(self, task: str) -> ml_collections.ConfigDict:
+    del task
+    return default_config()
+
+  def resolve(self, c: ml_collections.ConfigDict) -> Resolved:
+    return Resolved(seq_len(c))
+
+  def load(self, c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
+    return read(c)
+
+  def encoding(self, c: ml_collections.ConfigDict, meta: dict) -> Continuous:
+    del c, meta
+    return ENCODING
