@@ -5,10 +5,11 @@ One layer maps ``u (B, L, d_model)`` to ``(B, L, d_model)``:
 1. in-projection of ``u`` to ``z (d_inner)``, ``x (d_inner)``, ``B (G, N)``,
    ``C (G, N)``, ``dt (n_heads)``, ``d_inner = n_heads * head_dim``;
 2. causal depthwise convolution (width W) over ``(x, B, C)``, then SiLU;
-3. ``dt = softplus(dt + dt_bias)``, ``A_h = -exp(A_log_h)`` (a scalar per head),
+3. ``dt = clip(softplus(dt + dt_bias), *dt_limit)``, ``A_h = -exp(A_log_h)`` (a scalar per head),
    the SSD scan (`last_nnx.ssm.ssd`): per head ``h`` of group ``g``
    ``H_t = exp(dt_t A_h) H_{t-1} + B_t,g (dt_t x_t,h)^T``, ``y_t,h = H_t^T C_t,g + D_h x_t,h``;
-4. gated RMS norm ``norm(y * silu(z))`` (per group of heads, learned scale);
+4. gated RMS norm ``norm(y * silu(z))`` (learned scale), over each of ``norm_groups``
+   slices of ``d_inner`` (mamba_ssm: one per group; transformers: the whole width);
 5. out-projection ``d_inner -> d_model``.
 
 **Parameters.** Mamba-2 has one fused in-projection with output blocks
@@ -88,6 +89,11 @@ class Mamba2(DiagonalSSM):
     chunk_size: T of the chunked SSD scan (Mamba-2: 256; ours 64, for short CPU runs).
     dt_min, dt_max: ``softplus(dt_bias)`` starts log-uniform on this range.
     A_min, A_max: ``-A`` starts uniform on this range (Mamba-2: [1, 16]).
+    dt_limit: ``(lo, hi)`` clamp of ``dt`` after the softplus (mamba_ssm's ``dt_limit``,
+      transformers' ``time_step_limit``); the default ``(0, inf)`` clamps nothing.
+    norm_groups: slices of ``d_inner`` the gated RMS norm normalizes separately; None:
+      ``n_groups`` (mamba_ssm); 1: the whole width (transformers' ``Mamba2ForCausalLM``).
+    norm_eps: epsilon of the gated RMS norm.
     bidirectional: must be False (Mamba-2 is causal).
     rngs: ``nnx.Rngs`` with a ``params`` stream.
   """
@@ -103,8 +109,9 @@ class Mamba2(DiagonalSSM):
   def __init__(self, d_model: int, state_size: int = 64, *, n_heads: int | None = None,
                head_dim: int = 16, n_groups: int = 1, expand: int = 2, conv_width: int = 4,
                chunk_size: int = 64, dt_min: float = 1e-3, dt_max: float = 0.1,
-               A_min: float = 1.0, A_max: float = 16.0, bidirectional: bool = False,
-               rngs: nnx.Rngs):
+               A_min: float = 1.0, A_max: float = 16.0,
+               dt_limit: tuple[float, float] = (0.0, float("inf")), norm_groups: int | None = None,
+               norm_eps: float = 1e-5, bidirectional: bool = False, rngs: nnx.Rngs):
     if bidirectional:
       raise ValueError("Mamba2 is causal: bidirectional=True is not supported "
                        "(set model.ssm_config.bidirectional=False)")
@@ -119,7 +126,13 @@ class Mamba2(DiagonalSSM):
       raise ValueError("Mamba2 needs 0 < dt_min <= dt_max, 0 < A_min <= A_max, conv_width >= 1 "
                        "and chunk_size >= 1")
     d_inner = n_heads * head_dim
+    norm_groups = n_groups if norm_groups is None else norm_groups
+    if d_inner % norm_groups:
+      raise ValueError(f"Mamba2: d_inner = {d_inner} is not a multiple of norm_groups = "
+                       f"{norm_groups}")
     g, n, w = n_groups, state_size, conv_width
+    self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
+    self.norm_groups, self.norm_eps = norm_groups, norm_eps
     self.d_model, self.n_heads, self.head_dim, self.n_groups = d_model, n_heads, head_dim, g
     self.chunk_size = chunk_size
     key = lambda: rngs.params()
@@ -177,10 +190,16 @@ class Mamba2(DiagonalSSM):
                             self.conv_C_bias[...].reshape(-1)])
     return kernel, bias
 
-  def _split_projection(self, proj: jax.Array):
-    """``(..., 2 d_inner + 2GN + nh) -> z (..., d_inner), xBC (..., conv_dim), dt (..., nh)``."""
-    e = self.d_inner
-    return proj[..., :e], proj[..., e:e + self.conv_dim], proj[..., e + self.conv_dim:]
+  def _project(self, u: jax.Array):
+    """``u (..., d_model) -> z (..., d_inner), xBC (..., conv_dim), dt (..., nh)``.
+
+    The same products as ``u @ fused_in_projection()``, one matmul per block: fusing
+    the weights would copy them on every call, which decoding (bound by reading the
+    weights) pays for in full.
+    """
+    flat = lambda w: w[...].reshape(self.d_model, -1)
+    xbc = jnp.concatenate([u @ self.in_x[...], u @ flat(self.in_B), u @ flat(self.in_C)], -1)
+    return u @ self.in_z[...], xbc, u @ self.in_dt[...]
 
   def _split_conv(self, xbc: jax.Array):
     """Activated conv output -> ``x (..., nh, P)``, masked ``B, C (..., G, N)``."""
@@ -192,14 +211,19 @@ class Mamba2(DiagonalSSM):
     return x, b, c
 
   def _decay(self, dt_raw: jax.Array):
-    """``(dt = softplus(dt_raw + dt_bias), A = -exp(A_log))``."""
-    return jax.nn.softplus(dt_raw + self.dt_bias[...]), -jnp.exp(self.A_log[...])
+    """``(dt = clip(softplus(dt_raw + dt_bias), *dt_limit), A = -exp(A_log))``."""
+    dt = jax.nn.softplus(dt_raw + self.dt_bias[...])
+    lo, hi = self.dt_limit
+    if lo > 0.0 or hi < float("inf"):
+      dt = jnp.clip(dt, lo, hi)
+    return dt, -jnp.exp(self.A_log[...])
 
   def _output(self, y: jax.Array, x: jax.Array, z: jax.Array) -> jax.Array:
     """Skip, gated norm and out-projection: ``y, x (..., nh, P)``, ``z (..., d_inner)``."""
     y = y + self.D[...][:, None] * x
     y = y.reshape(z.shape)
-    return gated_rms_norm(y, z, self.norm_scale[...], self.n_groups) @ self.out[...]
+    return gated_rms_norm(y, z, self.norm_scale[...], self.norm_groups,
+                          self.norm_eps) @ self.out[...]
 
   def scan_inputs(self, u: jax.Array):
     """Steps 1-3 up to the scan: ``u (B, L, d_model) -> (z, x, dt, A, B, C)``.
@@ -208,7 +232,7 @@ class Mamba2(DiagonalSSM):
     ``B, C (B, L, G, N)`` (masked), all float32.
     """
     with jax.named_scope("mamba2_in_proj_conv"):
-      z, xbc, dt_raw = self._split_projection(u @ self.fused_in_projection())
+      z, xbc, dt_raw = self._project(u)
       xbc = jax.nn.silu(causal_conv(xbc, *self.fused_conv()))
       x, b, c = self._split_conv(xbc)
       dt, a = self._decay(dt_raw)
@@ -270,12 +294,34 @@ class Mamba2(DiagonalSSM):
     return {"conv": jnp.zeros((batch_size, w - 1, self.conv_dim), jnp.float32),
             "ssm": jnp.zeros((batch_size, self.n_heads, n, self.head_dim), jnp.float32)}
 
+  def prefill(self, u: jax.Array, state: dict | None = None) -> tuple[dict, jax.Array]:
+    """The chunked forward that also returns the streaming state after ``u``.
+
+    ``(u (B, L, d_model), state from init_state/step or None) -> (state, y (B, L, d_model))``:
+    ``y`` equals stepping ``state`` through ``u`` one token at a time, and the returned
+    state is where that stepping ends (``'conv'``: the last W - 1 raw conv inputs,
+    ``'ssm'``: the scan's final head states), so decoding continues with `step`.
+    """
+    with jax.named_scope("mamba2_prefill"):
+      batch, length = u.shape[:2]
+      state = self.init_state(batch) if state is None else state
+      z, xbc_raw, dt_raw = self._project(u)
+      kernel, bias = self.fused_conv()
+      w = kernel.shape[0]
+      full = jnp.concatenate([state["conv"], xbc_raw], axis=1)  # (B, W - 1 + L, conv_dim)
+      xbc = jax.nn.silu(bias + sum(kernel[k] * full[:, k:k + length] for k in range(w)))
+      x, b, c = self._split_conv(xbc)
+      dt, a = self._decay(dt_raw)
+      y, final = ssd.ssd_chunked(x, dt, a, b, c, self.chunk_size, state["ssm"])
+      conv = full[:, full.shape[1] - (w - 1):]
+      return {"conv": conv, "ssm": final}, self._output(y, x, z)
+
   def step(self, state: dict, u_t: jax.Array) -> tuple[dict, jax.Array]:
     """One causal step: ``(state, u_t (B, d_model)) -> (new_state, y_t (B, d_model))``.
 
     Stepping `init_state` through ``u[:, 0], u[:, 1], ...`` gives ``self(u)[:, t]``.
     """
-    z, xbc_raw, dt_raw = self._split_projection(u_t @ self.fused_in_projection())
+    z, xbc_raw, dt_raw = self._project(u_t)
     kernel, bias = self.fused_conv()
     window = jnp.concatenate([state["conv"], xbc_raw[:, None]], axis=1)  # (B, W, conv_dim)
     xbc = jax.nn.silu(jnp.einsum("bwc,wc->bc", window, kernel) + bias)
