@@ -45,7 +45,7 @@ train: $(STAMP)
 	  --workdir $(WORKDIR) $(ARGS)
 
 sweep: $(STAMP)
-	$(PY) -m last_nnx.sweep --workdir $(WORKDIR) $(ARGS)
+	$(PY) -m last_nnx.cli.sweep --workdir $(WORKDIR) $(ARGS)
 
 bench: $(STAMP)
 	$(PY) -m last_nnx.bench --out bench $(ARGS)

@@ -4,13 +4,14 @@
 #
 # That code is NOT ours and is NOT committed: .ref/ is listed in .git/info/exclude
 # (this script adds it there), never in .gitignore. It is exported at run time from a
-# local snapshot of the reference repository and used unchanged; the compatibility
-# shims for current JAX/flax live in bench/reference_step.py.
+# copy of the reference repository and used unchanged; the compatibility shims for
+# current JAX/flax live in bench/reference_step.py.
 #
-#   bench/fetch_reference.sh [--mirror GIT_DIR] [--rev REV] [--deps]
+#   bench/fetch_reference.sh REPO [--rev REV] [--deps]
 #
-#   --mirror  git directory of the msgwak/LAST snapshot
-#             (default: $LAST_MIRROR or /work/.mirror/msgwak+LAST/repo)
+#   REPO      the msgwak/LAST repository: a directory (a clone, or a bare git
+#             directory) or a git URL, e.g. https://github.com/msgwak/LAST (cloned
+#             without history into a temporary folder)
 #   --rev     revision to export (default HEAD)
 #   --deps    also copy the pure-Python packages our train step imports but an
 #             accelerator image may lack (clu, wrapt) from this checkout's .venv into
@@ -18,21 +19,34 @@
 #             not installed. Carry .ref to the device machine along with the tree.
 set -euo pipefail
 
+usage="usage: bench/fetch_reference.sh REPO [--rev REV] [--deps], REPO the msgwak/LAST repository (a directory or a git URL such as https://github.com/msgwak/LAST)"
 root="$(cd "$(dirname "$0")/.." && pwd)"
-mirror="${LAST_MIRROR:-/work/.mirror/msgwak+LAST/repo}"
+repo=""
 rev=HEAD
 deps=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --mirror) mirror="$2"; shift 2 ;;
     --rev) rev="$2"; shift 2 ;;
     --deps) deps=1; shift ;;
-    *) echo "unknown argument $1; use --mirror GIT_DIR, --rev REV, --deps" >&2; exit 2 ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    -*) echo "unknown argument $1; $usage" >&2; exit 2 ;;
+    *) [[ -z $repo ]] || { echo "one REPO only; $usage" >&2; exit 2; }; repo="$1"; shift ;;
   esac
 done
+[[ -n $repo ]] || { echo "$usage" >&2; exit 2; }
 
+mirror="$repo"
+if [[ ! -d $repo ]]; then
+  case "$repo" in
+    *://*|*@*:*) ;;
+    *) echo "no directory $repo and not a git URL; $usage" >&2; exit 2 ;;
+  esac
+  mirror="$(mktemp -d)"
+  trap 'rm -rf "$mirror"' EXIT
+  git clone --quiet --bare --filter=blob:none "$repo" "$mirror"
+fi
 if ! git -C "$mirror" rev-parse --verify -q "$rev^{commit}" >/dev/null; then
-  echo "no msgwak/LAST snapshot at $mirror (rev $rev); pass --mirror GIT_DIR" >&2
+  echo "no msgwak/LAST revision $rev in $repo; $usage" >&2
   exit 1
 fi
 
@@ -50,7 +64,7 @@ mkdir -p "$dest"
 git -C "$mirror" archive --format=tar "$rev" -- "${files[@]}" | tar -x -C "$dest"
 commit="$(git -C "$mirror" rev-parse "$rev^{commit}")"
 cat > "$dest/SOURCE" <<EOF
-msgwak/LAST $commit, exported by bench/fetch_reference.sh from $mirror.
+msgwak/LAST $commit, exported by bench/fetch_reference.sh from $repo.
 Not part of last-nnx and not committed (.ref/ is in .git/info/exclude).
 EOF
 echo "exported ${#files[@]} files of msgwak/LAST $commit into $dest"

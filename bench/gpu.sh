@@ -11,7 +11,7 @@
 #   4. (part `mamba2`, not in the default set) Mamba-2's train step and token streaming
 #      against its state size N (issue 27): what pruning a selective layer's states buys.
 #
-#   bench/fetch_reference.sh --deps     # here, once: exports the reference into .ref/ (not ours),
+#   bench/fetch_reference.sh REPO --deps   # here, once: exports the reference into .ref/ (not ours),
 #                                       # and clu/wrapt into .ref/site (the GPU image lacks clu)
 #   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
 #   bash bench/gpu.sh OUT_DIR [--quick | PARTS] # --quick: tiny shapes, for a check on the CPU;
@@ -63,7 +63,7 @@ if [[ $quick == 1 ]]; then
     --lengths 1024 --sections loop,train,forward
 else
   want reference && [[ ! -d .ref/LAST ]] && \
-    echo "no .ref/LAST: run bench/fetch_reference.sh first (reference skipped)"
+    echo "no .ref/LAST: run bench/fetch_reference.sh REPO first (reference skipped)"
   want reference && [[ -d .ref/LAST ]] && part reference 270 $py bench/reference_step.py \
     --out "$out" --tasks listops,pathx --repeats 10
   want reference && [[ -d .ref/LAST ]] && part reference_cost 210 $py bench/reference_step.py \

@@ -1,6 +1,6 @@
 r"""Our S5 train step beside the paper's own (msgwak/LAST, linen, built on lindermanlab/S5).
 
-  bench/fetch_reference.sh [--deps]        # exports the reference into .ref/LAST (not ours)
+  bench/fetch_reference.sh REPO [--deps]   # exports the reference into .ref/LAST (not ours)
   python bench/reference_step.py --out DIR [--tasks listops,pathx] [--batch N]
       [--repeats R] [--quick] [--remat]
   python bench/reference_step.py --cost --out DIR [--tasks ...] [--methods associative]
@@ -404,7 +404,8 @@ def main(argv=None) -> dict:
   if unknown:
     parser.error(f"unknown task(s) {unknown}; choose from {sorted(REFERENCE_FLAGS)}")
   if not os.path.isdir(os.path.join(REF_DIR, "s5")):
-    sys.exit(f"no reference code in {REF_DIR}; run bench/fetch_reference.sh first")
+    sys.exit(f"no reference code in {REF_DIR}; run bench/fetch_reference.sh REPO first "
+             "(REPO: msgwak/LAST, a directory or a git URL)")
   shims = install_shims()
   sys.path.insert(0, REF_DIR)
 

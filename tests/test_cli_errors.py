@@ -124,21 +124,21 @@ def test_config_errors_come_before_any_jax_import():
 
 
 def test_prune_bad_choice_and_unknown_flag():
-  line = _one_line_error(_run("last_nnx.prune", "--workdir", "x", "--mode", "compactt"))
+  line = _one_line_error(_run("last_nnx.cli.prune", "--workdir", "x", "--mode", "compactt"))
   assert "--mode=compactt" in line and "compact|mask" in line
-  line = _one_line_error(_run("last_nnx.prune", "--workdir", "x", "--ration", "0.3"))
+  line = _one_line_error(_run("last_nnx.cli.prune", "--workdir", "x", "--ration", "0.3"))
   assert "Unknown command line flag 'ration'" in line and "ratio" in line
 
 
 def test_sweep_bad_ratios():
-  line = _one_line_error(_run("last_nnx.sweep", "--workdir", "x", "--ratios", "0.5,1.5"))
+  line = _one_line_error(_run("last_nnx.cli.sweep", "--workdir", "x", "--ratios", "0.5,1.5"))
   assert line == "error: --ratios: 1.5 is not in [0, 1)"
-  line = _one_line_error(_run("last_nnx.sweep", "--workdir", "x", "--ratios", "half"))
+  line = _one_line_error(_run("last_nnx.cli.sweep", "--workdir", "x", "--ratios", "half"))
   assert line == "error: --ratios: 'half' is not a number"
 
 
 def test_sweep_missing_workdir(tmp_path):
-  line = _one_line_error(_run("last_nnx.sweep", "--workdir", str(tmp_path / "none")))
+  line = _one_line_error(_run("last_nnx.cli.sweep", "--workdir", str(tmp_path / "none")))
   assert "no checkpoints/ under" in line and "--workdir of a training run" in line
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from last_nnx.data import check
+from last_nnx.cli import check_data as check
 from tests.test_data_readers import (make_aan, make_cifar, make_imdb, make_listops,
                                      make_pathfinder, make_speech)
 
@@ -111,7 +111,7 @@ def test_cli_report_and_exit_status(tmp_path, complete, expect_full, status):
   base = make_pathfinder(tmp_path, 128, n_files=1)
   if not complete:
     (base / "imgs" / "0" / "sample_1.png").unlink()
-  cmd = [sys.executable, "-m", "last_nnx.data.check", "--task", "pathx", "--dir", str(tmp_path)]
+  cmd = [sys.executable, "-m", "last_nnx.cli.check_data", "--task", "pathx", "--dir", str(tmp_path)]
   cmd += ["--expect_full"] if expect_full else []
   done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == status, done.stdout + done.stderr
@@ -127,7 +127,7 @@ def test_cli_report_and_exit_status(tmp_path, complete, expect_full, status):
 
 
 def test_cli_without_task_or_dir_exits_broken():
-  done = subprocess.run([sys.executable, "-m", "last_nnx.data.check", "--task", "pathx"],
+  done = subprocess.run([sys.executable, "-m", "last_nnx.cli.check_data", "--task", "pathx"],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert done.returncode == 1 and "usage:" in done.stderr
 

@@ -255,7 +255,7 @@ def test_too_small_train_split_is_a_clear_error(tmp_path):
 def test_importing_the_package_does_not_import_tensorflow():
   import subprocess
   import sys
-  code = "import sys, last_nnx.data, last_nnx.data.check; print('tensorflow' in sys.modules)"
+  code = "import sys, last_nnx.data, last_nnx.cli.check_data; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
 

@@ -156,7 +156,7 @@ def test_divergence_before_any_checkpoint_ends_in_one_line_then_a_sane_rerun_tra
 def test_prune_max_drop_finetuning_divergence_ends_in_one_line(trained, tmp_path):
   before = _tree(trained)
   out = tmp_path / "out"
-  done = _launch("last_nnx.prune", f"--workdir={trained}", "--max_drop=100", "--criterion=last",
+  done = _launch("last_nnx.cli.prune", f"--workdir={trained}", "--max_drop=100", "--criterion=last",
                  "--finetune_epochs=1", f"--out={out}",
                  env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"))
   last = _ends_in_one_error_line(done, "error: fine-tuning diverged: non-finite parameter ")
@@ -171,7 +171,7 @@ def test_sweep_iterative_divergence_ends_in_one_line_keeping_the_points(trained,
   out = tmp_path / "sweep"
   args = (f"--workdir={trained}", f"--out={out}", "--ratios=0.5", "--criteria=last",
           "--seeds=1", "--iterative", "--target=0.5", "--steps=1", "--finetune_epochs=1")
-  done = _launch("last_nnx.sweep", *args, env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"))
+  done = _launch("last_nnx.cli.sweep", *args, env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"))
   last = _ends_in_one_error_line(done, "error: fine-tuning diverged: non-finite parameter ")
   assert f"the points measured so far are kept in {out}" in last
   assert _tree(trained) == before
@@ -179,7 +179,7 @@ def test_sweep_iterative_divergence_ends_in_one_line_keeping_the_points(trained,
     kept = f.read().splitlines()
   assert len(kept) == 2  # the one-shot points: dense and last at 0.5
   # The rerun (no fault) measures only the iterative point, on top of those.
-  rerun = _launch("last_nnx.sweep", *args, env=_env(tmp_path))
+  rerun = _launch("last_nnx.cli.sweep", *args, env=_env(tmp_path))
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   with open(out / "points.jsonl") as f:
     again = f.read().splitlines()

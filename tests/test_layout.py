@@ -16,7 +16,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "last_nnx"
 # the benchmarks use the command line's one-line errors.
 FLOORS = ["ssm", "model", "pruning", "data", "train", "export", "sweeps", "bench", "cli"]
 SAME_LEVEL = {("bench", "cli")}
-ALIASES = {"prune", "sweep", "plot_watch"}  # `python -m last_nnx.X`: forward to cli/X.py
 MAX_LINES = 400
 
 
@@ -102,12 +101,16 @@ def test_no_upward_imports():
   assert not upward, f"imports from a floor above: {upward}"
 
 
-def test_top_level_holds_only_the_library_entry_points_and_aliases():
+def test_top_level_holds_only_the_library_entry_points():
   top = {p.stem for p in ROOT.glob("*.py")} - {"__init__"}
-  assert top == {"model", "export"} | ALIASES, sorted(top)
-  for alias in ALIASES:
-    text = (ROOT / f"{alias}.py").read_text()
-    assert f'run_module("last_nnx.cli.{alias}"' in text and (ROOT / "cli" / f"{alias}.py").exists()
+  assert top == {"model", "export"}, sorted(top)
+
+
+def test_every_program_of_the_installed_command_exists():
+  from last_nnx.cli import main
+  for module, _ in main.PROGRAMS.values():
+    path = ROOT.parent / module.replace(".", "/")
+    assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module
 
 
 @pytest.mark.parametrize("path", sorted(ROOT.rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))

@@ -70,7 +70,7 @@ def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_p
 def test_cli_max_drop_runs_a_list_of_criteria(trained, tmp_path):
   out = str(tmp_path / "cli")
   proc = subprocess.run(
-      [sys.executable, "-m", "last_nnx.prune", "--workdir", trained, "--max_drop", "100",
+      [sys.executable, "-m", "last_nnx.cli.prune", "--workdir", trained, "--max_drop", "100",
        "--criterion", "last,balanced", "--out", out],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -81,6 +81,6 @@ def test_cli_max_drop_runs_a_list_of_criteria(trained, tmp_path):
   assert [r["kept"] for r in results] == [2, 2]
   assert sorted(os.listdir(out)) == ["balanced", "last", "max_drop.json"]
   proc = subprocess.run(
-      [sys.executable, "-m", "last_nnx.prune", "--workdir", trained, "--max_drop", "1",
+      [sys.executable, "-m", "last_nnx.cli.prune", "--workdir", trained, "--max_drop", "1",
        "--criterion", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode != 0 and "nonsense" in (proc.stderr + proc.stdout)

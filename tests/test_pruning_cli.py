@@ -1,4 +1,4 @@
-"""`python -m last_nnx.prune`: its core `prune_saved_model`, with checkpoints faked or real."""
+"""`python -m last_nnx.cli.prune`: its core `prune_saved_model`, with checkpoints faked or real."""
 
 import json
 import os
@@ -183,7 +183,7 @@ def test_command_line(tmp_path):
   out = str(tmp_path / "pruned")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
-      [sys.executable, "-m", "last_nnx.prune", f"--workdir={workdir}", "--ratio=0.5",
+      [sys.executable, "-m", "last_nnx.cli.prune", f"--workdir={workdir}", "--ratio=0.5",
        "--criterion=last", "--mode=mask", f"--out={out}", "--eval_splits="],
       cwd=root, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr
@@ -191,7 +191,7 @@ def test_command_line(tmp_path):
   model, _, _ = checkpoint.load_model(out)
   assert sum(int(np.asarray(l.state_mask[...]).sum())
              for l in model.prunable_layers().values()) == 8
-  bad = subprocess.run([sys.executable, "-m", "last_nnx.prune", f"--workdir={workdir}",
+  bad = subprocess.run([sys.executable, "-m", "last_nnx.cli.prune", f"--workdir={workdir}",
                         "--ratio=1.5", "--eval_splits="], cwd=root, capture_output=True,
                        text=True, timeout=300)
   assert bad.returncode != 0 and "[0, 1)" in bad.stderr

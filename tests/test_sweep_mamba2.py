@@ -164,11 +164,11 @@ def _refusal(saved, program, args, out):
 
 @pytest.mark.slow  # a subprocess (~5 s); the in-process refusal test stays in the default suite
 def test_sweep_cli_refuses_an_lti_criterion_on_mamba2_in_one_line(saved, tmp_path):
-  _refusal(saved, "last_nnx.sweep", ["--criteria=calibrated,last"], str(tmp_path / "sweep"))
+  _refusal(saved, "last_nnx.cli.sweep", ["--criteria=calibrated,last"], str(tmp_path / "sweep"))
 
 
 @pytest.mark.slow
 def test_prune_cli_refuses_an_lti_criterion_on_mamba2_in_one_line(saved, tmp_path):
-  _refusal(saved, "last_nnx.prune", ["--criterion=last", "--eval_splits="], str(tmp_path / "p"))
-  _refusal(saved, "last_nnx.prune", ["--criterion=gramian,last", "--max_drop=1"],
+  _refusal(saved, "last_nnx.cli.prune", ["--criterion=last", "--eval_splits="], str(tmp_path / "p"))
+  _refusal(saved, "last_nnx.cli.prune", ["--criterion=gramian,last", "--max_drop=1"],
            str(tmp_path / "far"))

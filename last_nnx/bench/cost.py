@@ -133,7 +133,7 @@ def _reference_module():
   if not os.path.exists(REFERENCE_SCRIPT):
     return f"no {REFERENCE_SCRIPT}"
   if not os.path.isdir(os.path.join(root, ".ref", "LAST", "s5")):
-    return "absent: no reference code in .ref/LAST (run bench/fetch_reference.sh)"
+    return "absent: no reference code in .ref/LAST (run bench/fetch_reference.sh REPO)"
   spec = importlib.util.spec_from_file_location("reference_step", REFERENCE_SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

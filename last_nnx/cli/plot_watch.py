@@ -1,7 +1,7 @@
 r"""Plots what the watch recorded in a run's workdir (`last_nnx.train.watch`).
 
-  python -m last_nnx.plot_watch --workdir runs/digits-s5            # -> W/watch.png
-  python -m last_nnx.plot_watch --workdir W --out fig.png --top 4
+  python -m last_nnx.cli.plot_watch --workdir runs/digits-s5            # -> W/watch.png
+  python -m last_nnx.cli.plot_watch --workdir W --out fig.png --top 4
 
 Top panel: the keep set's Jaccard overlap with the previous epoch's and with the
 final one at the same model size, per epoch, with the pruning events marked.

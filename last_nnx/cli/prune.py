@@ -1,8 +1,8 @@
 r"""Prune a saved model, evaluate it, and write the pruned (smaller) model.
 
-  python -m last_nnx.prune --workdir runs/listops --ratio 0.3 --criterion last \
+  python -m last_nnx.cli.prune --workdir runs/listops --ratio 0.3 --criterion last \
       [--mode compact] [--out runs/listops/pruned] [--eval_splits val,test]
-  python -m last_nnx.prune --workdir runs/digits-s5 --max_drop 1.0 --criterion all \
+  python -m last_nnx.cli.prune --workdir runs/digits-s5 --max_drop 1.0 --criterion all \
       [--finetune_epochs 1]                  # how far can I prune?
 
 A criterion must apply to the saved model's layer kind (LTI or selective, e.g.
@@ -19,7 +19,7 @@ best one) with `last_nnx.train.checkpoint.load_model`, prunes it with
 `last_nnx.pruning.prune`, evaluates before and after on ``--eval_splits``
 (none with ``--eval_splits=``), and writes the result with
 `last_nnx.train.checkpoint.save_model` to ``--out``: a directory that
-``load_model`` (and so ``python -m last_nnx.prune`` / ``last_nnx.sweep``) reads
+``load_model`` (and so ``python -m last_nnx.cli.prune`` / ``last_nnx.cli.sweep``) reads
 back as the smaller model. The pruning event is appended to the checkpoint's
 pruning history (``meta['run']['events']``, and ``meta['pruning']``), so the
 output stays replayable from the dense model. ``prune_report.json`` in ``--out``
@@ -40,7 +40,7 @@ def _checkpoint_module():
   try:
     from last_nnx.train import checkpoint
   except ImportError as e:
-    raise RuntimeError("last_nnx.prune needs last_nnx.train.checkpoint (load_model/save_model) "
+    raise RuntimeError("last_nnx.cli.prune needs last_nnx.train.checkpoint (load_model/save_model) "
                        f"to read and write saved models, and it failed to import: {e}") from e
   for name in ("load_model", "save_model"):
     if not hasattr(checkpoint, name):
@@ -174,7 +174,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
   report_dict = json.loads(report.to_json())
   run = dict(meta.get("run") or {})
   run["events"] = list(run.get("events") or []) + [dict(
-      status="applied", source="last_nnx.prune", criterion=criterion, mode=mode,
+      status="applied", source="last_nnx.cli.prune", criterion=criterion, mode=mode,
       target=report.ratio_achieved_total, ratio=float(ratio),
       states_before={k: v.states_before for k, v in report.layers.items()},
       states_after={k: v.states_after for k, v in report.layers.items()},

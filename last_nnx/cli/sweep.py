@@ -1,8 +1,8 @@
 r"""Pruning sweeps: one-shot curves and iterative prune-and-fine-tune schedules.
 
-  python -m last_nnx.sweep --workdir runs/listops-s5              # one-shot curves
-  python -m last_nnx.sweep --workdir runs/listops-s5 --iterative --target=0.8 --steps=4
-  python -m last_nnx.sweep --report runs/a/sweep runs/b/sweep     # compressibility over tasks
+  python -m last_nnx.cli.sweep --workdir runs/listops-s5              # one-shot curves
+  python -m last_nnx.cli.sweep --workdir runs/listops-s5 --iterative --target=0.8 --steps=4
+  python -m last_nnx.cli.sweep --report runs/a/sweep runs/b/sweep     # compressibility over tasks
 
 (``python -m last_nnx.cli.sweep`` is the same program.) What is measured:
 `last_nnx.sweeps.points`; the tables and plots: `last_nnx.sweeps.report`.

@@ -18,7 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from last_nnx.cli import errors  # noqa: E402
+from last_nnx.cli import configs, errors  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Task config file, e.g. "
@@ -78,6 +78,7 @@ def _exit_now(message: str) -> None:
 
 def run():
   sys.path.insert(0, os.getcwd())  # config files import experiments.configs.base
+  sys.argv = configs.locate_in_argv(sys.argv)  # elsewhere: the configs the package ships
   app.run(_main, flags_parser=errors.flags_parser(errors.check_config_argv))
 
 

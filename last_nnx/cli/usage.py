@@ -15,7 +15,11 @@ from __future__ import annotations
 import ast
 import os
 
-CONFIG_DIR = os.path.join("experiments", "configs")
+from last_nnx.cli import configs
+
+CONFIG_DIR = configs.CONFIG_DIR
+config_dir = configs.config_dir  # here, or the configs the package ships
+
 NOT_TASKS = ("__init__", "base")
 
 MODEL_HELP = {
@@ -58,10 +62,6 @@ TRAIN_ARGS = (
     ("--config.pruning.finetune_epochs=2", "training epochs after each pruning event"),
     ("--config.regularizer.kind=modal_l1", "train for prunability (with regularizer.weight)"),
 )
-
-
-def config_dir(root: str = ".") -> str:
-  return os.path.join(root, CONFIG_DIR)
 
 
 def available_tasks(root: str = ".") -> list[str]:
@@ -120,8 +120,9 @@ def help_text(root: str = ".") -> str:
   lines += ["", "Most used ARGS of make train (--config.FIELD=VALUE overrides any field of",
             "experiments/configs/base.py), e.g. make train ARGS=\"--config.train.epochs=3\":"]
   lines += _rows(TRAIN_ARGS)
-  lines += ["", "Other programs: python -m last_nnx.prune --workdir runs/listops-s5 --ratio 0.3;",
-            "  python -m last_nnx.sweep --helpshort; python -m last_nnx.bench --tasks=listops."]
+  lines += ["", "Other programs (installed as `last-nnx PROGRAM`; `last-nnx --help` lists them):",
+            "  python -m last_nnx.cli.prune --workdir runs/listops-s5 --ratio 0.3;",
+            "  python -m last_nnx.cli.sweep --helpshort; python -m last_nnx.bench --tasks=listops."]
   return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Where each release lives under ``data.dir``, how to find it, what it should hold.
 
-The readers and the checker (``python -m last_nnx.data.check``) share this
+The readers and the checker (``python -m last_nnx.cli.check_data``) share this
 module, so both find the same folders and name the same expected layout. The
 LRA archive unpacks as ``lra_release/lra_release/...`` on some systems and
 people move folders around; `find` therefore searches breadth-first, a few

@@ -1,6 +1,6 @@
 """How far can a trained model be pruned: pruned copies, fine-tuning, and the ``--max_drop`` search.
 
-Shared by ``python -m last_nnx.prune --max_drop`` and ``python -m last_nnx.sweep
+Shared by ``python -m last_nnx.cli.prune --max_drop`` and ``python -m last_nnx.cli.sweep
 --max_drop``. A criterion is given as a spec: a registered name, or ``name@T``
 (norms over ``T`` steps; ``name@L``: the task's sequence length). Calibrated
 criteria read a few training batches in a fixed order (`calibration`).

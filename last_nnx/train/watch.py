@@ -21,7 +21,7 @@ decision survives a resume) and into summary.json under ``watch``, where each
 also gets ``overlap_final``: the overlap with the last record at the same model
 size, i.e. the keep set the model had when it was pruned (or when training
 ended). The full per-state scores are appended to ``watch_scores.jsonl`` in the
-workdir for plotting (`last_nnx.plot_watch`).
+workdir for plotting (`last_nnx.cli.plot_watch`).
 
 The data-free criteria score in milliseconds. Criteria that need calibration
 data (on the model's layer kind: every criterion of a selective layer but

@@ -1,6 +1,6 @@
 r"""Checks a data folder before a long run.
 
-  python -m last_nnx.data.check --task pathx --dir /data/lra_release [--expect_full]
+  python -m last_nnx.cli.check_data --task pathx --dir /data/lra_release [--expect_full]
 
 Finds the release under ``--dir`` the way the readers do (at any nesting
 depth), counts the examples of every split without decoding them (under
@@ -274,7 +274,7 @@ def format_report(report: Report, expect_full: bool = False) -> str:
 def main(argv):
   del argv
   if not FLAGS.task or not FLAGS.dir:
-    print("usage: python -m last_nnx.data.check --task TASK --dir DATA_DIR [--splits "
+    print("usage: python -m last_nnx.cli.check_data --task TASK --dir DATA_DIR [--splits "
           f"reference] [--expect_full] (TASK in {', '.join(TASKS)})", file=sys.stderr)
     sys.exit(EXIT_BROKEN)
   report = check(FLAGS.task, FLAGS.dir, FLAGS.variant, FLAGS.resolution, FLAGS.splits)

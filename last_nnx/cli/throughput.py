@@ -1,6 +1,6 @@
 r"""Measures how fast the input pipeline delivers training batches.
 
-  python -m last_nnx.data.throughput --task pathx --batch_size 32 --n_train 2000
+  python -m last_nnx.cli.throughput --task pathx --batch_size 32 --n_train 2000
 
 Builds the task (synthetic unless ``--dir``), then times full epochs of
 ``train_batches`` with nothing consuming the batches: examples per second is
