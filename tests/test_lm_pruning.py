@@ -1,0 +1,99 @@
+"""Pruning a Mamba-2 LM: sequential recalibration (GHOST), global vs uniform allocation,
+compaction with ragged per-layer N, perplexity after pruning."""
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from last_nnx.lm import Mamba2LM, Mamba2LMConfig, evaluate
+from last_nnx.lm import prune as lm_prune
+from last_nnx.pruning.sequential import prune_selective
+
+CONFIG = Mamba2LMConfig.tiny(n_layers=2, chunk_size=16)
+LENGTH = 16
+
+
+def _model(n_layers=2, seed=0):
+  return Mamba2LM(Mamba2LMConfig.tiny(n_layers=n_layers, chunk_size=16), rngs=nnx.Rngs(seed))
+
+
+@pytest.fixture(scope="module")
+def windows():
+  rng = np.random.default_rng(0)
+  # A skewed token stream (a few frequent tokens), so states differ in what they carry.
+  stream = rng.choice(CONFIG.vocab_size, size=4000, p=np.sort(rng.dirichlet(np.ones(64) * 0.3)))
+  return lm_prune.calibration_windows(stream, count=16, length=LENGTH)
+
+
+def test_calibration_windows_count_length_and_short_text():
+  stream = np.arange(300) % 64
+  w = lm_prune.calibration_windows(stream, count=5, length=20, seed=1)
+  assert w.shape == (5, 20) and w.dtype == np.int32
+  assert all(np.array_equal(row, (np.arange(row[0], row[0] + 20)) % 64) for row in w)
+  rows = lm_prune.calibration_windows(np.arange(40).reshape(4, 10), count=3, length=6)
+  assert rows.shape == (3, 6) and set(rows[:, 0]) <= {0, 10, 20, 30}
+  with pytest.raises(ValueError, match="fewer than one window"):
+    lm_prune.calibration_windows(stream[:10], count=2, length=20)
+
+
+def test_sequential_equals_one_pass_on_one_layer(windows):
+  batches = lm_prune.as_batches(windows, 8)
+  one, seq = _model(1), _model(1)
+  a = prune_selective(one, 0.5, criterion="calibrated", calibration=batches, mode="mask")
+  b = prune_selective(seq, 0.5, criterion="calibrated", calibration=batches, mode="mask",
+                      sequential=True)
+  (path,) = a.kept
+  np.testing.assert_array_equal(a.kept[path], b.kept[path])
+  for k, v in a.first_pass[path].items():
+    np.testing.assert_allclose(b.statistics[path][k], v, rtol=1e-6, atol=1e-12)
+
+
+def test_sequential_rescores_later_layers_on_the_pruned_model(windows):
+  batches = lm_prune.as_batches(windows, 8)
+  model = _model(2)
+  report = prune_selective(model, 0.6, criterion="calibrated", allocation="uniform",
+                           calibration=batches, mode="mask", sequential=True)
+  first, second = report.kept
+  # Layer 0 sees the same inputs as in the first pass; layer 1 sees layer 0 pruned.
+  np.testing.assert_allclose(report.statistics[first]["output_energy"],
+                             report.first_pass[first]["output_energy"], rtol=1e-6)
+  before = report.first_pass[second]["output_energy"]
+  after = report.statistics[second]["output_energy"]
+  assert np.max(np.abs(after - before) / np.max(before)) > 1e-3
+  # The counts come from the allocation (uniform: 60% of 8 pruned -> 3 kept per layer).
+  assert report.per_layer() == [3, 3]
+
+
+def test_uniform_keeps_the_same_count_in_every_layer_global_does_not(windows):
+  for criterion in ("calibrated", "gramian", "magnitude", "random"):
+    for sequential in (False, True):
+      model = _model(3)
+      report = lm_prune.prune_lm(model, 0.5, criterion=criterion, allocation="uniform",
+                                 sequential=sequential, calibration=windows, batch_size=8)
+      assert report.per_layer() == [4, 4, 4], (criterion, sequential)
+      assert lm_prune.state_counts(model) == (4, 4, 4)
+      assert model.config.state_size == 4 and model.config.layer_state_sizes is None
+  model = _model(3)
+  report = lm_prune.prune_lm(model, 0.5, criterion="calibrated", allocation="global",
+                             sequential=True, calibration=windows, batch_size=8)
+  assert sum(report.per_layer()) == 12  # floor(24 * 0.5), spread by the global threshold
+  assert lm_prune.state_counts(model) == tuple(report.per_layer())
+  assert model.config.layer_state_sizes in (None, tuple(report.per_layer()))
+
+
+def test_compacted_equals_masked_and_perplexity_is_finite(windows):
+  masked, compact = _model(2), _model(2)
+  for m, mode in ((masked, "mask"), (compact, "compact")):
+    lm_prune.prune_lm(m, 0.5, criterion="calibrated", allocation="global", sequential=True,
+                      calibration=windows, batch_size=8, mode=mode)
+  a, b = evaluate(masked, windows[:4]), evaluate(compact, windows[:4])
+  assert np.isfinite(a["perplexity"])
+  np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+  assert compact.state_sizes() != masked.state_sizes()
+
+
+def test_bad_options_say_what_to_do(windows):
+  with pytest.raises(ValueError, match="allocation"):
+    lm_prune.prune_lm(_model(1), 0.5, allocation="layerwise", calibration=windows)
+  with pytest.raises(ValueError, match="calibration"):
+    lm_prune.prune_lm(_model(1), 0.5, criterion="calibrated")
