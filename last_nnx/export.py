@@ -28,6 +28,7 @@ Step state at the boundary: the complex64 SSM states travel as float32
 can hold them; a stream starts from all-zero state arrays.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any, Callable
@@ -40,9 +41,9 @@ from flax import nnx
 
 from last_nnx.ssm import find_prunable_layers
 from last_nnx.ssm.base import live_states
+from last_nnx.train.checkpoint import WHICH, CheckpointMeta, load_model
 
 FORMATS = ("stablehlo", "savedmodel")
-WHICH = {"best": "best", "latest": "checkpoints"}
 
 
 def compact_masked(model: nnx.Module) -> nnx.Module:
@@ -195,14 +196,15 @@ def _layers_summary(model: nnx.Module) -> dict[str, dict]:
           for path, layer in find_prunable_layers(model).items()}
 
 
-def export_model(model: nnx.Module, meta: dict, out_dir: str, *, seq_len: int,
+def export_model(model: nnx.Module, meta: CheckpointMeta | dict, out_dir: str, *, seq_len: int,
                  formats=FORMATS, platforms=("cpu", "cuda"), compact: bool = True,
                  source: dict | None = None) -> dict:
   """Writes the artifacts of ``model`` into ``out_dir``; returns the manifest.
 
   Args:
     model: a `SequenceModel` (any mode; exported in eval mode).
-    meta: checkpoint metadata (``model_spec``; ``run.events`` for the history).
+    meta: the checkpoint's `CheckpointMeta` (or its dict): ``model_spec``, and
+      ``events`` for the history.
     out_dir: output directory (created).
     seq_len: L of the full-sequence forward.
     formats: subset of ``('stablehlo', 'savedmodel')``.
@@ -215,7 +217,8 @@ def export_model(model: nnx.Module, meta: dict, out_dir: str, *, seq_len: int,
     raise ValueError(f"unknown export format(s) {unknown}; expected a subset of {FORMATS}")
   model = compact_masked(model) if compact else nnx.clone(model)
   model.eval()
-  spec = meta["model_spec"]
+  meta = CheckpointMeta.from_dict(meta)
+  spec = dataclasses.asdict(meta.model_spec)
   fns = streaming_functions(model, spec, seq_len)
   os.makedirs(out_dir, exist_ok=True)
   manifest: dict[str, Any] = dict(
@@ -225,7 +228,7 @@ def export_model(model: nnx.Module, meta: dict, out_dir: str, *, seq_len: int,
                  vocab_size=spec.get("vocab_size"), in_dim=spec.get("in_dim")),
       pooling=model.pooling, layers=_layers_summary(model),
       states_total=sum(v["live_states"] for v in _layers_summary(model).values()),
-      pruning_history=(meta.get("run") or {}).get("events", []),
+      pruning_history=meta.events,
       state_encoding="complex64 SSM states as float32 (..., 2) = (real, imag), float32 states "
                      "as they are; start from zeros",
       streaming=fns["step"] is not None, step_refused=fns["step_refused"],
@@ -258,10 +261,7 @@ def _dir_size(directory: str) -> int:
 def export_workdir(workdir: str, out_dir: str, *, which: str = "best", **kwargs) -> dict:
   """`export_model` of the ``best`` or ``latest`` checkpoint of a training workdir."""
   from last_nnx.data import effective_seq_len  # pylint: disable=import-outside-toplevel
-  from last_nnx.train.checkpoint import load_model  # pylint: disable=import-outside-toplevel
-  if which not in WHICH:
-    raise ValueError(f"--which must be one of {sorted(WHICH)}, got {which!r}")
-  model, config, meta = load_model(workdir, which=WHICH[which])
+  model, config, meta = load_model(workdir, which=which)
   seq_len = kwargs.pop("seq_len", None) or effective_seq_len(config.data)
   source = dict(workdir=os.path.abspath(workdir), which=which, task=config.get("task"),
                 ssm=config.model.get("ssm"))

@@ -56,7 +56,7 @@ def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_p
     states = sum(events.states_per_layer(model).values())
     assert states == r["kept"] == r["states"]
     assert r["ratio"] == pytest.approx(1 - r["kept"] / 8)  # 2 layers x 4 stored states
-    assert meta["pruning"]["criterion"] == r["criterion"]
+    assert meta.pruning["criterion"] == r["criterion"]
     # Every probe that pruned more than the answer failed the tolerance.
     for ratio, acc in r["probes"]:
       if ratio > r["ratio"] + 1e-9:

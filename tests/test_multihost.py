@@ -86,7 +86,7 @@ def test_incomplete_settings_fail_before_starting_anything(monkeypatch):
 def test_calibration_batches_do_not_depend_on_the_process_count(tmp_path):
   """Every process of a run reads the rows one process of the same global batch reads."""
   from last_nnx import data
-  from last_nnx.train.events import calibration_batches
+  from last_nnx.train.streams import calibration as calibration_batches
   from tests.test_train_loop import get_config
   c = get_config("listops", "s5,smoke").data
   c.cache_dir = str(tmp_path / "cache")

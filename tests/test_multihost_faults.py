@@ -38,12 +38,12 @@ def dump_at_finish(prefix):
   from last_nnx.train.checkpoint import flatten_state
   finish = loop.finish
 
-  def dumping(ctx, model, *args, **kwargs):
+  def dumping(ctx, run, *args, **kwargs):
     flat = {k: np.asarray(v.addressable_data(0)) for k, v in
-            flatten_state(nnx.state(model)).items()}
+            flatten_state(nnx.state(run.model)).items()}
     with open(f"{prefix}.p{jax.process_index()}.pkl", "wb") as f:
       pickle.dump(flat, f)
-    return finish(ctx, model, *args, **kwargs)
+    return finish(ctx, run, *args, **kwargs)
   loop.finish = dumping
 
 
@@ -56,7 +56,7 @@ def kill_in_event_save(process):
 
   def save_then_die(self, step, model, optimizer, meta):
     save(self, step, model, optimizer, meta)
-    if (jax.process_index() == process and meta["run"]["events"]
+    if (jax.process_index() == process and meta.events
         and os.path.basename(self.directory) == "checkpoints"):
       os.kill(os.getpid(), signal.SIGKILL)
   checkpoint.Checkpointer.save = save_then_die

@@ -48,12 +48,13 @@ class FakeCheckpoints:
   def __init__(self, model, meta):
     self.model, self.meta, self.saved, self.loads = model, meta, {}, 0
 
-  def load_model(self, workdir, which="checkpoints"):
+  def load_model(self, workdir, which="latest"):
     self.loads += 1
-    return self.model, _config(), json.loads(json.dumps(self.meta))
+    return self.model, _config(), checkpoint.CheckpointMeta.from_dict(
+        json.loads(json.dumps(self.meta)))
 
   def save_model(self, out_dir, model, config, meta, step=0):
-    self.saved[out_dir] = (model, config, json.loads(json.dumps(meta)))
+    self.saved[out_dir] = (model, config, json.loads(json.dumps(meta.to_dict())))
 
 
 @pytest.fixture
@@ -172,7 +173,7 @@ def test_real_checkpoint_round_trip(tmp_path):
   assert [l.state_shape for l in model.prunable_layers().values()] == [
       (summary["report"]["layers"][p]["states_after"],) for p in model.prunable_layers()]
   expected = nnx.clone(dense)
-  pruning.replay(expected, pruning.PruningHistory.from_json(meta["pruning"]["history"]))
+  pruning.replay(expected, pruning.PruningHistory.from_json(meta.pruning["history"]))
   _assert_same_model(model, expected)
 
 

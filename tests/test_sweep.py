@@ -26,7 +26,7 @@ def test_prune_saved_model_writes_a_smaller_loadable_model(trained, tmp_path):
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
   again = steps.evaluate(model, task, "val")
   assert again["accuracy"] == pytest.approx(result["after"]["accuracy"])
-  assert meta["run"]["events"][-1]["criterion"] == "last"
+  assert meta.events[-1]["criterion"] == "last"
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
     prune.prune_saved_model(trained, 1.0, evaluate=False)
   with pytest.raises(FileNotFoundError, match="workdir of a training run"):

@@ -14,7 +14,7 @@ import pytest
 from last_nnx import data, pruning, sweeps
 from last_nnx.cli import prune
 from last_nnx.model import build_model
-from last_nnx.train import checkpoint, events, steps
+from last_nnx.train import checkpoint, events, steps, streams
 from last_nnx.train.optim import make_optimizer
 from tests.test_train_loop import get_config
 
@@ -108,8 +108,8 @@ def test_iterative_calibrated_reads_calibration_batches_and_compacts(saved, tmp_
   sweeps.own_buffers(model)
   from last_nnx.train import optim
   read, built = [], []
-  real, real_optimizer = events.calibration_batches, optim.make_optimizer
-  monkeypatch.setattr(events, "calibration_batches",
+  real, real_optimizer = streams.calibration, optim.make_optimizer
+  monkeypatch.setattr(streams, "calibration",
                       lambda t, k: read.append(k) or real(t, k))
   monkeypatch.setattr(optim, "make_optimizer", lambda m, c, **kw: built.append(
       (kw["lr_scale"], c.warmup_epochs)) or real_optimizer(m, c, **kw))

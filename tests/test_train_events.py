@@ -3,7 +3,7 @@
 import numpy as np
 
 from last_nnx import data
-from last_nnx.train import events, loop
+from last_nnx.train import events, loop, streams
 from tests.test_train_loop import _base, _cache  # noqa: F401 (autouse fixture)
 
 
@@ -13,12 +13,12 @@ def test_calibration_batches_are_the_same_on_every_process(tmp_path):
   c.synthetic.update(dict(n_train=40, n_val=8, n_test=8, seq_len=64, max_length=64))
   tasks = [data.build_task(c, batch_size=4, eval_batch_size=4, process_index=i, process_count=2)
            for i in range(2)]
-  first, second = (list(events.calibration_batches(t, 3)) for t in tasks)
+  first, second = (list(streams.calibration(t, 3)) for t in tasks)
   assert len(first) == 5  # the whole train split (40 rows) in global batches of 2 x 4
   for a, b in zip(first, second):
     for x, y in zip(a, b):
       np.testing.assert_array_equal(x, y)
-  other_epoch = next(events.calibration_batches(tasks[0], 4))
+  other_epoch = next(streams.calibration(tasks[0], 4))
   assert not np.array_equal(other_epoch[0], first[0][0])
 
 

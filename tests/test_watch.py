@@ -174,7 +174,8 @@ def test_a_criterion_that_needs_data_is_not_watched(caplog):
   run = run_state.RunState()
   spec = plan.EpochSpec(1, False, 0.5)
   with caplog.at_level(logging.INFO):
-    assert watch.epoch_end(ctx, model=None, run=run, spec=spec) == 0.5
+    watch.epoch_end(ctx, model=None, run=run, spec=spec)
+  assert plan.event_target(config, spec, run) == 0.5
   assert run.watch == []
   assert "watch: skipped, criterion 'calibrated' needs calibration data" in caplog.text
 
@@ -193,9 +194,9 @@ def scripted_scores(monkeypatch):
   now = {}
   evaluate = loop.evaluate_epoch
 
-  def evaluate_and_note(ctx, model, run, spec, train_scalars):
+  def evaluate_and_note(ctx, run, spec, train_scalars):
     now["epoch"] = spec.train_epoch
-    return evaluate(ctx, model, run, spec, train_scalars)
+    return evaluate(ctx, run, spec, train_scalars)
 
   def layer_scores(modes, criterion, **kw):
     valid = np.asarray(modes.valid, bool)

@@ -26,6 +26,7 @@ output stays replayable from the dense model. ``prune_report.json`` in ``--out``
 holds the report and the accuracies.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -49,15 +50,14 @@ def _checkpoint_module():
   return checkpoint
 
 
-def _history(meta: dict):
-  """The pruning history of a saved model (possibly empty)."""
+def _history(meta):
+  """The pruning history of a saved model's `CheckpointMeta` (possibly empty)."""
   from last_nnx import pruning
-  saved = (meta.get("pruning") or {}).get("history")
+  saved = (meta.pruning or {}).get("history")
   if saved:
     return pruning.PruningHistory.from_json(saved)
-  run = meta.get("run") or {}
-  return pruning.PruningHistory.from_run_events(run.get("events") or [],
-                                                dense_states=run.get("initial_states") or None)
+  return pruning.PruningHistory.from_run_events(
+      meta.events, dense_states=meta.run.get("initial_states") or None)
 
 
 # ``--criterion all`` of the ``--max_drop`` search on an LTI model (a model with selective
@@ -91,7 +91,7 @@ def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> st
 
 def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last",
                       mode: str = "compact",
-                      out_dir: str | None = None, *, which: str = "checkpoints",
+                      out_dir: str | None = None, *, which: str = "latest",
                       min_per_layer: int = 1, bidirectional: str = "sum", horizon: int = 0,
                       seed: int = 0, calibration_batches: int = 4,
                       evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
@@ -107,7 +107,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
     mode: ``'compact'`` (the saved model is smaller) or ``'mask'``.
     out_dir: where to write (default ``workdir/pruned-CRITERION-RATIO-MODE``);
       must differ from ``workdir``.
-    which: ``'checkpoints'`` (latest) or ``'best'``.
+    which: ``'latest'`` or ``'best'`` (`last_nnx.train.checkpoint.WHICH`).
     min_per_layer, bidirectional: see `last_nnx.pruning.prune`.
     horizon: 0 (infinite-horizon norms, the paper's), -1 (the run's sequence
       length) or a number of steps (see `last_nnx.pruning.resolve_horizon`).
@@ -148,7 +148,6 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
     raise ValueError(f"--horizon={horizon} truncates LTI norms, and this model has selective "
                      "SSM layers (no fixed poles): leave it 0")
   out_dir = out_dir or default_out_dir(workdir, ratio, criterion, mode)
-  meta = dict(meta or {})
   history = _history(meta)
   before = evaluate_fn(model, config, eval_splits)
   from last_nnx import data
@@ -172,16 +171,16 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
   after = evaluate_fn(model, config, eval_splits)
 
   report_dict = json.loads(report.to_json())
-  run = dict(meta.get("run") or {})
-  run["events"] = list(run.get("events") or []) + [dict(
+  event = pruning.EventRecord(
       status="applied", source="last_nnx.cli.prune", criterion=criterion, mode=mode,
       target=report.ratio_achieved_total, ratio=float(ratio),
       states_before={k: v.states_before for k, v in report.layers.items()},
       states_after={k: v.states_after for k, v in report.layers.items()},
-      val_before=before.get("val"), val_after=after.get("val"), report=report_dict)]
-  meta["run"] = run
-  meta["pruning"] = dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
-                         source_checkpoint=which)
+      val_before=before.get("val"), val_after=after.get("val"), report=report_dict)
+  meta = dataclasses.replace(
+      meta, run=dict(meta.run, events=meta.events + [event.to_dict()]),
+      pruning=dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
+                   source_checkpoint=which))
   os.makedirs(out_dir, exist_ok=True)
   checkpoint.save_model(out_dir, model, config, meta)
   first = eval_splits[0] if eval_splits else None
@@ -196,7 +195,7 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
 
 
 def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None, *,
-            which: str = "checkpoints", finetune_epochs: int = 0, calibration_batches: int = 4,
+            which: str = "latest", finetune_epochs: int = 0, calibration_batches: int = 4,
             min_per_layer: int = 1, mode: str = "compact") -> dict:
   """For each criterion spec: the largest ratio within ``max_drop`` points on val, and the model.
 
@@ -242,7 +241,7 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
                                          finetune_epochs=finetune_epochs,
                                          calibration_batches=calibration_batches,
                                          min_per_layer=min_per_layer)
-    pruned, history = nnx.clone(model), _history(dict(meta or {}))
+    pruned, history = nnx.clone(model), _history(meta)
     report = None
     if found["ratio"] > 0:
       name, horizon = search.parse_criterion(spec, task.seq_len)
@@ -253,10 +252,10 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
       search.finetune(pruned, task, config, finetune_epochs)
     metrics = search.evaluate(pruned, task, ("val", "test"))
     target = os.path.join(out_dir, spec.replace("@", "_at_"))
-    saved = dict(meta or {})
-    saved["pruning"] = dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
-                            source_checkpoint=which, max_drop=max_drop, criterion=spec,
-                            finetune_epochs=finetune_epochs)
+    saved = dataclasses.replace(meta, pruning=dict(
+        history=history.to_json(), source_workdir=os.path.abspath(workdir),
+        source_checkpoint=which, max_drop=max_drop, criterion=spec,
+        finetune_epochs=finetune_epochs))
     os.makedirs(target, exist_ok=True)
     checkpoint.save_model(target, pruned, config, saved)
     results.append(dict(criterion=spec, ratio=found["ratio"], kept=found["kept"],
@@ -302,7 +301,7 @@ def _define_flags() -> None:
   flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "compact: the saved model is "
                     "smaller; mask: shapes kept, pruned states zeroed.")
   flags.DEFINE_string("out", None, "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
-  flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to prune.")
+  flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint to prune.")
   flags.DEFINE_integer("min_per_layer", 1, "States every layer keeps.")
   flags.DEFINE_enum("bidirectional", "sum", ["sum", "reference"], "Bidirectional score: sum of "
                     "both directions' squared norms, or the reference code's quirk.")

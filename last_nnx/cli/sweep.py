@@ -30,7 +30,7 @@ def _define_flags() -> None:
   """Command-line flags (defined only when run as a program, so importing is free)."""
   flags.DEFINE_string("workdir", None, "Training workdir whose checkpoint is swept.")
   flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
-  flags.DEFINE_enum("which", "checkpoints", ["checkpoints", "best"], "Which checkpoint to sweep.")
+  flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint to sweep.")
   flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
   flags.DEFINE_list("criteria", [], "Criteria to compare: registered names, or name@T / "
                     "name@L (LTI norms over T steps / the sequence length). Default: those "

@@ -31,7 +31,7 @@ from last_nnx.pruning.apply import MODES, apply_keep, compact_optimizer_state, p
 from last_nnx.pruning.criteria import (Criterion, applicable_criteria, check_applies,
                                        get_criterion, layer_energy, layer_energy_normalize,
                                        layer_scores, register_criterion, registered_criteria)
-from last_nnx.pruning.history import PruningEvent, PruningHistory, replay
+from last_nnx.pruning.history import EventRecord, PruningEvent, PruningHistory, replay
 from last_nnx.pruning.report import LayerReport, PruneReport, long_time_constants
 from last_nnx.pruning.schedule import PruningSchedule, event_ratio
 from last_nnx.pruning import calibrated
@@ -287,7 +287,7 @@ def _diagnose(report: PruneReport, modes: dict, criterion: str, bidirectional: s
     logging.warning("%s", hint)
 
 
-__all__ = ["Criterion", "LayerReport", "MODES", "PruneReport", "PruningEvent", "PruningHistory",
+__all__ = ["Criterion", "EventRecord", "LayerReport", "MODES", "PruneReport", "PruningEvent", "PruningHistory",
            "PruningSchedule", "allocate_global", "allocate_uniform", "apply_keep",
            "as_generator", "check_ratio", "compact_optimizer_state", "event_ratio", "hinf",
            "layer_energy_normalize", "layer_scores", "prunable_layers", "prune",

@@ -1,5 +1,10 @@
 """Pruning history: every event, serializable, replayable onto the dense model.
 
+Two records of an event: `EventRecord` is what a run keeps of it (status,
+targets, states and accuracies before and after, the `PruneReport`), written by
+the training loop's events and by the saved-model pruner into a checkpoint's
+``run.events`` and read back here; `PruningEvent` is the part a replay needs.
+
 An event records the flat slot indices each layer kept, numbered as the slots
 were just before that event. Replaying the events in order onto the dense
 model (same weights) therefore rebuilds the identical pruned model, compact or
@@ -34,6 +39,59 @@ class PruningEvent:
   mode: str
   kept: dict[str, list[int]]
   slots: dict[str, int] | None = None
+
+
+STATUSES = ("applied", "skipped", "rolled_back")
+
+
+@dataclasses.dataclass
+class EventRecord:
+  """What a run keeps of one pruning event (``summary.json``'s ``pruning_events``).
+
+  Attributes:
+    status: ``'applied'``, ``'skipped'`` (it would remove too few states) or
+      ``'rolled_back'`` (the accuracy guard undid it).
+    ratio: fraction of the live states the event removed (requested).
+    target: cumulative fraction of the dense model's states pruned after it.
+    states_before, states_after: live states per layer.
+    step, train_epoch: where a training run was (None outside one).
+    val_before, val_after: validation metrics around the event, when measured.
+    halvings: how often the guard rail halved the ratio.
+    recalibrated_batches: batches BatchNorm statistics were re-estimated on.
+    report: the `PruneReport` as a dict (applied events).
+    source, criterion, mode: a saved model pruned after training (the program
+      that did it, and how).
+  """
+
+  status: str = "applied"
+  ratio: float | None = None
+  target: float | None = None
+  states_before: dict[str, int] = dataclasses.field(default_factory=dict)
+  states_after: dict[str, int] | None = None
+  step: int | None = None
+  train_epoch: int | None = None
+  val_before: dict | None = None
+  val_after: dict | None = None
+  halvings: int | None = None
+  recalibrated_batches: int | None = None
+  report: dict | None = None
+  source: str | None = None
+  criterion: str | None = None
+  mode: str | None = None
+
+  def to_dict(self) -> dict:
+    """The JSON form; fields that were never set are left out."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "EventRecord":
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+  @property
+  def replayable(self) -> bool:
+    """Applied, with the report whose keep sets a replay needs."""
+    return self.status == "applied" and bool(self.report)
 
 
 @dataclasses.dataclass
@@ -76,9 +134,9 @@ class PruningHistory:
     carry no ``report`` are ignored.
     """
     history = cls(dense_states=dict(dense_states) if dense_states else None)
-    for record in events:
-      if record.get("status", "applied") == "applied" and record.get("report"):
-        history.record(PruneReport.from_dict(record["report"]))
+    for record in map(EventRecord.from_dict, events):
+      if record.replayable:
+        history.record(PruneReport.from_dict(record.report))
     return history
 
 

@@ -100,9 +100,9 @@ def resolve_criteria(model, specs, curated) -> list[str]:
 
 def calibration(task):
   """The training batches calibrated criteria read: the rows a scheduled pruning event
-  of the training loop reads (`last_nnx.train.events.calibration_batches`)."""
-  from last_nnx.train.events import calibration_batches
-  return calibration_batches(task, 0)
+  of the training loop reads (`last_nnx.train.streams.calibration`)."""
+  from last_nnx.train import streams
+  return streams.calibration(task, 0)
 
 
 def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str = "mask",
@@ -142,7 +142,7 @@ def finetune(model, task, config, epochs: int, seed: int = 0,
              lr_scale: float = FINETUNE_LR_SCALE) -> None:
   """Trains ``model`` (in place) ``epochs`` epochs with a fresh optimizer of the run's config
   (at ``lr_scale`` times its learning rates, no warmup)."""
-  from last_nnx.train import steps as train_steps
+  from last_nnx.train import steps as train_steps, streams
   from last_nnx.train.optim import make_optimizer
   if epochs <= 0:
     return
@@ -153,7 +153,7 @@ def finetune(model, task, config, epochs: int, seed: int = 0,
                                 steps_per_epoch=task.steps_per_epoch, lr_scale=lr_scale)
   model.train()
   for epoch in range(epochs):
-    train_steps.fit(model, optimizer, task.train_batches(2000 + 10 * seed + epoch))
+    train_steps.fit(model, optimizer, streams.finetuning(task, seed, epoch))
 
 
 def min_states(model, min_per_layer: int = 1) -> int:

@@ -77,6 +77,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
   that apply to the model (`max_drop.resolve_criteria`); one that does not apply
   raises a one-line ValueError before anything is measured.
   """
+  from last_nnx.train import streams
   from last_nnx.train.batchnorm import recalibrate_batch_norm
   from last_nnx.train.events import states_per_layer
   criteria = resolve_criteria(model, criteria, CRITERIA)
@@ -94,7 +95,8 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
     pruned, report = prune_copy(model, task, criterion, ratio, seed=seed,
                                 calibration_batches=calibration_batches)
     if recalibrate_batches:
-      recalibrate_batch_norm(pruned, task.train_batches(0), max_batches=recalibrate_batches)
+      recalibrate_batch_norm(pruned, streams.recalibration(task, 0),
+                             max_batches=recalibrate_batches)
     states = states_per_layer(pruned)
     point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
                  threshold=report.threshold, recalibrate_batches=recalibrate_batches,
@@ -114,12 +116,12 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   measurements already stored only if the whole schedule finished. A calibrated
   criterion reads ``calibration_batches`` training batches at each step, other
   rows at each (as the training loop's events do,
-  `last_nnx.train.events.calibration_batches`). Fine-tuning: a fresh optimizer of
+  `last_nnx.train.streams.calibration`). Fine-tuning: a fresh optimizer of
   the run's config each step; with ``lr_scale`` its rates times ``lr_scale`` and no
   warmup (as `max_drop.finetune`), else the run's rates and warmup.
   """
   from last_nnx import pruning
-  from last_nnx.train import events, steps as train_steps
+  from last_nnx.train import events, steps as train_steps, streams
   from last_nnx.train.optim import make_optimizer
   check_specs(model, [criterion])  # refused (one line) before any step
   keys = [point_key(dict(kind="iterative", criterion=criterion, ratio=target * (k + 1) / steps,
@@ -141,14 +143,14 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     optimizer, _ = make_optimizer(model, optim, total_steps=max(1, finetune_epochs * (
         task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch,
                                   lr_scale=1.0 if lr_scale is None else lr_scale)
-    calibration = (events.calibration_batches(task, k)
+    calibration = (streams.calibration(task, k)
                    if pruning.needs_calibration(model, name) else None)
     pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
                   horizon=horizon, calibration=calibration,
                   calibration_batches=calibration_batches)
     after_prune = evaluate(model, task, ("val",))
     for epoch in range(finetune_epochs):
-      train_steps.fit(model, optimizer, task.train_batches(1000 + 10 * k + epoch))
+      train_steps.fit(model, optimizer, streams.iterative(task, k, epoch))
     states = events.states_per_layer(model)
     point = dict(kind="iterative", criterion=criterion, ratio=cumulative, seed=0, states=states,
                  ratio_achieved=1 - sum(states.values()) / n0,

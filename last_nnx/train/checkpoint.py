@@ -2,10 +2,12 @@
 
 A checkpoint holds three items: ``model`` (every model variable: parameters,
 batch statistics, state masks, dropout RNG), ``optimizer`` (its full state) and
-``meta`` (JSON: the run position, pruning history and the state-slot shape of
-every prunable layer). Pruned layers are smaller than the config says, so a
-restore first reads ``meta``, shrinks a freshly built model to the recorded
-shapes (`resize_layers`), builds the optimizer on it, then loads the arrays.
+``meta`` (JSON, schema `CheckpointMeta`: the config, what the task told the
+model builder, the run position with its pruning history, and the state-slot
+shape of every prunable layer). Pruned layers are smaller than the config says,
+so a restore first reads ``meta``, rebuilds the model at the recorded shapes
+(`rebuild_model`, the one builder of loading and resuming), builds the
+optimizer on it, then loads the arrays.
 
 Several processes (a multi-host run): every process calls `Checkpointer.save`
 and `Checkpointer.restore` at the same points, with the same (replicated)
@@ -16,6 +18,7 @@ be one that every process sees (a shared file system or a bucket). Each
 ``checkpoints/`` and ``best/`` can save the same step at the same time.
 """
 
+import dataclasses
 import os
 from typing import Any
 
@@ -26,6 +29,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
+from last_nnx.model import build_model
 from last_nnx.ssm import find_prunable_layers
 
 
@@ -98,6 +102,73 @@ def resize_layers(model: nnx.Module, shapes: dict[str, list[int]]) -> None:
     layer.prune_states(keep.reshape(-1))
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the task tells the model builder (the rest comes from ``config.model``)."""
+
+  n_classes: int
+  vocab_size: int | None
+  in_dim: int
+  retrieval: bool = False
+
+  @classmethod
+  def of_task(cls, task) -> "ModelSpec":
+    return cls(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
+               retrieval=task.retrieval)
+
+
+@dataclasses.dataclass
+class CheckpointMeta:
+  """The ``meta`` item of a checkpoint: written by `to_dict`, read by `from_dict` only.
+
+  Attributes:
+    config: the run's ``config.to_dict()``.
+    model_spec: what `rebuild_model` needs besides the config.
+    run: the training loop's `last_nnx.train.run_state.RunState` as a dict
+      (``events``: the pruning-event records, `last_nnx.pruning.EventRecord`);
+      ``{}`` for a model written by `save_model` without a run.
+    layer_shapes: state-slot shape of every prunable layer (`layer_shapes`),
+      filled in by `Checkpointer.save`.
+    pruning: a saved model pruned after training: its replayable history and
+      where it came from (`last_nnx.pruning.saved`); None otherwise.
+  """
+
+  config: dict
+  model_spec: ModelSpec
+  run: dict = dataclasses.field(default_factory=dict)
+  layer_shapes: dict[str, list[int]] | None = None
+  pruning: dict | None = None
+
+  @property
+  def events(self) -> list[dict]:
+    """The run's pruning-event records (possibly empty)."""
+    return list(self.run.get("events") or [])
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    return {k: v for k, v in d.items() if v is not None}
+
+  @classmethod
+  def from_dict(cls, d: "dict | CheckpointMeta") -> "CheckpointMeta":
+    if isinstance(d, CheckpointMeta):
+      return d
+    return cls(config=dict(d.get("config") or {}), model_spec=ModelSpec(**d["model_spec"]),
+               run=dict(d.get("run") or {}), layer_shapes=d.get("layer_shapes"),
+               pruning=d.get("pruning"))
+
+
+def rebuild_model(config, spec: ModelSpec, layer_shapes: dict[str, list[int]] | None = None):
+  """The model of ``config`` and ``spec``, shrunk to ``layer_shapes`` (a checkpoint's).
+
+  Fresh weights from ``config.seed``: a restore loads the real ones afterwards.
+  Used by resuming (`last_nnx.train.run_state`) and by `load_model` alike.
+  """
+  model = build_model(config.model, seed=config.seed, **dataclasses.asdict(spec))
+  if layer_shapes:
+    resize_layers(model, layer_shapes)
+  return model
+
+
 class Checkpointer:
   """Latest-N checkpoints under ``directory`` (async writes, atomic commits)."""
 
@@ -116,11 +187,14 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer | None,
-           meta: dict) -> None:
-    """Saves at ``step`` (replacing an existing checkpoint at the same step)."""
+           meta: "CheckpointMeta | dict") -> None:
+    """Saves at ``step`` (replacing an existing checkpoint at the same step); ``meta`` is
+    stored as JSON with the model's ``layer_shapes`` added."""
     if step in self._manager.all_steps():
       self._manager.wait_until_finished()
       self._manager.delete(step)
+    if isinstance(meta, CheckpointMeta):
+      meta = meta.to_dict()
     meta = dict(meta, layer_shapes=layer_shapes(model))
     items = dict(model=ocp.args.StandardSave(flatten_state(nnx.state(model))),
                  meta=ocp.args.JsonSave(meta))
@@ -170,41 +244,50 @@ class Checkpointer:
     self._manager.close()
 
 
-def load_model(workdir: str, *, which: str = "checkpoints"):
+# Which checkpoint of a training workdir: the newest one, or the best at the final size.
+WHICH = ("latest", "best")
+_WHICH_DIR = {"latest": "checkpoints", "best": "best"}
+
+
+def load_model(workdir: str, *, which: str = "latest"):
   """Rebuilds the newest saved model of a training workdir, pruned shapes included.
 
   Args:
     workdir: a ``last_nnx.train`` workdir (or a directory written by `save_model`).
-    which: ``'checkpoints'`` (latest) or ``'best'``.
+    which: ``'latest'`` (its ``checkpoints/``) or ``'best'`` (its ``best/``).
 
   Returns:
     ``(model, config, meta)``: the model in eval mode, its ``ConfigDict`` and
-    the checkpoint metadata (``meta['run']['events']`` is the pruning history).
+    the `CheckpointMeta` (``meta.events`` is the pruning history).
   """
   import ml_collections  # local: keeps this module importable without configs
 
-  from last_nnx.model import build_model
-  directory = os.path.join(workdir, which)
+  if which not in WHICH:
+    raise ValueError(f"which={which!r}: use one of {WHICH}")
+  directory = os.path.join(workdir, _WHICH_DIR[which])
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no {which}/ under {workdir!r}: pass the --workdir of a training "
-                            "run (it holds checkpoints/, best/ and summary.json)")
+    raise FileNotFoundError(f"no {_WHICH_DIR[which]}/ under {workdir!r}: pass the --workdir of "
+                            "a training run (it holds checkpoints/, best/ and summary.json)")
   ckpt = Checkpointer(directory)
   latest = ckpt.latest_usable()
   if latest is None:
     raise CheckpointError(f"{directory} holds no readable checkpoint")
-  step, meta = latest
-  config = ml_collections.ConfigDict(meta["config"])
-  model = build_model(config.model, seed=config.seed, **meta["model_spec"])
-  resize_layers(model, meta["layer_shapes"])
+  step, raw = latest
+  meta = CheckpointMeta.from_dict(raw)
+  config = ml_collections.ConfigDict(meta.config)
+  model = rebuild_model(config, meta.model_spec, meta.layer_shapes)
   ckpt.restore(step, model, None)
   ckpt.close()
   model.eval()
   return model, config, meta
 
 
-def save_model(out_dir: str, model: nnx.Module, config, meta: dict, step: int = 0) -> None:
+def save_model(out_dir: str, model: nnx.Module, config, meta: "CheckpointMeta | dict",
+               step: int = 0) -> None:
   """Writes ``model`` so that `load_model(out_dir)` rebuilds it (at its pruned size)."""
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
-  meta = dict(meta, config=config.to_dict() if hasattr(config, "to_dict") else dict(config))
+  meta = dataclasses.replace(
+      CheckpointMeta.from_dict(meta),
+      config=config.to_dict() if hasattr(config, "to_dict") else dict(config))
   ckpt.save(step, model, None, meta)
   ckpt.close()

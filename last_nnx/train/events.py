@@ -6,6 +6,7 @@ devices, optionally re-estimates BatchNorm statistics, and checks the
 accuracy guard rail. Its record goes into the run's history (summary.json).
 """
 
+import dataclasses
 import json
 import math
 
@@ -14,9 +15,8 @@ from absl import logging
 from flax import nnx
 
 from last_nnx import pruning
-from last_nnx.data import pipeline
 from last_nnx.ssm.base import is_selective, live_states
-from last_nnx.train import batchnorm, distributed, steps
+from last_nnx.train import batchnorm, distributed, steps, streams
 
 
 def states_per_layer(model) -> dict[str, int]:
@@ -48,31 +48,11 @@ def ssm_ranges(model) -> dict[str, float]:
   return out
 
 
-# Epoch indices whose batch orders BatchNorm recalibration and calibrated criteria read
-# (apart from training epochs').
-RECALIBRATION_EPOCH = 1 << 20
-CALIBRATION_EPOCH = 1 << 21
+def pruning_event(run, *, target: float, config, task, mesh=None):
+  """Prunes ``run``'s model toward ``target``; returns ``(run, EventRecord)``.
 
-
-def calibration_batches(task, epoch_index: int):
-  """Training batches ``(inputs, lengths, labels)`` a calibrated criterion reads.
-
-  The same rows on every process (drawn from the whole train split, not this
-  process's shard): the scores, and so the keep set, must agree everywhere.
-  Global batches (``task.batch_size`` rows on each of ``task.process_count``
-  processes), so that a run's scores do not depend on how many processes it
-  has. Lazy: criteria that need no data read nothing.
-  """
-  order = task.epoch_order(CALIBRATION_EPOCH + epoch_index)
-  size = task.batch_size * task.process_count
-  for k in range(len(order) // size):
-    yield pipeline.gather_rows(order[k * size:(k + 1) * size], task.splits["train"],
-                               task.encoding)
-
-
-def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=None):
-  """Prunes toward ``target``; returns ``(model, optimizer, event_record)``.
-
+  ``run`` is a `last_nnx.train.run_state.Run`; the one returned holds the model
+  and optimizer that go on (the ones before the event, when it was undone).
   With ``pruning.recalibrate_batches > 0`` the BatchNorm statistics are
   re-estimated on that many training batches right after pruning (before the
   "after" evaluation; the record's ``recalibrated_batches`` counts those read).
@@ -81,26 +61,27 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
   the ratio (``on_violation='halve'``, up to ``max_halvings`` times) or
   abandoned (``'rollback'``).
   """
-  p = config.pruning
+  p, state = config.pruning, run.state
+  model, optimizer = run.model, run.optimizer
   before_states = states_per_layer(model)
   n_now = sum(before_states.values())
-  ratio = pruning.event_ratio(target, n_now, sum(run.initial_states.values()))
-  record = dict(step=run.step, train_epoch=None, target=target, ratio=ratio,
-                states_before=before_states, status="applied")
+  ratio = pruning.event_ratio(target, n_now, sum(state.initial_states.values()))
+  record = pruning.EventRecord(status="applied", step=state.step, target=target, ratio=ratio,
+                               states_before=before_states)
   removed = n_now - max(1, math.floor(n_now * (1 - ratio)))
   if removed <= 0 or removed / max(1, n_now) < p.min_reduction:
     logging.info("pruning event skipped: it would remove %d of %d states", removed, n_now)
-    return model, optimizer, dict(record, status="skipped", states_after=before_states)
-  val_before = steps.evaluate(model, task, "val", mesh)
-  record["val_before"] = val_before
+    record.status, record.states_after = "skipped", before_states
+    return run, record
+  record.val_before = steps.evaluate(model, task, "val", mesh)
   horizon = pruning.resolve_horizon(p.horizon, task.seq_len)
   halvings = 0
   while True:
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
     report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
-                           rng=np.random.default_rng([config.seed, run.epoch_index, halvings]),
+                           rng=np.random.default_rng([config.seed, state.epoch_index, halvings]),
                            min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
-                           horizon=horizon, calibration=calibration_batches(task, run.epoch_index),
+                           horizon=horizon, calibration=streams.calibration(task, state.epoch_index),
                            calibration_batches=p.calibration_batches)
     # Each process prunes its own copy: all must keep the same states.
     distributed.assert_same_on_every_process(
@@ -109,11 +90,11 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     if p.recalibrate_batches:
       batches = (distributed.shard_batch(b[:2], mesh)
-                 for b in task.train_batches(RECALIBRATION_EPOCH + run.epoch_index))
-      record["recalibrated_batches"] = batchnorm.recalibrate_batch_norm(
+                 for b in streams.recalibration(task, state.epoch_index))
+      record.recalibrated_batches = batchnorm.recalibrate_batch_norm(
           model, batches, max_batches=p.recalibrate_batches)
     val_after = steps.evaluate(model, task, "val", mesh)
-    drop = val_before["accuracy"] - val_after["accuracy"]
+    drop = record.val_before["accuracy"] - val_after["accuracy"]
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
       break
     model, optimizer = snapshot
@@ -125,10 +106,11 @@ def pruning_event(model, optimizer, *, target: float, config, run, task, mesh=No
       continue
     logging.warning("pruning dropped val accuracy by %.4f > %.4f: event rolled back",
                     drop, p.max_acc_drop)
-    return model, optimizer, dict(record, status="rolled_back", val_after=val_after,
-                                  states_after=before_states)
+    record.status, record.val_after, record.states_after = "rolled_back", val_after, before_states
+    return dataclasses.replace(run, model=model, optimizer=optimizer), record
   logging.info("pruning event (%s, %s, ratio %.4f):\n%s", p.criterion, p.mode, ratio,
                report.table())
-  record.update(ratio=ratio, halvings=halvings, val_after=val_after,
-                states_after=states_per_layer(model), report=json.loads(report.to_json()))
-  return model, optimizer, record
+  record.ratio, record.halvings, record.val_after = ratio, halvings, val_after
+  record.states_after = states_per_layer(model)
+  record.report = json.loads(report.to_json())
+  return dataclasses.replace(run, model=model, optimizer=optimizer), record

@@ -38,14 +38,14 @@ from flax import nnx
 
 from last_nnx import data, pruning
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import baseline, distributed, regularizers, steps, watch
+from last_nnx.train import baseline, distributed, regularizers, steps, streams, watch
 from last_nnx.train import progress as progress_lib
 from last_nnx.train import summary as summary_lib
 from last_nnx.train.console import DETAIL
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
-from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, validate_config
-from last_nnx.train.run_state import (RunState, checkpoint_meta, divergence_message, flat_config,
+from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, event_target, validate_config
+from last_nnx.train.run_state import (Run, checkpoint_meta, divergence_message, flat_config,
                                       metrics_from_json, metrics_to_json, micro_steps,
                                       restore_or_init, save)
 from last_nnx.train.steps import Diverged, TrainCarry, check_health
@@ -91,26 +91,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   (`last_nnx.train.baseline`). ``final_table`` logs the result table last.
   """
   ctx = setup(config, workdir)
-  model, optimizer, schedules, run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
-  distributed.replicate(model, optimizer, mesh=ctx.mesh)
-  log_plan(ctx, model, run)
-  ctx.start_progress(run.step)
-  clock = [time.time()]
-  while run.epoch_index < len(ctx.plan):
-    spec = ctx.plan[run.epoch_index]
+  run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
+  distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
+  log_plan(ctx, run)
+  ctx.start_progress(run.state.step)
+  run.clock.lap()  # the run's wall time counts from here
+  while run.state.epoch_index < len(ctx.plan):
+    spec = ctx.plan[run.state.epoch_index]
     ctx.epoch_eta.start_epoch()
     try:
       with ctx.train_clock:
-        train_scalars = train_epoch(ctx, model, optimizer, schedules, run, clock)
+        train_scalars = train_epoch(ctx, run)
     except Diverged as e:
-      model, optimizer, schedules, run = roll_back(ctx, e, run)
+      run = roll_back(ctx, e, run)
       continue
-    val = evaluate_epoch(ctx, model, run, spec, train_scalars)
-    target = watch.epoch_end(ctx, model, run, spec)  # and the 'settled' decision
+    val = evaluate_epoch(ctx, run, spec, train_scalars)
+    watch.epoch_end(ctx, run.model, run.state, spec)
+    target = event_target(ctx.config, spec, run.state)
     if target is not None:
-      model, optimizer, val = prune_event(ctx, model, optimizer, run, spec, val, target)
-    end_epoch(ctx, model, optimizer, run, val, clock)
-  return finish(ctx, model, run, workdir, final_table)
+      run, val = prune_event(ctx, run, spec, val, target)
+    end_epoch(ctx, run, val)
+  return finish(ctx, run, workdir, final_table)
 
 
 def setup(config, workdir: str) -> Context:
@@ -141,8 +142,9 @@ def setup(config, workdir: str) -> Context:
       best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1), workdir=workdir)
 
 
-def log_plan(ctx: Context, model, run: RunState) -> None:
-  if run.step == 0:
+def log_plan(ctx: Context, run: Run) -> None:
+  model = run.model
+  if run.state.step == 0:
     logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
         nnx.to_pure_dict(nnx.state(model, nnx.Param))), extra=DETAIL)
     ctx.writer.write_hparams({k: v for k, v in flat_config(ctx.config.to_dict()).items()
@@ -158,7 +160,7 @@ def log_plan(ctx: Context, model, run: RunState) -> None:
                sum(s.finetune for s in ctx.plan), events, ctx.micro, states_per_layer(model))
 
 
-def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock) -> dict:
+def train_epoch(ctx: Context, run: Run) -> dict:
   """Runs the rest of the current epoch's micro-steps; returns its train scalars.
 
   Steps are dispatched back to back; the host reads metrics and the finiteness
@@ -167,29 +169,30 @@ def train_epoch(ctx: Context, model, optimizer, schedules, run: RunState, clock)
   config, micro = ctx.config, ctx.micro
   accum = config.optim.grad_accum
   r = config.regularizer
-  carry = TrainCarry.start(model, metrics_from_json(run.partial_train))
-  step = steps.bound_train_step(model, optimizer)  # shapes are fixed within an epoch
+  model, state = run.model, run.state
+  carry = TrainCarry.start(model, metrics_from_json(state.partial_train))
+  step = steps.bound_train_step(model, run.optimizer)  # shapes are fixed within an epoch
   reg_weight = _DeviceScalar()
   batches = itertools.islice(
-      ctx.task.train_batches(run.epoch_index, start_step=run.step_in_epoch),
-      max(0, micro - run.step_in_epoch))
+      streams.training(ctx.task, state.epoch_index, start_step=state.step_in_epoch),
+      max(0, micro - state.step_in_epoch))
   for batch in distributed.prefetch_to_device(batches, ctx.mesh):
-    weight = reg_weight(regularizers.weight_at(run.epoch_index + run.step_in_epoch / micro,
+    weight = reg_weight(regularizers.weight_at(state.epoch_index + state.step_in_epoch / micro,
                                                r.weight, r.schedule, r.ramp_epochs))
     carry = step(carry, *batch, weight, reg=ctx.reg)
-    run.step += 1
-    run.step_in_epoch += 1
-    ctx.progress(run.step)
-    ctx.eta(run.step, micro, carry)
-    if run.step % config.train.log_every_steps == 0:
+    state.step += 1
+    state.step_in_epoch += 1
+    ctx.progress(state.step)
+    ctx.eta(state.step, micro, carry)
+    if state.step % config.train.log_every_steps == 0:
       scalars = _checked_scalars(model, carry)
-      scalars["lr/regular"] = float(schedules["regular"](run.step // accum))
-      ctx.writer.write_scalars(run.step, scalars)
+      scalars["lr/regular"] = float(run.schedules["regular"](state.step // accum))
+      ctx.writer.write_scalars(state.step, scalars)
     every = config.train.checkpoint_every_steps
-    if every and run.step % every == 0 and run.step_in_epoch < micro:
+    if every and state.step % every == 0 and state.step_in_epoch < micro:
       _checked_scalars(model, carry)  # never checkpoint a diverged state
-      run.partial_train = metrics_to_json(carry.metrics)
-      save(ctx.ckpt, model, optimizer, run, config, ctx.task, clock)
+      state.partial_train = metrics_to_json(carry.metrics)
+      save(ctx.ckpt, run, config, ctx.task)
   train_scalars = _checked_scalars(model, carry)
   if ctx.reg.kind == "none":
     train_scalars.pop("train/penalty", None)
@@ -218,7 +221,7 @@ def _checked_scalars(model, carry: TrainCarry) -> dict[str, float]:
   return scalars
 
 
-def roll_back(ctx: Context, error: Diverged, run: RunState):
+def roll_back(ctx: Context, error: Diverged, run: Run) -> Run:
   """After a divergence: the last checkpoint, with a lower learning rate.
 
   Before the first checkpoint the retry starts again from the initial weights:
@@ -231,84 +234,86 @@ def roll_back(ctx: Context, error: Diverged, run: RunState):
     Diverged: no retries left; its one-line message says what to change and
       whether the workdir can be reused.
   """
-  config = ctx.config
+  config, state = ctx.config, run.state
   ctx.ckpt.wait()  # an asynchronous save still in flight is a checkpoint to go back to
   has_checkpoint = ctx.ckpt.latest_usable() is not None
-  if run.nan_retries_left <= 0:
-    raise Diverged(divergence_message(error, run, config, has_checkpoint)) from None
-  scale = run.lr_scale * config.train.nan_lr_scale
-  retries = run.nan_retries_left - 1
-  logging.error("%s at step %d: %s and retrying with lr x%.3g", error, run.step,
+  if state.nan_retries_left <= 0:
+    raise Diverged(divergence_message(error, state, config, has_checkpoint)) from None
+  scale = state.lr_scale * config.train.nan_lr_scale
+  retries = state.nan_retries_left - 1
+  logging.error("%s at step %d: %s and retrying with lr x%.3g", error, state.step,
                 "rolling back to the last checkpoint" if has_checkpoint
                 else "no checkpoint yet, starting again from the initial weights", scale)
-  model, optimizer, schedules, run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt,
-                                                     lr_scale=scale)
-  distributed.replicate(model, optimizer, mesh=ctx.mesh)
-  run.nan_retries_left = retries
-  ctx.start_progress(run.step)
-  return model, optimizer, schedules, run
+  run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt, lr_scale=scale, clock=run.clock)
+  distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
+  run.state.nan_retries_left = retries
+  ctx.start_progress(run.state.step)
+  return run
 
 
-def evaluate_epoch(ctx: Context, model, run: RunState, spec: EpochSpec, train_scalars) -> dict:
+def evaluate_epoch(ctx: Context, run: Run, spec: EpochSpec, train_scalars) -> dict:
   """Validation at the epoch end: logged, recorded in the run, warned about."""
+  model, state = run.model, run.state
   val = steps.evaluate(model, ctx.task, "val", ctx.mesh)
   scalars = dict(train_scalars, **{f"val/{k}": v for k, v in val.items()}, **ssm_ranges(model))
   scalars["states/total"] = sum(states_per_layer(model).values())
-  ctx.writer.write_scalars(run.step, scalars)
-  label = epoch_label(ctx.plan, run.epoch_index)
+  ctx.writer.write_scalars(state.step, scalars)
+  label = epoch_label(ctx.plan, state.epoch_index)
   logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
                extra=DETAIL)
   logging.info("%s", epoch_line(label, scalars))
-  run.epochs.append(dict(epoch=run.epoch_index + 1, train_epoch=spec.train_epoch,
-                         step=run.step, finetune=spec.finetune, **scalars))
-  _warn_if_at_chance(val["accuracy"], ctx.task.n_classes, run, ctx.config)
+  state.epochs.append(dict(epoch=state.epoch_index + 1, train_epoch=spec.train_epoch,
+                           step=state.step, finetune=spec.finetune, **scalars))
+  _warn_if_at_chance(val["accuracy"], ctx.task.n_classes, state, ctx.config)
   _warn_if_unstable(scalars, ctx.config)
   return val
 
 
-def prune_event(ctx: Context, model, optimizer, run: RunState, spec: EpochSpec, val: dict,
-                target: float):
-  """The scheduled pruning event after this epoch; returns the model, optimizer
-  and the validation metrics of the model that goes on."""
-  if not run.events:
-    run.dense = dict(val=val, states=states_per_layer(model), epoch=spec.train_epoch)
+def prune_event(ctx: Context, run: Run, spec: EpochSpec, val: dict,
+                target: float) -> tuple[Run, dict]:
+  """The scheduled pruning event after this epoch; returns the run that goes on and
+  the validation metrics of its model."""
+  state = run.state
+  if not state.events:
+    state.dense = dict(val=val, states=states_per_layer(run.model), epoch=spec.train_epoch)
     if ctx.config.train.eval_test:
-      run.dense["test"] = steps.evaluate(model, ctx.task, "test", ctx.mesh)
-  model, optimizer, event = pruning_event(model, optimizer, target=target,
-                                          config=ctx.config, run=run, task=ctx.task,
-                                          mesh=ctx.mesh)
-  event["train_epoch"] = spec.train_epoch
-  run.events.append(event)
-  ctx.writer.write_scalars(run.step, {f"states/{k}": v
-                                      for k, v in states_per_layer(model).items()})
-  if event["status"] == "applied":
-    run.best_val = -1.0  # best/ tracks the best model at the current size
-    val = event["val_after"]
-  return model, optimizer, val
+      state.dense["test"] = steps.evaluate(run.model, ctx.task, "test", ctx.mesh)
+  run, event = pruning_event(run, target=target, config=ctx.config, task=ctx.task,
+                             mesh=ctx.mesh)
+  event.train_epoch = spec.train_epoch
+  state.events.append(event.to_dict())
+  ctx.writer.write_scalars(state.step, {f"states/{k}": v
+                                        for k, v in states_per_layer(run.model).items()})
+  if event.status == "applied":
+    state.best_val = -1.0  # best/ tracks the best model at the current size
+    val = event.val_after
+  return run, val
 
 
-def end_epoch(ctx: Context, model, optimizer, run: RunState, val: dict, clock) -> None:
+def end_epoch(ctx: Context, run: Run, val: dict) -> None:
   """Advances the plan and checkpoints (and the best model at the current size)."""
-  run.epoch_index += 1
-  run.step_in_epoch = 0
-  run.partial_train = None
-  improved = val["accuracy"] > run.best_val
+  state = run.state
+  state.epoch_index += 1
+  state.step_in_epoch = 0
+  state.partial_train = None
+  improved = val["accuracy"] > state.best_val
   if improved:
-    run.best_val = val["accuracy"]
-  save(ctx.ckpt, model, optimizer, run, ctx.config, ctx.task, clock)
+    state.best_val = val["accuracy"]
+  save(ctx.ckpt, run, ctx.config, ctx.task)
   if improved:
-    ctx.best_ckpt.save(run.step, model, None, checkpoint_meta(run, ctx.config, ctx.task))
+    ctx.best_ckpt.save(state.step, run.model, None, checkpoint_meta(state, ctx.config, ctx.task))
   ctx.writer.flush()
-  ctx.epoch_eta.end_epoch(len(ctx.plan) - run.epoch_index, ctx.eta,
-                          epoch_label(ctx.plan, run.epoch_index - 1))
+  ctx.epoch_eta.end_epoch(len(ctx.plan) - state.epoch_index, ctx.eta,
+                          epoch_label(ctx.plan, state.epoch_index - 1))
 
 
-def finish(ctx: Context, model, run: RunState, workdir: str, final_table: bool = True) -> dict:
+def finish(ctx: Context, run: Run, workdir: str, final_table: bool = True) -> dict:
   """Final evaluation and summary.json (one process), the dense baseline if asked for,
   the result table last."""
   ctx.ckpt.wait()
   timing = progress_lib.timing(ctx.eta, ctx.epoch_eta, time.time())
-  summary = summary_lib.build(model, ctx.task, run, ctx.config, ctx.mesh, len(ctx.plan), timing)
+  summary = summary_lib.build(run.model, ctx.task, run.state, ctx.config, ctx.mesh,
+                              len(ctx.plan), timing)
   ctx.writer.close()
   ctx.ckpt.close()
   ctx.best_ckpt.close()
@@ -341,7 +346,7 @@ def epoch_line(label: str, scalars: dict) -> str:
   return " | ".join([" ".join(parts[:2])] + parts[2:] + [f"{scalars['states/total']} states"])
 
 
-def _warn_if_at_chance(acc: float, n_classes: int, run: RunState, config) -> None:
+def _warn_if_at_chance(acc: float, n_classes: int, run, config) -> None:
   chance = metrics_lib.chance_level(n_classes)
   run.chance_epochs = run.chance_epochs + 1 if acc <= chance + 0.02 else 0
   if run.chance_epochs >= config.train.chance_warning_epochs:

@@ -7,8 +7,8 @@ what a checkpoint records.
 
 The ``settled`` schedule decides its events at run time, so its plan only
 marks where an event may fire: the training epochs from ``start_epoch`` to
-``end_epoch`` (the deadline) have ``settle=True``, and the loop asks
-`last_nnx.train.watch.epoch_end` at each of them. Its fine-tuning epochs
+``end_epoch`` (the deadline) have ``settle=True``, and at each of them
+`event_target` reads the watch's history (`last_nnx.train.watch`) to decide. Its fine-tuning epochs
 (``pruning.finetune_epochs``) follow the deadline, so the plan, and with it the
 learning-rate schedule and the step count, is fixed before the run starts;
 when the event fires earlier, the training epochs after it train the smaller model.
@@ -16,8 +16,11 @@ when the event fires earlier, the training epochs after it train the smaller mod
 
 import dataclasses
 
+from absl import logging
+
 from last_nnx import pruning
-from last_nnx.pruning.schedule import KINDS, settle_window
+from last_nnx.pruning.schedule import (KINDS, is_settled, settle_targets, settle_window,
+                                       settled_target)
 from last_nnx.ssm import ssm_kind
 from last_nnx.train.watch import unwatchable, watchable, watched_criterion
 
@@ -52,6 +55,32 @@ def epoch_plan(config) -> list[EpochSpec]:
     if epoch in targets:
       plan += [EpochSpec(epoch, True, None)] * config.pruning.finetune_epochs
   return plan
+
+
+def event_target(config, spec: EpochSpec, run) -> float | None:
+  """The cumulative target of the pruning event to run after epoch ``spec``, or None.
+
+  The plan's for the fixed schedules; for ``settled``, the decision of
+  `last_nnx.pruning.schedule.settled_target` on the watch history of ``run``
+  (a `RunState`: its ``watch`` records and the ``events`` done so far).
+  """
+  p = config.pruning
+  if p.schedule != "settled":
+    return spec.target_ratio
+  if not spec.settle:
+    return None
+  changes = [None if r["overlap_prev"] is None else 1.0 - r["overlap_prev"] for r in run.watch]
+  start, end = settle_window(p, config.train.epochs)
+  target = settled_target(
+      epoch=spec.train_epoch, changes=changes, steps_done=len(run.events),
+      targets=settle_targets(p.target_ratio, p.settle_steps, p.ramp),
+      tolerance=p.settle_tolerance, epochs=p.settle_epochs, start_epoch=start, end_epoch=end)
+  if target is not None:
+    stable = is_settled(changes, p.settle_tolerance, p.settle_epochs)
+    logging.info("settled schedule: %s after epoch %d: pruning to %.1f%%",
+                 "keep set stable" if stable else "deadline reached", spec.train_epoch,
+                 100 * target)
+  return target
 
 
 def validate_config(config) -> None:

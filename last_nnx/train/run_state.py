@@ -1,8 +1,12 @@
-"""What a run must remember to resume: `RunState`, and building or restoring a run.
+"""What a run is and must remember to resume: `Run`, `RunState`, building or restoring one.
 
-The checkpoint holds the arrays (model, optimizer, dropout RNG) and, as JSON,
-the `RunState` (position in the plan, step inside the epoch for the data
-pipeline, pruning history, partial metrics) with the config it was made with.
+The checkpoint holds the arrays (model, optimizer, dropout RNG) and, as JSON
+(`last_nnx.train.checkpoint.CheckpointMeta`), the `RunState` (position in the
+plan, step inside the epoch for the data pipeline, pruning history, partial
+metrics) with the config it was made with. A `Run` is what the loop carries:
+the model, its optimizer and schedules, the `RunState` and the wall clock.
+Restoring, rolling back and pruning each hand back a `Run`, so the loop rebinds
+one name.
 """
 
 import dataclasses
@@ -14,9 +18,8 @@ import jax.numpy as jnp
 from absl import logging
 from clu import metrics as clu_metrics
 
-from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train.checkpoint import Checkpointer, resize_layers
+from last_nnx.train.checkpoint import Checkpointer, CheckpointMeta, ModelSpec, rebuild_model
 from last_nnx.train.events import states_per_layer
 from last_nnx.train.optim import make_optimizer
 from last_nnx.train.plan import epoch_label
@@ -38,6 +41,37 @@ class RunState:
   partial_train: dict | None = None
   watch: list = dataclasses.field(default_factory=list)  # per-epoch records (train/watch.py)
   wall_time: float = 0.0
+
+
+class WallClock:
+  """Wall time since the last `lap` (what `save` adds to ``RunState.wall_time``)."""
+
+  def __init__(self):
+    self.since = time.time()
+
+  def lap(self) -> float:
+    now = time.time()
+    elapsed, self.since = now - self.since, now
+    return elapsed
+
+
+@dataclasses.dataclass
+class Run:
+  """What the training loop carries from phase to phase.
+
+  Attributes:
+    model: the (possibly pruned) model, trained in place.
+    optimizer: its ``nnx.Optimizer``.
+    schedules: the learning-rate schedules by role (`last_nnx.train.optim`).
+    state: the `RunState` a checkpoint records.
+    clock: wall time not yet added to ``state.wall_time``.
+  """
+
+  model: Any
+  optimizer: Any
+  schedules: dict
+  state: RunState
+  clock: WallClock = dataclasses.field(default_factory=WallClock)
 
 
 def metrics_to_json(m) -> dict | None:
@@ -66,10 +100,9 @@ def micro_steps(config, task) -> tuple[int, int]:
 
 
 def build(config, task, plan, *, lr_scale: float = 1.0, layer_shapes=None):
-  model = build_model(config.model, n_classes=task.n_classes, vocab_size=task.vocab_size,
-                      in_dim=task.in_dim, retrieval=task.retrieval, seed=config.seed)
-  if layer_shapes:
-    resize_layers(model, layer_shapes)
+  """``(model, optimizer, schedules)``: the model of the config (at ``layer_shapes``, a
+  checkpoint's), and its optimizer over the whole plan."""
+  model = rebuild_model(config, ModelSpec.of_task(task), layer_shapes)
   micro, accum = micro_steps(config, task)
   optimizer, schedules = make_optimizer(
       model, config.optim, total_steps=len(plan) * micro // accum,
@@ -105,28 +138,34 @@ def check_same_run(saved: dict, config, directory: str) -> None:
                      "with the same config to resume it, or give a new --workdir")
 
 
-def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float | None = None):
-  """Newest usable checkpoint, or a fresh model. ``lr_scale`` overrides the saved one."""
+def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float | None = None,
+                    clock: WallClock | None = None) -> Run:
+  """The `Run` of the newest usable checkpoint, or a fresh one.
+
+  ``lr_scale`` overrides the saved one; ``clock`` (a roll-back's) goes on ticking.
+  """
+  clock = clock or WallClock()
   latest = ckpt.latest_usable()
   if latest is None:
-    run = RunState(nan_retries_left=config.train.nan_retries, lr_scale=lr_scale or 1.0)
-    model, optimizer, schedules = build(config, task, plan, lr_scale=run.lr_scale)
-    run.initial_states = states_per_layer(model)
-    return model, optimizer, schedules, run
-  step, meta = latest
-  check_same_run(meta["config"], config, ckpt.directory)
-  run = RunState(**meta["run"])
+    state = RunState(nan_retries_left=config.train.nan_retries, lr_scale=lr_scale or 1.0)
+    model, optimizer, schedules = build(config, task, plan, lr_scale=state.lr_scale)
+    state.initial_states = states_per_layer(model)
+    return Run(model, optimizer, schedules, state, clock)
+  step, raw = latest
+  meta = CheckpointMeta.from_dict(raw)
+  check_same_run(meta.config, config, ckpt.directory)
+  state = RunState(**meta.run)
   if lr_scale is not None:
-    run.lr_scale = lr_scale
-  model, optimizer, schedules = build(config, task, plan, lr_scale=run.lr_scale,
-                                      layer_shapes=meta["layer_shapes"])
+    state.lr_scale = lr_scale
+  model, optimizer, schedules = build(config, task, plan, lr_scale=state.lr_scale,
+                                      layer_shapes=meta.layer_shapes)
   ckpt.restore(step, model, optimizer)
-  where = (epoch_label(plan, run.epoch_index) if run.epoch_index < len(plan)
+  where = (epoch_label(plan, state.epoch_index) if state.epoch_index < len(plan)
            else "the end of the plan")
   logging.info("resumed from %s/%d: continuing at %s (step %d in it), step %d overall; "
-               "states %s", ckpt.directory, step, where, run.step_in_epoch, run.step,
+               "states %s", ckpt.directory, step, where, state.step_in_epoch, state.step,
                states_per_layer(model))
-  return model, optimizer, schedules, run
+  return Run(model, optimizer, schedules, state, clock)
 
 
 def divergence_message(error: Exception, run: RunState, config, has_checkpoint: bool) -> str:
@@ -144,17 +183,16 @@ def divergence_message(error: Exception, run: RunState, config, has_checkpoint: 
           f"{fixes[-1]}, then rerun {where}")
 
 
-def checkpoint_meta(run: RunState, config, task) -> dict:
+def checkpoint_meta(state: RunState, config, task) -> CheckpointMeta:
   """Checkpoint metadata: run position, config, and what rebuilding the model needs."""
-  spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
-              retrieval=task.retrieval)
-  return dict(run=dataclasses.asdict(run), config=config.to_dict(), model_spec=spec)
+  return CheckpointMeta(config=config.to_dict(), model_spec=ModelSpec.of_task(task),
+                        run=dataclasses.asdict(state))
 
 
-def save(ckpt, model, optimizer, run, config, task, t_start):
-  run.wall_time += time.time() - t_start[0]
-  t_start[0] = time.time()
-  ckpt.save(run.step, model, optimizer, checkpoint_meta(run, config, task))
+def save(ckpt: Checkpointer, run: Run, config, task) -> None:
+  """Checkpoints ``run`` (its wall time brought up to date first)."""
+  run.state.wall_time += run.clock.lap()
+  ckpt.save(run.state.step, run.model, run.optimizer, checkpoint_meta(run.state, config, task))
 
 
 def flat_config(d: dict, prefix: str = "") -> dict:

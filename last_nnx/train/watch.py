@@ -1,4 +1,4 @@
-"""Watching the states while training: per-epoch scores, and when to prune if ``settled``.
+"""Watching the states while training: per-epoch scores and would-be keep sets.
 
 At every epoch end (after validation, before any pruning event) the loop calls
 `epoch_end`. For the watched criterion (``watch.criterion``, by default
@@ -17,7 +17,7 @@ the initial states) would do now:
   states and the same target (not across a pruning event).
 
 The records go into ``RunState.watch`` (checkpointed, so the ``settled``
-decision survives a resume) and into summary.json under ``watch``, where each
+decision, `last_nnx.train.plan.event_target`, survives a resume) and into summary.json under ``watch``, where each
 also gets ``overlap_final``: the overlap with the last record at the same model
 size, i.e. the keep set the model had when it was pruned (or when training
 ended). The full per-state scores are appended to ``watch_scores.jsonl`` in the
@@ -38,8 +38,7 @@ from absl import logging
 
 from last_nnx import pruning
 from last_nnx.pruning import allocate, criteria
-from last_nnx.pruning.schedule import (is_settled, jaccard, settle_targets, settle_window,
-                                       settled_target)
+from last_nnx.pruning.schedule import jaccard
 from last_nnx.ssm import ssm_kind
 from last_nnx.train.console import DETAIL
 
@@ -172,14 +171,10 @@ def read_scores(workdir: str) -> list[dict]:
   return [by_epoch[k] for k in sorted(by_epoch)]
 
 
-def epoch_end(ctx, model, run, spec) -> float | None:
-  """The loop's call at an epoch end: watch, then say whether to prune now.
-
-  Appends this epoch's record to ``run.watch`` (and writes it out) when the
-  watch is on, then returns the cumulative target of the pruning event to run
-  after this epoch, or None: the plan's for the fixed schedules, the decision
-  of `pruning.schedule.settled_target` on the watch history for ``settled``.
-  """
+def epoch_end(ctx, model, run, spec) -> None:
+  """The loop's call at an epoch end: when the watch is on, appends this epoch's
+  record to ``run.watch`` (a `RunState`) and writes it out. Whether to prune
+  now is the plan's decision (`last_nnx.train.plan.event_target`)."""
   config = ctx.config
   p, w = config.pruning, config.watch
   criterion = watched_criterion(config)
@@ -206,22 +201,6 @@ def epoch_end(ctx, model, run, spec) -> float | None:
   elif w.enabled and run.epoch_index == 0:
     logging.info("watch: skipped, %s (set watch.criterion to a data-free one: %s)",
                  reason, ", ".join(watchable(ssm_kind(config.model.ssm))))
-  if p.schedule != "settled":
-    return spec.target_ratio
-  if not spec.settle:
-    return None
-  changes = [None if r["overlap_prev"] is None else 1.0 - r["overlap_prev"] for r in run.watch]
-  start, end = settle_window(p, config.train.epochs)
-  target = settled_target(
-      epoch=spec.train_epoch, changes=changes, steps_done=len(run.events),
-      targets=settle_targets(p.target_ratio, p.settle_steps, p.ramp),
-      tolerance=p.settle_tolerance, epochs=p.settle_epochs, start_epoch=start, end_epoch=end)
-  if target is not None:
-    stable = is_settled(changes, p.settle_tolerance, p.settle_epochs)
-    logging.info("settled schedule: %s after epoch %d: pruning to %.1f%%",
-                 "keep set stable" if stable else "deadline reached", spec.train_epoch,
-                 100 * target)
-  return target
 
 
 def summarize(records: list[dict]) -> list[dict]:
