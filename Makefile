@@ -18,7 +18,7 @@ else
 endif
 CONFIG_ARG := $(MODEL)$(if $(TRAIN_PRESET),$(comma)$(TRAIN_PRESET))
 
-.PHONY: venv test test-all train sweep bench bench-gpu clean help
+.PHONY: venv test test-all lint format train sweep bench bench-gpu clean help
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -39,6 +39,18 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS) -m '' --durations=10 $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && rc=0; exit $$rc
+
+# Lint (ruff check), format (ruff format --check) and types (mypy on last_nnx/, the level
+# pyproject.toml's [tool.mypy] states); all configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Rewrites the tree: import order, then the formatter (one commit, when no branch is open).
+format: $(STAMP)
+	$(VENV)/bin/ruff check --select I --fix .
+	$(VENV)/bin/ruff format .
 
 train: $(STAMP)
 	$(PY) -m last_nnx.train --config experiments/configs/$(TASK).py:$(CONFIG_ARG) \

@@ -389,7 +389,8 @@ def main(argv=None) -> dict:
                       help="batch size (default: each task's reference batch, 50 and 32)")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--quick", action="store_true",
-                      help=f"L={QUICK['L']}, at most {QUICK['layers']} layers: a seconds-long check")
+                      help=f"L={QUICK['L']}, at most {QUICK['layers']} layers: a seconds-long "
+                      "check")
   parser.add_argument("--remat", action="store_true", help="also time ours with remat")
   parser.add_argument("--cost", action="store_true",
                       help="instead of timing: XLA's cost analysis (flops, bytes accessed, "
@@ -423,7 +424,8 @@ def main(argv=None) -> dict:
   device = jax.devices()[0]
   result = dict(device=getattr(device, "device_kind", str(device)), platform=device.platform,
                 n_devices=jax.device_count(), host=platform.node(), jax=jax.__version__,
-                flax=flax.__version__, reference="msgwak/LAST", reference_commit=_reference_commit(),
+                flax=flax.__version__, reference="msgwak/LAST",
+                reference_commit=_reference_commit(),
                 shims=shims + ["FrozenDict init (always)"], quick=args.quick, repeats=args.repeats,
                 tasks={})
   for task in tasks:
@@ -452,7 +454,8 @@ def main(argv=None) -> dict:
                                  (ref.get("memory") or {}).get("total_bytes"))  # <1: ours smaller
     result["tasks"][task] = row
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-    print(f"{task} (L={shape['L']}, {shape['layers']} layers, batch {batch}) on {result['device']}: "
+    print(f"{task} (L={shape['L']}, {shape['layers']} layers, batch {batch}) on "
+          f"{result['device']}: "
           f"reference/ours step time {fmt(row['speedup'])}x (pipelined "
           f"{fmt(row['speedup_pipelined'])}x), ours/reference compiled memory "
           f"{fmt(row['memory_ratio'])}", flush=True)

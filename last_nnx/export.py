@@ -31,7 +31,8 @@ can hold them; a stream starts from all-zero state arrays.
 import dataclasses
 import json
 import os
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,5 @@
 """The loop's accelerator habits: donation, prefetch, device-side finiteness, bfloat16."""
 
-import os
 
 import jax
 import jax.numpy as jnp

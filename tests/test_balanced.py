@@ -2,7 +2,6 @@
 
 import ml_collections
 import numpy as np
-import jax
 import jax.numpy as jnp
 import optax
 import pytest

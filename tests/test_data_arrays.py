@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from last_nnx import data
-from last_nnx.data import arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

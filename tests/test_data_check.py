@@ -9,8 +9,14 @@ import sys
 import pytest
 
 from last_nnx.cli import check_data as check
-from tests.test_data_readers import (make_aan, make_cifar, make_imdb, make_listops,
-                                     make_pathfinder, make_speech)
+from tests.test_data_readers import (
+  make_aan,
+  make_cifar,
+  make_imdb,
+  make_listops,
+  make_pathfinder,
+  make_speech,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -154,6 +160,7 @@ def test_reference_counts_follow_the_reference_rule(tmp_path):
 
 def test_ready_when_the_counts_match(tmp_path, monkeypatch):
   import dataclasses
+
   from last_nnx.data import layout
   make_listops(tmp_path, n=5)
   small = dataclasses.replace(layout.RELEASES["listops"], expected={"train": 5, "val": 5,

@@ -3,7 +3,6 @@
 The fixture builders here are reused by test_data_check.py.
 """
 
-import os
 import pickle
 import wave
 

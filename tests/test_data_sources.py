@@ -1,4 +1,4 @@
-"""The source table: one row per (task, how), resolve leaves the config alone, new sources plug in."""
+"""The source table: a row per (task, how); resolve leaves the config alone; new sources plug in."""
 
 import ml_collections
 import numpy as np

@@ -11,8 +11,15 @@ import pytest
 
 from last_nnx import data
 from last_nnx.data import readers, splits
-from tests.test_data_readers import (config, make_aan, make_cifar, make_imdb, make_listops,
-                                     make_pathfinder, make_speech)
+from tests.test_data_readers import (
+  config,
+  make_aan,
+  make_cifar,
+  make_imdb,
+  make_listops,
+  make_pathfinder,
+  make_speech,
+)
 
 # ----------------------------------------------------------------------------
 # An independent transcription of the reference's rule.

@@ -83,7 +83,8 @@ def test_conjugate_pair_has_about_the_norm_of_one_mode():
   rng = np.random.default_rng(1)
   for _ in range(5):
     pole = rng.uniform(0.95, 0.99) * np.exp(1j * rng.uniform(0.5, 2.5))
-    b, c = rng.normal(size=3) + 1j * rng.normal(size=3), rng.normal(size=2) + 1j * rng.normal(size=2)
+    b = rng.normal(size=3) + 1j * rng.normal(size=3)
+    c = rng.normal(size=2) + 1j * rng.normal(size=2)
     single = np.linalg.norm(b) * np.linalg.norm(c) / (1 - abs(pole))
     pair = hinf.hinf_numeric(pole, b, c, conj_pair=True)
     assert pair == pytest.approx(single, rel=0.15)

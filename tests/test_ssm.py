@@ -302,6 +302,7 @@ def test_mimo_system_output_and_gradients_in_both_output_layouts(states, channel
   ours = lambda b, c, u: mimo_diagonal_system(lam, b, c, u, bidirectional=bidirectional,
                                               method=method)
   np.testing.assert_allclose(ours(b, c, u), plain(b, c, u), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda *a: jnp.sum(f(*a) * w), (0, 1, 2))(b, c, u) for f in (ours, plain)]
+  grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), (0, 1, 2))(b, c, u)
+           for f in (ours, plain)]
   for g, e in zip(*grads):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))))

@@ -1,6 +1,5 @@
 """Pruning a saved run from the command line, and sweeps over criteria and ratios."""
 
-import json
 import os
 
 import numpy as np

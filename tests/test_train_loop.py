@@ -257,7 +257,8 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
     return out
   monkeypatch.setattr(steps, "train_step", blow_up)
   if persistent:
-    with pytest.raises(steps.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*no retries left"):
+    with pytest.raises(steps.Diverged,
+                       match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*no retries left"):
       loop.train_and_evaluate(config, str(tmp_path))
   else:
     summary = loop.train_and_evaluate(config, str(tmp_path))
@@ -301,7 +302,8 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
   monkeypatch.setattr(steps, "evaluate", evaluate)
   real_prune = events.pruning.prune
   monkeypatch.setattr(events.pruning, "prune",
-                      lambda model, ratio, **kw: ratios.append(ratio) or real_prune(model, ratio, **kw))
+                      lambda model, ratio, **kw: (ratios.append(ratio)
+                                                  or real_prune(model, ratio, **kw)))
   summary = loop.train_and_evaluate(config, str(tmp_path))
   event = summary["pruning_events"][0]
   assert summary["states_initial"] == {"blocks.0.ssm": 4}

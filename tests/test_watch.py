@@ -75,7 +75,8 @@ def test_settled_fires_when_stable_not_before_and_at_the_deadline():
 
 
 def test_settled_schedule_has_no_fixed_events():
-  assert PruningSchedule(kind="settled", target_ratio=0.5, start_epoch=2, end_epoch=5).events() == {}
+  schedule = PruningSchedule(kind="settled", target_ratio=0.5, start_epoch=2, end_epoch=5)
+  assert schedule.events() == {}
 
 
 def test_settled_plan_marks_the_window_and_fine_tunes_after_the_deadline():

@@ -11,7 +11,8 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from absl import app, flags
 
@@ -56,7 +57,8 @@ SECTIONS = (
             "capacity:capacity_markdown"),
     Section("streaming", "streaming",
             lambda f: _call("deploy:bench_streaming", max(f.repeats, 5)), "deploy:markdown"),
-    Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats), "mamba2:markdown"),
+    Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats),
+            "mamba2:markdown"),
     Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
 )
 NAMES = tuple(s.name for s in SECTIONS)

@@ -17,8 +17,8 @@ def bench_capacity(capacity_gib: float, batch_probes=(4, 8)) -> dict:
     make = lambda: (lambda m: (m, loop_lib.adam_optimizer(m)))(
         build_model(shape, "s5", remat=remat))
     for donate in (False, True):
-      row = loop_lib.largestmake_batch(make, lambda b: make_batch(shape, b), donate=donate,
-                                         limit_bytes=limit, probes=batch_probes)
+      row = loop_lib.largest_batch(make, lambda b: make_batch(shape, b), donate=donate,
+                                   limit_bytes=limit, probes=batch_probes)
       rows.append(dict(row, remat=remat))
   return dict(limit_bytes=limit, limit_source=source, seq_len=shape["L"], rows=rows)
 

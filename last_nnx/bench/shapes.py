@@ -1,6 +1,9 @@
 """The benchmarked task shapes (plain data: importing this module imports no JAX)."""
 
-TASK_SHAPES = {  # from experiments/configs (S5 settings); vocab None = continuous input
+from typing import Any
+
+# From experiments/configs (S5 settings); vocab None = continuous input.
+TASK_SHAPES: dict[str, dict[str, Any]] = {
     "listops": dict(L=2048, vocab=17, classes=10, layers=8, H=128, P=16, J=8, s4d_H=128),
     "text": dict(L=4096, vocab=257, classes=2, layers=6, H=256, P=192, J=12, s4d_H=256),
     "retrieval": dict(L=4000, vocab=257, classes=2, layers=6, H=128, P=256, J=16, s4d_H=256,

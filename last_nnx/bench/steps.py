@@ -35,8 +35,8 @@ def bench_train_steps(tasks, batch: int, repeats: int) -> list[dict]:
       t0 = time.perf_counter()
       jax.block_until_ready(one_train_step(model, optimizer, x, lengths, y))
       compile_s = time.perf_counter() - t0
-      step = median_time(lambda: jax.block_until_ready(one_train_step(model, optimizer, x, lengths, y)),
-                   repeats)
+      step = median_time(
+          lambda: jax.block_until_ready(one_train_step(model, optimizer, x, lengths, y)), repeats)
       rows.append(dict(task=task, ssm=ssm, batch=batch, seq_len=shape["L"], step_s=step,
                        sequences_per_s=batch / step, first_step_s=compile_s))
       logging.info("train step %s/%s: %.3f s (%.2f seq/s)", task, ssm, step, batch / step)
@@ -50,7 +50,8 @@ def bench_pruning_event(repeats: int) -> dict:
   model = build_model(shape, "s5")
   optimizer = nnx.Optimizer(model, optax.adam(1e-4), wrt=nnx.Param)
   x, lengths, y = make_batch(shape, batch)
-  step = median_time(lambda: jax.block_until_ready(one_train_step(model, optimizer, x, lengths, y)), repeats)
+  step = median_time(
+      lambda: jax.block_until_ready(one_train_step(model, optimizer, x, lengths, y)), repeats)
   t0 = time.perf_counter()
   report = pruning.prune(model, 0.3, criterion="last", mode="compact", optimizer=optimizer)
   t1 = time.perf_counter()
@@ -120,7 +121,7 @@ def bench_memory(lengths, repeats: int, batch: int = 2) -> list[dict]:
 
 
 def train_step_markdown(rows: list[dict]) -> list[str]:
-  lines = ["## Train step (batch %d)" % rows[0]["batch"], "",
+  lines = [f"## Train step (batch {rows[0]['batch']:d})", "",
            "| task | L | S5 seq/s | S4D seq/s |", "|---|---|---|---|"]
   by = {(r["task"], r["ssm"]): r for r in rows}
   for task in dict.fromkeys(r["task"] for r in rows):

@@ -16,7 +16,8 @@ import importlib.util
 import os
 import re
 import sys
-from typing import Callable, Iterable, NoReturn, Sequence
+from typing import NoReturn
+from collections.abc import Callable, Iterable, Sequence
 
 from last_nnx.cli import usage
 

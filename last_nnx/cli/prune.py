@@ -300,7 +300,8 @@ def _define_flags() -> None:
                       "last (LTI) or calibrated (selective).")
   flags.DEFINE_enum("mode", "compact", ["compact", "mask"], "compact: the saved model is "
                     "smaller; mask: shapes kept, pruned states zeroed.")
-  flags.DEFINE_string("out", None, "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
+  flags.DEFINE_string("out", None,
+                      "Output directory (default WORKDIR/pruned-CRITERION-RATIO-MODE).")
   flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint to prune.")
   flags.DEFINE_integer("min_per_layer", 1, "States every layer keeps.")
   flags.DEFINE_enum("bidirectional", "sum", ["sum", "reference"], "Bidirectional score: sum of "

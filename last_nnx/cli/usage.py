@@ -36,6 +36,7 @@ PRESET_HELP = {
 TARGETS = (
     ("train", "train one task (and prune it on the config's schedule) into WORKDIR"),
     ("test", "the fast test suite (test-all: with the slow tests too)"),
+    ("lint", "ruff check, ruff format --check and mypy (make format rewrites the tree)"),
     ("sweep", "prune copies of a trained WORKDIR at ratios 0-90% with every criterion"),
     ("bench", "train-step, pruning-event, latency and memory benchmarks into bench/"),
     ("clean", "remove runs/ and bench/results.json"),

@@ -25,8 +25,15 @@ from last_nnx.data.config import BYTE_VOCAB, SPECS, TASKS, TFDS_TASKS
 from last_nnx.data.layout import DataError
 from last_nnx.data.pipeline import SPLITS, Batch, Continuous, Features, Split, Task, Tokens
 from last_nnx.data.source import Resolved, Source
-from last_nnx.data.table import (choose, default_config, effective_seq_len, is_synthetic,
-                                 register, resolve, tasks)
+from last_nnx.data.table import (
+  choose,
+  default_config,
+  effective_seq_len,
+  is_synthetic,
+  register,
+  resolve,
+  tasks,
+)
 
 default_data_config = default_config  # the name configs and tests know
 

@@ -22,7 +22,7 @@ from absl import logging
 
 from last_nnx.data import pipeline
 from last_nnx.data.layout import DataError
-from last_nnx.data.pipeline import Split, hold_out, pad_rows
+from last_nnx.data.pipeline import Split, hold_out
 from last_nnx.data.readers import grayscale
 
 DATASETS = {"image": "cifar10", "text": "imdb_reviews", "speech": "speech_commands"}

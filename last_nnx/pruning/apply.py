@@ -21,7 +21,7 @@ alone. A leaf whose path matches but whose shape does not (a factored second
 moment, for instance) cannot be sliced and is reported with a warning.
 """
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np

@@ -27,7 +27,7 @@ energies and one global threshold. The states are those of the model being
 pruned (each layer's input comes from the unpruned layers before it).
 """
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp

@@ -53,7 +53,7 @@ scores depend on the other states of the layer (as the normalization does).
 
 import dataclasses
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -321,8 +321,9 @@ def _finish(scores, modes, criterion: str) -> np.ndarray:
                      f"expected ({modes.num_slots},): one score per state slot")
   valid = np.asarray(modes.valid, bool)
   if np.isnan(scores[valid]).any():
-    raise ValueError(f"criterion {criterion!r} gave NaN scores to {int(np.isnan(scores[valid]).sum())} "
-                     "live states: are the layer's parameters finite?")
+    raise ValueError(f"criterion {criterion!r} gave NaN scores to "
+                     f"{int(np.isnan(scores[valid]).sum())} live states: are the layer's "
+                     "parameters finite?")
   return np.where(valid, scores, -np.inf)
 
 

@@ -13,7 +13,7 @@ is returned, so a non-monotone curve shows). Pure: the caller's
 
 import dataclasses
 import math
-from typing import Callable
+from collections.abc import Callable
 
 
 @dataclasses.dataclass

@@ -42,7 +42,7 @@ when the statistics were computed, else the share of the squared magnitude.
 """
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax.numpy as jnp
 import numpy as np

@@ -75,7 +75,8 @@ serve the criteria that need more than the modes:
 
 
 import dataclasses
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

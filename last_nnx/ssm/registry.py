@@ -1,6 +1,6 @@
 """Registry of SSM layer types selectable from a config (`model.ssm`)."""
 
-from typing import Callable
+from collections.abc import Callable
 
 from flax import nnx
 

@@ -17,7 +17,8 @@ def measured_criteria(points: list[dict]) -> list[str]:
   return [c for c in CRITERIA if c in measured] + sorted(measured - set(CRITERIA))
 
 
-def plot_curves(points: list[dict], path: str, *, synthetic: bool, split: str = "test") -> list[str]:
+def plot_curves(points: list[dict], path: str, *, synthetic: bool,
+                split: str = "test") -> list[str]:
   """Accuracy vs pruning ratio, one line (mean, shaded spread) per criterion."""
   import matplotlib
   matplotlib.use("Agg")

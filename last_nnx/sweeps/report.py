@@ -94,7 +94,8 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     for p in iters:
       lines.append(f"| {p['criterion']} | {100 * p['ratio_achieved']:.1f}% | "
                    f"{100 * p['val_accuracy_before_finetune']:.2f} | "
-                   f"{100 * p['val_accuracy']:.2f} | {100 * p.get('test_accuracy', float('nan')):.2f} |")
+                   f"{100 * p['val_accuracy']:.2f} | "
+                   f"{100 * p.get('test_accuracy', float('nan')):.2f} |")
   text = "\n".join(lines) + "\n"
   with open(path, "w") as f:
     f.write(text)

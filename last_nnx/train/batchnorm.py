@@ -7,7 +7,7 @@ batches: forward passes only (no gradient, dropout off), the usual remedy when a
 pruned network is evaluated without fine-tuning.
 """
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 from flax import nnx

@@ -62,7 +62,8 @@ def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
     if not hasattr(current, "shape"):
       continue
     if key not in flat:
-      raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another model config?")
+      raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another "
+                            "model config?")
     value = flat[key]
     if not getattr(current, "committed", True):
       # orbax hands back arrays committed to a device; an uncommitted variable stays
@@ -207,7 +208,8 @@ class Checkpointer:
 
   def read_meta(self, step: int) -> dict:
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+      return self._manager.restore(step, args=args)["meta"]
     except Exception as e:  # orbax raises many types for damaged files
       raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable ({e}); "
                             "delete that step directory to fall back to an older one") from e

@@ -57,7 +57,8 @@ def param_labels(params, opt_config: str, dt_global: bool = False,
     A tree of the same structure with a string label per leaf.
   """
   if opt_config not in OPT_CONFIGS:
-    raise ValueError(f"unknown optim.opt_config {opt_config!r}; expected one of {sorted(OPT_CONFIGS)}")
+    raise ValueError(f"unknown optim.opt_config {opt_config!r}; expected one of "
+                     f"{sorted(OPT_CONFIGS)}")
   ssm_names, ssm_decay_names = OPT_CONFIGS[opt_config]
   if dt_global:
     ssm_names = ssm_names - {"log_step"}

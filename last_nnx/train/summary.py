@@ -45,7 +45,8 @@ def result_table(summary: dict, criterion: str) -> str:
   rows = []
   if summary.get("dense_baseline"):
     d = summary["dense_baseline"]
-    rows.append((f"dense, no pruning ({d['epochs']} epochs, same init)", d, f"{total(d['states'])}"))
+    rows.append((f"dense, no pruning ({d['epochs']} epochs, same init)", d,
+                 f"{total(d['states'])}"))
   elif summary.get("before_first_event"):
     b = summary["before_first_event"]
     rows.append((f"before the first event (epoch {b.get('epoch', '?')}; not a dense baseline)",
