@@ -4,10 +4,13 @@ import json
 import logging as pylogging
 import os
 
+import numpy as np
 import pytest
 from absl import logging
+from flax import nnx
 
-from last_nnx.train import baseline, console, loop, summary as summary_lib
+from last_nnx.train import baseline, checkpoint, console, loop
+from last_nnx.train import summary as summary_lib
 from tests.test_train_loop import _base, get_config
 
 
@@ -95,20 +98,39 @@ def test_baseline_config_trains_as_long_without_pruning():
   assert not get_config("listops", "s5").pruning.dense_baseline  # off for long runs
 
 
-def test_dense_baseline_run_beside_the_pruned_one(tmp_path):
+def test_dense_baseline_forks_from_the_pruned_run_and_equals_one_from_scratch(tmp_path,
+                                                                             monkeypatch):
   config = _base(tmp_path, **{"pruning.dense_baseline": True})  # BASE's compiled steps
-  summary = loop.train_and_evaluate(config, str(tmp_path))
+  trained, train_epoch = [], loop.train_epoch
+  monkeypatch.setattr(loop, "train_epoch", lambda ctx, run: trained.append(
+      run.state.epoch_index) or train_epoch(ctx, run))
+  summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  # 4 epochs pruned (the event after epoch 1), then the baseline's epochs 2-4 only.
+  assert trained == [0, 1, 2, 3, 1, 2, 3]
   d = summary["dense_baseline"]
   assert d["epochs"] == len(loop.epoch_plan(config)) == 4  # 3 training + 1 fine-tuning
   assert d["states"] == summary["states_initial"] != summary["states_final"]
   assert "accuracy" in d["val"] and "accuracy" in d["test"]
-  with open(tmp_path / "summary.json") as f:
+  with open(tmp_path / "run" / "summary.json") as f:
     assert json.load(f)["dense_baseline"] == d
-  with open(tmp_path / baseline.BASELINE_DIR / "summary.json") as f:
-    dense_run = json.load(f)
-  assert dense_run["pruning_events"] == [] and dense_run["steps"] == summary["steps"]
-  # Same initialization and data order: the first epoch is the same in both runs.
-  assert dense_run["epochs"][0]["train/loss"] == pytest.approx(summary["epochs"][0]["train/loss"])
+  with open(tmp_path / "run" / baseline.BASELINE_DIR / "summary.json") as f:
+    forked = json.load(f)
+  assert forked["pruning_events"] == [] and forked["steps"] == summary["steps"]
+  # The event follows epoch 1: the baseline trained only epochs 2-4 (its first is the
+  # pruned run's record).
+  assert forked["epochs"][0] == summary["epochs"][0]
+  # The same baseline trained from scratch: the same run, to float tolerance.
+  scratch = loop.train_and_evaluate(baseline.baseline_config(config, 4), str(tmp_path / "dense"),
+                                    final_table=False)
+  assert scratch["final"]["val"] == pytest.approx(forked["final"]["val"], abs=1e-5)
+  assert [e["train/loss"] for e in scratch["epochs"]] == pytest.approx(
+      [e["train/loss"] for e in forked["epochs"]], rel=1e-5)
+  params = [nnx.to_flat_state(nnx.state(checkpoint.load_model(str(w))[0], nnx.Param))
+            for w in (tmp_path / "run" / baseline.BASELINE_DIR, tmp_path / "dense")]
+  assert [k for k, _ in params[0]] == [k for k, _ in params[1]]
+  for (key, x), (_, y) in zip(*params):
+    np.testing.assert_allclose(np.asarray(x.get_value()), np.asarray(y.get_value()), rtol=1e-5,
+                               atol=1e-6, err_msg=str(key))
 
 
 @pytest.mark.slow  # ~22 s cold: a timing check (the demo model trained), run with make test-all

@@ -278,6 +278,8 @@ def prune_event(ctx: Context, run: Run, spec: EpochSpec, val: dict,
     state.dense = dict(val=val, states=states_per_layer(run.model), epoch=spec.train_epoch)
     if ctx.config.train.eval_test:
       state.dense["test"] = steps.evaluate(run.model, ctx.task, "test", ctx.mesh)
+    if ctx.config.pruning.get("dense_baseline", False):  # it starts here, not from scratch
+      baseline.fork(ctx.config, ctx.workdir, len(ctx.plan), run, val, ctx.task, ctx.best_ckpt)
   run, event = pruning_event(run, target=target, config=ctx.config, task=ctx.task,
                              mesh=ctx.mesh)
   event.train_epoch = spec.train_epoch
