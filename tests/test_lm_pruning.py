@@ -69,10 +69,13 @@ def test_uniform_keeps_the_same_count_in_every_layer_global_does_not(windows):
     for sequential in (False, True):
       model = _model(3)
       report = lm_prune.prune_lm(model, 0.5, criterion=criterion, allocation="uniform",
-                                 sequential=sequential, calibration=windows, batch_size=8)
+                                 sequential=sequential, calibration=windows, batch_size=8,
+                                 mode="mask")
       assert report.per_layer() == [4, 4, 4], (criterion, sequential)
       assert lm_prune.state_counts(model) == (4, 4, 4)
-      assert model.config.state_size == 4 and model.config.layer_state_sizes is None
+  lm_prune.prune_lm(model, 0.5, criterion="random", allocation="uniform")
+  assert model.state_sizes() == (2, 2, 2)
+  assert model.config.state_size == 2 and model.config.layer_state_sizes is None
   model = _model(3)
   report = lm_prune.prune_lm(model, 0.5, criterion="calibrated", allocation="global",
                              sequential=True, calibration=windows, batch_size=8)
@@ -97,3 +100,18 @@ def test_bad_options_say_what_to_do(windows):
     lm_prune.prune_lm(_model(1), 0.5, allocation="layerwise", calibration=windows)
   with pytest.raises(ValueError, match="calibration"):
     lm_prune.prune_lm(_model(1), 0.5, criterion="calibrated")
+
+
+def test_pruned_saved_and_reloaded_lm_has_the_same_perplexity(windows, tmp_path):
+  from last_nnx.lm import hub
+  model = _model(3)
+  report = lm_prune.prune_lm(model, 0.5, criterion="calibrated", allocation="global",
+                             sequential=True, calibration=windows, batch_size=8)
+  assert len(set(report.per_layer())) > 1  # ragged: both layouts are exercised
+  before = evaluate(model, windows[:4])
+  for fmt, layout in (("transformers", "padded"), ("mamba_ssm", "native")):
+    loaded = hub.load_pretrained(hub.save_pretrained(model, tmp_path / f"{fmt}-{layout}",
+                                                     format=fmt, layout=layout))
+    assert loaded.state_sizes() == model.state_sizes() == tuple(report.per_layer())
+    after = evaluate(loaded, windows[:4])
+    np.testing.assert_allclose(after["perplexity"], before["perplexity"], rtol=1e-6)
