@@ -115,3 +115,38 @@ def test_pruned_saved_and_reloaded_lm_has_the_same_perplexity(windows, tmp_path)
     assert loaded.state_sizes() == model.state_sizes() == tuple(report.per_layer())
     after = evaluate(loaded, windows[:4])
     np.testing.assert_allclose(after["perplexity"], before["perplexity"], rtol=1e-6)
+
+
+def test_perplexity_curves_rows_table_and_plot(windows, tmp_path):
+  from last_nnx.sweeps import lm as lm_sweep
+  model = _model(2)
+  rows = lm_sweep.curves(model, windows, windows[:4], ratios=(0.25, 0.5), seeds=2,
+                         methods=("calibrated/global/seq", "random/uniform"),
+                         bytes_per_token=1.0)
+  assert len(rows) == 1 + 2 + 2 * 2 and rows[0]["method"] == "dense"
+  for r in rows:
+    np.testing.assert_allclose(r["bits_per_byte"], r["loss"] / np.log(2))
+  assert {r["method"] for r in rows} == {"dense", "calibrated/global/seq", "random/uniform"}
+  assert all(r["per_layer"] == [6, 6] for r in rows if r["method"] == "random/uniform"
+             and r["ratio"] == 0.25)
+  text = lm_sweep.table(rows, "bits_per_byte")
+  assert "random/uniform" in text and "±" in text and "50%" in text
+  assert "calibrated/global/seq | 50%" in lm_sweep.allocation_table(rows, ratios=(0.5,))
+  assert (tmp_path / "c.png").exists() is False
+  lm_sweep.plot(rows, str(tmp_path / "c.png"), key="bits_per_byte")
+  assert (tmp_path / "c.png").stat().st_size > 0
+  with pytest.raises(ValueError, match="criterion/allocation"):
+    lm_sweep.parse_method("calibrated/layerwise")
+
+
+def test_max_drop_search_stays_within_its_perplexity_tolerance_on_val(windows):
+  from last_nnx.sweeps import lm as lm_sweep
+  model, val = _model(2), windows[:4]
+  for tolerance in (0.5, 3.0):
+    found = lm_sweep.max_drop(model, "calibrated/global", windows, val, tolerance, step=0.25,
+                              bisections=2)
+    assert found["perplexity"] <= found["dense"] * (1 + tolerance / 100) + 1e-9
+    # Every ratio tried above the one found was outside the tolerance.
+    assert all(p > found["limit"] for r, p in found["tried"] if r > found["ratio"])
+    pruned, _ = lm_sweep.prune_point(model, "calibrated/global", found["ratio"], windows)
+    assert evaluate(pruned, val)["perplexity"] == pytest.approx(found["perplexity"], rel=1e-6)

@@ -76,7 +76,7 @@ def _decoder(model, batch: int, steps: int):
       state, tok = carry
       state, logits = m.step(state, tok)
       return (state, jnp.argmax(logits, -1).astype(jnp.int32)), None
-    (state, tok), _ = jax.lax.scan(body, (m.init_state(batch), tokens), None, length=steps)
+    (_state, tok), _ = jax.lax.scan(body, (m.init_state(batch), tokens), None, length=steps)
     return tok
   tokens = jnp.zeros((batch,), jnp.int32)
   return lambda: run(params, tokens).block_until_ready()
@@ -131,8 +131,8 @@ def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
   w = weight_bytes(models["dense"])
   bw = bandwidth()
   flops = matmul_flops()
-  out = {"shape": dict(d_model=config.d_model, layers=config.n_layers, N=config.state_size,
-                       head_dim=config.head_dim, vocab=config.vocab_size),
+  out = {"shape": {"d_model": config.d_model, "layers": config.n_layers, "N": config.state_size,
+                       "head_dim": config.head_dim, "vocab": config.vocab_size},
          "weight_bytes": w, "bandwidth_bytes_per_s": bw, "matmul_flops_per_s": flops,
          "steps": steps, "prefill_len": prefill_len, "variants": {}}
   for name, m in models.items():
@@ -156,12 +156,12 @@ def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
 
 def markdown(r: dict) -> list[str]:
   s = r["shape"]
-  lines = [f"### Pruned Mamba-2 LM decode (random weights; shape d_model "
+  lines = [(f"### Pruned Mamba-2 LM decode (random weights; shape d_model "
            f"{s['d_model']}, {s['layers']} layers, N {s['N']}, head_dim {s['head_dim']}, vocab "
-           f"{s['vocab']})", "",
-           f"Weights {r['weight_bytes'] / 2 ** 20:.0f} MiB; measured bandwidth "
+           f"{s['vocab']})"), "",
+           (f"Weights {r['weight_bytes'] / 2 ** 20:.0f} MiB; measured bandwidth "
            f"{r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, matmul "
-           f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; decode {r['steps']} steps in one scan.",
+           f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; decode {r['steps']} steps in one scan."),
            ""]
   batches = list(next(iter(r["variants"].values()))["decode"])
   head = "| variant | state MiB/stream | state > weights at B | " + " | ".join(

@@ -1,0 +1,233 @@
+"""Perplexity curves and the how-far search for a Mamba-2 language model's states.
+
+    from last_nnx.sweeps import lm as lm_sweep
+    rows = lm_sweep.curves(model, calib, val, ratios=(0.1, 0.3, 0.5),
+                           methods=lm_sweep.DEFAULT_METHODS, bytes_per_token=1.0)
+    print(lm_sweep.table(rows))
+    lm_sweep.plot(rows, "sweep/bpb.png", key="bits_per_byte")
+    found = lm_sweep.max_drop(model, "calibrated/global/seq", calib, val, tolerance=5.0)
+
+A **method** is ``criterion/allocation[/seq]`` (`parse_method`): a selective criterion
+(``calibrated``, ``gramian``, ``magnitude``, ``random``), an allocation (``global``: LAST's
+one threshold over layer-normalized scores; ``uniform``: the same fraction in every
+layer) and whether layers are re-scored sequentially on the model pruned so far (GHOST,
+`last_nnx.pruning.sequential`). ``calibrated/uniform/seq`` is GHOST's procedure.
+
+Each point prunes a copy of the dense model in mask mode (the same shapes, so one
+compiled forward serves every point; masked and compacted models give the same outputs,
+tests/test_lm_pruning.py) and evaluates it on the eval windows: loss (nats per token),
+perplexity, and bits per byte ``loss / ln 2 / bytes_per_token`` when given. ``random``
+runs ``seeds`` seeds.
+
+`max_drop`: the largest ratio whose eval perplexity stays within ``tolerance`` percent
+of the dense model's (``ppl <= dense (1 + tolerance / 100)``): a grid in steps of
+``step``, then bisection between the last ratio inside and the first outside.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from flax import nnx
+
+from last_nnx.lm.generate import evaluate
+from last_nnx.lm.prune import CALIBRATION_BATCH, prune_lm, state_counts
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_METHODS = ("calibrated/global", "calibrated/global/seq", "calibrated/uniform",
+                   "calibrated/uniform/seq", "gramian/global", "gramian/uniform",
+                   "magnitude/global", "random/global")
+CRITERIA = ("calibrated", "gramian", "magnitude", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  criterion: str
+  allocation: str
+  sequential: bool
+
+  @property
+  def name(self) -> str:
+    return f"{self.criterion}/{self.allocation}{'/seq' if self.sequential else ''}"
+
+
+def parse_method(spec: str) -> Method:
+  """``'criterion/allocation[/seq]'`` (allocation defaults to ``global``)."""
+  parts = [p.strip() for p in spec.split("/") if p.strip()]
+  seq = bool(parts) and parts[-1] in ("seq", "sequential")
+  if seq:
+    parts = parts[:-1]
+  if not parts or len(parts) > 2 or parts[0] not in CRITERIA or (
+      len(parts) == 2 and parts[1] not in ("global", "uniform")):
+    raise ValueError(f"method {spec!r}: write criterion/allocation[/seq] with a criterion in "
+                     f"{CRITERIA} and allocation global or uniform (e.g. calibrated/uniform/seq)")
+  return Method(parts[0], parts[1] if len(parts) == 2 else "global", seq)
+
+
+def _metrics(model, windows, bytes_per_token, batch_size) -> dict:
+  m = evaluate(model, windows, batch_size)
+  out = {"loss": m["loss"], "perplexity": m["perplexity"]}
+  if bytes_per_token:
+    out["bits_per_byte"] = m["loss"] / math.log(2) / bytes_per_token
+  return out
+
+
+def prune_point(dense: nnx.Module, method: Method | str, ratio: float, calibration, *,
+                seed: int = 0, mode: str = "mask", batch_size: int = CALIBRATION_BATCH):
+  """``(pruned copy, report)``: ``dense`` untouched."""
+  method = parse_method(method) if isinstance(method, str) else method
+  model = nnx.clone(dense)
+  report = prune_lm(model, ratio, criterion=method.criterion, allocation=method.allocation,
+                    sequential=method.sequential, calibration=calibration, rng=seed,
+                    mode=mode, batch_size=batch_size)
+  return model, report
+
+
+def curves(dense: nnx.Module, calibration, windows, *, ratios=DEFAULT_RATIOS,
+           methods=DEFAULT_METHODS, seeds: int = 3, bytes_per_token: float | None = None,
+           eval_batch_size: int = 16, log=None) -> list[dict]:
+  """Rows ``{method, criterion, allocation, sequential, seed, ratio, loss, perplexity,
+  [bits_per_byte], per_layer}``, the dense model first (ratio 0, method ``dense``).
+
+  ``calibration``: windows ``(n, L)`` the scores read; ``windows``: the eval windows.
+  ``log``: called with each row as it is measured (progress).
+  """
+  base = {"method": "dense", "criterion": "dense", "allocation": "-", "sequential": False,
+          "seed": 0, "ratio": 0.0, "per_layer": list(state_counts(dense))}
+  rows = [{**base, **_metrics(dense, windows, bytes_per_token, eval_batch_size)}]
+  if log:
+    log(rows[0])
+  for spec in methods:
+    method = parse_method(spec)
+    for seed in range(seeds if method.criterion == "random" else 1):
+      for ratio in ratios:
+        model, report = prune_point(dense, method, ratio, calibration, seed=seed)
+        row = {"method": method.name, "criterion": method.criterion,
+               "allocation": method.allocation, "sequential": method.sequential, "seed": seed,
+               "ratio": float(ratio), "ratio_achieved": report.ratio_achieved,
+               "per_layer": report.per_layer(),
+               **_metrics(model, windows, bytes_per_token, eval_batch_size)}
+        rows.append(row)
+        if log:
+          log(row)
+  return rows
+
+
+def mean_rows(rows: list[dict], key: str) -> dict[str, dict[float, tuple[float, float]]]:
+  """``{method: {ratio: (mean, std over seeds)}}`` of ``key``."""
+  out: dict = {}
+  for r in rows:
+    out.setdefault(r["method"], {}).setdefault(r["ratio"], []).append(r[key])
+  return {m: {x: (float(np.mean(v)), float(np.std(v))) for x, v in sorted(c.items())}
+          for m, c in out.items()}
+
+
+def table(rows: list[dict], key: str = "perplexity", fmt: str = "{:.3f}") -> str:
+  """Markdown: one row per method, one column per ratio (random: mean ± std over seeds)."""
+  means = mean_rows(rows, key)
+  dense = means.pop("dense", {}).get(0.0, (float("nan"), 0.0))[0]
+  ratios = sorted({x for c in means.values() for x in c})
+  lines = [f"| method ({key}; dense {fmt.format(dense)}) | " +
+           " | ".join(f"{100 * x:.0f}%" for x in ratios) + " |",
+           "|---|" + "---|" * len(ratios)]
+  for method, c in means.items():
+    cells = []
+    for x in ratios:
+      if x not in c:
+        cells.append("")
+        continue
+      mean, std = c[x]
+      cells.append(fmt.format(mean) + (f" ± {fmt.format(std)}" if std > 0 else ""))
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def allocation_table(rows: list[dict], ratios=(0.5, 0.7)) -> str:
+  """Markdown: states kept per layer at ``ratios`` for every method (seed 0)."""
+  lines = ["| method | ratio | states kept per layer |", "|---|---|---|"]
+  dense = next((r for r in rows if r["method"] == "dense"), None)
+  if dense:
+    lines.append(f"| dense | 0% | {' '.join(str(n) for n in dense['per_layer'])} |")
+  for r in rows:
+    if r["seed"] == 0 and any(abs(r["ratio"] - x) < 1e-9 for x in ratios):
+      lines.append(f"| {r['method']} | {100 * r['ratio']:.0f}% | "
+                   f"{' '.join(str(n) for n in r['per_layer'])} |")
+  return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str, *, key: str = "perplexity", title: str = "",
+         log_scale: bool = False) -> str:
+  """``key`` vs ratio, one line per method (random: mean, shaded ± std); writes ``path``."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  means = mean_rows(rows, key)
+  dense = means.pop("dense", {}).get(0.0, (None, 0.0))[0]
+  fig, ax = plt.subplots(figsize=(6.8, 4.4))
+  for i, (method, c) in enumerate(means.items()):
+    x = np.array(sorted(c))
+    mean = np.array([c[v][0] for v in x])
+    std = np.array([c[v][1] for v in x])
+    color = plt.get_cmap("tab10")(i % 10)
+    style = "--" if method.endswith("/seq") else "-"
+    ax.plot(100 * x, mean, style, marker="o", ms=3, label=method, color=color)
+    if std.any():
+      ax.fill_between(100 * x, mean - std, mean + std, alpha=0.2, color=color)
+  if dense is not None:
+    ax.axhline(dense, color="gray", ls=":", lw=1, label="dense")
+  if log_scale:
+    ax.set_yscale("log")
+  ax.set_xlabel("states pruned (%)")
+  ax.set_ylabel(key.replace("_", " "))
+  ax.set_title(title or f"One-shot state pruning, no fine-tuning: {key}")
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def max_drop(dense: nnx.Module, method: Method | str, calibration, windows, tolerance: float, *,
+             step: float = 0.1, bisections: int = 4, seed: int = 0,
+             eval_batch_size: int = 16) -> dict:
+  """The largest ratio with eval perplexity ``<= dense (1 + tolerance / 100)`` (module doc).
+
+  Returns ``{'method', 'tolerance', 'dense', 'limit', 'ratio', 'perplexity', 'per_layer',
+  'tried': [(ratio, perplexity), ...]}``; ``ratio`` 0 (nothing pruned) when even the
+  first grid point is outside.
+  """
+  if not tolerance >= 0:
+    raise ValueError(f"max_drop: tolerance {tolerance} must be >= 0 (percent of the dense "
+                     "perplexity, e.g. 5 allows 5% higher perplexity)")
+  method = parse_method(method) if isinstance(method, str) else method
+  dense_ppl = evaluate(dense, windows, eval_batch_size)["perplexity"]
+  limit = dense_ppl * (1.0 + tolerance / 100.0)
+  tried = []
+
+  def ppl(r):
+    model, report = prune_point(dense, method, r, calibration, seed=seed)
+    p = evaluate(model, windows, eval_batch_size)["perplexity"]
+    tried.append((float(r), p, report.per_layer()))
+    return p
+
+  good, bad = 0.0, None
+  r = step
+  while r < 1.0 - 1e-9:
+    if ppl(r) <= limit:
+      good = r
+      r = round(r + step, 10)
+    else:
+      bad = r
+      break
+  hi = bad if bad is not None else 0.99
+  for _ in range(bisections if hi - good > 1e-3 else 0):
+    mid = (good + hi) / 2
+    if ppl(mid) <= limit:
+      good = mid
+    else:
+      hi = mid
+  best = next((t for t in tried if t[0] == good), (0.0, dense_ppl, list(state_counts(dense))))
+  return {"method": method.name, "tolerance": float(tolerance), "dense": dense_ppl,
+          "limit": limit, "ratio": good, "perplexity": best[1], "per_layer": best[2],
+          "tried": [(r, p) for r, p, _ in tried]}
