@@ -24,7 +24,6 @@ apply ``time_step_limit``, its chunked path does.
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 

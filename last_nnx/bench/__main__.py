@@ -60,6 +60,7 @@ SECTIONS = (
     Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats),
             "mamba2:markdown"),
     Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
+    Section("lm", "lm", lambda f: _call("lm:bench_lm", min(f.repeats, 2)), "lm:markdown"),
 )
 NAMES = tuple(s.name for s in SECTIONS)
 

@@ -1,0 +1,213 @@
+r"""Mamba-2 LM speed at the mamba2-130m shape, beside an independent JAX Mamba-2.
+
+``python -m last_nnx.bench --sections lm`` (random weights: speed needs no training).
+The independent implementation is the ``mamba2-jax`` package (not a dependency: put it
+on the path, e.g. ``pip install --target /tmp/m2j mamba2-jax`` and
+``PYTHONPATH=$PWD:/tmp/m2j``); without it the section times ours alone.
+
+Shape (state-spaces/mamba2-130m): d_model 768, 24 layers, N 128, head_dim 64 (24 heads),
+one group, conv 4, chunks of 256, vocab 50288, tied embeddings. Both models get the
+same weights (`mamba2_jax_from`), and the bench checks they agree (``max_rel_diff`` of the
+logits on a short sequence).
+
+* **prefill**: ``tokens (1, L)`` -> decode state + the next token's logits, L = 512 and
+  2048 (ours: `Mamba2LM.prefill`, the chunked scan; theirs: the backbone with an empty
+  cache, the same last-position head), tokens/s = L / time;
+* **decode**: ``steps`` greedy tokens after a 16-token prompt, at batch 1 and 16, inside
+  one compiled ``lax.scan`` for both (ours: `Mamba2LM.step`; theirs: the model called on
+  one token with its cache), tokens/s = batch x steps / time;
+* **state_bytes**: the decode state of one stream (conv windows + SSM states);
+* **weight-read limit**: at batch 1 each token reads every weight once (float32, 0.52 GB
+  here); ``bandwidth_gbs`` is this machine's measured read bandwidth (a jitted sum over
+  1 GiB), and ``limit_tokens_per_s = bandwidth / weight bytes`` is the most decode can do.
+
+Each figure is the best of ``repeats`` runs (other jobs only add time), after one
+compiling call; the 1-minute load average is recorded before and after.
+"""
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from last_nnx.lm import Mamba2LM, Mamba2LMConfig
+
+PREFILL_LENGTHS = (512, 2048)
+DECODE_BATCHES = (1, 16)
+# What users would pick instead, measured on this 2-core CPU (batch 1, L 512, 24 layers).
+QUOTED = {"bonsai": {"prefill": 223.0, "decode": 2.2},
+          "transformers_cpu": {"prefill": 272.0, "decode": 12.8}}
+
+
+def _best(fn, repeats: int) -> float:
+  jax.block_until_ready(fn())  # compile
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def mamba2_jax_from(model: Mamba2LM):
+  """The ``mamba2_jax.Mamba2ForCausalLM`` with ``model``'s weights (one group, tied)."""
+  import mamba2_jax
+  c = model.config
+  cfg = mamba2_jax.Mamba2Config(
+      vocab_size=c.vocab_size, hidden_size=c.d_model, state_size=c.state_size,
+      head_dim=c.head_dim, chunk_size=c.chunk_size, expand=c.expand, conv_kernel=c.conv_width,
+      num_hidden_layers=c.n_layers, layer_norm_epsilon=c.norm_eps, tie_word_embeddings=True)
+  theirs = nnx.eval_shape(lambda: mamba2_jax.Mamba2ForCausalLM(cfg, rngs=nnx.Rngs(0)))
+  theirs.backbone.embedder.embedding.set_value(model.embedding[...])
+  theirs.backbone.final_norm.weight.set_value(model.norm_f.weight[...])
+  for block, other in zip(model.layers, theirs.backbone.layers):
+    mixer, m = block.mixer, other.mixer
+    other.norm.weight.set_value(block.norm.weight[...])
+    m.in_proj.kernel.set_value(mixer.fused_in_projection())
+    kernel, bias = mixer.fused_conv()
+    m.conv1d.conv.kernel.set_value(kernel[:, None, :])
+    m.conv1d.conv.bias.set_value(bias)
+    for name in ("dt_bias", "A_log", "D"):
+      getattr(m, name).set_value(getattr(mixer, name)[...])
+    m.norm.weight.set_value(mixer.norm_scale[...])
+    m.out_proj.kernel.set_value(mixer.out[...])
+  return theirs, cfg
+
+
+def _ours(model):
+  graphdef, params = nnx.split(model)
+
+  @jax.jit
+  def prefill(params, tokens):
+    return nnx.merge(graphdef, params).prefill(tokens)
+
+  @jax.jit
+  def decode(params, prompt, steps_like):
+    m = nnx.merge(graphdef, params)
+    state, logits = m.prefill(prompt)
+
+    def body(carry, _):
+      state, logits = carry
+      token = jnp.argmax(logits, -1).astype(jnp.int32)
+      state, logits = m.step(state, token)
+      return (state, logits), token
+    return jax.lax.scan(body, (state, logits), steps_like)[1]
+
+  @jax.jit
+  def logits(params, tokens):
+    return nnx.merge(graphdef, params)(tokens)
+  return params, prefill, decode, logits
+
+
+def _theirs(model, cfg):
+  import mamba2_jax
+  graphdef, params = nnx.split(model)
+
+  def last_logits(m, tokens, cache):
+    out = m.backbone(input_ids=tokens, cache=cache)
+    head = m.backbone.embedder.embedding[...]
+    return out["cache"], out["last_hidden_state"][:, -1] @ head.T
+
+  @jax.jit
+  def prefill(params, tokens):
+    m = nnx.merge(graphdef, params)
+    return last_logits(m, tokens, mamba2_jax.create_empty_cache(cfg, tokens.shape[0]))
+
+  @jax.jit
+  def decode(params, prompt, steps_like):
+    m = nnx.merge(graphdef, params)
+    cache, logits = last_logits(m, prompt, mamba2_jax.create_empty_cache(cfg, prompt.shape[0]))
+
+    def body(carry, _):
+      cache, logits = carry
+      token = jnp.argmax(logits, -1).astype(jnp.int32)
+      cache, logits = last_logits(m, token[:, None], cache)
+      return (cache, logits), token
+    return jax.lax.scan(body, (cache, logits), steps_like)[1]
+
+  @jax.jit
+  def logits(params, tokens):
+    return nnx.merge(graphdef, params)(tokens)["logits"]
+  return params, prefill, decode, logits
+
+
+def read_bandwidth_gbs(repeats: int = 3, gib: float = 1.0) -> float:
+  """Bytes/s of a jitted float32 sum over ``gib`` GiB (this machine's read bandwidth)."""
+  x = jnp.ones((int(gib * 2**30) // 4,), jnp.float32)
+  total = jax.jit(jnp.sum)
+  return x.nbytes / _best(lambda: total(x), repeats) / 1e9
+
+
+def _load() -> float:
+  return round(os.getloadavg()[0], 2)
+
+
+def bench_lm(repeats: int = 2, *, config: Mamba2LMConfig | None = None, steps: int = 32,
+             prefill_lengths=PREFILL_LENGTHS, decode_batches=DECODE_BATCHES) -> dict:
+  """The figures of the module docstring, JSON-able."""
+  config = config or Mamba2LMConfig.mamba2_130m()
+  load_before = _load()
+  model = Mamba2LM(config, rngs=nnx.Rngs(0))
+  weight_bytes = sum(int(np.prod(p.shape)) * 4 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  impls = {"ours": _ours(model)}
+  try:
+    theirs, cfg = mamba2_jax_from(model)
+    impls["mamba2_jax"] = _theirs(theirs, cfg)
+  except ImportError as e:
+    logging.warning("lm bench: mamba2-jax not importable (%s): timing ours alone", e)
+  rng = np.random.default_rng(0)
+  check = jnp.asarray(rng.integers(0, config.vocab_size, (1, 300)), jnp.int32)
+  ref = np.asarray(impls["ours"][3](impls["ours"][0], check))
+  result = {"shape": {"d_model": config.d_model, "layers": config.n_layers,
+                      "state_size": config.state_size, "head_dim": config.head_dim,
+                      "vocab": config.vocab_size},
+            "weight_bytes": weight_bytes, "state_bytes": model.state_bytes(1),
+            "steps": steps, "repeats": repeats, "impls": {}}
+  for name, (params, prefill, decode, logits) in impls.items():
+    row = {}
+    if name != "ours":
+      other = np.asarray(logits(params, check))
+      row["max_rel_diff"] = float(np.abs(other - ref).max() / np.abs(ref).max())
+    for length in prefill_lengths:
+      tokens = jnp.asarray(rng.integers(0, config.vocab_size, (1, length)), jnp.int32)
+      row[f"prefill_{length}"] = length / _best(lambda: prefill(params, tokens), repeats)
+      logging.info("lm bench: %s prefill L=%d %.1f tok/s", name, length, row[f"prefill_{length}"])
+    for batch in decode_batches:
+      prompt = jnp.asarray(rng.integers(0, config.vocab_size, (batch, 16)), jnp.int32)
+      like = jnp.zeros((steps,))
+      prefill_only = _best(lambda: prefill(params, prompt), repeats)
+      total = _best(lambda: decode(params, prompt, like), repeats)
+      row[f"decode_b{batch}"] = batch * steps / max(total - prefill_only, 1e-9)
+      logging.info("lm bench: %s decode B=%d %.1f tok/s", name, batch, row[f"decode_b{batch}"])
+    result["impls"][name] = row
+  bandwidth = read_bandwidth_gbs()
+  result.update(bandwidth_gbs=bandwidth, limit_tokens_per_s=bandwidth * 1e9 / weight_bytes,
+                load_before=load_before, load_after=_load(), quoted=QUOTED)
+  return result
+
+
+def markdown(result: dict) -> list[str]:
+  s = result["shape"]
+  lines = ["## Mamba-2 LM at the mamba2-130m shape (`--sections lm`)", "",
+           f"d_model {s['d_model']}, {s['layers']} layers, N {s['state_size']}, head_dim "
+           f"{s['head_dim']}, vocab {s['vocab']}, random weights; best of {result['repeats']}; "
+           f"load average {result['load_before']} before, {result['load_after']} after.", "",
+           "| implementation | prefill L=512 (tok/s) | prefill L=2048 | decode B=1 (tok/s) "
+           "| decode B=16 | logits vs ours |", "|---|---|---|---|---|---|"]
+  for name, row in result["impls"].items():
+    diff = f"{row['max_rel_diff']:.1e}" if "max_rel_diff" in row else "-"
+    lines.append(f"| {name} | {row.get('prefill_512', 0):.0f} | {row.get('prefill_2048', 0):.0f} "
+                 f"| {row.get('decode_b1', 0):.1f} | {row.get('decode_b16', 0):.1f} | {diff} |")
+  for name, q in result["quoted"].items():
+    lines.append(f"| {name} (quoted, same CPU) | {q['prefill']:.0f} | - | {q['decode']:.1f} | - | - |")
+  ours = result["impls"]["ours"]
+  lines += ["", f"Weights {result['weight_bytes'] / 1e9:.2f} GB float32; decode state "
+            f"{result['state_bytes'] / 1e6:.1f} MB per stream; measured read bandwidth "
+            f"{result['bandwidth_gbs']:.1f} GB/s, so batch-1 decode can reach at most "
+            f"{result['limit_tokens_per_s']:.1f} tok/s: ours is at "
+            f"{ours.get('decode_b1', 0) / result['limit_tokens_per_s']:.0%} of that limit.", ""]
+  return lines
