@@ -10,13 +10,15 @@
 #      memory, streaming/export, the loop's feeding habits) at a GPU-sized batch;
 #   4. (part `mamba2`, not in the default set) Mamba-2's train step and token streaming
 #      against its state size N (issue 27): what pruning a selective layer's states buys.
+#   5. (part `lm`, not in the default set) the Mamba-2 LM at the mamba2-130m shape: prefill
+#      and decode tokens/s beside the independent mamba2-jax on the same weights.
 #
 #   bench/fetch_reference.sh REPO --deps   # here, once: exports the reference into .ref/ (not ours),
 #                                       # and clu/wrapt into .ref/site (the GPU image lacks clu)
 #   make bench-gpu                      # = bash bench/gpu.sh bench/gpu-out
 #   bash bench/gpu.sh OUT_DIR [--quick | PARTS] # --quick: tiny shapes, for a check on the CPU;
 #                                       # PARTS: e.g. reference,capacity (default: the first
-#                                       # three), or mamba2
+#                                       # three), mamba2 or lm
 #
 # On an H200 each Path-X program takes ~20 s to compile: all three parts need about 12
 # minutes, more than one 10-minute device call; give each call one or two parts.
@@ -73,4 +75,8 @@ else
     --tasks listops,pathx --sections loop,train,forward,memory,pruning
   want mamba2 && part mamba2 300 $py -m last_nnx.bench --out "$out" --repeats 10 \
     --sections mamba2
+  # The Mamba-2 LM at the mamba2-130m shape beside mamba2-jax (when .ref/m2j holds it:
+  # pip install --no-deps --target .ref/m2j mamba2-jax, then carry .ref).
+  want lm && PYTHONPATH="$PYTHONPATH:$PWD/.ref/m2j" part lm 420 $py -m last_nnx.bench \
+    --out "$out" --repeats 5 --sections lm
 fi

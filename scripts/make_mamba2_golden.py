@@ -78,7 +78,8 @@ def main():
   golden = {}
   for seed, (name, options) in enumerate(MODELS.items()):
     model = build(seed, **options)
-    tokens = torch.randint(0, SHAPE["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, SHAPE["vocab_size"], (2, SEQ), generator=generator)
     with torch.no_grad():
       logits = model(tokens).logits.float().numpy()
       seq = tokens[:, :PROMPT]

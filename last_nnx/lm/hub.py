@@ -22,6 +22,7 @@ in the config's ``last_nnx`` field (last-nnx reads it back; stock loaders cannot
 Every bad input raises a one-line `CheckpointError` before anything is written.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -148,6 +149,9 @@ def load_pretrained(directory, *, compact: bool = True) -> Mamba2LM:
     _set(block.mixer.state_mask, ~dead)
     if compact and dead.any() and not dead.all():
       block.mixer.prune_states(~dead)
+  sizes = model.state_sizes()
+  model.config = dataclasses.replace(
+      config, state_size=max(sizes), layer_state_sizes=sizes if len(set(sizes)) > 1 else None)
   return model
 
 
