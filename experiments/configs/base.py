@@ -99,6 +99,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   c.train.eval_test = True
   c.train.console = "story"  # story: epochs, events, warnings, result | all (also WORKDIR/log.txt)
   c.train.num_devices = 0  # data-parallel over this many devices (0: all visible).
+  # The train step must fit in this many GB per device (checked on XLA's compiled memory
+  # before the first step): 0: the device's limit (a CPU: the host's available RAM, checked
+  # only for steps whose activations come near it); -1: no check.
+  c.train.memory_budget_gb = 0.0
   # Multi-host (README "Several devices"): unset ('' / 0 / -1) reads JAX_COORDINATOR_ADDRESS,
   # JAX_NUM_PROCESSES, JAX_PROCESS_ID, else a SLURM / Open MPI launch; else one process.
   c.train.coordinator_address = ""  # host:port of process 0, e.g. '10.0.0.1:1234'

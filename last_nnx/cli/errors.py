@@ -21,7 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from last_nnx.cli import usage
 
-EXIT_USAGE = 2
+# Exit codes of the training program, for scripts that requeue or rerun it.
+EXIT_FAILED = 1  # an error line: fix what it says before rerunning
+EXIT_USAGE = 2  # a command-line mistake
+EXIT_WORKDIR_BUSY = 73  # another run holds the workdir (sysexits' EX_CANTCREAT)
+EXIT_NO_SPACE = 74  # the workdir cannot be written: free space, rerun (EX_IOERR)
+EXIT_STOPPED = 75  # stopped on a signal after a checkpoint: rerun (EX_TEMPFAIL, "try again")
 HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort", "--helpfull",
               "-helpfull", "--helpxml", "-helpxml")
 
@@ -284,3 +289,31 @@ def flags_parser(check: Callable[[Sequence[str]], None] | None = None,
     except (CommandLineError, flags.Error) as e:
       fail(str(e))
   return parse
+
+
+# ----------------------------------------------------------------------------
+# How a run ends when it cannot go on: exit code and one line.
+
+
+def run_ending(error: BaseException, workdir: str, config) -> tuple[int, str] | None:
+  """``(exit code, one line)`` for an error that ends a training run, or None for one
+  that is a bug (its traceback is the report).
+
+  Stopped on a signal (`EXIT_STOPPED`), a workdir held by another run
+  (`EXIT_WORKDIR_BUSY`) or that cannot be written (`EXIT_NO_SPACE`), a step that
+  does not fit in memory, or any error the library words for the user (a
+  ValueError, a missing file, a divergence with no retries left): `EXIT_FAILED`.
+  """
+  from last_nnx.train import memory, preemption, steps, workdir as workdir_lib
+  if isinstance(error, preemption.Stopped):
+    return EXIT_STOPPED, str(error)
+  if isinstance(error, workdir_lib.WorkdirBusy):
+    return EXIT_WORKDIR_BUSY, str(error)
+  disk = workdir_lib.disk_failure(error, workdir)
+  if disk is not None:
+    return EXIT_NO_SPACE, disk
+  if memory.out_of_memory(error):
+    return EXIT_FAILED, memory.out_of_memory_message(error, config)
+  if isinstance(error, (ValueError, FileNotFoundError, steps.Diverged)):
+    return EXIT_FAILED, one_line(str(error))
+  return None

@@ -42,38 +42,61 @@ def quiet_library_logs() -> None:
 def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
-  from last_nnx.train import distributed
-  from last_nnx.train.loop import train_and_evaluate
-  from last_nnx.train.steps import Diverged
+  from last_nnx.train import distributed, preemption, workdir
   quiet_library_logs()
+  # A full disk fails every write of the log file too: one line at the end, not a
+  # "--- Logging error ---" traceback per log line.
+  pylogging.raiseExceptions = False
+  lock = None
   try:
     distributed.initialize(FLAGS.config.train)  # before anything touches the devices
+    lock = workdir.hold_for_run(FLAGS.workdir)  # one run per workdir, all its processes
+    preemption.install()  # SIGTERM/SIGINT/SIGUSR1: a checkpoint, then errors.EXIT_STOPPED
+    from last_nnx.train.loop import train_and_evaluate  # after the lock: a refusal is quick
     from last_nnx.train import console
     log_file = console.route_logs(FLAGS.workdir, FLAGS.config.train.get("console", "story"))
     logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
                  "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, RuntimeError, Diverged) as e:  # Diverged: no retries left
+  except Exception as e:  # noqa: BLE001 -- the ones a user can act on end in one line
     if distributed.lost_peer(e):
       _exit_now(f"{str(e).splitlines()[0]} -- another process of this run has stopped: rerun "
                 "all of them with the same commands; they resume from the last committed "
-                "checkpoint")
-    if isinstance(e, RuntimeError):
+                "checkpoint", lock=lock)
+    ending = errors.run_ending(e, FLAGS.workdir, FLAGS.config)
+    if ending is None:
       raise
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
+    code, line = ending
+    if code == errors.EXIT_NO_SPACE:  # the writers' and orbax's threads would fail again
+      _exit_now(line, code, lock=lock)
+    _end(line, code, lock, prefix="" if code == errors.EXIT_STOPPED else "error: ")
+  finally:
+    if lock is not None:
+      lock.release()
 
 
-def _exit_now(message: str) -> None:
+def _end(message: str, code: int, lock, prefix: str = "error: ") -> None:
+  """Ends the program with ``message`` as its last line and exit status ``code``."""
+  (logging.warning if code == errors.EXIT_STOPPED else logging.error)("%s", message)
+  if lock is not None:
+    lock.release()
+  logging.flush()
+  sys.stderr.write(f"{prefix}{message}\n")
+  sys.exit(code)
+
+
+def _exit_now(message: str, code: int = errors.EXIT_FAILED, lock=None) -> None:
   """Ends the process at once with one error line: a normal exit would wait (minutes, then
   abort with a traceback) for the distributed service's barriers of a process that is gone,
   and for the checkpoint that was in flight, which the rerun discards."""
   logging.error("%s", message)
+  if lock is not None:
+    lock.release()
   logging.flush()
   sys.stdout.flush()
   sys.stderr.write(f"error: {message}\n")
   sys.stderr.flush()
-  os._exit(1)
+  os._exit(code)
 
 
 def run():

@@ -117,6 +117,7 @@ RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
                      "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
                      "train.coordinator_address", "train.num_processes", "train.process_id",
                      "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
+                     "train.memory_budget_gb",
                      "data.cache_dir", "data.cache_real", "watch.histograms")
 
 
