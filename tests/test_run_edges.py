@@ -5,15 +5,18 @@ training program's endings in last_nnx/cli/errors.py)."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 
 import ml_collections
 import pytest
 
 from last_nnx.cli import errors
 from last_nnx.train import memory, preemption, workdir
+from tests.test_train_loop import base_run  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,3 +183,209 @@ def test_out_of_memory_at_run_time_gets_the_same_line():
   assert errors.run_ending(RuntimeError("a bug"), "/nowhere", None) is None  # a traceback
 
 
+
+
+# ----------------------------------------------------------------------------
+# The training program, end to end: a held workdir, a stop, a full disk, the rerun.
+
+EDGES = r"""
+def pause_after_step(at, gate):
+  # After the at-th train step: say so (file gate + '.at'), then wait for the file gate.
+  import time
+  from last_nnx.train import steps
+  bound, count = steps.bound_train_step, [0]
+
+  def bind(model, optimizer):
+    step = bound(model, optimizer)
+
+    def pausing(*args, **kwargs):
+      carry = step(*args, **kwargs)
+      count[0] += 1
+      if count[0] == at:
+        open(gate + ".at", "w").close()
+        while not os.path.exists(gate):
+          time.sleep(0.05)
+      return carry
+    return pausing
+  steps.bound_train_step = bind
+
+
+def sigint_while_saving():
+  # A second signal while the stop's checkpoint is being written.
+  import signal
+  from last_nnx.train import checkpoint, preemption
+  save = checkpoint.Checkpointer.save
+
+  def interrupted(self, step, *args):
+    if preemption.active().signum:
+      os.kill(os.getpid(), signal.SIGINT)
+    return save(self, step, *args)
+  checkpoint.Checkpointer.save = interrupted
+
+
+def disk_full_from(first):
+  # Every checkpoint from step `first` on fails as a full disk does, half-written.
+  import errno
+  from last_nnx.train import checkpoint
+
+  def full(self, step, *args):
+    if step >= first:
+      partial = os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp")
+      os.makedirs(partial, exist_ok=True)
+      raise OSError(errno.ENOSPC, "No space left on device", os.path.join(partial, "model"))
+  checkpoint.Checkpointer.save = full
+
+
+if os.environ.get("LAST_NNX_TEST_PAUSE"):
+  at, gate = os.environ["LAST_NNX_TEST_PAUSE"].split(":", 1)
+  HOOKS.append(lambda: pause_after_step(int(at), gate))
+  HOOKS.append(sigint_while_saving)
+if os.environ.get("LAST_NNX_TEST_DISK_FULL_FROM"):
+  HOOKS.append(lambda: disk_full_from(int(os.environ["LAST_NNX_TEST_DISK_FULL_FROM"])))
+"""
+
+
+def _last_line(stderr: str) -> str:
+  return stderr.strip().splitlines()[-1]
+
+
+# Four CLI processes (~40 s of CPU): their in-process twins below are in the default suite.
+@pytest.mark.slow
+def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run):
+  """One run of `base_run`'s config through the command line: a second start on its
+  workdir is refused while it runs; SIGTERM mid-epoch (and SIGINT while it saves) ends it
+  with a checkpoint and exit code 75; the rerun meets a full disk (exit 74, the last
+  checkpoint named, nothing half-written left); the next rerun ends with base_run's figures."""
+  from tests.test_divergence import launcher
+  from tests.test_train_loop import BASE_RUN
+  config, reference, _, _ = base_run
+  w, gate = tmp_path / "run", str(tmp_path / "gate")
+  cmd = ["last_nnx.train", "--config", "experiments/configs/listops.py:s5,smoke",
+         "--workdir", str(w), *[f"--config.{k}={v}" for k, v in BASE_RUN.items()]]
+  run = lambda env, **kw: subprocess.Popen([sys.executable, "-c", launcher(EDGES), *cmd],
+                                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
+                                                              LAST_NNX_CACHE=config.data.cache_dir,
+                                                              **env),
+                                           stderr=subprocess.PIPE, text=True, **kw)
+  first = run({"LAST_NNX_TEST_PAUSE": f"2:{gate}"})
+  try:
+    deadline = time.time() + 300
+    while not os.path.exists(gate + ".at"):  # paused after step 2 of epoch 1 (of 6 steps)
+      assert first.poll() is None and time.time() < deadline, first.stderr.read()[-3000:]
+      time.sleep(0.1)
+    second = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True,
+                            text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
+    assert second.returncode == errors.EXIT_WORKDIR_BUSY == 73, second.stderr[-3000:]
+    assert _last_line(second.stderr).startswith(
+        f"error: {w} is in use by process {first.pid} on "), second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    first.send_signal(signal.SIGTERM)
+    open(gate, "w").close()
+    _, err = first.communicate(timeout=300)
+  finally:
+    first.kill()
+  assert first.returncode == errors.EXIT_STOPPED, err[-3000:]
+  assert _last_line(err) == (f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is "
+                             "committed; rerun the same command to resume"), err[-2000:]
+  assert "SIGINT received again: still stopping" in err and "Traceback" not in err
+  assert not (w / workdir.LOCK_NAME).exists() and not (w / "summary.json").exists()
+
+  full = run({"LAST_NNX_TEST_DISK_FULL_FROM": "3"})
+  _, err = full.communicate(timeout=300)
+  assert full.returncode == errors.EXIT_NO_SPACE, err[-3000:]
+  assert _last_line(err) == (
+      f"error: cannot write {w}/checkpoints/6.orbax-checkpoint-tmp/model (the checkpoint of "
+      f"step 6): no space left on the device; the last committed checkpoint is "
+      f"{w}/checkpoints/2; free space, then rerun the same command to resume"), err[-2000:]
+  assert sorted(os.listdir(w / "checkpoints")) == ["2"] and "Traceback" not in err
+
+  last = run({})
+  _, err = last.communicate(timeout=300)
+  assert last.returncode == 0, err[-3000:]
+  assert "resumed from" in err and f"checkpoints/2" in err
+  _same_figures(json.loads((w / "summary.json").read_text()), reference)
+
+
+def _same_figures(summary: dict, reference: dict) -> None:
+  """``summary`` ends where the uninterrupted ``reference`` run ends (base_run counts its
+  recalibration batches apart: that one field is not compared)."""
+  events = lambda s: [dict(e, recalibrated_batches=None) for e in s["pruning_events"]]
+  assert events(summary) == events(reference)
+  assert summary["states_final"] == reference["states_final"]
+  for split in ("val", "test"):
+    assert summary["final"][split] == pytest.approx(reference["final"][split], rel=1e-5)
+  for ours, theirs in zip(summary["epochs"], reference["epochs"], strict=True):
+    for k in ("train/loss", "val/accuracy", "val/loss"):
+      assert ours[k] == pytest.approx(theirs[k], rel=1e-5, abs=1e-6), (ours["epoch"], k)
+
+
+def test_sigterm_mid_epoch_then_a_full_disk_then_the_rerun_ends_as_if_uninterrupted(
+    tmp_path, base_run, monkeypatch):
+  """In process (the CLI twin is above): SIGTERM after step 2 of 6, SIGINT while its
+  checkpoint is written; the rerun's next checkpoint meets a full disk; the next rerun
+  ends with the uninterrupted run's figures."""
+  from last_nnx.train import checkpoint, loop, steps
+  config, reference, _, _ = base_run
+  w = tmp_path / "run"
+  bound, save, taken = steps.bound_train_step, checkpoint.Checkpointer.save, [0]
+
+  def bind(model, optimizer):
+    step = bound(model, optimizer)
+
+    def signalled(*args, **kwargs):
+      taken[0] += 1
+      if taken[0] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return step(*args, **kwargs)
+    return signalled
+
+  def interrupted(self, step, *args):
+    if preemption.active().signum:
+      os.kill(os.getpid(), signal.SIGINT)
+    return save(self, step, *args)
+
+  request = preemption.install()
+  try:
+    with monkeypatch.context() as m:
+      m.setattr(steps, "bound_train_step", bind)
+      m.setattr(checkpoint.Checkpointer, "save", interrupted)
+      with pytest.raises(preemption.Stopped) as e:
+        loop.train_and_evaluate(config, str(w))
+  finally:
+    preemption.uninstall()
+  assert request.count == 2 and e.value.step == 2
+  assert errors.run_ending(e.value, str(w), config) == (75, (
+      f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is committed; rerun the "
+      "same command to resume"))
+
+  def full(self, step, *args):
+    os.makedirs(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp"))
+    raise OSError(errno.ENOSPC, "No space left on device", self.directory)
+  with monkeypatch.context() as m:
+    m.setattr(checkpoint.Checkpointer, "save", full)
+    with pytest.raises(OSError) as e:
+      loop.train_and_evaluate(config, str(w))
+  code, line = errors.run_ending(e.value, str(w), config)
+  assert code == 74 and line.startswith(f"cannot write {w}/checkpoints (a checkpoint): no space "
+                                        f"left on the device; the last committed checkpoint "
+                                        f"is {w}/checkpoints/2; free space"), line
+  assert sorted(os.listdir(w / "checkpoints")) == ["2"]
+
+  _same_figures(loop.train_and_evaluate(config, str(w)), reference)
+
+
+def test_a_step_too_big_for_the_budget_is_refused_before_it_runs(tmp_path, base_run):
+  """base_run's step (one S5 layer, batch 16) needs about 3.8 MiB, 0.24 MiB per example:
+  a 3 MB budget holds 12 examples."""
+  from last_nnx.train import loop
+  config = ml_collections.ConfigDict(base_run[0].to_dict())
+  config.train.memory_budget_gb = 0.003
+  with pytest.raises(memory.DoesNotFit) as e:
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  code, line = errors.run_ending(e.value, str(tmp_path / "run"), config)
+  assert code == errors.EXIT_FAILED
+  assert re.fullmatch(r"the train step at train.batch_size=16 needs 3\.\d MiB per device, over "
+                      r"the 3\.1 MiB of train.memory_budget_gb=0.003: train.batch_size=1[0-3] "
+                      r"fits; optim.grad_accum=2 keeps the batch of 16 in micro-batches of 8; "
+                      r"model.remat=True recomputes .*", line), line
+  assert not os.listdir(tmp_path / "run" / "checkpoints")  # refused before the first step
