@@ -38,7 +38,8 @@ from flax import nnx
 
 from last_nnx import data, pruning
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import baseline, distributed, regularizers, steps, streams, watch
+from last_nnx.train import (baseline, distributed, memory, preemption, regularizers, steps,
+                            streams, watch)
 from last_nnx.train import progress as progress_lib
 from last_nnx.train import summary as summary_lib
 from last_nnx.train.console import DETAIL
@@ -75,6 +76,7 @@ class Context:
       default_factory=progress_lib.EpochEstimate)
   train_clock: progress_lib.TrainClock = dataclasses.field(
       default_factory=progress_lib.TrainClock)
+  stop: preemption.StopRequest = dataclasses.field(default_factory=preemption.active)
 
   def start_progress(self, step: int) -> None:
     total = len(self.plan) * self.micro
@@ -94,6 +96,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
   distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
   log_plan(ctx, run)
+  memory.check_run_fits(config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg)
   ctx.start_progress(run.state.step)
   run.clock.lap()  # the run's wall time counts from here
   while run.state.epoch_index < len(ctx.plan):
@@ -111,6 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if target is not None:
       run, val = prune_event(ctx, run, spec, val, target)
     end_epoch(ctx, run, val)
+    if signum := ctx.stop.due(run.state.step, 0, boundary=True):  # the epoch end has saved
+      raise ctx.stop.stopped(signum, run.state.step, ctx.ckpt, ctx.writer)
   return finish(ctx, run, workdir, final_table)
 
 
@@ -189,10 +194,14 @@ def train_epoch(ctx: Context, run: Run) -> dict:
       scalars["lr/regular"] = float(run.schedules["regular"](state.step // accum))
       ctx.writer.write_scalars(state.step, scalars)
     every = config.train.checkpoint_every_steps
-    if every and state.step % every == 0 and state.step_in_epoch < micro:
+    mid_epoch = state.step_in_epoch < micro  # else the epoch end saves (and may stop)
+    signum = mid_epoch and ctx.stop.due(state.step, config.train.log_every_steps)
+    if (every and state.step % every == 0 and mid_epoch) or signum:
       _checked_scalars(model, carry)  # never checkpoint a diverged state
       state.partial_train = metrics_to_json(carry.metrics)
       save(ctx.ckpt, run, config, ctx.task)
+    if signum:
+      raise ctx.stop.stopped(signum, state.step, ctx.ckpt, ctx.writer)
   train_scalars = _checked_scalars(model, carry)
   if ctx.reg.kind == "none":
     train_scalars.pop("train/penalty", None)
