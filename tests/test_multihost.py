@@ -174,13 +174,22 @@ def _close(a: float, b: float, rtol: float = 1e-4) -> bool:
 def test_two_processes_killed_and_rerun_match_one_process(tmp_path):
   """Two processes (global batch 16, 8 rows each) train, prune and are killed after the
   first checkpoint; the same two commands rerun resume and end where one process with
-  the same global batch ends: metrics, states per layer and every parameter."""
+  the same global batch ends: metrics, states per layer and every parameter. The run
+  holds its workdir: a single-process start on it is refused, and the rerun takes the
+  killed run's lock over."""
   env = _env(tmp_path)
   one, two = tmp_path / "one", tmp_path / "two"
   reference = _launch(one, str(tmp_path / "one"), 1, env)
   first = _launch(two, str(tmp_path / "first"), 2, env)
   try:
     deadline = time.time() + 600
+    while not os.path.exists(two / "run.lock"):  # process 0 holds it for the run
+      assert all(p.poll() is None for p in first) and time.time() < deadline
+      time.sleep(0.1)
+    intruder = _launch(two, str(tmp_path / "intruder"), 1, env)[0]
+    assert intruder.wait(timeout=300) == 73, open(f"{tmp_path}/intruder.p0.log").read()[-3000:]
+    last = open(f"{tmp_path}/intruder.p0.log").read().strip().splitlines()[-1]
+    assert last.startswith(f"error: {two} is in use by process {first[0].pid} on "), last
     while not os.path.isdir(two / "checkpoints" / "4"):  # renamed into place once committed
       assert all(p.poll() is None for p in first), open(f"{tmp_path}/first.p0.log").read()[-4000:]
       assert time.time() < deadline, "no checkpoint after 600 s"
@@ -200,6 +209,8 @@ def test_two_processes_killed_and_rerun_match_one_process(tmp_path):
     log = open(f"{tmp_path}/second.p{i}.log").read()
     resumed = re.search(r"resumed from \S+/checkpoints/(\d+)", log)
     assert resumed and 4 <= int(resumed.group(1)) < 18, log[-3000:]
+  assert f"run.lock from process {first[0].pid} on " in open(f"{tmp_path}/second.p0.log").read()
+  assert not os.path.exists(two / "run.lock")  # released at the end
   # Process 0 alone writes the TensorBoard summaries (one file per launch, named by pid).
   writers = {int(f.split(".")[-3]) for f in glob.glob(str(two / "events.out.tfevents.*"))}
   assert writers == {first[0].pid, second[0].pid}
@@ -224,6 +235,37 @@ def test_two_processes_killed_and_rerun_match_one_process(tmp_path):
   assert pa.keys() == pb.keys()
   for k in pa:
     np.testing.assert_allclose(pb[k], pa[k], rtol=1e-3, atol=1e-5, err_msg=k)
+
+
+@pytest.mark.multihost
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
+  """SIGTERM to process 1 only: both processes agree at the next logging step or epoch end,
+  save one checkpoint there together and exit with 75, each saying so in one line."""
+  env = _env(tmp_path)
+  w = tmp_path / "w"
+  procs = _launch(w, str(tmp_path / "run"), 2, env)
+  try:
+    deadline = time.time() + 600
+    while not os.path.isdir(w / "checkpoints" / "4"):
+      assert all(p.poll() is None for p in procs), open(f"{tmp_path}/run.p0.log").read()[-4000:]
+      assert time.time() < deadline, "no checkpoint after 600 s"
+      time.sleep(0.2)
+    os.kill(procs[1].pid, signal.SIGTERM)
+    codes = [p.wait(timeout=300) for p in procs]
+  finally:
+    _kill(procs)
+  lines = [open(f"{tmp_path}/run.p{i}.log").read().strip().splitlines()[-1] for i in range(2)]
+  assert codes == [75, 75], lines
+  step = int(re.match(r"stopped by SIGTERM (to another process of the run )?at step (\d+)",
+                      lines[1]).group(2))
+  assert 4 < step < 18 and os.path.isdir(w / "checkpoints" / str(step)), lines
+  assert lines == [f"stopped by SIGTERM to another process of the run at step {step}: "
+                   f"checkpoint {w}/checkpoints/{step} is committed; rerun the same command "
+                   "to resume",
+                   f"stopped by SIGTERM at step {step}: checkpoint {w}/checkpoints/{step} is "
+                   "committed; rerun the same command to resume"]
+  assert not os.path.exists(w / "run.lock")
 
 
 @pytest.mark.multihost
