@@ -304,7 +304,8 @@ def run_ending(error: BaseException, workdir: str, config) -> tuple[int, str] | 
   does not fit in memory, or any error the library words for the user (a
   ValueError, a missing file, a divergence with no retries left): `EXIT_FAILED`.
   """
-  from last_nnx.train import memory, preemption, steps, workdir as workdir_lib
+  from last_nnx.train import memory, preemption, steps
+  from last_nnx.train import workdir as workdir_lib
   if isinstance(error, preemption.Stopped):
     return EXIT_STOPPED, str(error)
   if isinstance(error, workdir_lib.WorkdirBusy):

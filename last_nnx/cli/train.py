@@ -29,10 +29,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 class _QuietLibraries(pylogging.Filter):
-  """Drops INFO chatter of orbax (dozens of lines per checkpoint); keeps warnings."""
+  """Drops INFO chatter of orbax (dozens of lines per checkpoint) and its reports of a
+  full disk (each of its threads logs a traceback; the run ends in one line that says
+  what to do); keeps its other warnings and errors."""
 
   def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    if record.exc_info and record.exc_info[1] is not None:
+      from last_nnx.train import workdir
+      if workdir.disk_error(record.exc_info[1]) is not None:
+        return False
+    return record.levelno >= pylogging.WARNING
 
 
 def quiet_library_logs() -> None:
@@ -52,13 +60,13 @@ def _main(argv):
     distributed.initialize(FLAGS.config.train)  # before anything touches the devices
     lock = workdir.hold_for_run(FLAGS.workdir)  # one run per workdir, all its processes
     preemption.install()  # SIGTERM/SIGINT/SIGUSR1: a checkpoint, then errors.EXIT_STOPPED
-    from last_nnx.train.loop import train_and_evaluate  # after the lock: a refusal is quick
     from last_nnx.train import console
+    from last_nnx.train.loop import train_and_evaluate  # after the lock: a quick refusal
     log_file = console.route_logs(FLAGS.workdir, FLAGS.config.train.get("console", "story"))
     logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
                  "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except Exception as e:  # noqa: BLE001 -- the ones a user can act on end in one line
+  except Exception as e:  # those a user can act on end in one line; a bug keeps its traceback
     if distributed.lost_peer(e):
       _exit_now(f"{str(e).splitlines()[0]} -- another process of this run has stopped: rerun "
                 "all of them with the same commands; they resume from the last committed "

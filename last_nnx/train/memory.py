@@ -153,7 +153,7 @@ def too_big_message(config, need: int | None, limit: int | None, source: str,
   if not config.model.get("remat", True):
     helps.append("model.remat=True recomputes activations in the backward pass instead of "
                  "storing them")
-  if source.startswith("train.memory_budget_gb") or source.startswith("the host"):
+  if source.startswith(("train.memory_budget_gb", "the host")):
     helps.append("train.memory_budget_gb sets the budget (-1: no check)")
   return f"{head}: {'; '.join(helps)}"
 

@@ -51,7 +51,7 @@ class StopRequest:
     self.count = 0  # signals received so far
     self._previous: dict[int, object] = {}
 
-  def install(self) -> "StopRequest":
+  def install(self) -> StopRequest:
     """Handles `SIGNALS` from now on (the main thread only: Python's rule for handlers)."""
     if threading.current_thread() is not threading.main_thread():
       return self

@@ -132,7 +132,7 @@ class WorkdirLock:
   def held(self) -> bool:
     return self._fd is not None
 
-  def __enter__(self) -> "WorkdirLock":
+  def __enter__(self) -> WorkdirLock:
     self.acquire()
     return self
 
@@ -141,12 +141,12 @@ class WorkdirLock:
 
 
 def busy_message(workdir: str, holder: Holder | None) -> str:
+  """The one line of a refused start (the holder's command stays in the lock file)."""
   who = holder.describe() if holder else "another process (its lock file names no holder)"
-  what = f" (`{holder.command}`)" if holder and holder.command else ""
-  stop = f"stop it (kill {holder.pid}" if holder else "stop it (kill PID"
+  pid = holder.pid if holder else "PID"
   where = f" on {holder.host}" if holder and holder.host != socket.gethostname() else ""
-  return (f"{workdir} is in use by {who}{what}: wait for it to end, {stop}{where}: it saves "
-          f"a checkpoint and exits, then rerun to resume), or give another --workdir")
+  return (f"{workdir} is in use by {who}: wait for it to end, stop it (kill {pid}{where}: it "
+          "saves a checkpoint and exits; rerun to resume), or give another --workdir")
 
 
 def stale_message(workdir: str, holder: Holder | None) -> str:
@@ -225,7 +225,7 @@ def _chain(error: BaseException):
     error = error.__cause__ or error.__context__
 
 
-def _disk_errno(error: BaseException) -> tuple[int, str | None] | None:
+def disk_error(error: BaseException) -> tuple[int, str | None] | None:
   """``(errno, path or None)`` of the first disk failure in ``error``'s chain."""
   for e in _chain(error):
     if isinstance(e, OSError) and e.errno in _DISK_ERRNOS:
@@ -236,6 +236,11 @@ def _disk_errno(error: BaseException) -> tuple[int, str | None] | None:
         m = re.search(r"(/[^\s;:'\"]+)", str(e))
         return code, m.group(1) if m else None
   return None
+
+
+def _step_of(path: str) -> int:
+  m = re.match(r"\d+", os.path.basename(path))
+  return int(m.group(0)) if m else -1
 
 
 def last_committed(workdir: str) -> str | None:
@@ -273,16 +278,20 @@ def disk_failure(error: BaseException, workdir: str) -> str | None:
   """The one line a run ends with when ``error`` means it cannot write its workdir (full
   disk, quota, read-only, permissions), else None. Half-written checkpoints are removed
   first (process 0), so the rerun sees only committed ones."""
-  found = _disk_errno(error)
+  found = disk_error(error)
   if found is None:
     return None
   code, path = found
+  partial = sorted((os.path.join(root, d) for root, dirs, _ in os.walk(workdir) for d in dirs
+                    if PARTIAL_CHECKPOINT in d), key=_step_of)
+  if not path and partial:  # orbax's threads lose the file name: the step being written
+    path = partial[-1]
   path = path if path and os.path.isabs(path) else os.path.join(os.path.abspath(workdir), path or "")
   try:
     import jax
     if jax.process_index() == 0:
       remove_partial_checkpoints(workdir)
-  except Exception:  # noqa: BLE001 -- the message matters more than the tidying
+  except Exception:  # the tidying may fail on the same disk: the message matters more
     pass
   last = last_committed(workdir)
   resume = (f"the last committed checkpoint is {last}" if last
