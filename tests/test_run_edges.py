@@ -102,11 +102,11 @@ class _Ckpt:
 
 
 def test_a_stop_ends_in_one_line_and_its_own_exit_code():
-  ckpt = _Ckpt()
+  ckpt, best = _Ckpt(), _Ckpt()
   request = preemption.StopRequest()
   request.signum = signal.SIGUSR1
-  stopped = request.stopped(signal.SIGUSR1, 7, ckpt)
-  assert ckpt.waited  # the checkpoint is committed before the line says so
+  stopped = request.stopped(signal.SIGUSR1, 7, ckpt, best)
+  assert ckpt.waited and best.waited  # committed before the line says so, none in flight
   code, line = errors.run_ending(stopped, "/w", None)
   assert code == errors.EXIT_STOPPED == 75
   assert line == ("stopped by SIGUSR1 at step 7: checkpoint /w/checkpoints/7 is committed; "

@@ -115,7 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       run, val = prune_event(ctx, run, spec, val, target)
     end_epoch(ctx, run, val)
     if signum := ctx.stop.due(run.state.step, 0, boundary=True):  # the epoch end has saved
-      raise ctx.stop.stopped(signum, run.state.step, ctx.ckpt, ctx.writer)
+      raise ctx.stop.stopped(signum, run.state.step, ctx.ckpt, ctx.best_ckpt,
+                            writer=ctx.writer)
   return finish(ctx, run, workdir, final_table)
 
 
@@ -201,7 +202,7 @@ def train_epoch(ctx: Context, run: Run) -> dict:
       state.partial_train = metrics_to_json(carry.metrics)
       save(ctx.ckpt, run, config, ctx.task)
     if signum:
-      raise ctx.stop.stopped(signum, state.step, ctx.ckpt, ctx.writer)
+      raise ctx.stop.stopped(signum, state.step, ctx.ckpt, ctx.best_ckpt, writer=ctx.writer)
   train_scalars = _checked_scalars(model, carry)
   if ctx.reg.kind == "none":
     train_scalars.pop("train/penalty", None)

@@ -101,10 +101,12 @@ class StopRequest:
     received = np.asarray(multihost_utils.process_allgather(np.int32(self.signum)))
     return int(next((s for s in received.ravel() if s), 0))
 
-  def stopped(self, signum: int, step: int, ckpt, writer=None) -> Stopped:
+  def stopped(self, signum: int, step: int, ckpt, *others, writer=None) -> Stopped:
     """The exception to raise once the checkpoint of ``step`` was handed to ``ckpt`` (a
-    `Checkpointer`): waits for it to be committed and flushes ``writer``."""
-    ckpt.wait()
+    `Checkpointer`): waits for it, and for the ``others`` (the best model's), to be
+    committed (no write may be left in flight at exit) and flushes ``writer``."""
+    for c in (ckpt, *others):
+      c.wait()
     if writer is not None:
       writer.flush()
     return Stopped(signum, step, f"{ckpt.directory}/{step}", own=self.signum == signum)

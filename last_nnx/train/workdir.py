@@ -57,7 +57,8 @@ class Holder:
   def describe(self, now: float | None = None) -> str:
     """``'process 4242 on node7, since 2026-12-03 18:02:11 UTC (5 min ago)'``."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.since))
-    return f"process {self.pid} on {self.host}, since {stamp} ({_ago((now or time.time()) - self.since)})"
+    ago = _ago((now or time.time()) - self.since)
+    return f"process {self.pid} on {self.host}, since {stamp} ({ago})"
 
 
 def _ago(seconds: float) -> str:
@@ -286,7 +287,8 @@ def disk_failure(error: BaseException, workdir: str) -> str | None:
                     if PARTIAL_CHECKPOINT in d), key=_step_of)
   if not path and partial:  # orbax's threads lose the file name: the step being written
     path = partial[-1]
-  path = path if path and os.path.isabs(path) else os.path.join(os.path.abspath(workdir), path or "")
+  if not (path and os.path.isabs(path)):
+    path = os.path.join(os.path.abspath(workdir), path or "")
   try:
     import jax
     if jax.process_index() == 0:
