@@ -249,48 +249,64 @@ def _last_line(stderr: str) -> str:
   return stderr.strip().splitlines()[-1]
 
 
-# Four CLI processes (~40 s of CPU): their in-process twins below are in the default suite.
+# Six CLI processes (~1 min of CPU): their in-process twins below are in the default suite.
 @pytest.mark.slow
 def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run):
-  """One run of `base_run`'s config through the command line: a second start on its
-  workdir is refused while it runs; SIGTERM mid-epoch (and SIGINT while it saves) ends it
-  with a checkpoint and exit code 75; the rerun meets a full disk (exit 74, the last
-  checkpoint named, nothing half-written left); the next rerun ends with base_run's figures."""
+  """`base_run`'s config through the command line. A second start on a running run's
+  workdir is refused, and the first finishes with base_run's figures. Another run:
+  SIGTERM mid-epoch (and SIGINT while it saves) ends it with a checkpoint and exit code
+  75; the rerun meets a full disk (exit 74, the last checkpoint named, nothing
+  half-written left); the next rerun ends with base_run's figures."""
   from tests.test_divergence import launcher
   from tests.test_train_loop import BASE_RUN
   config, reference, _, _ = base_run
-  w, gate = tmp_path / "run", str(tmp_path / "gate")
-  cmd = ["last_nnx.train", "--config", "experiments/configs/listops.py:s5,smoke",
-         "--workdir", str(w), *[f"--config.{k}={v}" for k, v in BASE_RUN.items()]]
-  run = lambda env, **kw: subprocess.Popen([sys.executable, "-c", launcher(EDGES), *cmd],
-                                           cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT,
-                                                              LAST_NNX_CACHE=config.data.cache_dir,
-                                                              **env),
-                                           stderr=subprocess.PIPE, text=True, **kw)
-  first = run({"LAST_NNX_TEST_PAUSE": f"2:{gate}"})
-  try:
+  env = dict(os.environ, PYTHONPATH=ROOT, LAST_NNX_CACHE=config.data.cache_dir)
+  cmd = lambda w: ["last_nnx.train", "--config", "experiments/configs/listops.py:s5,smoke",
+                   "--workdir", str(w), *[f"--config.{k}={v}" for k, v in BASE_RUN.items()]]
+  run = lambda w, **hooks: subprocess.Popen([sys.executable, "-c", launcher(EDGES), *cmd(w)],
+                                            cwd=ROOT, env=dict(env, **hooks),
+                                            stderr=subprocess.PIPE, text=True)
+
+  def paused(w, gate):
+    proc = run(w, LAST_NNX_TEST_PAUSE=f"2:{gate}")
     deadline = time.time() + 300
     while not os.path.exists(gate + ".at"):  # paused after step 2 of epoch 1 (of 6 steps)
-      assert first.poll() is None and time.time() < deadline, first.stderr.read()[-3000:]
+      assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
       time.sleep(0.1)
-    second = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True,
-                            text=True, env=dict(os.environ, PYTHONPATH=ROOT), timeout=300)
-    assert second.returncode == errors.EXIT_WORKDIR_BUSY == 73, second.stderr[-3000:]
-    assert _last_line(second.stderr).startswith(
-        f"error: {w} is in use by process {first.pid} on "), second.stderr[-2000:]
-    assert "Traceback" not in second.stderr
-    first.send_signal(signal.SIGTERM)
+    return proc
+
+  w, gate = tmp_path / "first", str(tmp_path / "gate1")
+  first = paused(w, gate)
+  try:
+    second = subprocess.run([sys.executable, "-m", *cmd(w)], cwd=ROOT, capture_output=True,
+                            text=True, env=env, timeout=300)
     open(gate, "w").close()
     _, err = first.communicate(timeout=300)
   finally:
     first.kill()
-  assert first.returncode == errors.EXIT_STOPPED, err[-3000:]
+  assert second.returncode == errors.EXIT_WORKDIR_BUSY == 73, second.stderr[-3000:]
+  assert _last_line(second.stderr).startswith(
+      f"error: {w} is in use by process {first.pid} on "), second.stderr[-2000:]
+  assert "Traceback" not in second.stderr
+  assert first.returncode == 0, err[-3000:]
+  _same_figures(json.loads((w / "summary.json").read_text()), reference)
+  assert not (w / workdir.LOCK_NAME).exists()
+
+  w, gate = tmp_path / "stopped", str(tmp_path / "gate2")
+  stopped = paused(w, gate)
+  try:
+    stopped.send_signal(signal.SIGTERM)
+    open(gate, "w").close()
+    _, err = stopped.communicate(timeout=300)
+  finally:
+    stopped.kill()
+  assert stopped.returncode == errors.EXIT_STOPPED, err[-3000:]
   assert _last_line(err) == (f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is "
                              "committed; rerun the same command to resume"), err[-2000:]
   assert "SIGINT received again: still stopping" in err and "Traceback" not in err
   assert not (w / workdir.LOCK_NAME).exists() and not (w / "summary.json").exists()
 
-  full = run({"LAST_NNX_TEST_DISK_FULL_FROM": "3"})
+  full = run(w, LAST_NNX_TEST_DISK_FULL_FROM="3")
   _, err = full.communicate(timeout=300)
   assert full.returncode == errors.EXIT_NO_SPACE, err[-3000:]
   assert _last_line(err) == (
@@ -299,10 +315,10 @@ def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run
       f"{w}/checkpoints/2; free space, then rerun the same command to resume"), err[-2000:]
   assert sorted(os.listdir(w / "checkpoints")) == ["2"] and "Traceback" not in err
 
-  last = run({})
+  last = run(w)
   _, err = last.communicate(timeout=300)
   assert last.returncode == 0, err[-3000:]
-  assert "resumed from" in err and f"checkpoints/2" in err
+  assert "resumed from" in err and f"{w}/checkpoints/2" in err
   _same_figures(json.loads((w / "summary.json").read_text()), reference)
 
 
