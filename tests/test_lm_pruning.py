@@ -150,3 +150,21 @@ def test_max_drop_search_stays_within_its_perplexity_tolerance_on_val(windows):
     assert all(p > found["limit"] for r, p in found["tried"] if r > found["ratio"])
     pruned, _ = lm_sweep.prune_point(model, "calibrated/global", found["ratio"], windows)
     assert evaluate(pruned, val)["perplexity"] == pytest.approx(found["perplexity"], rel=1e-6)
+
+
+def test_distillation_moves_the_pruned_student_towards_the_teacher(windows):
+  from last_nnx.lm import distill
+  teacher, student = _model(2, seed=1), _model(2)  # a teacher the student does not match
+  lm_prune.prune_lm(student, 0.5, criterion="calibrated", calibration=windows, batch_size=8)
+  sizes, rows = student.state_sizes(), windows[:8]
+
+  def kl():
+    return float(distill.kl_loss(student(rows[:, :-1]), teacher(rows[:, :-1])))
+  before = kl()
+  history = distill.finetune(student, rows, teacher=teacher, steps=12, lr=3e-3, batch_size=4,
+                             log_every=6)
+  assert [s for s, _ in history] == [6, 12]
+  assert kl() < 0.9 * before
+  assert student.state_sizes() == sizes  # still pruned
+  assert float(distill.kl_loss(teacher(rows[:, :-1]), teacher(rows[:, :-1]))) == \
+      pytest.approx(0.0, abs=1e-6)

@@ -318,11 +318,27 @@ def _define_flags() -> None:
                     "after pruning (empty: no evaluation).")
 
 
+def _prune_lm(prune_lm) -> None:
+  """A Mamba-2 LM: `last_nnx.cli.prune_lm` (``--max_drop`` is a perplexity tolerance in %)."""
+  try:
+    summary = prune_lm.prune_program(
+        FLAGS.workdir, ratio=FLAGS.ratio, criterion=FLAGS.criterion,
+        allocation=FLAGS.allocation, sequential=FLAGS.sequential, out=FLAGS.out,
+        which=FLAGS.which, seed=FLAGS.seed, fmt=FLAGS.format, layout=FLAGS.layout,
+        eval_splits=[s for s in FLAGS.eval_splits if s], max_drop=FLAGS.max_drop)
+  except (ValueError, FileNotFoundError, RuntimeError) as e:
+    sys.exit(f"error: {e}")
+  print("\n".join(prune_lm.prune_lines(summary)))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
+  from last_nnx.cli import prune_lm
+  if prune_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
+    return _prune_lm(prune_lm)
   if FLAGS.max_drop >= 0:
     criteria = FLAGS.criterion.split(",") if FLAGS.criterion else None  # resolved on load
     try:
@@ -358,5 +374,6 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  from last_nnx.cli import errors
+  from last_nnx.cli import errors, prune_lm
+  prune_lm.define_flags(prune=True)
   app.run(main, flags_parser=errors.flags_parser())  # one-line flag errors

@@ -63,6 +63,15 @@ def main(argv):
     return
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
+  from last_nnx.cli import prune_lm
+  if prune_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
+    try:
+      print(prune_lm.sweep_program(FLAGS.workdir, out=FLAGS.out, which=FLAGS.which,
+                                   ratios=[float(r) for r in FLAGS.ratios],
+                                   methods=FLAGS.criteria, seeds=FLAGS.seeds))
+    except (ValueError, FileNotFoundError) as e:
+      sys.exit(f"error: {e}")
+    return
   from last_nnx import data
   from last_nnx.cli import errors
   from last_nnx.train.checkpoint import load_model
@@ -116,5 +125,6 @@ def main(argv):
 if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
-  from last_nnx.cli import errors
+  from last_nnx.cli import errors, prune_lm
+  prune_lm.define_flags(prune=False)
   app.run(main, flags_parser=errors.flags_parser())  # one-line flag errors
