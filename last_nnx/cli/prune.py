@@ -325,7 +325,8 @@ def _prune_lm(prune_lm) -> None:
         FLAGS.workdir, ratio=FLAGS.ratio, criterion=FLAGS.criterion,
         allocation=FLAGS.allocation, sequential=FLAGS.sequential, out=FLAGS.out,
         which=FLAGS.which, seed=FLAGS.seed, fmt=FLAGS.format, layout=FLAGS.layout,
-        eval_splits=[s for s in FLAGS.eval_splits if s], max_drop=FLAGS.max_drop)
+        eval_splits=[s for s in FLAGS.eval_splits if s], max_drop=FLAGS.max_drop,
+        opts=prune_lm.TextOptions.from_flags())
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")
   print("\n".join(prune_lm.prune_lines(summary)))

@@ -20,6 +20,7 @@ per-layer N) and written with `last_nnx.lm.hub.save_pretrained` (``--format``,
 ``--layout``), with ``prune_report.json``.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -61,17 +62,23 @@ def is_checkpoint_dir(path: str) -> bool:
 
 
 def is_lm_workdir(path: str) -> bool:
-  """Whether ``path`` is a training run of a text task (read from its checkpoint meta)."""
+  """Whether ``path`` is a training run of a text task: its ``summary.json``, else the JSON
+  metadata of its newest checkpoint (read as plain files: nothing is restored)."""
+  try:
+    with open(os.path.join(path, "summary.json")) as f:
+      return json.load(f).get("task") in TEXT_TASKS
+  except (OSError, ValueError, AttributeError):
+    pass
   for sub in ("checkpoints", "best"):
     directory = os.path.join(path, sub)
-    if not os.path.isdir(directory):
-      continue
-    from last_nnx.train.checkpoint import Checkpointer
-    ckpt = Checkpointer(directory)
-    latest = ckpt.latest_usable()
-    ckpt.close()
-    if latest is not None:
-      return (latest[1].get("config", {}).get("data", {}).get("task") in TEXT_TASKS)
+    steps = sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True) \
+        if os.path.isdir(directory) else []
+    for step in steps:
+      try:
+        with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
+          return json.load(f)["config"]["data"]["task"] in TEXT_TASKS
+      except (OSError, ValueError, KeyError, TypeError):
+        continue
   return False
 
 
@@ -111,9 +118,9 @@ def text_splits(c) -> tuple[dict, dict]:
   return {k: np.asarray(s.inputs, np.int32) for k, s in splits.items()}, per_token
 
 
-def _eval(model, rows, per_token, limit: int) -> dict:
+def _eval(model, rows, per_token) -> dict:
   from last_nnx.sweeps.lm import _metrics
-  return _metrics(model, rows[:limit] if limit else rows, per_token, 16)
+  return _metrics(model, rows, per_token, 16)
 
 
 def method_of(criterion: str | None, allocation: str | None, sequential: bool):
@@ -126,32 +133,55 @@ def method_of(criterion: str | None, allocation: str | None, sequential: bool):
 
 # ---- programs -------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class TextOptions:
+  """Where the text comes from and how much of it is read (the LM flags)."""
+
+  text: str = "pydocs"
+  seq_len: int = 128
+  calibration_windows: int = 128
+  calibration_length: int = 128
+  eval_windows: int = 0
+
+  @classmethod
+  def from_flags(cls) -> "TextOptions":
+    return cls(FLAGS.text, FLAGS.seq_len, FLAGS.calibration_windows, FLAGS.calibration_length,
+               FLAGS.eval_windows)
+
+
+def _data(path: str, which: str, opts: TextOptions, seed: int = 0):
+  """``(model, rows, bytes per token, calibration windows)`` of the LM at ``path``."""
+  from last_nnx.lm.prune import calibration_windows
+  model, c = load(path, which=which, text=opts.text, seq_len=opts.seq_len)
+  rows, per_token = text_splits(c)
+  if opts.eval_windows:
+    rows = {k: (v if k == "train" else v[:opts.eval_windows]) for k, v in rows.items()}
+  calib = calibration_windows(rows["train"], opts.calibration_windows,
+                              min(opts.calibration_length, rows["train"].shape[1]), seed=seed)
+  return model, rows, per_token, calib
+
+
 def prune_program(path: str, *, ratio: float, criterion: str | None, allocation, sequential,
                   out: str | None, which: str, seed: int, fmt: str, layout: str,
-                  eval_splits, max_drop: float = -1.0) -> dict:
+                  eval_splits, max_drop: float = -1.0,
+                  opts: TextOptions = TextOptions()) -> dict:
   """Prunes (or, with ``max_drop >= 0``, searches) the LM at ``path``; writes and returns the
   summary (``prune_report.json`` beside the pruned checkpoint)."""
   from last_nnx.lm import hub
-  from last_nnx.lm.prune import calibration_windows
   from last_nnx.sweeps import lm as lm_sweep
-  model, c = load(path, which=which, text=FLAGS.text, seq_len=FLAGS.seq_len)
   methods = [method_of(s, allocation, sequential) for s in (criterion or "calibrated").split(",")]
-  rows, per_token = text_splits(c)
-  calib = calibration_windows(rows["train"], FLAGS.calibration_windows,
-                              min(FLAGS.calibration_length, rows["train"].shape[1]), seed=seed)
-  limit = FLAGS.eval_windows
-  before = {s: _eval(model, rows[s], per_token[s], limit) for s in eval_splits}
+  model, rows, per_token, calib = _data(path, which, opts, seed)
+  before = {s: _eval(model, rows[s], per_token[s]) for s in eval_splits}
   results = []
   for method in methods:
     t0 = time.time()
     r = ratio
     found = None
     if max_drop >= 0:
-      val = rows["val"][:limit] if limit else rows["val"]
-      found = lm_sweep.max_drop(model, method, calib, val, max_drop, seed=seed)
+      found = lm_sweep.max_drop(model, method, calib, rows["val"], max_drop, seed=seed)
       r = found["ratio"]
     pruned, report = lm_sweep.prune_point(model, method, r, calib, seed=seed, mode="compact")
-    after = {s: _eval(pruned, rows[s], per_token[s], limit) for s in eval_splits}
+    after = {s: _eval(pruned, rows[s], per_token[s]) for s in eval_splits}
     target = out or os.path.join(path if not is_checkpoint_dir(path) else
                                  os.path.dirname(os.path.abspath(path)),
                                  f"pruned-{method.name.replace('/', '-')}-{r:g}")
@@ -195,16 +225,12 @@ def prune_lines(summary: dict) -> list[str]:
   return lines
 
 
-def sweep_program(path: str, *, out: str | None, which: str, ratios, methods, seeds: int) -> str:
+def sweep_program(path: str, *, out: str | None, which: str, ratios, methods, seeds: int,
+                  opts: TextOptions = TextOptions()) -> str:
   """Perplexity (and bits per byte) curves of the LM at ``path`` into ``out``; the report."""
-  from last_nnx.lm.prune import calibration_windows
   from last_nnx.sweeps import lm as lm_sweep
-  model, c = load(path, which=which, text=FLAGS.text, seq_len=FLAGS.seq_len)
-  rows, per_token = text_splits(c)
-  calib = calibration_windows(rows["train"], FLAGS.calibration_windows,
-                              min(FLAGS.calibration_length, rows["train"].shape[1]))
-  limit = FLAGS.eval_windows
-  val = rows["val"][:limit] if limit else rows["val"]
+  model, rows, per_token, calib = _data(path, which, opts)
+  val = rows["val"]
   out = out or os.path.join(path, "sweep-lm")
   os.makedirs(out, exist_ok=True)
   t0 = time.time()

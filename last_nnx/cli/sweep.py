@@ -68,7 +68,8 @@ def main(argv):
     try:
       print(prune_lm.sweep_program(FLAGS.workdir, out=FLAGS.out, which=FLAGS.which,
                                    ratios=[float(r) for r in FLAGS.ratios],
-                                   methods=FLAGS.criteria, seeds=FLAGS.seeds))
+                                   methods=FLAGS.criteria, seeds=FLAGS.seeds,
+                                   opts=prune_lm.TextOptions.from_flags()))
     except (ValueError, FileNotFoundError) as e:
       sys.exit(f"error: {e}")
     return
