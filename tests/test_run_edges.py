@@ -16,7 +16,7 @@ import pytest
 
 from last_nnx.cli import errors
 from last_nnx.train import memory, preemption, workdir
-from tests.test_train_loop import base_run
+from tests.test_train_loop import base_run  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

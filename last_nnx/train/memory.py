@@ -130,7 +130,7 @@ def too_big_message(config, need: int | None, limit: int | None, source: str,
   the switches that help."""
   t, accum = config.train, config.optim.grad_accum
   size = (f"needs {_size(need)} per device, over the {_size(limit)} of {source}"
-          if need is not None else "ran out of device memory")
+          if need is not None and limit is not None else "ran out of device memory")
   head = (f"the train step at train.batch_size={t.batch_size}"
           + (f" (micro-batches of {t.batch_size // accum}, optim.grad_accum={accum})"
              if accum > 1 else "") + f" {size}")
@@ -186,7 +186,7 @@ def check_run_fits(config, model, optimizer, task, mesh, reg) -> int | None:
   from last_nnx.train import steps
   micro = config.train.batch_size // config.optim.grad_accum
   carry = steps.TrainCarry.start(model)
-  template = []
+  template: list[tuple] = []
 
   def measure(rows: int) -> int:
     if not template:  # one batch read for its shapes, only when the check compiles

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Any
 
 from absl import logging
 
@@ -49,7 +50,7 @@ class StopRequest:
   def __init__(self):
     self.signum = 0  # the first signal received (0: none)
     self.count = 0  # signals received so far
-    self._previous: dict[int, object] = {}
+    self._previous: dict[signal.Signals, Any] = {}
 
   def install(self) -> StopRequest:
     """Handles `SIGNALS` from now on (the main thread only: Python's rule for handlers)."""

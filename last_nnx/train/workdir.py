@@ -220,10 +220,11 @@ _DISK_TEXT = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": er
 
 def _chain(error: BaseException):
   seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    yield error
-    error = error.__cause__ or error.__context__
+  e: BaseException | None = error
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    yield e
+    e = e.__cause__ or e.__context__
 
 
 def disk_error(error: BaseException) -> tuple[int, str | None] | None:
