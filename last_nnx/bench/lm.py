@@ -22,6 +22,12 @@ logits on a short sequence).
   here); ``bandwidth_gbs`` is this machine's measured read bandwidth (a jitted sum over
   1 GiB), and ``limit_tokens_per_s = bandwidth / weight bytes`` is the most decode can do.
 
+Our scan runs in chunks of 128 (`Mamba2LMConfig.scan_chunk`), the checkpoint's 256 only
+written back: measured here (2026-12-03, 4 of the 24 layers, 2 cores at load ~16,
+interleaved runs), prefill ran 58 / 84 / 75 tok/s at L = 512 and 67 / 77 / 61 at L = 2048
+(scaled to 24 layers) with chunks of 256 / 128 / 64, and one layer's scan alone 151 ms at
+256 vs 48 ms at 128. mamba2-jax keeps its configured 256.
+
 Each figure is the best of ``repeats`` runs (other jobs only add time), after one
 compiling call; the 1-minute load average is recorded before and after.
 """
