@@ -68,15 +68,15 @@ def _calibration(tokens):
   return [(jnp.asarray(tokens), jnp.full((tokens.shape[0],), tokens.shape[1]))]
 
 
-@pytest.mark.parametrize("fmt", ["mamba_ssm", "transformers"])
-def test_round_trips_dense_and_pruned_uniformly(golden, tmp_path, fmt):
+@pytest.mark.parametrize("fmt,mode", [("mamba_ssm", "mask"), ("transformers", "compact")])
+def test_round_trips_dense_and_pruned_uniformly(golden, tmp_path, fmt, mode):
   model = hub.load_pretrained(FIXTURE / f"g1_tied_{fmt}")  # one group: N = the kept count
   tokens = golden["g1_tied/tokens"]
   hub.save_pretrained(model, tmp_path / "dense", format=fmt)
   np.testing.assert_array_equal(_logits(hub.load_pretrained(tmp_path / "dense"), tokens),
                                 _logits(model, tokens))
-  pruning.prune(model, 0.5, criterion="uniform", calibration=_calibration(tokens))
-  assert model.state_sizes() == (4, 4)
+  pruning.prune(model, 0.5, criterion="uniform", calibration=_calibration(tokens), mode=mode)
+  assert model.state_sizes() == ((8, 8) if mode == "mask" else (4, 4))  # masked: shapes kept
   hub.save_pretrained(model, tmp_path / "uniform", format=fmt, layout="native")
   raw = json.loads((tmp_path / "uniform" / "config.json").read_text())
   assert "last_nnx" not in raw  # a standard config with the smaller N

@@ -14,11 +14,13 @@ Loading marks every state whose C path is exactly zero as dead (`convert.dead_st
 and, with ``compact=True``, removes it: a zero-padded layer-adaptive checkpoint comes
 back with its per-layer state counts, as a native one does from its config.
 
-Saving (`save_pretrained`): a model whose layers all store the same N writes a standard
-config with that N (uniform pruning). Otherwise ``layout='padded'`` writes every layer at
-the largest N with zero B and C paths on the extra slots, which stock loaders run with
-the same outputs, and ``layout='native'`` writes each layer at its own N with the sizes
-in the config's ``last_nnx`` field (last-nnx reads it back; stock loaders cannot).
+Saving (`save_pretrained`): each layer is written as its compacted self (a masked model
+too: its live states, the width the largest live count of a group). When every layer has
+the same width N, a standard config with that N is written (uniform pruning).
+Otherwise ``layout='padded'`` writes every layer at the largest N with zero B and C
+paths on the extra slots, which stock loaders run with the same outputs, and
+``layout='native'`` writes each layer at its own N with the sizes in the config's
+``last_nnx`` field (last-nnx reads it back; stock loaders cannot).
 Every bad input raises a one-line `CheckpointError` before anything is written.
 """
 
@@ -36,6 +38,7 @@ from last_nnx.lm import convert
 from last_nnx.lm.config import Mamba2LMConfig
 from last_nnx.lm.convert import CheckpointError
 from last_nnx.lm.model import Mamba2LM
+from last_nnx.ssm.base import compaction_index, gather_states
 
 LAYOUTS = ("padded", "native")
 DOWNLOAD_HINT = ("download one with e.g. `huggingface-cli download state-spaces/mamba2-130m "
@@ -155,10 +158,23 @@ def load_pretrained(directory, *, compact: bool = True) -> Mamba2LM:
   return model
 
 
-def _mixer_arrays(mixer) -> dict:
+def _mixer_arrays(mixer) -> tuple[dict, np.ndarray]:
+  """``(parameters, mask)`` of a mixer with its live states gathered to the front.
+
+  A masked (not compacted) model saves as its compacted self: each group's live
+  states first, the width the largest live count of a group (ragged groups padded
+  and masked, as `DiagonalSSM.prune_states` compacts).
+  """
   names = ("in_z", "in_x", "in_B", "in_C", "in_dt", "conv_x", "conv_x_bias", "conv_B",
            "conv_B_bias", "conv_C", "conv_C_bias", "dt_bias", "A_log", "D", "norm_scale", "out")
-  return {k: np.asarray(jax.device_get(getattr(mixer, k)[...]), np.float32) for k in names}
+  index, mask = compaction_index(np.asarray(mixer.state_mask[...]) > 0)
+  params = {}
+  for name in names:
+    value = getattr(mixer, name)[...]
+    if name in mixer.STATE_AXES:
+      value = gather_states(value, index, mixer.STATE_AXES[name])
+    params[name] = np.asarray(jax.device_get(value), np.float32)
+  return params, mask
 
 
 def save_pretrained(model: Mamba2LM, directory, *, format: str, layout: str = "padded") -> str:
@@ -178,17 +194,17 @@ def save_pretrained(model: Mamba2LM, directory, *, format: str, layout: str = "p
     raise CheckpointError(f"save_pretrained: format={format!r}; pass one of {convert.FORMATS}")
   if layout not in LAYOUTS:
     raise CheckpointError(f"save_pretrained: layout={layout!r}; pass one of {LAYOUTS}")
-  sizes = model.state_sizes()
+  mixers = [_mixer_arrays(block.mixer) for block in model.layers]
+  sizes = tuple(int(mask.shape[1]) for _, mask in mixers)
   n_max = max(sizes)
   native = layout == "native" and len(set(sizes)) > 1
   raw = convert.config_to_dict(model.config, format, n_max, sizes if native else None)
   tensors = {convert.EMBEDDING_KEY[format]: np.asarray(model.embedding[...]),
              "backbone.norm_f.weight": np.asarray(model.norm_f.weight[...])}
-  for i, block in enumerate(model.layers):
+  for i, (block, (params, mask)) in enumerate(zip(model.layers, mixers)):
     prefix = f"backbone.layers.{i}."
     tensors[prefix + "norm.weight"] = np.asarray(block.norm.weight[...])
-    mask = np.asarray(block.mixer.state_mask[...])
-    tensors.update(convert.mixer_tensors(_mixer_arrays(block.mixer), mask, prefix + "mixer.",
+    tensors.update(convert.mixer_tensors(params, mask, prefix + "mixer.",
                                          sizes[i] if native else n_max))
   if model.lm_head is not None:
     tensors["lm_head.weight"] = np.asarray(model.lm_head[...])
