@@ -56,6 +56,7 @@ def test_a_live_holder_refuses_a_second_start_and_a_killed_one_is_taken_over(tmp
   finally:
     proc.kill()  # SIGKILL: the lock file stays, naming a process that is gone
     proc.wait()
+    proc.stdout.close()
   os.makedirs(w / "checkpoints" / "3")
   os.makedirs(w / "checkpoints" / "6.orbax-checkpoint-tmp-1764784800")
   lock = workdir.hold_for_run(str(w))
