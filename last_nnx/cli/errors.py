@@ -7,6 +7,10 @@ its colon, every ``--config.FIELD`` override and its value type), then parses
 the flags, and turns any mistake into one line on stderr, ``error: ...``, with
 exit status 2: no traceback, and the choices named. Config files load in a
 fraction of a second (no JAX), so a mistake costs no compilation or data.
+
+`run_ending` words how a training run ends when it cannot go on (stopped on a
+signal, a workdir held or full, a step too big for the memory) and gives each its
+exit code (`EXIT_STOPPED`, `EXIT_WORKDIR_BUSY`, `EXIT_NO_SPACE`, `EXIT_FAILED`).
 """
 
 from __future__ import annotations
