@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from last_nnx import data
 from last_nnx.data import pydocs, text
 
 WORDS = ("state space models prune whole states . the layer keeps its strongest modes and "
@@ -34,7 +35,7 @@ def corpus(tmp_path_factory):
 
 
 def _config(path, **fields):
-  c = text.default_config("text_files")
+  c = data.default_config("text_files")
   c.path = str(path)
   c.seq_len = 16
   c.val_fraction = c.test_fraction = 0.2
@@ -46,7 +47,7 @@ def test_documents_split_windows_and_targets(corpus):
   root, docs = corpus
   c = _config(root)
   assert text.read_documents(c) == docs
-  task = text.build_task(c, batch_size=4, eval_batch_size=3)
+  task = data.build_task(c, batch_size=4, eval_batch_size=3)
   info = task.info["splits"]
   assert sum(v["documents"] for v in info.values()) == len(docs) == 20
   assert info["val"]["documents"] == info["test"]["documents"] == 4
@@ -81,8 +82,8 @@ def test_whole_files_as_documents_and_two_processes(corpus):
   with pytest.raises(ValueError, match=r"has 1 document\(s\): splitting by document needs"):
     text.load_splits(_config(root / "a.txt", doc_separator=""))  # the whole file: one document
   c = _config(root)
-  one = text.build_task(c, batch_size=4)
-  halves = [text.build_task(c, batch_size=2, process_index=i, process_count=2)
+  one = data.build_task(c, batch_size=4)
+  halves = [data.build_task(c, batch_size=2, process_index=i, process_count=2)
             for i in range(2)]
   both = np.concatenate([b[0] for h in halves for b in [next(h.train_batches(3))]])
   whole = next(one.train_batches(3))[0]
@@ -127,7 +128,7 @@ def test_tokenizer_json_and_bits_per_byte(corpus, tmp_path):
   loaded = text.load_tokenizer(str(tmp_path))  # the checkpoint's folder works too
   assert loaded.vocab_size == tok.get_vocab_size() and loaded.separator == 1
   assert loaded.decode(loaded.encode("the layer keeps")) == "the layer keeps"
-  task = text.build_task(_config(root, tokenizer=str(tmp_path / "tokenizer.json"), seq_len=4),
+  task = data.build_task(_config(root, tokenizer=str(tmp_path / "tokenizer.json"), seq_len=4),
                          batch_size=2)
   parts = text.split_documents(len(docs), 0.2, 0.2, 42)
   for name in ("train", "test"):

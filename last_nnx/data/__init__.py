@@ -54,12 +54,16 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
   c, source, splits, meta, encoding = table.load(c)
   synthetic_data = source.synthetic
   n_classes = meta["n_classes"]
-  task = Task(name=c.task, n_classes=n_classes, vocab_size=encoding.vocab_size,
-              in_dim=encoding.in_dim, seq_len=c.seq_len,
-              retrieval=c.task in SPECS and SPECS[c.task].retrieval,
-              synthetic=synthetic_data, splits=splits, encoding=encoding, batch_size=batch_size,
-              eval_batch_size=eval_batch_size or batch_size, seed=seed,
-              process_index=process_index, process_count=process_count)
+  fields = dict(name=c.task, n_classes=n_classes, vocab_size=encoding.vocab_size,
+                in_dim=encoding.in_dim, seq_len=c.seq_len,
+                retrieval=c.task in SPECS and SPECS[c.task].retrieval,
+                synthetic=synthetic_data, splits=splits, encoding=encoding,
+                batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size, seed=seed,
+                process_index=process_index, process_count=process_count)
+  # A source whose batches are not (inputs, lengths, labels) rows makes its own Task
+  # (text: next-token targets).
+  make_task = getattr(source, "make_task", None)
+  task = make_task(meta, **fields) if make_task else Task(**fields)
   if task.steps_per_epoch < 1:
     raise ValueError(f"{len(splits['train'])} training examples over {process_count} "
                      f"process(es) cannot fill one batch of {batch_size}: lower "

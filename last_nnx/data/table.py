@@ -12,6 +12,7 @@ The ``None`` row of a task also gives its default ``data`` section.
   image, text, speech  "tfds"  lra.TFDS
   digits     None     digits.Digits
   arrays     None     arrays.Arrays
+  pydocs, text_files  None  text.Text (token windows: a `text.TextTask`)
 
 A new source registers its rows: ``register(MySource(), tasks=("mytask",))``.
 """
@@ -19,7 +20,7 @@ A new source registers its rows: ``register(MySource(), tasks=("mytask",))``.
 import ml_collections
 from absl import logging
 
-from last_nnx.data import arrays, cache, digits, lra
+from last_nnx.data import arrays, cache, digits, lra, text
 from last_nnx.data.config import TASKS, TFDS_TASKS
 from last_nnx.data.pipeline import Split
 from last_nnx.data.source import Encoding, Resolved, Source
@@ -118,3 +119,4 @@ register(lra.Release(), tasks=TASKS, how="dir")
 register(lra.TFDS(), tasks=TFDS_TASKS, how="tfds")
 register(digits.Digits(), tasks=("digits",))
 register(arrays.Arrays(), tasks=("arrays",))
+register(text.Text(), tasks=text.TEXT_TASKS)

@@ -1,7 +1,7 @@
 r"""Text for causal language models: tokenizers, documents, a split by document, windows.
 
-  c = text.default_config("pydocs")          # or "text_files" with c.path = "corpus/"
-  task = text.build_task(c, batch_size=16)
+  c = data.default_config("pydocs")          # or "text_files" with c.path = "corpus/"
+  task = data.build_task(c, batch_size=16)   # a `TextTask` (source `Text`)
   for inputs, lengths, targets in task.train_batches(epoch=0): ...
 
 **Tokenizers** (``data.tokenizer``): ``'bytes'``, the UTF-8 bytes of the text
@@ -52,6 +52,7 @@ from absl import logging
 from last_nnx.data import pydocs
 from last_nnx.data.cache import default_cache_dir
 from last_nnx.data.pipeline import SPLITS, Batch, Split, Task
+from last_nnx.data.source import Resolved, Source
 
 TEXT_TASKS = ("pydocs", "text_files")
 BYTES = "bytes"
@@ -306,8 +307,6 @@ def load_splits(c: ml_collections.ConfigDict):
   """
   tokenizer = load_tokenizer(c.tokenizer)
   docs, info = _documents(c)
-  if c.seq_len < 1:
-    raise ValueError(f"data.seq_len must be positive, got {c.seq_len}")
   parts = split_documents(len(docs), c.val_fraction, c.test_fraction, c.split_seed)
   sep = tokenizer.separator
   sep_ids = np.asarray([sep], np.int32) if sep is not None else tokenizer.encode("\n\n")
@@ -333,31 +332,46 @@ def load_splits(c: ml_collections.ConfigDict):
   return splits, per_token, info, tokenizer.vocab_size
 
 
-def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
-               eval_batch_size: int | None = None, seed: int = 0, process_index: int = 0,
-               process_count: int = 1) -> TextTask:
-  """The `TextTask` of ``c`` (`default_config`), batched as `last_nnx.data.build_task`."""
-  splits, per_token, info, vocab = load_splits(c)
-  baselines = ngram_baselines(splits, vocab)
-  info["baselines_bits_per_byte"] = {
-      model: {s: bits / per_token[s] for s, bits in by_split.items()}
-      for model, by_split in baselines.items()}
-  task = TextTask(name=c.task, n_classes=vocab, vocab_size=vocab, in_dim=1, seq_len=c.seq_len,
-                  retrieval=False, synthetic=False, splits=splits, encoding=Window(vocab),
-                  batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size,
-                  seed=seed, process_index=process_index, process_count=process_count,
-                  bytes_per_token=per_token, info=info)
-  if task.steps_per_epoch < 1:
-    raise ValueError(f"{len(splits['train'])} training windows over {process_count} "
-                     f"process(es) cannot fill one batch of {batch_size}: lower "
-                     "train.batch_size or data.seq_len")
-  b = info["baselines_bits_per_byte"]
-  logging.info("data %s: %s windows of L=%d, tokenizer %s (vocab %d), %d/%d/%d documents; "
-               "test bits per byte: unigram %.3f, bigram %.3f", c.task,
-               {k: len(v) for k, v in splits.items()}, c.seq_len, info["tokenizer"], vocab,
-               *(info["splits"][s]["documents"] for s in SPLITS), b["unigram"]["test"],
-               b["bigram"]["test"])
-  return task
+class Text(Source):
+  """The source of the text tasks (`TEXT_TASKS`): windows for next-token prediction.
+
+  Not cached as splits: windowing is fast, and the slow part of ``pydocs``
+  (parsing the stdlib) is cached by `pydocs.documents`. ``meta`` carries
+  ``bytes_per_token`` and ``info`` (with the n-gram baselines in bits per byte)
+  into the `TextTask` (`make_task`).
+  """
+
+  name = "text"
+  synthetic = False
+
+  def default_config(self, task: str) -> ml_collections.ConfigDict:
+    return default_config(task)
+
+  def resolve(self, c: ml_collections.ConfigDict) -> Resolved:
+    if c.seq_len < 1:
+      raise ValueError(f"data.seq_len must be positive, got {c.seq_len}")
+    return Resolved(c.seq_len)
+
+  def load(self, c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
+    splits, per_token, info, vocab = load_splits(c)
+    bits = ngram_baselines(splits, vocab)
+    info["baselines_bits_per_byte"] = {
+        model: {s: b / per_token[s] for s, b in by_split.items()} for model, by_split in bits.items()}
+    b = info["baselines_bits_per_byte"]
+    logging.info("text %s: tokenizer %s (vocab %d), %s documents, %s windows of L=%d; test "
+                 "bits per byte of a unigram %.3f and a bigram %.3f model", c.task,
+                 info["tokenizer"], vocab, [info["splits"][s]["documents"] for s in SPLITS],
+                 [info["splits"][s]["windows"] for s in SPLITS], c.seq_len,
+                 b["unigram"]["test"], b["bigram"]["test"])
+    return splits, {"n_classes": vocab, "bytes_per_token": per_token, "info": info}
+
+  def encoding(self, c: ml_collections.ConfigDict, meta: dict) -> Window:
+    del c
+    return Window(meta["n_classes"])
+
+  def make_task(self, meta: dict, **fields) -> TextTask:
+    """The `TextTask` over the loaded splits (``fields``: those of `Task`)."""
+    return TextTask(**fields, bytes_per_token=meta["bytes_per_token"], info=meta["info"])
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
