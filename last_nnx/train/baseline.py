@@ -26,6 +26,7 @@ import jax
 import ml_collections
 from absl import logging
 
+from last_nnx.train import objectives
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.run_state import Run, checkpoint_meta
 
@@ -59,10 +60,11 @@ def fork(config, workdir: str, epochs: int, run: Run, val: dict, task,
     best: the pruned run's ``best/`` checkpointer.
   """
   state = run.state
-  improved = val["accuracy"] > state.best_val
+  score = objectives.for_task(task).score(val)
+  improved = state.best_val is None or score > state.best_val
   forked = dataclasses.replace(
       state, epoch_index=state.epoch_index + 1, step_in_epoch=0, partial_train=None,
-      best_val=val["accuracy"] if improved else state.best_val, dense={}, events=[], watch=[],
+      best_val=score if improved else state.best_val, dense={}, events=[], watch=[],
       epochs=copy.deepcopy(state.epochs), initial_states=dict(state.initial_states))
   meta = checkpoint_meta(forked, baseline_config(config, epochs), task)
   directory = os.path.join(workdir, BASELINE_DIR)

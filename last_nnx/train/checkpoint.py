@@ -29,8 +29,8 @@ import orbax.checkpoint as ocp
 from absl import logging
 from flax import nnx
 
-from last_nnx.model import build_model
 from last_nnx.ssm import find_prunable_layers
+from last_nnx.train import objectives
 
 
 class CheckpointError(RuntimeError):
@@ -111,11 +111,13 @@ class ModelSpec:
   vocab_size: int | None
   in_dim: int
   retrieval: bool = False
+  objective: str = "classification"  # which model: a classifier, or a language model
 
   @classmethod
   def of_task(cls, task) -> "ModelSpec":
     return cls(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
-               retrieval=task.retrieval)
+               retrieval=task.retrieval,
+               objective=getattr(task, "objective", "classification"))
 
 
 @dataclasses.dataclass
@@ -164,7 +166,7 @@ def rebuild_model(config, spec: ModelSpec, layer_shapes: dict[str, list[int]] | 
   Fresh weights from ``config.seed``: a restore loads the real ones afterwards.
   Used by resuming (`last_nnx.train.run_state`) and by `load_model` alike.
   """
-  model = build_model(config.model, seed=config.seed, **dataclasses.asdict(spec))
+  model = objectives.by_name(spec.objective).build_model(config.model, spec, config.seed)
   if layer_shapes:
     resize_layers(model, layer_shapes)
   return model

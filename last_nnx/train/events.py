@@ -16,7 +16,7 @@ from flax import nnx
 
 from last_nnx import pruning
 from last_nnx.ssm.base import is_selective, live_states
-from last_nnx.train import batchnorm, distributed, steps, streams
+from last_nnx.train import batchnorm, distributed, objectives, steps, streams
 
 
 def states_per_layer(model) -> dict[str, int]:
@@ -56,8 +56,8 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
   With ``pruning.recalibrate_batches > 0`` the BatchNorm statistics are
   re-estimated on that many training batches right after pruning (before the
   "after" evaluation; the record's ``recalibrated_batches`` counts those read).
-  The guard rail ``pruning.max_acc_drop`` (>= 0) compares validation accuracy
-  before and after: on a larger drop the event is undone, then retried at half
+  The guard rail ``pruning.max_acc_drop`` (>= 0) compares the objective's
+  validation score before and after (accuracy; a language model: bits per byte): on a larger drop the event is undone, then retried at half
   the ratio (``on_violation='halve'``, up to ``max_halvings`` times) or
   abandoned (``'rollback'``).
   """
@@ -94,18 +94,19 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
       record.recalibrated_batches = batchnorm.recalibrate_batch_norm(
           model, batches, max_batches=p.recalibrate_batches)
     val_after = steps.evaluate(model, task, "val", mesh)
-    drop = record.val_before["accuracy"] - val_after["accuracy"]
+    objective = objectives.for_task(task)
+    drop = objective.score(record.val_before) - objective.score(val_after)
     if p.max_acc_drop < 0 or drop <= p.max_acc_drop:
       break
     model, optimizer = snapshot
     if p.on_violation == "halve" and halvings < p.max_halvings:
       halvings += 1
       ratio /= 2
-      logging.warning("pruning dropped val accuracy by %.4f > %.4f: retrying at ratio %.4f",
-                      drop, p.max_acc_drop, ratio)
+      logging.warning("pruning worsened val %s by %.4f > %.4f: retrying at ratio %.4f",
+                      objective.score_name, drop, p.max_acc_drop, ratio)
       continue
-    logging.warning("pruning dropped val accuracy by %.4f > %.4f: event rolled back",
-                    drop, p.max_acc_drop)
+    logging.warning("pruning worsened val %s by %.4f > %.4f: event rolled back",
+                    objective.score_name, drop, p.max_acc_drop)
     record.status, record.val_after, record.states_after = "rolled_back", val_after, before_states
     return dataclasses.replace(run, model=model, optimizer=optimizer), record
   logging.info("pruning event (%s, %s, ratio %.4f):\n%s", p.criterion, p.mode, ratio,

@@ -38,8 +38,8 @@ from flax import nnx
 
 from last_nnx import data, pruning
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import (baseline, distributed, memory, preemption, regularizers, steps,
-                            streams, watch)
+from last_nnx.train import (baseline, distributed, memory, objectives, preemption,
+                            regularizers, steps, streams, watch)
 from last_nnx.train import progress as progress_lib
 from last_nnx.train import summary as summary_lib
 from last_nnx.train.console import DETAIL
@@ -69,6 +69,7 @@ class Context:
   writer: metric_writers.MetricWriter
   ckpt: Checkpointer
   best_ckpt: Checkpointer
+  objective: objectives.Classification = steps.CLASSIFICATION  # the task's, chosen once
   workdir: str = ""
   progress: periodic_actions.ReportProgress | None = None
   eta: progress_lib.EarlyEstimate | None = None
@@ -139,8 +140,10 @@ def setup(config, workdir: str) -> Context:
   r = config.regularizer
   reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize,
                                      horizon=pruning.resolve_horizon(r.horizon, task.seq_len))
+  objective = objectives.for_task(task)
+  objective.check(config.model, task)  # before anything is written
   return Context(
-      config=config, task=task, plan=epoch_plan(config), mesh=mesh,
+      config=config, task=task, plan=epoch_plan(config), mesh=mesh, objective=objective,
       micro=micro_steps(config, task)[0], reg=reg,
       writer=metric_writers.create_default_writer(workdir,
                                                   just_logging=jax.process_index() > 0),
@@ -185,25 +188,25 @@ def train_epoch(ctx: Context, run: Run) -> dict:
   for batch in distributed.prefetch_to_device(batches, ctx.mesh):
     weight = reg_weight(regularizers.weight_at(state.epoch_index + state.step_in_epoch / micro,
                                                r.weight, r.schedule, r.ramp_epochs))
-    carry = step(carry, *batch, weight, reg=ctx.reg)
+    carry = step(carry, *batch, weight, reg=ctx.reg, objective=ctx.objective)
     state.step += 1
     state.step_in_epoch += 1
     ctx.progress(state.step)
     ctx.eta(state.step, micro, carry)
     if state.step % config.train.log_every_steps == 0:
-      scalars = _checked_scalars(model, carry)
+      scalars = _checked_scalars(model, carry, ctx.objective)
       scalars["lr/regular"] = float(run.schedules["regular"](state.step // accum))
       ctx.writer.write_scalars(state.step, scalars)
     every = config.train.checkpoint_every_steps
     mid_epoch = state.step_in_epoch < micro  # else the epoch end saves (and may stop)
     signum = mid_epoch and ctx.stop.due(state.step, config.train.log_every_steps)
     if (every and state.step % every == 0 and mid_epoch) or signum:
-      _checked_scalars(model, carry)  # never checkpoint a diverged state
+      _checked_scalars(model, carry, ctx.objective)  # never checkpoint a diverged state
       state.partial_train = metrics_to_json(carry.metrics)
       save(ctx.ckpt, run, config, ctx.task)
     if signum:
       raise ctx.stop.stopped(signum, state.step, ctx.ckpt, ctx.best_ckpt, writer=ctx.writer)
-  train_scalars = _checked_scalars(model, carry)
+  train_scalars = _checked_scalars(model, carry, ctx.objective)
   if ctx.reg.kind == "none":
     train_scalars.pop("train/penalty", None)
   return train_scalars
@@ -222,10 +225,10 @@ class _DeviceScalar:
     return self.array
 
 
-def _checked_scalars(model, carry: TrainCarry) -> dict[str, float]:
+def _checked_scalars(model, carry: TrainCarry, objective=steps.CLASSIFICATION) -> dict[str, float]:
   """A sync point: the running train metrics, after the finiteness checks."""
   check_health(model, carry)
-  scalars = metrics_lib.to_floats(carry.metrics, "train")
+  scalars = {f"train/{k}": v for k, v in objective.scalars(carry.metrics, "train").items()}
   if not all(math.isfinite(v) for v in scalars.values()):
     raise Diverged("non-finite training loss (parameters still finite)")
   return scalars
@@ -271,10 +274,10 @@ def evaluate_epoch(ctx: Context, run: Run, spec: EpochSpec, train_scalars) -> di
   label = epoch_label(ctx.plan, state.epoch_index)
   logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
                extra=DETAIL)
-  logging.info("%s", epoch_line(label, scalars))
+  logging.info("%s", epoch_line(label, scalars, ctx.objective))
   state.epochs.append(dict(epoch=state.epoch_index + 1, train_epoch=spec.train_epoch,
                            step=state.step, finetune=spec.finetune, **scalars))
-  _warn_if_at_chance(val["accuracy"], ctx.task.n_classes, state, ctx.config)
+  _warn_if_at_chance(val, ctx.objective.chance_level(ctx.task), state, ctx.config)
   _warn_if_unstable(scalars, ctx.config)
   return val
 
@@ -297,7 +300,7 @@ def prune_event(ctx: Context, run: Run, spec: EpochSpec, val: dict,
   ctx.writer.write_scalars(state.step, {f"states/{k}": v
                                         for k, v in states_per_layer(run.model).items()})
   if event.status == "applied":
-    state.best_val = -1.0  # best/ tracks the best model at the current size
+    state.best_val = None  # best/ tracks the best model at the current size
     val = event.val_after
   return run, val
 
@@ -308,9 +311,10 @@ def end_epoch(ctx: Context, run: Run, val: dict) -> None:
   state.epoch_index += 1
   state.step_in_epoch = 0
   state.partial_train = None
-  improved = val["accuracy"] > state.best_val
+  score = ctx.objective.score(val)
+  improved = state.best_val is None or score > state.best_val
   if improved:
-    state.best_val = val["accuracy"]
+    state.best_val = score
   save(ctx.ckpt, run, ctx.config, ctx.task)
   if improved:
     ctx.best_ckpt.save(state.step, run.model, None, checkpoint_meta(state, ctx.config, ctx.task))
@@ -348,18 +352,22 @@ def _write_summary(summary: dict, workdir: str) -> None:
       json.dump(summary, f, indent=2)
 
 
-def epoch_line(label: str, scalars: dict) -> str:
-  """``'epoch 3/6: train loss 2.104 acc 21.3% | val loss 2.087 acc 22.0% | 96 states'``."""
+def epoch_line(label: str, scalars: dict, objective=steps.CLASSIFICATION) -> str:
+  """``'epoch 3/6: train loss 2.104 acc 21.3% | val loss 2.087 acc 22.0% | 96 states'``
+  (a language model: ``loss 1.62 ppl 5.05 bpb 2.34``)."""
   parts = [label + ":"]
   for split in ("train", "val"):
     if f"{split}/loss" in scalars:
-      parts.append(f"{split} loss {scalars[f'{split}/loss']:.4g} acc "
-                   f"{100 * scalars[f'{split}/accuracy']:.1f}%")
+      values = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith(split + "/")}
+      parts.append(f"{split} {objective.describe(values)}")
   return " | ".join([" ".join(parts[:2])] + parts[2:] + [f"{scalars['states/total']} states"])
 
 
-def _warn_if_at_chance(acc: float, n_classes: int, run, config) -> None:
-  chance = metrics_lib.chance_level(n_classes)
+def _warn_if_at_chance(val: dict, chance: float | None, run, config) -> None:
+  """``chance``: the accuracy of guessing (None: the objective has no such warning)."""
+  if chance is None:
+    return
+  acc = val["accuracy"]
   run.chance_epochs = run.chance_epochs + 1 if acc <= chance + 0.02 else 0
   if run.chance_epochs >= config.train.chance_warning_epochs:
     logging.warning("validation accuracy %.3f has sat at chance (%.3f) for %d epochs: on "

@@ -29,7 +29,11 @@ import math
 
 import jax
 import optax
+from flax import nnx
 
+from last_nnx.data import text
+from last_nnx.lm import Mamba2LM, Mamba2LMConfig
+from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
 
 OBJECTIVES = ("classification", "lm")
@@ -41,6 +45,13 @@ class Classification:
 
   name = "classification"
   score_name = "accuracy"
+  short_name = "acc"
+
+  def build_model(self, model_config, spec, seed: int):
+    """The `SequenceModel` of the ``model`` section; ``spec`` (a task, or a checkpoint's
+    `last_nnx.train.checkpoint.ModelSpec`) gives its classes and encoder."""
+    return build_model(model_config, n_classes=spec.n_classes, vocab_size=spec.vocab_size,
+                       in_dim=spec.in_dim, retrieval=spec.retrieval, seed=seed)
 
   def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy; ``logits (B, C)`` float32, ``labels (B,)`` int32."""
@@ -56,9 +67,16 @@ class Classification:
     """``{'loss', 'accuracy', 'penalty'}`` of ``collection`` as floats."""
     return {k.split("/", 1)[1]: v for k, v in metrics_lib.to_floats(collection, split).items()}
 
+  def check(self, model_config, task) -> None:
+    """Raises a one-line error for a model section that cannot serve ``task``."""
+
   def score(self, metrics: dict) -> float:
     """Higher is better: validation accuracy."""
     return metrics["accuracy"]
+
+  def chance_level(self, task) -> float | None:
+    """The accuracy of guessing, or None when a run should not warn about it."""
+    return metrics_lib.chance_level(task.n_classes)
 
   def describe(self, metrics: dict) -> str:
     return f"loss {metrics['loss']:.4g} acc {100 * metrics['accuracy']:.1f}%"
@@ -78,6 +96,12 @@ class LanguageModel(Classification):
   bytes_per_token: tuple = (("train", 1.0), ("val", 1.0), ("test", 1.0))
   name = "lm"
   score_name = "bits_per_byte"
+  short_name = "bpb"
+
+  def build_model(self, model_config, spec, seed: int) -> Mamba2LM:
+    """A fresh `Mamba2LM` from the ``model`` section (`lm_config`); ``spec`` gives
+    the tokenizer's vocabulary."""
+    return Mamba2LM(lm_config(model_config, spec.vocab_size), rngs=nnx.Rngs(params=seed))
 
   def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy over all predicted tokens; ``logits (B, L, V)``, ``labels (B, L)``."""
@@ -92,9 +116,17 @@ class LanguageModel(Classification):
       out["bits_per_byte"] = out["loss"] / math.log(2) / per_token
     return out
 
+  def check(self, model_config, task) -> None:
+    """The model section's fields and the tokenizer's vocabulary (`lm_config`)."""
+    lm_config(model_config, task.vocab_size)
+
   def score(self, metrics: dict) -> float:
     """Higher is better: minus the bits per byte."""
     return -metrics["bits_per_byte"]
+
+  def chance_level(self, task) -> float | None:
+    del task
+    return None
 
   def describe(self, metrics: dict) -> str:
     return (f"loss {metrics['loss']:.4g} ppl {metrics['perplexity']:.4g} "
@@ -102,6 +134,46 @@ class LanguageModel(Classification):
 
   def headline(self, metrics: dict | None) -> str:
     return f"{metrics['bits_per_byte']:.4f}" if metrics else "-"
+
+
+# model section field -> Mamba2LMConfig field; ssm_config's fields keep their names.
+_LM_FIELDS = {"d_model": "d_model", "n_layers": "n_layers", "tie_embeddings": "tie_embeddings",
+              "vocab_size": "vocab_size"}
+_LM_SSM_FIELDS = ("state_size", "head_dim", "n_heads", "n_groups", "expand", "conv_width",
+                  "chunk_size")
+
+
+def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
+  """The `Mamba2LMConfig` of a ``model`` section: ``ssm='mamba2'``, ``d_model``,
+  ``n_layers``, ``tie_embeddings`` (default True), ``ssm_config`` with the mixer's
+  shape (`_LM_SSM_FIELDS`), optionally ``vocab_size`` (default: the tokenizer's).
+
+  Raises:
+    ValueError: another layer type, a field the LM does not have, or a
+      ``model.vocab_size`` the tokenizer does not match (`text.check_vocab`).
+  """
+  m = dict(model_config)
+  if m.get("ssm", "mamba2") != "mamba2":
+    raise ValueError(f"model.ssm={m['ssm']!r}: the language model is a Mamba-2 LM; use "
+                     "model.ssm='mamba2' (MODEL=mamba2)")
+  ssm = dict(m.pop("ssm_config", None) or {})
+  unknown = sorted(set(m) - set(_LM_FIELDS) - {"ssm"}) + sorted(
+      f"ssm_config.{k}" for k in set(ssm) - set(_LM_SSM_FIELDS))
+  if unknown:
+    raise ValueError(f"model.{unknown[0]} is not a field of the Mamba-2 LM; it has "
+                     f"{', '.join(sorted(_LM_FIELDS))} and ssm_config.{{{', '.join(_LM_SSM_FIELDS)}}}")
+  fields = {_LM_FIELDS[k]: v for k, v in m.items() if k in _LM_FIELDS and v is not None}
+  fields.update({k: v for k, v in ssm.items() if v is not None})
+  model_vocab = fields.setdefault("vocab_size", vocab_size)
+  text.check_vocab(vocab_size, model_vocab)
+  return Mamba2LMConfig(**fields)
+
+
+def by_name(name: str) -> Classification:
+  """The objective called ``name`` (for reading a summary: no task at hand)."""
+  if name not in OBJECTIVES:
+    raise ValueError(f"unknown objective {name!r}; expected one of {OBJECTIVES}")
+  return Classification() if name == "classification" else LanguageModel()
 
 
 def for_task(task) -> Classification:

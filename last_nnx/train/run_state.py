@@ -32,7 +32,7 @@ class RunState:
   step: int = 0  # data batches (micro-steps) consumed overall
   lr_scale: float = 1.0
   nan_retries_left: int = 0
-  best_val: float = -1.0
+  best_val: float | None = None  # the objective's best validation score at the current size
   chance_epochs: int = 0
   initial_states: dict = dataclasses.field(default_factory=dict)
   dense: dict = dataclasses.field(default_factory=dict)

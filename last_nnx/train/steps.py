@@ -14,11 +14,12 @@ import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from last_nnx.train import metrics as metrics_lib
-from last_nnx.train import distributed, regularizers
+from last_nnx.train import distributed, objectives, regularizers
+
+CLASSIFICATION = objectives.Classification()
 
 
 class Diverged(FloatingPointError):
@@ -58,9 +59,9 @@ class TrainCarry:
                bad_leaf=jnp.zeros((n,), bool))
 
 
-def _loss(model, inputs, lengths, labels, reg_weight, reg):
+def _loss(model, inputs, lengths, labels, reg_weight, reg, objective):
   logits = model(inputs, lengths)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  loss = objective.loss(logits, labels)
   penalty = regularizers.penalty(model, reg)
   return loss + reg_weight * penalty, (logits, penalty)
 
@@ -76,24 +77,27 @@ def _latch(bad_leaf: jax.Array, params) -> jax.Array:
 
 
 def train_step_fn(model, optimizer, carry: TrainCarry, inputs, lengths, labels, reg_weight=0.0,
-                  reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec()):
+                  reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec(),
+                  objective: objectives.Classification = CLASSIFICATION):
   """One optimizer micro-step; returns the updated carry (`train_step` compiles it).
 
   Model, optimizer and carry are donated: their old buffers are reused for the
   new values, so peak memory holds one copy of the state. ``reg`` (static)
   selects a prunability penalty, ``reg_weight`` (traced, so a schedule does
-  not recompile) weighs it. Finiteness is checked on the incoming parameters,
+  not recompile) weighs it; ``objective`` (static) gives the loss and metrics
+  (`last_nnx.train.objectives`). Finiteness is checked on the incoming parameters,
   so the parameter an update broke is named before the next loss spreads it.
   """
   bad_leaf = _latch(carry.bad_leaf, nnx.state(model, nnx.Param))
   (_, (logits, penalty)), grads = nnx.value_and_grad(_loss, has_aux=True)(
-      model, inputs, lengths, labels, reg_weight, reg)
+      model, inputs, lengths, labels, reg_weight, reg, objective)
   optimizer.update(model, grads)
-  batch = metrics_lib.batch_metrics(logits, labels, penalty=penalty)
+  batch = objective.batch_metrics(logits, labels, penalty=penalty)
   return TrainCarry(metrics=carry.metrics.merge(batch), bad_leaf=bad_leaf)
 
 
-train_step = nnx.jit(train_step_fn, static_argnames=("reg",), donate_argnums=(0, 1, 2))
+train_step = nnx.jit(train_step_fn, static_argnames=("reg", "objective"),
+                     donate_argnums=(0, 1, 2))
 
 
 def bound_train_step(model, optimizer):
@@ -143,9 +147,9 @@ def check_health(model, carry: TrainCarry) -> None:
     raise Diverged(f"non-finite parameter {parameter_paths(model)[int(np.argmax(bad))]}")
 
 
-@nnx.jit
-def eval_step(model, inputs, lengths, labels, mask):
-  return metrics_lib.batch_metrics(model(inputs, lengths), labels, mask)
+@nnx.jit(static_argnames=("objective",))
+def eval_step(model, inputs, lengths, labels, mask, objective=CLASSIFICATION):
+  return objective.batch_metrics(model(inputs, lengths), labels, mask)
 
 
 def _pad_batch(batch, size):
@@ -181,13 +185,14 @@ def eval_batches(task, split: str):
 
 
 def evaluate(model, task, split: str, mesh=None) -> dict[str, float]:
-  """Loss and accuracy on ``split`` ('val' or 'test'), dropout off, BN frozen."""
+  """The task objective's metrics on ``split`` ('val' or 'test'), dropout off, BN
+  frozen: loss and accuracy (a language model adds perplexity and bits per byte)."""
+  objective = objectives.for_task(task)
   model.eval()
   total = None
   step = nnx.cached_partial(eval_step, model)  # one graph walk, not one per batch
   batches = ((batch + (mask,)) for batch, mask in eval_batches(task, split))
   for batch in distributed.prefetch_to_device(batches, mesh):
-    total = metrics_lib.merge(total, step(*batch))
+    total = metrics_lib.merge(total, step(*batch, objective=objective))
   model.train()
-  return {k.split("/")[1]: v for k, v in metrics_lib.to_floats(total, split).items()
-          if not k.endswith("/penalty")}
+  return {k: v for k, v in objective.scalars(total, split).items() if k != "penalty"}

@@ -11,7 +11,7 @@ Every accuracy is named for what it is:
   pruned run (`last_nnx.train.baseline`), the fair comparison.
 """
 
-from last_nnx.train import steps, watch
+from last_nnx.train import objectives, steps, watch
 from last_nnx.train.events import states_per_layer
 
 
@@ -22,8 +22,11 @@ def build(model, task, run, config, mesh, plan_epochs: int, timing: dict) -> dic
     final["test"] = steps.evaluate(model, task, "test", mesh)
   initial, now = run.initial_states, states_per_layer(model)
   final.update(states=now, epochs=plan_epochs)
+  objective = objectives.for_task(task)
   return dict(
       task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
+      objective=objective.name, score=objective.score_name,
+      data=getattr(task, "info", None),  # a text task: corpus, tokenizer, n-gram baselines
       before_first_event=run.dense or None, final=final, dense_baseline=None,
       states_initial=initial, states_final=now,
       ratio_achieved=1.0 - sum(now.values()) / max(1, sum(initial.values())),
@@ -32,13 +35,11 @@ def build(model, task, run, config, mesh, plan_epochs: int, timing: dict) -> dic
       wall_time_s=run.wall_time, timing=timing)
 
 
-def _acc(result: dict | None, split: str) -> str:
-  metrics = (result or {}).get(split)
-  return f"{100 * metrics['accuracy']:.2f}%" if metrics else "-"
-
-
 def result_table(summary: dict, criterion: str) -> str:
-  """Three rows a user cannot misread: which model, its val and test accuracy, its states."""
+  """Three rows a user cannot misread: which model, its val and test score (accuracy; a
+  language model: bits per byte, after the n-gram baselines), its states."""
+  objective = objectives.by_name(summary.get("objective", "classification"))
+  figure = lambda result, split: objective.headline((result or {}).get(split))
   total = lambda states: sum(states.values())
   n0, n1 = total(summary["states_initial"]), total(summary["states_final"])
   final = summary["final"]
@@ -57,10 +58,15 @@ def result_table(summary: dict, criterion: str) -> str:
             f"{final['epochs']} epochs)" if summary["pruning_events"] else
             f"final, no pruning event ({final['epochs']} epochs)")
   rows.append((pruned, final, f"{n1} of {n0}"))
-  width = max(len(r[0]) for r in rows)
   title = "result" + (" (SYNTHETIC data: not a reproduction of any paper's numbers)"
                       if summary["synthetic_data"] else "")
-  lines = [title, f"{'model':<{width}}  {'val acc':>8}  {'test acc':>8}  states"]
-  lines += [f"{name:<{width}}  {_acc(r, 'val'):>8}  {_acc(r, 'test'):>8}  {states}"
+  baselines = ((summary.get("data") or {}).get("baselines_bits_per_byte") or {})
+  rows[:0] = [(f"{name} model of the train split (baseline)",
+                {s: {"bits_per_byte": v} for s, v in by_split.items()}, "-")
+               for name, by_split in baselines.items()]
+  width = max(len(r[0]) for r in rows)
+  short = objective.short_name
+  lines = [title, f"{'model':<{width}}  {'val ' + short:>8}  {'test ' + short:>8}  states"]
+  lines += [f"{name:<{width}}  {figure(r, 'val'):>8}  {figure(r, 'test'):>8}  {states}"
             for name, r, states in rows]
   return "\n".join(lines)
