@@ -52,20 +52,20 @@ def get_config(arg: str | None = None):
 
   # Optimization (ours; the usual small-LM recipe: AdamW, peak lr 3e-3 with a short
   # warmup and cosine decay, weight decay 0.1, gradients clipped at 1). Mamba-2 has one
-  # learning rate (lr_factor 1). An "epoch" is 80 batches of 16 windows (164k bytes,
-  # 8% of the train split): evaluation, the watch and pruning events happen per epoch.
+  # learning rate (lr_factor 1). An "epoch" is 50 batches of 16 windows (102k bytes,
+  # 5% of the train split): evaluation, the watch and pruning events happen per epoch.
   c.optim.ssm_lr = 3e-3
   c.optim.lr_factor = 1.0
   c.optim.weight_decay = 0.1
   c.optim.grad_clip = 1.0
   c.optim.warmup_epochs = 0.5
-  c.train.epochs = 5
+  c.train.epochs = 4
   c.train.batch_size = 16
   c.train.eval_batch_size = 128
-  c.train.max_steps_per_epoch = 80
-  c.train.log_every_steps = 40
+  c.train.max_steps_per_epoch = 50
+  c.train.log_every_steps = 25
 
-  # Pruning: half of the states in two events (after epochs 4 and 5), one fine-tuning
+  # Pruning: half of the states in two events (after epochs 3 and 4), one fine-tuning
   # epoch after each, scored by the calibrated output energy on 4 batches of train
   # windows (the Mamba-2 criterion of docs/pruning.md; data-free magnitude is worse
   # than random there). The watch scores the data-free magnitude criterion.
@@ -73,8 +73,8 @@ def get_config(arg: str | None = None):
   c.pruning.criterion = "calibrated"
   c.pruning.horizon = 0
   c.pruning.target_ratio = 0.5
-  c.pruning.start_epoch = 4
-  c.pruning.end_epoch = 5
+  c.pruning.start_epoch = 3
+  c.pruning.end_epoch = 4
   c.pruning.every = 1
   c.pruning.finetune_epochs = 1
   c.pruning.dense_baseline = True  # the same model, unpruned, as many steps
