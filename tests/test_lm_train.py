@@ -31,8 +31,8 @@ def corpus(tmp_path_factory):
 def _config(corpus, **data_fields):
   c = pydocs_config.get_config("mamba2,smoke")
   c.data = data.default_config("text_files")
-  c.data.update(dict(path=str(corpus), seq_len=16, val_fraction=0.15, test_fraction=0.15,
-                     **data_fields))
+  c.data.update({"path": str(corpus), "seq_len": 16, "val_fraction": 0.15,
+                 "test_fraction": 0.15, **data_fields})
   c.model.d_model = 16
   c.model.n_layers = 2
   c.model.ssm_config.update(state_size=4, head_dim=8, chunk_size=8)
