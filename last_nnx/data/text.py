@@ -356,7 +356,8 @@ class Text(Source):
     splits, per_token, info, vocab = load_splits(c)
     bits = ngram_baselines(splits, vocab)
     info["baselines_bits_per_byte"] = {
-        model: {s: b / per_token[s] for s, b in by_split.items()} for model, by_split in bits.items()}
+        model: {s: b / per_token[s] for s, b in by_split.items()}
+        for model, by_split in bits.items()}
     b = info["baselines_bits_per_byte"]
     logging.info("text %s: tokenizer %s (vocab %d), %s documents, %s windows of L=%d; test "
                  "bits per byte of a unigram %.3f and a bigram %.3f model", c.task,

@@ -57,9 +57,10 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
   re-estimated on that many training batches right after pruning (before the
   "after" evaluation; the record's ``recalibrated_batches`` counts those read).
   The guard rail ``pruning.max_acc_drop`` (>= 0) compares the objective's
-  validation score before and after (accuracy; a language model: bits per byte): on a larger drop the event is undone, then retried at half
-  the ratio (``on_violation='halve'``, up to ``max_halvings`` times) or
-  abandoned (``'rollback'``).
+  validation score before and after (accuracy; a language model: bits per
+  byte): on a larger drop the event is undone, then retried at half the ratio
+  (``on_violation='halve'``, up to ``max_halvings`` times) or abandoned
+  (``'rollback'``).
   """
   p, state = config.pruning, run.state
   model, optimizer = run.model, run.optimizer

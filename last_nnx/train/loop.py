@@ -37,7 +37,6 @@ from clu import metric_writers, parameter_overview, periodic_actions
 from flax import nnx
 
 from last_nnx import data, pruning
-from last_nnx.train import metrics as metrics_lib
 from last_nnx.train import (baseline, distributed, memory, objectives, preemption,
                             regularizers, steps, streams, watch)
 from last_nnx.train import progress as progress_lib
@@ -225,7 +224,8 @@ class _DeviceScalar:
     return self.array
 
 
-def _checked_scalars(model, carry: TrainCarry, objective=steps.CLASSIFICATION) -> dict[str, float]:
+def _checked_scalars(model, carry: TrainCarry,
+                     objective=steps.CLASSIFICATION) -> dict[str, float]:
   """A sync point: the running train metrics, after the finiteness checks."""
   check_health(model, carry)
   scalars = {f"train/{k}": v for k, v in objective.scalars(carry.metrics, "train").items()}

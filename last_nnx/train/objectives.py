@@ -160,8 +160,9 @@ def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
   unknown = sorted(set(m) - set(_LM_FIELDS) - {"ssm"}) + sorted(
       f"ssm_config.{k}" for k in set(ssm) - set(_LM_SSM_FIELDS))
   if unknown:
+    ssm_fields = ", ".join(_LM_SSM_FIELDS)
     raise ValueError(f"model.{unknown[0]} is not a field of the Mamba-2 LM; it has "
-                     f"{', '.join(sorted(_LM_FIELDS))} and ssm_config.{{{', '.join(_LM_SSM_FIELDS)}}}")
+                     f"{', '.join(sorted(_LM_FIELDS))} and ssm_config.{{{ssm_fields}}}")
   fields = {_LM_FIELDS[k]: v for k, v in m.items() if k in _LM_FIELDS and v is not None}
   fields.update({k: v for k, v in ssm.items() if v is not None})
   model_vocab = fields.setdefault("vocab_size", vocab_size)
