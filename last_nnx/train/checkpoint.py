@@ -149,6 +149,8 @@ class CheckpointMeta:
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
+    if d["model_spec"]["objective"] == "classification":  # classifiers' metadata as before
+      del d["model_spec"]["objective"]
     return {k: v for k, v in d.items() if v is not None}
 
   @classmethod
