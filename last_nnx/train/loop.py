@@ -96,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
   distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
   log_plan(ctx, run)
-  memory.check_run_fits(config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg)
+  memory.check_run_fits(config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg,
+                        ctx.objective)
   ctx.start_progress(run.state.step)
   run.clock.lap()  # the run's wall time counts from here
   while run.state.epoch_index < len(ctx.plan):

@@ -69,7 +69,8 @@ def budget(budget_gb: float) -> tuple[int | None, str]:
 
 def activation_floor(config, micro_batch: int, seq_len: int) -> int:
   """Bytes the backward pass keeps at least: every layer's float32 output."""
-  return 4 * micro_batch * seq_len * config.model.d_model * config.model.n_layers
+  return 4 * micro_batch * seq_len * config.model.get("d_model", 1) * config.model.get(
+      "n_layers", 1)
 
 
 def abstract_batch(batch, size: int, mesh) -> tuple:
@@ -181,8 +182,9 @@ def out_of_memory_message(error: BaseException, config) -> str:
   return line.replace("ran out of device memory", f"{asked} ran out of device memory".strip())
 
 
-def check_run_fits(config, model, optimizer, task, mesh, reg) -> int | None:
-  """`check_fits` for the loop's train step (`steps.train_step`) on ``task``'s batches."""
+def check_run_fits(config, model, optimizer, task, mesh, reg, objective=None) -> int | None:
+  """`check_fits` for the loop's train step (`steps.train_step`, with ``reg`` and the
+  task's ``objective``) on ``task``'s batches."""
   from last_nnx.train import steps
   micro = config.train.batch_size // config.optim.grad_accum
   carry = steps.TrainCarry.start(model)
@@ -192,6 +194,7 @@ def check_run_fits(config, model, optimizer, task, mesh, reg) -> int | None:
     if not template:  # one batch read for its shapes, only when the check compiles
       template.append(next(iter(task.train_batches(0))))
     batch = abstract_batch(template[0], rows, mesh)
-    return step_bytes(steps.train_step, model, optimizer, carry, batch, np.float32(0), reg=reg)
+    static = dict(reg=reg) if objective is None else dict(reg=reg, objective=objective)
+    return step_bytes(steps.train_step, model, optimizer, carry, batch, np.float32(0), **static)
 
   return check_fits(config, measure, micro, task.seq_len, mesh.size if mesh is not None else 1)
