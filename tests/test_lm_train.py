@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import pydocs as pydocs_config
-from last_nnx import data
+from experiments.configs import text_files
 from last_nnx.train import objectives
 from last_nnx.train.loop import train_and_evaluate
 
@@ -29,8 +29,7 @@ def corpus(tmp_path_factory):
 
 
 def _config(corpus, **data_fields):
-  c = pydocs_config.get_config("mamba2,smoke")
-  c.data = data.default_config("text_files")
+  c = text_files.get_config("mamba2,smoke")
   c.data.update({"path": str(corpus), "seq_len": 16, "val_fraction": 0.15,
                  "test_fraction": 0.15, **data_fields})
   c.model.d_model = 16
@@ -96,5 +95,5 @@ def test_bad_inputs_stop_before_anything_is_written(corpus, tmp_path):
   with pytest.raises(ValueError, match=r"split has \d+ tokens .* fewer than one window"):
     train_and_evaluate(short, str(workdir))
   assert not workdir.exists() or not os.listdir(workdir)
-  with pytest.raises(ValueError, match="pydocs trains a Mamba-2 language model"):
+  with pytest.raises(ValueError, match=r"pydocs trains a Mamba-2 language model, not s5: use pydocs.py:mamba2"):
     pydocs_config.get_config("s5")

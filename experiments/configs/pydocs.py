@@ -21,6 +21,7 @@ import ml_collections
 
 from experiments.configs import base
 
+MODEL_TYPES = ("mamba2",)  # the layer types this task takes (a Mamba-2 LM)
 
 def lm_model_config() -> ml_collections.ConfigDict:
   """The ``model`` section of a Mamba-2 LM (`last_nnx.train.objectives.lm_config`).
@@ -41,12 +42,18 @@ def lm_model_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None):
+  return lm_config("pydocs", arg)
+
+
+def lm_config(task: str, arg: str | None):
+  """The run of this file for the text task ``task`` (``pydocs`` or ``text_files``)."""
   words = {w.strip() for w in (arg or "").split(",") if w.strip()}
-  if words & {"s5", "s4d", "lru"}:
-    raise ValueError(f"pydocs trains a Mamba-2 language model; {sorted(words)} asks for "
-                     "another layer: use pydocs.py:mamba2 (MODEL=mamba2)")
+  others = sorted(words & set(base.MODEL_TYPES) - set(MODEL_TYPES))
+  if others:
+    raise ValueError(f"{task} trains a Mamba-2 language model, not {others[0]}: use "
+                     f"{task}.py:mamba2 (MODEL=mamba2)")
   _, presets = base.parse_arg(arg)
-  c = base.base_config("pydocs")
+  c = base.base_config(task)
   c.model = lm_model_config()
   c.data.seq_len = 128
 
@@ -98,5 +105,5 @@ def get_config(arg: str | None = None):
   if "demo" in presets:  # the default run without its dense baseline (half the time)
     c.pruning.dense_baseline = False
   if "shallow" in presets:
-    raise ValueError("the 'shallow' preset is ListOps-only (this config is 'pydocs')")
+    raise ValueError(f"the 'shallow' preset is ListOps-only (this config is {task!r})")
   return c
