@@ -51,7 +51,7 @@ from absl import logging
 
 from last_nnx.data import pydocs
 from last_nnx.data.cache import default_cache_dir
-from last_nnx.data.pipeline import SPLITS, Batch, Split, Task
+from last_nnx.data.pipeline import SPLITS, Batch, Split, Task, Tokens
 from last_nnx.data.source import Resolved, Source
 
 TEXT_TASKS = ("pydocs", "text_files")
@@ -212,12 +212,10 @@ def windows(stream: np.ndarray, seq_len: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class Window:
+class Window(Tokens):
   """Stored windows ``(..., L + 1)`` -> the model's inputs ``(..., L)`` int32 (the
-  targets are the same rows shifted by one: `TextTask`)."""
-
-  vocab_size: int
-  in_dim = 1
+  targets are the same rows shifted by one: `TextTask`). Token ids as stored (no
+  offset, no padding)."""
 
   def __call__(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     del lengths
@@ -279,7 +277,7 @@ def ngram_baselines(splits: dict[str, Split], vocab: int) -> dict[str, dict[str,
   keys, counts = np.unique(prev * vocab + nxt, return_counts=True)
   context = np.bincount(prev, minlength=vocab).astype(np.float64)
   types = np.bincount(keys // vocab, minlength=vocab).astype(np.float64)
-  out = {"unigram": {}, "bigram": {}}
+  out: dict[str, dict[str, float]] = {"unigram": {}, "bigram": {}}
   for name in ("val", "test"):
     x, y = pairs(splits[name])
     query = x * vocab + y

@@ -192,7 +192,7 @@ def evaluate(model, task, split: str, mesh=None) -> dict[str, float]:
   total = None
   step = nnx.cached_partial(eval_step, model)  # one graph walk, not one per batch
   batches = ((batch + (mask,)) for batch, mask in eval_batches(task, split))
-  for batch in distributed.prefetch_to_device(batches, mesh):
-    total = metrics_lib.merge(total, step(*batch, objective=objective))
+  for inputs, lengths, labels, mask in distributed.prefetch_to_device(batches, mesh):
+    total = metrics_lib.merge(total, step(inputs, lengths, labels, mask, objective=objective))
   model.train()
   return {k: v for k, v in objective.scalars(total, split).items() if k != "penalty"}
