@@ -1,4 +1,4 @@
-r"""A byte-level Mamba-2 language model on English that ships with CPython (no download).
+r"""Language model (Mamba-2, bytes) on English that ships with CPython: no download.
 
 The corpus (`last_nnx.data.pydocs`): the reference manual's topics and the standard
 library's docstrings, ~2.3M characters on Python 3.11, split by document (5% val,

@@ -1,4 +1,4 @@
-r"""A Mamba-2 language model on your own text: ``.txt`` or ``.jsonl`` files, no download.
+r"""Language model (Mamba-2) on your own .txt or .jsonl files (data.path).
 
 The run of ``pydocs.py`` (same model, schedule and pruning) on ``data.path``: a file, a
 folder (searched recursively) or a glob of ``.txt`` files (documents are the parts
