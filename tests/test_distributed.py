@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.session_once import once_per_session
 from tests.test_train_loop import base_run  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,19 +33,23 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def four(tmp_path_factory):
   """test_train_loop's `base_run` config (one layer, dropout on, BatchNorm recalibrated at
   the event) on 4 devices, in one interpreter with 4 virtual devices, after batch 18 (which
-  is refused): its summary under '16', the refusal under 'error'."""
-  tmp_path = tmp_path_factory.mktemp("distributed")
-  script = SCRIPT.format(root=ROOT, cache=str(tmp_path / "cache"), workdir=str(tmp_path))
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=ROOT)
-  done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=600)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return json.loads(done.stdout.split("RESULT")[-1])
+  is refused): its summary under '16', the refusal under 'error'. Run once per session
+  (the first xdist worker to need it runs it; a module fixture ran once per worker)."""
+  def fill(root):
+    script = SCRIPT.format(root=ROOT, cache=str(root / "cache"), workdir=str(root))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (root / "result.json").write_text(done.stdout.split("RESULT")[-1])
+
+  root = once_per_session(tmp_path_factory, "distributed-four", fill)
+  return json.loads((root / "result.json").read_text())
 
 
 def test_sharded_training_matches_single_device_across_a_pruning_event(four, base_run):

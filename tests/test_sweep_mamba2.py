@@ -2,7 +2,7 @@
 to it, calibration batches where they are needed, and the one-line refusal of the others.
 
 A tiny 2-layer Mamba-2 (2 groups x 4 states per layer: 16 states) on short synthetic
-ListOps, trained one short epoch and saved once per module."""
+ListOps, trained one short epoch and saved once per test session."""
 
 import os
 import subprocess
@@ -16,6 +16,7 @@ from last_nnx.cli import prune
 from last_nnx.model import build_model
 from last_nnx.train import checkpoint, events, steps, streams
 from last_nnx.train.optim import make_optimizer
+from tests.session_once import once_per_session
 from tests.test_train_loop import get_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,10 +44,7 @@ def _task(config):
                          eval_batch_size=config.train.eval_batch_size, seed=config.seed)
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-  """Workdir of the tiny Mamba-2, trained one epoch (4 steps) and saved."""
-  root = tmp_path_factory.mktemp("mamba2-run")
+def _train_and_save(root) -> None:
   config = _config(str(root / "cache"))
   task = _task(config)
   spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
@@ -57,9 +55,15 @@ def saved(tmp_path_factory):
   model.train()
   steps.fit(model, optimizer, task.train_batches(0))
   model.eval()
-  workdir = str(root / "run")
-  checkpoint.save_model(workdir, model, config, dict(model_spec=spec, run=dict(events=[])))
-  return workdir
+  checkpoint.save_model(str(root / "run"), model, config,
+                        dict(model_spec=spec, run=dict(events=[])))
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory):
+  """Workdir of the tiny Mamba-2, trained one epoch (4 steps) and saved: once per session
+  (the first xdist worker to need it trains it; a module fixture trained it once per worker)."""
+  return str(once_per_session(tmp_path_factory, "mamba2-saved", _train_and_save) / "run")
 
 
 def _load(workdir):
