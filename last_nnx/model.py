@@ -15,6 +15,7 @@ applied per step (norms with their running statistics, no dropout) and the
 pooling is a running mean (``'mean'``) or the current step (``'last'``).
 """
 
+import contextlib
 from typing import Any
 
 import jax
@@ -26,6 +27,23 @@ from last_nnx.ssm import find_prunable_layers, make_ssm
 ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2")
 NORMS = ("batch", "layer")
 POOLINGS = ("mean", "last")
+
+
+_MODE_FLAGS = ("deterministic", "use_running_average")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nnx.Module):
+  """``with eval_mode(model):`` dropout off and BatchNorm on its running statistics;
+  every module's flags are put back as they were found on exit."""
+  saved = [(node, attr, getattr(node, attr)) for _, node in nnx.iter_graph(model)
+           if isinstance(node, nnx.Module) for attr in _MODE_FLAGS if hasattr(node, attr)]
+  model.eval()
+  try:
+    yield model
+  finally:
+    for node, attr, value in saved:
+      setattr(node, attr, value)
 
 
 class SSMBlock(nnx.Module):

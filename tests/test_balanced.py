@@ -73,7 +73,7 @@ def _cancelling_layer():
 def test_balanced_beats_modal_truncation_within_the_bound_on_cancelling_modes(ratio):
   layer, poles, b, c = _cancelling_layer()
   modal = nnx.clone(layer)
-  report = pruning.reduce(layer, ratio, method="balanced")
+  report = pruning.prune(layer, ratio, criterion="balanced")
   pruning.prune(modal, ratio, criterion="last")
   bound = report.layers[""].error_bound
   reduced, trunc = layer.state_modes(), modal.state_modes()
@@ -100,7 +100,7 @@ def test_bound_holds_for_conj_sym_and_per_channel_s4d():
     layer.D.set_value(jnp.zeros_like(layer.D[...]))
     layer.log_step.set_value(jnp.full_like(layer.log_step[...], np.log(0.3)))  # fast modes
     dense = nnx.clone(layer)
-    report = pruning.reduce(layer, 0.5)
+    report = pruning.prune(layer, 0.5, criterion="balanced")
     bound = sum(r.error_bound for r in report.layers.values())
     assert report.states_after == report.states_before // 2
     u = jnp.asarray(rng.normal(size=(3, 600, layer.d_model)), jnp.float32)

@@ -7,7 +7,7 @@ from flax import nnx
 
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
-from last_nnx.pruning import calibrated
+from last_nnx.pruning import calibrated, calibration
 from last_nnx.ssm import S4D, S5, LRU
 
 
@@ -72,7 +72,7 @@ def test_capture_records_each_layers_input_in_eval_mode_and_cleans_up():
   model = _model()
   model.train()
   batches = _batches(np.random.default_rng(0))
-  [(recorded, lengths)] = list(calibrated.capture_inputs(model, batches, max_batches=1))
+  [(recorded, lengths)] = list(calibration.capture_inputs(model, batches, max_batches=1))
   model.eval()
   x = jnp.asarray(batches[0][0])
   expected = model.blocks[0].norm(model.encoder(x))
@@ -87,7 +87,7 @@ def test_capture_records_each_layers_input_in_eval_mode_and_cleans_up():
   model.train()
   model2 = _model()
   model2.train()
-  list(calibrated.capture_inputs(model2, batches, max_batches=1))
+  list(calibration.capture_inputs(model2, batches, max_batches=1))
   assert model2.blocks[0].norm.use_running_average is False  # the mode is restored
 
 

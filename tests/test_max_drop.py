@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from last_nnx.cli import prune
+from last_nnx.sweeps import saved
 from last_nnx.pruning import search
 from last_nnx.train import checkpoint, events
 from tests.saved_run import trained  # noqa: F401 (a fixture)
@@ -44,7 +44,7 @@ def test_tolerance_is_in_points_and_min_kept_bounds_the_search():
 
 def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_path):
   out = str(tmp_path / "far")
-  summary = prune.how_far(trained, 2.0, ["last", "balanced_refit@L"], out,
+  summary = saved.how_far(trained, 2.0, ["last", "balanced_refit@L"], out,
                           calibration_batches=2)
   dense = summary["dense"]
   assert [r["criterion"] for r in summary["results"]] == ["last", "balanced_refit@L"]
@@ -62,7 +62,7 @@ def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_p
         assert 100 * (dense["val_accuracy"] - acc) > 2.0
   with open(os.path.join(out, "max_drop.json")) as f:
     assert json.load(f)["results"][0]["criterion"] == "last"
-  assert "| balanced_refit@L |" in prune.how_far_table(summary)
+  assert "| balanced_refit@L |" in saved.how_far_table(summary)
 
 
 @pytest.mark.slow

@@ -204,9 +204,9 @@ def test_strongest_state_of_every_layer_scores_one(ssm):
 
 def test_random_scores_are_reproducible():
   model = _model()
-  a = pruning.score(model, "random", rng=5)
-  b = pruning.score(model, "random", rng=np.random.default_rng(5))
-  c = pruning.score(model, "random", rng=jax.random.key(5))
+  a = pruning.score(model, "random", seed=5)
+  b = pruning.score(model, "random", seed=np.random.default_rng(5))
+  c = pruning.score(model, "random", seed=jax.random.key(5))
   assert all(np.array_equal(a[k], b[k]) for k in a)
   assert not np.array_equal(a["blocks.0.ssm"], a["blocks.1.ssm"])
   assert all(c[k].shape == a[k].shape for k in a)
@@ -443,7 +443,7 @@ def test_history_json_and_run_events():
   history = pruning.PruningHistory()
   model = _model()
   r1 = pruning.prune(model, 0.25, mode="mask", history=history)
-  r2 = pruning.prune(model, 0.5, criterion="random", rng=1, mode="mask", history=history)
+  r2 = pruning.prune(model, 0.5, criterion="random", seed=1, mode="mask", history=history)
   again = pruning.PruningHistory.from_json(history.to_json())
   assert again == history and again.dense_states == {f"blocks.{i}.ssm": 8 for i in range(3)}
   assert [e.criterion for e in again.events] == ["last", "random"]

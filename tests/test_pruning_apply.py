@@ -93,8 +93,8 @@ def test_mask_and_compact_give_same_outputs(ssm):
   ref = _forward(dense, x, lengths)
   for criterion, ratio in (("last", 0.6), ("uniform", 0.5), ("random", 0.3)):
     masked, compact = nnx.clone(dense), nnx.clone(dense)
-    r_mask = pruning.prune(masked, ratio, criterion=criterion, mode="mask", rng=3)
-    r_comp = pruning.prune(compact, ratio, criterion=criterion, mode="compact", rng=3)
+    r_mask = pruning.prune(masked, ratio, criterion=criterion, mode="mask", seed=3)
+    r_comp = pruning.prune(compact, ratio, criterion=criterion, mode="compact", seed=3)
     assert [l.kept for l in r_mask.layers.values()] == [l.kept for l in r_comp.layers.values()]
     np.testing.assert_allclose(_forward(masked, x, lengths), _forward(compact, x, lengths),
                                atol=1e-5)
@@ -239,7 +239,7 @@ def test_last_beats_random_on_trained_like_weights(ssm):
     for criterion in errors:
       pruned = nnx.clone(model)
       # Masking gives the same outputs as compaction (tested above) without recompiling.
-      pruning.prune(pruned, 0.5, criterion=criterion, mode="mask", rng=seed)
+      pruning.prune(pruned, 0.5, criterion=criterion, mode="mask", seed=seed)
       out = _features(pruned, x)
       errors[criterion].append(float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)))
   mean = {k: np.mean(v) for k, v in errors.items()}
@@ -260,7 +260,7 @@ def test_history_replay_reproduces_the_pruned_model(ssm):
   history = pruning.PruningHistory()
   pruning.prune(pruned, 0.4, mode="compact", history=history)
   pruning.prune(pruned, 0.3, criterion="energy", mode="mask", history=history)
-  pruning.prune(pruned, 0.3, criterion="random", rng=7, mode="compact", history=history)
+  pruning.prune(pruned, 0.3, criterion="random", seed=7, mode="compact", history=history)
   replayed = nnx.clone(dense)
   pruning.replay(replayed, pruning.PruningHistory.from_json(history.to_json()))
   arrays = (nnx.Param, StateMask)

@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from last_nnx import pruning
-from last_nnx.cli import prune
+from last_nnx.sweeps import saved
 from last_nnx.model import build_model
 from last_nnx.ssm import StateMask
 from last_nnx.train import checkpoint
@@ -71,7 +71,7 @@ def test_prunes_saves_and_records_history(fake, tmp_path):
   dense = _dense()
   f = fake(nnx.clone(dense), dict(model_spec=SPEC, run=dict(events=[], initial_states={})))
   out = str(tmp_path / "out")
-  summary = prune.prune_saved_model(str(tmp_path / "run"), 0.5, "last", "compact", out,
+  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "last", "compact", out,
                                     evaluate=False)
   model, _, meta = f.saved[out]
   assert summary["states_before"] == 16 and summary["states_after"] == 8
@@ -105,7 +105,7 @@ def test_appends_to_a_training_runs_history_and_evaluates(fake, tmp_path):
     return {s: dict(accuracy=0.5, loss=1.0) for s in splits}
 
   out = str(tmp_path / "out")
-  summary = prune.prune_saved_model(str(tmp_path / "run"), 0.5, "energy", "compact", out,
+  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "energy", "compact", out,
                                     eval_splits=("val", "test"), evaluate_fn=evaluate_fn)
   assert calls == [("val", "test")] * 2
   assert summary["before"] == dict(accuracy=0.5, loss=1.0)
@@ -124,38 +124,24 @@ def test_appends_to_a_training_runs_history_and_evaluates(fake, tmp_path):
 def test_bad_inputs_fail_before_loading(fake, tmp_path):
   f = fake(_dense(), dict(model_spec=SPEC))
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
-    prune.prune_saved_model(str(tmp_path), 1.0, evaluate=False)
+    saved.prune_saved_model(str(tmp_path), 1.0, evaluate=False)
   with pytest.raises(ValueError, match="registered"):
-    prune.prune_saved_model(str(tmp_path), 0.3, "nope", evaluate=False)
+    saved.prune_saved_model(str(tmp_path), 0.3, "nope", evaluate=False)
   with pytest.raises(ValueError, match="mode"):
-    prune.prune_saved_model(str(tmp_path), 0.3, "last", "shrink", evaluate=False)
+    saved.prune_saved_model(str(tmp_path), 0.3, "last", "shrink", evaluate=False)
   with pytest.raises(ValueError, match="workdir itself"):
-    prune.prune_saved_model(str(tmp_path), 0.3, out_dir=str(tmp_path), evaluate=False)
+    saved.prune_saved_model(str(tmp_path), 0.3, out_dir=str(tmp_path), evaluate=False)
   with pytest.raises(ValueError, match="horizon -3"):
-    prune.prune_saved_model(str(tmp_path), 0.3, horizon=-3, evaluate=False)
+    saved.prune_saved_model(str(tmp_path), 0.3, "last@-3", evaluate=False)
   assert f.loads == 0
-
-
-def test_missing_checkpoint_module_is_a_clear_error(monkeypatch, tmp_path):
-  import last_nnx.train
-  monkeypatch.delattr(last_nnx.train, "checkpoint")
-  monkeypatch.setitem(sys.modules, "last_nnx.train.checkpoint", None)
-  with pytest.raises(RuntimeError, match="needs last_nnx.train.checkpoint"):
-    prune.prune_saved_model(str(tmp_path), 0.3, evaluate=False)
-
-
-def test_missing_loader_function_is_a_clear_error(monkeypatch, tmp_path):
-  monkeypatch.delattr(checkpoint, "load_model")
-  with pytest.raises(RuntimeError, match="load_model"):
-    prune.prune_saved_model(str(tmp_path), 0.3, evaluate=False)
 
 
 def test_horizon_reaches_the_scores_and_the_report(fake, tmp_path):
   dense = _dense()
   f = fake(nnx.clone(dense), dict(model_spec=SPEC, run=dict(events=[], initial_states={})))
   out = str(tmp_path / "out")
-  summary = prune.prune_saved_model(str(tmp_path / "run"), 0.5, "last", "mask", out,
-                                    horizon=8, evaluate=False)
+  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "last@8", "mask", out,
+                                    evaluate=False)
   assert summary["report"]["horizon"] == 8
   expected = nnx.clone(dense)
   pruning.prune(expected, 0.5, mode="mask", horizon=8)
@@ -168,7 +154,7 @@ def test_real_checkpoint_round_trip(tmp_path):
   workdir = str(tmp_path / "run")
   checkpoint.save_model(workdir, dense, _config(), dict(model_spec=SPEC, run=dict(events=[])))
   out = str(tmp_path / "pruned")
-  summary = prune.prune_saved_model(workdir, 0.5, "last", "compact", out, evaluate=False)
+  summary = saved.prune_saved_model(workdir, 0.5, "last", "compact", out, evaluate=False)
   model, _, meta = checkpoint.load_model(out)
   assert [l.state_shape for l in model.prunable_layers().values()] == [
       (summary["report"]["layers"][p]["states_after"],) for p in model.prunable_layers()]

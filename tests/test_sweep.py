@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from last_nnx import data, sweeps
-from last_nnx.cli import prune
+from last_nnx.sweeps import saved
 from last_nnx.train import checkpoint, events, steps
 from tests.saved_run import trained  # noqa: F401 (a fixture)
 
 
 def test_prune_saved_model_writes_a_smaller_loadable_model(trained, tmp_path):
   out = str(tmp_path / "pruned")
-  result = prune.prune_saved_model(trained, 0.5, "last", "compact", out)
+  result = saved.prune_saved_model(trained, 0.5, "last", "compact", out)
   assert set(result) >= {"before", "after", "report"}
   model, config, meta = checkpoint.load_model(out)
   states = events.states_per_layer(model)
@@ -27,9 +27,9 @@ def test_prune_saved_model_writes_a_smaller_loadable_model(trained, tmp_path):
   assert again["accuracy"] == pytest.approx(result["after"]["accuracy"])
   assert meta.events[-1]["criterion"] == "last"
   with pytest.raises(ValueError, match=r"\[0, 1\)"):
-    prune.prune_saved_model(trained, 1.0, evaluate=False)
+    saved.prune_saved_model(trained, 1.0, evaluate=False)
   with pytest.raises(FileNotFoundError, match="workdir of a training run"):
-    prune.prune_saved_model(str(tmp_path / "nothing"), 0.3)
+    saved.prune_saved_model(str(tmp_path / "nothing"), 0.3)
 
 
 def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):

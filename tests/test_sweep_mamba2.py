@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from last_nnx import data, pruning, sweeps
-from last_nnx.cli import prune
+from last_nnx.sweeps.saved import how_far, how_far_table, prune_saved_model
 from last_nnx.model import build_model
 from last_nnx.train import checkpoint, events, steps, streams
 from last_nnx.train.optim import make_optimizer
@@ -134,7 +134,7 @@ def test_iterative_calibrated_reads_calibration_batches_and_compacts(saved, tmp_
 
 def test_max_drop_search_on_a_mamba2_workdir(saved, tmp_path):
   out = str(tmp_path / "far")
-  summary = prune.how_far(saved, 100.0, ["all"], out, calibration_batches=1)
+  summary = how_far(saved, 100.0, ["all"], out, calibration_batches=1)
   assert [r["criterion"] for r in summary["results"]] == list(SELECTIVE)
   for r in summary["results"]:
     # A 100-point tolerance accepts everything: one state per group (2 layers x 2 groups).
@@ -142,16 +142,16 @@ def test_max_drop_search_on_a_mamba2_workdir(saved, tmp_path):
     model, _, _ = checkpoint.load_model(r["out_dir"])
     assert sum(events.states_per_layer(model).values()) == 4
     assert all(np.all(g == 1) for g in _per_group(model))
-  assert "| gramian |" in prune.how_far_table(summary)
+  assert "| gramian |" in how_far_table(summary)
   # prune_saved_model: no criterion named -> calibrated; an LTI one refused before evaluating.
-  result = prune.prune_saved_model(saved, 0.5, None, out_dir=str(tmp_path / "p"),
+  result = prune_saved_model(saved, 0.5, None, out_dir=str(tmp_path / "p"),
                                    evaluate=False, calibration_batches=1)
   assert result["report"]["criterion"] == "calibrated" and result["states_after"] == 8
   never = lambda *a: pytest.fail("evaluated before refusing")
   with pytest.raises(ValueError, match="does not apply to selective"):
-    prune.prune_saved_model(saved, 0.5, "last", out_dir=str(tmp_path / "q"), evaluate_fn=never)
-  with pytest.raises(ValueError, match="horizon=-1 truncates LTI norms"):
-    prune.prune_saved_model(saved, 0.5, "gramian", out_dir=str(tmp_path / "q"), horizon=-1,
+    prune_saved_model(saved, 0.5, "last", out_dir=str(tmp_path / "q"), evaluate_fn=never)
+  with pytest.raises(ValueError, match="truncates LTI norms"):
+    prune_saved_model(saved, 0.5, "gramian@L", out_dir=str(tmp_path / "q"),
                             evaluate_fn=never)
 
 

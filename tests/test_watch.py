@@ -16,7 +16,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.cli import plot_watch
 from last_nnx.model import SequenceModel
-from last_nnx.pruning import criteria
+from last_nnx.pruning import allocate, criteria
 from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,
                                        settled_target)
 from last_nnx.ssm.base import live_states
@@ -138,7 +138,7 @@ def test_observe_predicts_the_keep_set_an_event_prunes_to():
     assert np.flatnonzero(keep[path]).tolist() == layer.kept
     assert record["states_kept"][path] == layer.states_after
     assert record["energy_kept"][path] == pytest.approx(layer.energy_kept)
-  assert sum(record["states_kept"].values()) == pruning.target_count(initial, 0.6)
+  assert sum(record["states_kept"].values()) == allocate.target_count(initial, 0.6)
   assert set(scores) == set(keep) and record["ratio"] == pytest.approx(0.6)
   logs = watch.log10_scores(scores[next(iter(scores))])
   assert logs.max() == pytest.approx(0.0)  # LAST's strongest state scores 1
@@ -191,7 +191,7 @@ SCRIPT = {1: A, 2: B, 3: A, 4: A, 5: A}  # changes: -, 1, 1, 0, 0 -> settled aft
 
 @pytest.fixture
 def scripted_scores(monkeypatch):
-  """The watch's scores follow SCRIPT by training epoch (the events use real scores)."""
+  """The watch's scores follow SCRIPT by training epoch (the events' too: one pipeline)."""
   now = {}
   evaluate = loop.evaluate_epoch
 

@@ -28,25 +28,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from last_nnx.ssm.base import PrunableSSM, find_prunable_layers
+from last_nnx.pruning.layers import prunable_layers
 
 MODES = ("mask", "compact")
-
-
-def prunable_layers(model: nnx.Module) -> dict[str, PrunableSSM]:
-  """``{path: layer}`` of ``model``'s prunable layers; a bare layer is ``{'': layer}``.
-
-  Raises:
-    ValueError: the model has no `PrunableSSM` layer.
-  """
-  layers = find_prunable_layers(model)
-  if not layers and isinstance(model, PrunableSSM):
-    layers = {"": model}
-  if not layers:
-    raise ValueError(f"{type(model).__name__} has no prunable SSM layer (no submodule "
-                     "implements last_nnx.ssm.PrunableSSM): nothing to score or prune. "
-                     "Pass the model that contains the SSM layers.")
-  return layers
 
 
 def _split(path: str) -> tuple[str, ...]:

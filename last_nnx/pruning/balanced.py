@@ -47,18 +47,16 @@ optimizer moments of a reduced layer restart at zero (they have no meaning in
 the new basis).
 """
 
-import itertools
-
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
 
-from last_nnx.pruning import allocate, refit
-from last_nnx.pruning.apply import _variable_shapes, compact_optimizer_state, prunable_layers
-from last_nnx.pruning.calibrated import DEFAULT_BATCHES, capture_inputs, layer_states
+from last_nnx.pruning.apply import _variable_shapes, compact_optimizer_state
+from last_nnx.pruning.layers import prunable_layers
+from last_nnx.pruning.calibrated import layer_states
+from last_nnx.pruning.calibration import DEFAULT_BATCHES, mean_over_steps
 from last_nnx.pruning.criteria import layer_energy_normalize, register_criterion
-from last_nnx.pruning.report import LayerReport, PruneReport
 from last_nnx.ssm.base import StateModes
 
 MAX_RADIUS = 1.0 - 1e-6  # reduced poles are pulled inside this radius (stability)
@@ -169,15 +167,13 @@ def state_covariances(model: nnx.Module, batches, max_batches: int = DEFAULT_BAT
   """``{layer_path: [per group (n_g, n_g) complex128]}``: ``mean_{b, t < length} x x^H``.
 
   The states ``x`` of each layer's live slots on the calibration batches (see
-  `calibrated.capture_inputs`); both directions' states when bidirectional.
+  `calibration.mean_over_steps`); both directions' states when bidirectional.
   """
   layers = prunable_layers(model)
   modes = {path: layer.state_modes() for path, layer in layers.items()}
   parts = {path: groups(m) for path, m in modes.items()}
-  total = {path: [np.zeros((len(g), len(g)), np.complex128) for g in parts[path]]
-           for path in layers}
-  count = 0.0
-  for recorded, lengths in capture_inputs(model, batches, max_batches):
+
+  def add(totals, recorded, lengths):
     weight = (jnp.arange(next(iter(recorded.values())).shape[1])[None, :]
               < lengths[:, None]).astype(jnp.float32)
     for path, u in recorded.items():
@@ -186,9 +182,11 @@ def state_covariances(model: nnx.Module, batches, max_batches: int = DEFAULT_BAT
         x = layer_states(m.poles, m.B, m.valid, m.channel, u, reverse=d == 1)
         x = np.asarray(x * weight[..., None], np.complex128).reshape(-1, x.shape[-1])
         for i, g in enumerate(parts[path]):
-          total[path][i] += x[:, g].T @ x[:, g].conj()
-    count += float(jnp.sum(weight))
-  return {path: [t / max(count, 1.0) for t in ts] for path, ts in total.items()}
+          totals[path][i] += x[:, g].T @ x[:, g].conj()
+
+  return mean_over_steps(model, batches, max_batches,
+                         {path: [np.zeros((len(g), len(g)), np.complex128) for g in parts[path]]
+                          for path in layers}, add)
 
 
 def group_systems(modes: StateModes):
@@ -238,120 +236,55 @@ def _calibrated_balanced_scores(modes: StateModes, *, rng, calibration, horizon=
 # ``calibrated_balanced``, then a least-squares refit of the output columns (`refit`).
 register_criterion("balanced_refit", norm="h2", reduction=True, calibrated=True)(
     _calibrated_balanced_scores)
-METHODS = ("balanced", "calibrated_balanced", "balanced_refit")
 
 
 # ----------------------------------------------------------------------------
-# The model: allocation, reduction, parameters and optimizer.
+# One layer reduced, and loaded back (the pipeline, `last_nnx.pruning.pipeline`,
+# allocates the states across layers and calls these).
 
 
-def _reset_moments(optimizer, path: str, layer, shapes_before) -> int:
-  """Zeroes (at their new shapes) the optimizer leaves mirroring the layer's state parameters."""
+def reduce_layer(modes: StateModes, systems, hsv2: np.ndarray, mask: np.ndarray):
+  """``(reduced StateModes or None, error bound)`` of one layer keeping ``mask.sum()`` states.
+
+  Each group keeps its share of ``mask`` by balanced truncation (`truncate`);
+  the bound is ``2 sum`` of the dropped Hankel singular values over the groups.
+  None (and 0) when the layer keeps every live state. A pure function: the
+  dry run of a reduction (`last_nnx.pruning.pipeline.plan_event`).
+  """
+  if int(mask.sum()) == int(np.asarray(modes.valid).sum()):
+    return None, 0.0
+  bound = 0.0
+  new_poles, new_b, new_c, channel = [], [], [], []
+  for h, (g, poles, b, c, p, q) in enumerate(systems):
+    k = int(mask[g].sum())
+    if len(g) == 0 or k == 0:
+      if len(g):
+        bound += 2.0 * float(np.sqrt(hsv2[g]).sum())
+      continue
+    lam, b_r, c_r, sigma = truncate(poles, b, c, k, p, q)
+    bound += 2.0 * float(sigma[len(lam):].sum())
+    new_poles.append(lam)
+    new_b.append(b_r)
+    new_c.append(c_r / modes.output_scale)
+    channel.append(np.full(len(lam), h, np.int32))
+  reduced = StateModes(
+      poles=np.concatenate(new_poles), B=np.concatenate(new_b, axis=0),
+      C=np.concatenate(new_c, axis=2), valid=np.ones(sum(map(len, new_poles)), bool),
+      channel=None if modes.channel is None else np.concatenate(channel),
+      output_scale=modes.output_scale, feedthrough=modes.feedthrough)
+  return reduced, bound
+
+
+def load_reduced(layer, reduced: StateModes, optimizer, path: str) -> None:
+  """Loads a reduced layer's parameters (`load_state_modes`); the optimizer's moments of
+  its state parameters restart at zero, at the new shapes."""
+  shapes = _variable_shapes(layer)
+  layer.load_state_modes(reduced)
+  if optimizer is None:
+    return
   gathers = {}
   for name in type(layer).STATE_AXES:
     new_shape = tuple(getattr(layer, name).get_value().shape)
     gathers[name] = lambda a, s=new_shape: jnp.zeros(s, a.dtype)
-  before = {name: shapes_before[(name,)] for name in gathers}
-  return compact_optimizer_state(optimizer, path, gathers, before)
-
-
-def reduce(model: nnx.Module, ratio: float, *, method: str = "balanced", optimizer=None,
-           min_per_layer: int = 1, horizon: int | None = None, calibration=None,
-           calibration_batches: int = DEFAULT_BATCHES, history=None) -> PruneReport:
-  """Reduces a fraction ``ratio`` of the model's live states by balanced truncation, in place.
-
-  Args:
-    model: any NNX module whose prunable layers implement ``load_state_modes``.
-    ratio: fraction of the live states to remove, in [0, 1); the model keeps
-      ``max(1, floor(N (1 - ratio)))`` (fewer only where a group's Hankel
-      operator has lower numerical rank).
-    method: ``'balanced'`` (closed-form Gramians), ``'calibrated_balanced'``
-      (controllability Gramian from the states on ``calibration``) or
-      ``'balanced_refit'`` (that, then each reduced layer's output columns
-      refit by least squares to the dense layer's output, `refit`).
-    optimizer: its moments of every reduced layer's state parameters restart
-      at zero, at the new shapes.
-    min_per_layer: states every layer keeps.
-    horizon: Gramians over ``T`` steps (None: infinite, where the error bound
-      holds).
-    calibration: iterable of ``(inputs, lengths, ...)`` batches
-      (``calibrated_balanced`` only); at most ``calibration_batches`` are read.
-    history: if given, the event is recorded (mode ``'balanced'``: a
-      projection, which `replay` cannot redo from keep sets).
-
-  Returns:
-    A `PruneReport` (``mode='balanced'``); each layer's ``error_bound`` is
-    ``2 sum`` of its dropped Hankel singular values (summed over channels).
-  """
-  ratio = allocate.check_ratio(ratio)
-  min_per_layer = allocate.check_min_per_layer(min_per_layer)
-  if method not in METHODS:
-    raise ValueError(f"unknown reduction method {method!r}; expected one of {METHODS}")
-  layers = prunable_layers(model)
-  covariance = {}
-  if method != "balanced":
-    if calibration is None:
-      raise ValueError(f"method {method!r} needs calibration= (a few training batches of "
-                       "(inputs, lengths))")
-    calibration = list(itertools.islice(iter(calibration), calibration_batches))
-    covariance = state_covariances(model, calibration, calibration_batches)
-  dense = nnx.clone(model) if method == "balanced_refit" else None
-  modes = {path: layer.state_modes() for path, layer in layers.items()}
-  systems = {path: layer_gramians(m, horizon, covariance.get(path)) for path, m in modes.items()}
-  scored = {path: hsv_scores(modes[path], systems[path]) for path in layers}
-  scores = {path: s for path, (s, _) in scored.items()}
-  keep = allocate.allocate_global(scores, ratio, min_per_layer)
-  reports = {}
-  for path, layer in layers.items():
-    m, mask = modes[path], keep[path]
-    sq = scored[path][1]
-    live = int(np.asarray(m.valid).sum())
-    total = float(sq.sum())
-    report = LayerReport(
-        states_before=live, states_after=int(mask.sum()),
-        kept=[int(i) for i in np.flatnonzero(mask)],
-        energy_kept=float(sq[mask].sum() / total) if total > 0 else 1.0,
-        min_kept_score=float(scores[path][mask].min()) if mask.any() else None,
-        slots=m.num_slots, error_bound=0.0)
-    if int(mask.sum()) == live:
-      reports[path] = report
-      continue
-    new_poles, new_b, new_c, channel = [], [], [], []
-    for h, (g, poles, b, c, p, q) in enumerate(systems[path]):
-      k = int(mask[g].sum())
-      if len(g) == 0 or k == 0:
-        if len(g):
-          report.error_bound += 2.0 * float(np.sqrt(sq[g]).sum())
-        continue
-      lam, b_r, c_r, sigma = truncate(poles, b, c, k, p, q)
-      report.error_bound += 2.0 * float(sigma[len(lam):].sum())
-      new_poles.append(lam)
-      new_b.append(b_r)
-      new_c.append(c_r / m.output_scale)
-      channel.append(np.full(len(lam), h, np.int32))
-    reduced = StateModes(
-        poles=np.concatenate(new_poles), B=np.concatenate(new_b, axis=0),
-        C=np.concatenate(new_c, axis=2), valid=np.ones(sum(map(len, new_poles)), bool),
-        channel=None if m.channel is None else np.concatenate(channel),
-        output_scale=m.output_scale, feedthrough=m.feedthrough)
-    report.states_after = int(reduced.num_slots)
-    shapes = _variable_shapes(layer)
-    layer.load_state_modes(reduced)
-    if optimizer is not None:
-      _reset_moments(optimizer, path, layer, shapes)
-    reports[path] = report
-  if dense is not None:
-    changed = [p for p, r in reports.items() if r.states_after < r.states_before]
-    refit.refit_outputs(model, dense, changed, calibration, calibration_batches)
-  before = sum(r.states_before for r in reports.values())
-  after = sum(r.states_after for r in reports.values())
-  out = PruneReport(criterion=method, mode="balanced", ratio_requested=ratio,
-                    ratio_achieved=1.0 - after / max(1, before),
-                    threshold=allocate.threshold(scores, keep), layers=reports,
-                    horizon=horizon, min_per_layer=min_per_layer, energy_norm="hsv2")
-  if history is not None:
-    history.record(out)
-    out.states_original = history.states_original
-    out.ratio_achieved_total = 1.0 - after / max(1, out.states_original)
-  logging.debug("balanced reduction: %d -> %d states", before, after)
-  return out
+  before = {name: shapes[(name,)] for name in gathers}
+  compact_optimizer_state(optimizer, path, gathers, before)

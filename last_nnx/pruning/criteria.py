@@ -80,9 +80,8 @@ class Criterion:
     calibrated: on LTI layers the score needs calibration data: ``score_fn``
       takes ``calibration``, the layer's ``(S,)`` output energies on real
       inputs (`last_nnx.pruning.calibrated`).
-    reduction: not a subset of modes: `last_nnx.pruning.prune` hands the
-      model to `last_nnx.pruning.balanced.reduce`, which projects each layer
-      onto fewer states; ``score_fn`` gives its layer-normalized squared
+    reduction: not a subset of modes: `last_nnx.pruning.prune` projects
+      each layer onto fewer states (`last_nnx.pruning.balanced.reduce_layer`); ``score_fn`` gives its layer-normalized squared
       Hankel singular values (one per live slot, strongest first).
     selective_fn: selective layers: ``(stats, *, rng) -> (S,)`` scores of a
       `last_nnx.pruning.selective.StateStatistics`; None if it does not apply.
@@ -295,8 +294,7 @@ def layer_scores(modes, criterion: str, *, rng: np.random.Generator,
     ValueError: unknown criterion, wrong output shape, or NaN scores on valid
       slots (diverged weights).
   """
-  if bidirectional not in hinf.BIDIRECTIONAL:
-    raise ValueError(f"bidirectional={bidirectional!r}; expected one of {hinf.BIDIRECTIONAL}")
+  hinf.check_bidirectional(bidirectional)
   hinf.check_horizon(horizon)
   crit = get_criterion(criterion)
   if not isinstance(modes, StateModes):

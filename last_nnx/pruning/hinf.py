@@ -74,8 +74,7 @@ def output_norm_sq(modes: StateModes, bidirectional: str = "sum") -> jnp.ndarray
   For a bidirectional layer: ``||C_fwd,i||^2 + ||C_bwd,i||^2`` (``'sum'``) or the
   reference's ``(||C_fwd,i|| + ||C_bwd,i||) / 4`` (``'reference'``).
   """
-  if bidirectional not in BIDIRECTIONAL:
-    raise ValueError(f"bidirectional={bidirectional!r}; expected one of {BIDIRECTIONAL}")
+  check_bidirectional(bidirectional)
   c2 = jnp.sum(jnp.abs(modes.C) ** 2, axis=1)  # (D, S)
   if modes.C.shape[0] == 2 and bidirectional == "reference":
     return (jnp.sqrt(c2[0]) + jnp.sqrt(c2[1])) / 4.0
@@ -93,6 +92,11 @@ def geometric_sum(radius: jnp.ndarray, horizon: int) -> jnp.ndarray:
   at_one = log_r == 0
   safe = jnp.where(at_one, 1.0, log_r)
   return jnp.where(at_one, float(horizon), jnp.expm1(horizon * safe) / jnp.expm1(safe))
+
+
+def check_bidirectional(bidirectional: str) -> None:
+  if bidirectional not in BIDIRECTIONAL:
+    raise ValueError(f"bidirectional={bidirectional!r}; expected one of {BIDIRECTIONAL}")
 
 
 def check_horizon(horizon: int | None) -> None:

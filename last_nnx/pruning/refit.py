@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from last_nnx.pruning.apply import prunable_layers
-from last_nnx.pruning.calibrated import DEFAULT_BATCHES, capture_inputs, layer_states
+from last_nnx.pruning.calibrated import layer_states
+from last_nnx.pruning.calibration import DEFAULT_BATCHES, capture_inputs
+from last_nnx.pruning.layers import prunable_layers
 from last_nnx.ssm.base import StateModes
 
 RIDGE = 1e-6  # relative to the mean diagonal of F^T F

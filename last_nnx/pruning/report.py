@@ -134,8 +134,9 @@ class PruneReport:
       return None
     return (f"{self.long_states} of {self.states_before} states ({100 * share:.0f}% of the "
             f"layers' energy) have time constants beyond the sequence length {self.seq_len}: "
-            "their infinite-horizon scores count gain they never build up; try horizon=-1 "
-            "(norms over the sequence length) or a calibrated criterion")
+            f"their infinite-horizon scores count gain they never build up; try horizon="
+            f"{self.seq_len} (norms over the sequence length: a sweep's name@L, a config's "
+            "pruning.horizon=-1) or a calibrated criterion")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self))

@@ -7,7 +7,7 @@ is exactly a sum of per-state parts, ``y_t,h = sum_n C_t,g[n] H_t,h[n, :] + D_h
 x_t,h``, and state ``n`` of group ``g`` can be removed without approximating the
 rest. What a state is worth depends on the data, so the scores are taken from
 the layer's ``state_statistics`` on a few calibration batches (its recorded
-input ``u``, `last_nnx.pruning.calibrated.capture_inputs`), averaged over the
+input ``u``, `last_nnx.pruning.calibration.capture_inputs`), averaged over the
 valid steps of all batches (each batch weighted by its number of valid steps):
 
     E[g, n]  = mean_{b,t} sum_{h in g} || C_t,g[n] H_t,h[n, :] ||^2     output energy
@@ -48,8 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from last_nnx.pruning.apply import prunable_layers
-from last_nnx.pruning.calibrated import DEFAULT_BATCHES, capture_inputs
+from last_nnx.pruning.calibration import DEFAULT_BATCHES, mean_over_steps, valid_steps
+from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.criteria import layer_energy_normalize, register_criterion
 from last_nnx.ssm.base import is_selective
 
@@ -120,28 +120,30 @@ def _layer_statistics(layer, u, lengths):
   return layer.state_statistics(u, lengths)
 
 
-def statistics(model: nnx.Module, batches: Iterable,
-               max_batches: int = DEFAULT_BATCHES) -> dict[str, dict[str, np.ndarray]]:
+def statistics(model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_BATCHES,
+               paths=None) -> dict[str, dict[str, np.ndarray]]:
   """``{layer_path: {statistic: state_shape float64}}`` for every selective layer.
 
   Means over the valid steps of at most ``max_batches`` of ``batches`` (see
-  `capture_inputs`), each batch weighted by its valid steps. ``{}`` when the
-  model has no selective layer (no batch is read then).
+  `calibration.mean_over_steps`), each batch weighted by its valid steps.
+  ``paths``: only those layers (None: all). ``{}`` when the model has no
+  selective layer (no batch is read then).
   """
-  layers = {p: l for p, l in prunable_layers(model).items() if is_selective(l)}
+  layers = {p: l for p, l in prunable_layers(model).items()
+            if is_selective(l) and (paths is None or p in paths)}
   if not layers:
     return {}
-  sums = {p: {k: np.zeros(l.state_shape) for k in STATISTICS} for p, l in layers.items()}
-  count = 0.0
-  for recorded, lengths in capture_inputs(model, batches, max_batches):
-    steps = recorded[next(iter(layers))].shape[1]
-    n = float(np.minimum(np.asarray(lengths), steps).sum())  # valid (b, t) of this batch
+
+  def add(totals, recorded, lengths):
+    n = valid_steps(recorded[next(iter(layers))], lengths)
     for path, layer in layers.items():
       means = _layer_statistics(layer, recorded[path], jnp.asarray(lengths))
       for k in STATISTICS:
-        sums[path][k] += n * np.asarray(means[k], np.float64)
-    count += n
-  return {p: {k: v / max(count, 1.0) for k, v in s.items()} for p, s in sums.items()}
+        totals[path][k] += n * np.asarray(means[k], np.float64)
+
+  return mean_over_steps(model, batches, max_batches,
+                         {p: {k: np.zeros(l.state_shape) for k in STATISTICS}
+                          for p, l in layers.items()}, add)
 
 
 def energy(view: StateStatistics) -> np.ndarray:

@@ -34,14 +34,14 @@ are pruned, so the sequential pass re-chooses the same states there.
 import dataclasses
 import itertools
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from last_nnx.pruning import allocate as allocate_lib
 from last_nnx.pruning import selective
-from last_nnx.pruning.apply import apply_keep, prunable_layers
-from last_nnx.pruning.calibrated import capture_inputs
+from last_nnx.pruning.apply import apply_keep
+from last_nnx.pruning.layers import prunable_layers
+from last_nnx.pruning.options import as_generator
 from last_nnx.pruning.criteria import check_applies, layer_scores
 from last_nnx.ssm.base import is_selective
 
@@ -96,11 +96,6 @@ class SequentialReport:
     return "\n".join(rows)
 
 
-@nnx.jit
-def _stats(layer, u, lengths):
-  return layer.state_statistics(u, lengths)
-
-
 def layer_statistics(model: nnx.Module, path: str, batches) -> dict[str, np.ndarray]:
   """``{statistic: state_shape float64}`` of the selective layer at ``path`` on ``batches``.
 
@@ -108,17 +103,7 @@ def layer_statistics(model: nnx.Module, path: str, batches) -> dict[str, np.ndar
   (earlier layers masked or compacted). ``batches``: a sequence of ``(inputs,
   lengths, ...)``, all read.
   """
-  layer = prunable_layers(model)[path]
-  sums = {k: np.zeros(layer.state_shape) for k in selective.STATISTICS}
-  count = 0.0
-  for recorded, lengths in capture_inputs(model, batches, len(batches)):
-    u = recorded[path]
-    n = float(np.minimum(np.asarray(lengths), u.shape[1]).sum())
-    means = _stats(layer, u, jnp.asarray(lengths))
-    for k in selective.STATISTICS:
-      sums[k] += n * np.asarray(means[k], np.float64)
-    count += n
-  return {k: v / max(count, 1.0) for k, v in sums.items()}
+  return selective.statistics(model, batches, len(batches), paths=(path,))[path]
 
 
 def _flat(stats: dict | None) -> dict:
@@ -149,7 +134,7 @@ def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibr
       (module docstring, step 2).
     calibration: a sequence or iterable of ``(inputs, lengths, ...)`` batches (the
       first ``calibration_batches`` are read, more than once when sequential).
-    rng: seed or generator for ``random`` (`pruning.as_generator` rules).
+    rng: seed or generator for ``random`` (`last_nnx.pruning.options.as_generator`).
     mode: ``'compact'`` or ``'mask'``.
     min_per_layer: states every layer keeps.
 
@@ -165,7 +150,6 @@ def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibr
   allocation = allocation or crit.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"allocation={allocation!r}; expected one of {ALLOCATIONS}")
-  from last_nnx.pruning import as_generator  # the package's seed rules
   generator = as_generator(rng)
   needs_data = crit.needs_data("selective")
   batches = []

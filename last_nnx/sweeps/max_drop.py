@@ -12,14 +12,16 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from last_nnx.pruning.layers import has_selective
 from last_nnx.ssm.base import is_selective, live_states
 
-def evaluate(model, task, splits) -> dict[str, float]:
-  """``{'<split>_accuracy', '<split>_loss'}`` for each split."""
-  from last_nnx.train.steps import evaluate as evaluate_split
+def split_metrics(model, task, splits) -> dict[str, float]:
+  """`last_nnx.train.steps.evaluate` of each split, flat as a sweep point stores it:
+  ``{'<split>_accuracy', '<split>_loss'}``."""
+  from last_nnx.train.steps import evaluate
   out = {}
   for split in splits:
-    m = evaluate_split(model, task, split)
+    m = evaluate(model, task, split)
     out[f"{split}_accuracy"], out[f"{split}_loss"] = m["accuracy"], m["loss"]
   return out
 
@@ -37,15 +39,9 @@ def parse_criterion(spec: str, seq_len: int) -> tuple[str, int | None]:
   if horizon == "L":
     return name, int(seq_len)
   if not horizon.isdigit() or int(horizon) < 1:
-    raise ValueError(f"criterion {spec!r}: after '@' give a number of steps or L (the "
-                     "sequence length), e.g. last@L or last@1024")
+    raise ValueError(f"criterion {spec!r}: horizon {horizon} is not a number of steps: after "
+                     "'@' give one, or L (the sequence length), e.g. last@L or last@1024")
   return name, int(horizon)
-
-
-def has_selective(model) -> bool:
-  """Whether any prunable layer of ``model`` is selective (Mamba-2)."""
-  from last_nnx import pruning
-  return "selective" in pruning.layer_kinds(model).values()
 
 
 def check_specs(model, specs) -> list[str]:
@@ -54,16 +50,18 @@ def check_specs(model, specs) -> list[str]:
   Raises:
     ValueError (one line): an unknown criterion or a bad ``@`` suffix
     (`parse_criterion`), a criterion that does not apply to a layer kind of
-    the model (naming those that do, `last_nnx.pruning.check_applies`), or a
+    the model (naming those that do, `last_nnx.pruning.criteria.check_applies`), or a
     horizon on a model with selective layers (they have no fixed poles whose
     norms a horizon would truncate).
   """
   from last_nnx import pruning
-  kinds = pruning.layer_kinds(model)
+  from last_nnx.pruning.criteria import check_applies
+  from last_nnx.pruning.layers import layer_kinds
+  kinds = layer_kinds(model)
   specs = list(specs)
   for spec in specs:
     name, horizon = parse_criterion(spec, 1)
-    pruning.check_applies(name, kinds)
+    check_applies(name, kinds)
     if horizon is not None and "selective" in kinds.values():
       raise ValueError(f"criterion {spec!r}: a horizon (@) truncates LTI norms, and this "
                        "model has selective SSM layers; use one of "
@@ -116,7 +114,9 @@ def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str
   from last_nnx import pruning
   name, horizon = parse_criterion(spec, task.seq_len)
   pruned = nnx.clone(model)
-  report = pruning.prune(pruned, ratio, criterion=name, mode=mode, rng=seed, horizon=horizon,
+  if pruning.get_criterion(name).reduction:
+    mode = "compact"  # a projection onto new states: a mask cannot express it
+  report = pruning.prune(pruned, ratio, criterion=name, mode=mode, seed=seed, horizon=horizon,
                          calibration=calibration(task), calibration_batches=calibration_batches,
                          seq_len=task.seq_len, min_per_layer=min_per_layer)
   return pruned, report
@@ -172,30 +172,32 @@ def min_states(model, min_per_layer: int = 1) -> int:
 
 def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune_epochs: int = 0,
                     calibration_batches: int = 4, min_per_layer: int = 1,
-                    split: str = "val", splits=("val",)) -> dict:
+                    split: str = "val", splits=("val",), mode: str = "mask") -> dict:
   """Largest ratio of ``spec`` within ``max_drop`` points of the dense ``split`` accuracy.
 
   Bisects the number of kept states (`last_nnx.pruning.search`); each probe
   prunes a copy (fine-tuned ``finetune_epochs`` epochs when > 0) and evaluates
   it on ``split`` (and on the other ``splits``). No probe keeps fewer than
   `min_states`. Returns ``{'ratio', 'kept', 'accuracy', 'probes', 'dense',
-  'metrics'}``, ``kept`` the states the pruned copy at ``ratio`` really kept
+  'metrics', 'copy'}``, ``kept`` the states the pruned copy at ``ratio`` really kept
   (a group's forced keep can add to the bisection's count), ``metrics`` the ``splits``
-  measured at the returned ratio (``{}`` when nothing could be pruned).
+  measured at the returned ratio (``{}`` when nothing could be pruned), ``copy`` the
+  ``(model, PruneReport)`` measured there (pruned with ``mode``, fine-tuned), or None.
   """
   from last_nnx.pruning import search
   from last_nnx.train.events import states_per_layer
   states = states_per_layer(model)
-  dense = evaluate(model, task, (split,))[f"{split}_accuracy"]
+  dense = split_metrics(model, task, (split,))[f"{split}_accuracy"]
 
-  measured, kept = {}, {}
+  measured, kept, copies = {}, {}, {}
 
   def accuracy_at(ratio):
     pruned, report = prune_copy(model, task, spec, ratio, calibration_batches=calibration_batches,
-                                min_per_layer=min_per_layer)
+                                min_per_layer=min_per_layer, mode=mode)
     kept[ratio] = report.states_after
+    copies[ratio] = (pruned, report)
     finetune(pruned, task, config, finetune_epochs)
-    measured[ratio] = evaluate(pruned, task, splits)
+    measured[ratio] = split_metrics(pruned, task, splits)
     acc = measured[ratio][f"{split}_accuracy"]
     logging.info("max_drop search %s (finetune %d): ratio %.4f -> %s accuracy %.4f (dense %.4f)",
                  spec, finetune_epochs, ratio, split, acc, dense)
@@ -203,11 +205,11 @@ def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune
 
   result = search.max_ratio_within(accuracy_at, dense, max_drop, sum(states.values()),
                                    min_kept=min_states(model, min_per_layer))
+  pruned_any = result.kept < sum(states.values())
   return dict(ratio=result.ratio, kept=kept.get(result.ratio, result.kept),
-              accuracy=result.accuracy,
-              probes=result.probes, dense=dense,
-              metrics=measured.get(result.ratio, {}) if result.kept < sum(states.values())
-              else {})
+              accuracy=result.accuracy, probes=result.probes, dense=dense,
+              metrics=measured.get(result.ratio, {}) if pruned_any else {},
+              copy=copies.get(result.ratio) if pruned_any else None)
 
 
 def max_drop_points(model, task, config, store, *, criteria, max_drop: float,
@@ -227,7 +229,7 @@ def max_drop_points(model, task, config, store, *, criteria, max_drop: float,
         continue
       found = max_drop_search(model, task, config, criterion, max_drop, finetune_epochs=epochs,
                               calibration_batches=calibration_batches, splits=("val", "test"))
-      metrics = found["metrics"] or evaluate(model, task, ("val", "test"))
+      metrics = found["metrics"] or split_metrics(model, task, ("val", "test"))
       store.add(dict(kind="max_drop", criterion=criterion, ratio=found["ratio"], seed=epochs,
                      max_drop=max_drop, kept=found["kept"], probes=found["probes"], **metrics))
       logging.info("%s, %d fine-tuning epochs: %.1f%% pruned within %.2f points (val)",

@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
 from last_nnx.sweeps.points import CRITERIA, mean_curve
 
 
@@ -116,7 +117,7 @@ def plot_scores(model, path: str, *, synthetic: bool, criteria=None,
     criteria = [c for c in criteria if not pruning.needs_calibration(model, c)]
   elif any(pruning.needs_calibration(model, c) for c in criteria):
     # A list: each criterion reads the same batches (a generator would be consumed).
-    calibration = list(itertools.islice(calibration, pruning.DEFAULT_CALIBRATION_BATCHES))
+    calibration = list(itertools.islice(calibration, DEFAULT_BATCHES))
   if not criteria:
     return False
   fig, axes = plt.subplots(1, len(criteria), figsize=(5.5 * len(criteria), 3.6), squeeze=False)

@@ -21,7 +21,7 @@ import numpy as np
 
 from absl import logging
 
-from last_nnx.sweeps.max_drop import (check_specs, evaluate, parse_criterion, prune_copy,
+from last_nnx.sweeps.max_drop import (check_specs, split_metrics, parse_criterion, prune_copy,
                                       resolve_criteria)
 
 CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
@@ -85,7 +85,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
   if dense_key not in store:
     store.add(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0, states=base,
-                   ratio_achieved=0.0, **evaluate(model, task, splits)))
+                   ratio_achieved=0.0, **split_metrics(model, task, splits)))
   todo = [(c, r, s) for c in criteria for r in ratios
           for s in range(seeds if c == "random" else 1)]
   for i, (criterion, ratio, seed) in enumerate(todo):
@@ -100,7 +100,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
     states = states_per_layer(pruned)
     point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
                  threshold=report.threshold, recalibrate_batches=recalibrate_batches,
-                 **evaluate(pruned, task, splits))
+                 **split_metrics(pruned, task, splits))
     store.add(point)
     logging.info("[%d/%d] %s r=%.2f seed %d: val acc %.4f", i + 1, len(todo), criterion, ratio,
                  seed, point.get("val_accuracy", float("nan")))
@@ -148,7 +148,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
                   horizon=horizon, calibration=calibration,
                   calibration_batches=calibration_batches)
-    after_prune = evaluate(model, task, ("val",))
+    after_prune = split_metrics(model, task, ("val",))
     for epoch in range(finetune_epochs):
       train_steps.fit(model, optimizer, streams.iterative(task, k, epoch))
     states = events.states_per_layer(model)
@@ -156,7 +156,7 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
                  ratio_achieved=1 - sum(states.values()) / n0,
                  val_accuracy_before_finetune=after_prune["val_accuracy"],
                  lr_scale=lr_scale,  # None: the run's rates and warmup
-                 **evaluate(model, task, splits))
+                 **split_metrics(model, task, splits))
     store.add(point)
     logging.info("iterative step %d/%d: %.0f%% pruned, val acc %.4f -> %.4f after fine-tuning",
                  k + 1, steps, 100 * point["ratio_achieved"], after_prune["val_accuracy"],

@@ -75,15 +75,13 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
     record.status, record.states_after = "skipped", before_states
     return run, record
   record.val_before = steps.evaluate(model, task, "val", mesh)
-  horizon = pruning.resolve_horizon(p.horizon, task.seq_len)
+  options = pruning.PruneOptions.from_config(p, task.seq_len)
   halvings = 0
   while True:
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
-    report = pruning.prune(model, ratio, criterion=p.criterion, mode=p.mode, optimizer=optimizer,
-                           rng=np.random.default_rng([config.seed, state.epoch_index, halvings]),
-                           min_per_layer=p.min_per_layer, bidirectional=p.bidirectional,
-                           horizon=horizon, calibration=streams.calibration(task, state.epoch_index),
-                           calibration_batches=p.calibration_batches)
+    report = pruning.prune(model, ratio, options=options, optimizer=optimizer,
+                           seed=(config.seed, state.epoch_index, halvings),
+                           calibration=streams.calibration(task, state.epoch_index))
     # Each process prunes its own copy: all must keep the same states.
     distributed.assert_same_on_every_process(
         json.dumps({path: [int(i) for i in layer.kept] for path, layer in report.layers.items()}),

@@ -36,7 +36,8 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import nnx
 
-from last_nnx import data, pruning
+from last_nnx import data
+from last_nnx.pruning.hinf import resolve_horizon
 from last_nnx.train import (baseline, distributed, memory, objectives, preemption,
                             regularizers, steps, streams, watch)
 from last_nnx.train import progress as progress_lib
@@ -139,7 +140,7 @@ def setup(config, workdir: str) -> Context:
                          process_count=processes)
   r = config.regularizer
   reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize,
-                                     horizon=pruning.resolve_horizon(r.horizon, task.seq_len))
+                                     horizon=resolve_horizon(r.horizon, task.seq_len))
   objective = objectives.for_task(task)
   objective.check(config.model, task)  # before anything is written
   return Context(

@@ -19,8 +19,8 @@ import dataclasses
 from absl import logging
 
 from last_nnx import pruning
-from last_nnx.pruning.schedule import (KINDS, is_settled, settle_targets, settle_window,
-                                       settled_target)
+from last_nnx.pruning.hinf import resolve_horizon
+from last_nnx.pruning.schedule import is_settled, settle_targets, settle_window, settled_target
 from last_nnx.ssm import ssm_kind
 from last_nnx.train.watch import unwatchable, watchable, watched_criterion
 
@@ -86,23 +86,13 @@ def event_target(config, spec: EpochSpec, run) -> float | None:
 def validate_config(config) -> None:
   """One-line errors for settings that cannot work."""
   p, t = config.pruning, config.train
-  if p.schedule not in KINDS:
-    raise ValueError(f"pruning.schedule={p.schedule!r}: use none, one_shot, iterative or "
-                     "settled")
-  if not 0.0 <= p.target_ratio < 1.0:
-    raise ValueError(f"pruning.target_ratio={p.target_ratio} must be in [0, 1): it is the "
-                     "fraction of states removed (0.3 removes 30%)")
-  if p.mode not in ("mask", "compact"):
-    raise ValueError(f"pruning.mode={p.mode!r}: use 'mask' or 'compact'")
-  if p.criterion not in pruning.registered_criteria():
-    raise ValueError(f"pruning.criterion={p.criterion!r} is unknown; registered: "
-                     f"{pruning.registered_criteria()}")
-  pruning.resolve_horizon(p.horizon, 1)  # raises on a bad setting
-  pruning.resolve_horizon(config.regularizer.horizon, 1)
   for name in ("start_epoch", "end_epoch"):
     if getattr(p, name) > t.epochs:
       raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
                        f"(train.epochs={t.epochs})")
+  event_targets(p, t.epochs)  # the schedule's own checks (`pruning.PruningSchedule`)
+  pruning.PruneOptions.from_config(p, 1)  # the event's (`pruning.PruneOptions`)
+  resolve_horizon(config.regularizer.horizon, 1)
   validate_watch(config)
   if t.batch_size % config.optim.grad_accum:
     raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from last_nnx.model import eval_mode
 from last_nnx.train import metrics as metrics_lib
 from last_nnx.train import distributed, objectives, regularizers
 
@@ -186,13 +187,16 @@ def eval_batches(task, split: str):
 
 def evaluate(model, task, split: str, mesh=None) -> dict[str, float]:
   """The task objective's metrics on ``split`` ('val' or 'test'), dropout off, BN
-  frozen: loss and accuracy (a language model adds perplexity and bits per byte)."""
+  frozen: loss and accuracy (a language model adds perplexity and bits per byte).
+
+  The one evaluation of the library: the model's train/eval mode is left as it
+  was found.
+  """
   objective = objectives.for_task(task)
-  model.eval()
   total = None
-  step = nnx.cached_partial(eval_step, model)  # one graph walk, not one per batch
-  batches = ((batch + (mask,)) for batch, mask in eval_batches(task, split))
-  for inputs, lengths, labels, mask in distributed.prefetch_to_device(batches, mesh):
-    total = metrics_lib.merge(total, step(inputs, lengths, labels, mask, objective=objective))
-  model.train()
+  with eval_mode(model):
+    step = nnx.cached_partial(eval_step, model)  # one graph walk, not one per batch
+    batches = ((batch + (mask,)) for batch, mask in eval_batches(task, split))
+    for inputs, lengths, labels, mask in distributed.prefetch_to_device(batches, mesh):
+      total = metrics_lib.merge(total, step(inputs, lengths, labels, mask, objective=objective))
   return {k: v for k, v in objective.scalars(total, split).items() if k != "penalty"}

@@ -37,7 +37,7 @@ import numpy as np
 from absl import logging
 
 from last_nnx import pruning
-from last_nnx.pruning import allocate, criteria
+from last_nnx.pruning import criteria, pipeline
 from last_nnx.pruning.schedule import jaccard
 from last_nnx.ssm import ssm_kind
 from last_nnx.train.console import DETAIL
@@ -105,20 +105,15 @@ def observe(model, *, criterion: str, target: float, initial_states: int, bidire
     ``(record, scores)``: the JSON record (module docstring; ``keep`` hex-packed)
     and ``{layer: (S,) float64}`` scores, ``-inf`` on dead slots.
   """
-  crit = criteria.get_criterion(criterion)
-  views = pruning.layer_views(model)  # StateModes (LTI) or data-free StateStatistics
-  rng = np.random.default_rng([seed, 0])
-  scores = {path: criteria.layer_scores(v, criterion, rng=rng, bidirectional=bidirectional,
-                                        horizon=horizon) for path, v in views.items()}
+  options = pruning.PruneOptions(criterion=criterion, min_per_layer=min_per_layer,
+                                 bidirectional=bidirectional, horizon=horizon, seed=(seed, 0))
+  scored = pipeline.score_states(model, options)  # StateModes (LTI) or data-free statistics
+  scores = scored.scores
   live = {path: int(np.isfinite(s).sum()) for path, s in scores.items()}
   ratio = pruning.event_ratio(target, sum(live.values()), initial_states)
-  keep = allocate.allocate(scores, ratio, crit.allocation, min_per_layer,
-                           pruning.state_groups(views))
-  energy_kept = {}
-  for path, mask in keep.items():
-    energy = pruning.view_energy(views[path], criterion, bidirectional, horizon)
-    total = energy.sum()
-    energy_kept[path] = float(energy[mask].sum() / total) if total > 0 else 1.0
+  plan = pipeline.plan_event(scored, ratio)  # the event's dry run: nothing is pruned
+  keep = plan.keep
+  energy_kept = {path: layer.energy_kept for path, layer in plan.layers.items()}
   record = dict(criterion=criterion, target=float(target), ratio=float(ratio),
                 layout={p: [int(s.size), live[p]] for p, s in scores.items()},
                 keep=encode_keep(keep), states_kept={p: int(m.sum()) for p, m in keep.items()},
