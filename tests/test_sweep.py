@@ -53,7 +53,7 @@ def test_one_shot_sweep_outputs_and_resume(trained, tmp_path, monkeypatch):
 
   # A rerun measures nothing new.
   calls = []
-  monkeypatch.setattr(sweeps.points, "evaluate", lambda *a, **k: calls.append(1) or {})
+  monkeypatch.setattr(sweeps.points, "split_metrics", lambda *a, **k: calls.append(1) or {})
   rerun = sweeps.PointStore(str(tmp_path))
   sweeps.one_shot(model, task, config, rerun, ratios=[0.25, 0.5],
                  criteria=["last", "last@L", "random"], seeds=2)

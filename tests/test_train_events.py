@@ -31,7 +31,7 @@ def test_scheduled_event_with_the_calibrated_criterion(tmp_path, monkeypatch):
 
   def prune(model, ratio, **kw):
     batches = list(kw["calibration"])
-    seen.append((kw["calibration_batches"], batches[0][0].shape))
+    seen.append((kw["options"].calibration_batches, batches[0][0].shape))
     return real_prune(model, ratio, **dict(kw, calibration=iter(batches)))
   monkeypatch.setattr(events.pruning, "prune", prune)
   summary = loop.train_and_evaluate(config, str(tmp_path))

@@ -321,7 +321,7 @@ def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch
   seen = []
   real_prune = events.pruning.prune
   monkeypatch.setattr(events.pruning, "prune",
-                      lambda model, ratio, **kw: seen.append(kw["horizon"]) or
+                      lambda model, ratio, **kw: seen.append(kw["options"].horizon) or
                       real_prune(model, ratio, **kw))
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert seen == [256]  # the smoke preset's synthetic L

@@ -38,6 +38,7 @@ from absl import logging
 
 from last_nnx import pruning
 from last_nnx.pruning import criteria, pipeline
+from last_nnx.pruning.hinf import resolve_horizon
 from last_nnx.pruning.schedule import jaccard
 from last_nnx.ssm import ssm_kind
 from last_nnx.train.console import DETAIL
@@ -178,7 +179,7 @@ def epoch_end(ctx, model, run, spec) -> None:
     record, scores = observe(
         model, criterion=criterion, target=p.target_ratio,
         initial_states=sum(run.initial_states.values()), bidirectional=p.bidirectional,
-        horizon=pruning.resolve_horizon(p.horizon, ctx.task.seq_len),
+        horizon=resolve_horizon(p.horizon, ctx.task.seq_len),
         min_per_layer=p.min_per_layer, seed=config.seed)
     prev = run.watch[-1] if run.watch else None
     overlap = (jaccard(keep_ids(prev), keep_ids(record))
