@@ -42,7 +42,7 @@ from flax import nnx
 
 from last_nnx.ssm import find_prunable_layers
 from last_nnx.ssm.base import live_states
-from last_nnx.train.checkpoint import WHICH, CheckpointMeta, load_model
+from last_nnx.train.checkpoint import WHICH, CheckpointMeta, load_model  # noqa: F401 (WHICH: cli)
 
 FORMATS = ("stablehlo", "savedmodel")
 

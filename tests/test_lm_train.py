@@ -95,5 +95,6 @@ def test_bad_inputs_stop_before_anything_is_written(corpus, tmp_path):
   with pytest.raises(ValueError, match=r"split has \d+ tokens .* fewer than one window"):
     train_and_evaluate(short, str(workdir))
   assert not workdir.exists() or not os.listdir(workdir)
-  with pytest.raises(ValueError, match=r"pydocs trains a Mamba-2 language model, not s5: use pydocs.py:mamba2"):
+  with pytest.raises(ValueError, match=r"pydocs trains a Mamba-2 language model, not s5: use "
+                     r"pydocs.py:mamba2"):
     pydocs_config.get_config("s5")

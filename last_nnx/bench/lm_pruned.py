@@ -173,7 +173,8 @@ def markdown(r: dict) -> list[str]:
     cells = []
     for b in batches:
       d = v["decode"][b]
-      cells.append(f"{d['tokens_per_s']:.1f} ({d['tokens_per_s'] / dense['decode'][b]['tokens_per_s']:.2f}x;"
+      speedup = d["tokens_per_s"] / dense["decode"][b]["tokens_per_s"]
+      cells.append(f"{d['tokens_per_s']:.1f} ({speedup:.2f}x;"
                    f" {d['bandwidth_limit_tokens_per_s']:.0f})")
     lines.append(f"| {name} | {v['state_bytes_per_stream'] / 2 ** 20:.2f} | "
                  f"{v['crossover_batch']:.0f} | " + " | ".join(cells) +

@@ -20,6 +20,8 @@ speech      int16 samples ``(N, L)``                    chirp class
 =========== =========================================== ===========================
 """
 
+from collections.abc import Callable
+
 import numpy as np
 
 from last_nnx.data import listops as listops_lib
@@ -370,7 +372,8 @@ def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 1
   return Split(audio, np.full(n, seq_len, np.int32), labels)
 
 
-GENERATORS = {
+# task -> generate(n, seq_len, rng, **knobs) -> Split
+GENERATORS: dict[str, Callable[..., Split]] = {
     "listops": listops,
     "text": text,
     "retrieval": retrieval,

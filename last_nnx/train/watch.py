@@ -17,9 +17,9 @@ the initial states) would do now:
   states and the same target (not across a pruning event).
 
 The records go into ``RunState.watch`` (checkpointed, so the ``settled``
-decision, `last_nnx.train.plan.event_target`, survives a resume) and into summary.json under ``watch``, where each
-also gets ``overlap_final``: the overlap with the last record at the same model
-size, i.e. the keep set the model had when it was pruned (or when training
+decision, `last_nnx.train.plan.event_target`, survives a resume) and into summary.json
+under ``watch``, where each also gets ``overlap_final``: the overlap with the last record at
+the same model size, i.e. the keep set the model had when it was pruned (or when training
 ended). The full per-state scores are appended to ``watch_scores.jsonl`` in the
 workdir for plotting (`last_nnx.cli.plot_watch`).
 
