@@ -61,6 +61,9 @@ SECTIONS = (
             "mamba2:markdown"),
     Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
     Section("lm", "lm", lambda f: _call("lm:bench_lm", min(f.repeats, 2)), "lm:markdown"),
+    Section("lm_pruned", "lm_pruned",
+            lambda f: _call("lm_pruned:bench_lm_pruned", min(f.repeats, 2)),
+            "lm_pruned:markdown"),
 )
 NAMES = tuple(s.name for s in SECTIONS)
 

@@ -123,10 +123,14 @@ def matmul_flops(repeats: int = 3) -> float:
 
 def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
                     prefill_len: int = 2048, config: Mamba2LMConfig | None = None,
-                    ratios=RATIOS) -> dict:
-  """The section's result (module docstring): per variant, state bytes, decode and prefill."""
+                    ratios=RATIOS, only=None, prefill_only=None) -> dict:
+  """The section's result (module docstring): per variant, state bytes, decode and prefill.
+
+  ``only``: the variant names to run (None: all); ``prefill_only``: those whose prefill
+  is timed (None: all that run).
+  """
   config = config or Mamba2LMConfig.mamba2_130m()
-  configs = variants(config, ratios)
+  configs = {k: c for k, c in variants(config, ratios).items() if only is None or k in only}
   models = {k: Mamba2LM(c, rngs=nnx.Rngs(0)) for k, c in configs.items()}
   w = weight_bytes(models["dense"])
   bw = bandwidth()
@@ -148,7 +152,8 @@ def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
           "bandwidth_limit_tokens_per_s": b * bw / (w + 2 * s),
           "flops_limit_tokens_per_s": flops / (2 * w / 4)}
   if prefill_len:
-    times = _best({k: _prefiller(m, prefill_len) for k, m in models.items()}, repeats)
+    times = _best({k: _prefiller(m, prefill_len) for k, m in models.items()
+                   if prefill_only is None or k in prefill_only}, repeats)
     for name, t in times.items():
       out["variants"][name]["prefill_tokens_per_s"] = prefill_len / t
   return out
