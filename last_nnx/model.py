@@ -16,6 +16,7 @@ pooling is a running mean (``'mean'``) or the current step (``'last'``).
 """
 
 import contextlib
+import inspect
 from typing import Any
 
 import jax
@@ -272,7 +273,7 @@ def build_model(model_config, *, n_classes: int, vocab_size: int | None, in_dim:
   Unknown fields of ``model_config`` raise a ValueError naming them.
   """
   options = dict(model_config)
-  known = set(SequenceModel.__init__.__code__.co_varnames) - {"self", "rngs"}
+  known = set(inspect.signature(SequenceModel.__init__).parameters) - {"self", "rngs"}
   unknown = sorted(set(options) - known)
   if unknown:
     raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")

@@ -29,7 +29,7 @@ import pytest
 from flax import nnx
 
 from last_nnx.model import SequenceModel
-from last_nnx.ssm import DiagonalSSM, make_ssm, registered_ssms
+from last_nnx.ssm import make_ssm, registered_ssms
 from last_nnx.ssm.base import is_selective, live_states
 from last_nnx.ssm.conformance import assert_conforms, check_protocol
 from last_nnx.ssm.lru import LRU
@@ -260,19 +260,6 @@ def test_step_mode_equals_scan(name, how):
   # Pruned (masked or padding) slots never get input: their state stays exactly zero.
   dead = np.asarray(layer.state_mask[...]) == 0
   assert np.all(np.asarray(state)[:, dead] == 0)
-
-
-@LTI
-def test_generic_step_fallback_equals_scan(name):
-  """DiagonalSSM's generic init_state/step (from state_modes()) is what a new type gets
-  if it writes no step of its own: it must agree with the layer too."""
-  layer = _pruned(name, "compact")
-  layer.__class__ = type(f"Generic{type(layer).__name__}", (type(layer),),
-                         {"init_state": DiagonalSSM.init_state, "step": DiagonalSSM.step})
-  u = _u(length=24)
-  streamed, state = _stream(layer, u)
-  assert state.shape == (u.shape[0],) + layer.state_shape
-  np.testing.assert_allclose(streamed, layer(u), atol=STEP_ATOL)
 
 
 @TYPES

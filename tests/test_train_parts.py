@@ -44,7 +44,7 @@ def test_layer_types_declare_the_roles_of_their_parameters():
   """The LRU's pole parameters get the SSM rate and no decay, from its PARAM_ROLES alone."""
   model = _model("lru")
   roles = param_roles(model)
-  assert roles == {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
+  assert roles == {"nu_log": "dynamics", "theta_log": "dynamics", "gamma_log": "input"}
   labels = param_labels(nnx.state(model, nnx.Param), "standard", False, roles)
   by_name = {jax.tree_util.keystr(p).split("'")[-2]: v
              for p, v in jax.tree_util.tree_leaves_with_path(labels)}

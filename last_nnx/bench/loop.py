@@ -249,18 +249,6 @@ def device_memory_limit() -> int | None:
   return stats.get("bytes_limit")
 
 
-def run_step_once(make, batch) -> float:
-  """Seconds of one (compiled) donated step at this batch: proof that it fits."""
-  model, optimizer = make()
-  carry = steps.TrainCarry.start(model)
-  carry = steps.train_step(model, optimizer, carry, *batch)
-  jax.block_until_ready(carry)
-  t = time.perf_counter()
-  carry = steps.train_step(model, optimizer, carry, *batch)
-  jax.block_until_ready(carry)
-  return time.perf_counter() - t
-
-
 def adam_optimizer(model) -> nnx.Optimizer:
   return nnx.Optimizer(model, optax.adamw(1e-3, weight_decay=0.05), wrt=nnx.Param)
 

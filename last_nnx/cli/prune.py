@@ -31,6 +31,7 @@ import sys
 from absl import app, flags
 
 from last_nnx.pruning import PruneReport
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
 from last_nnx.pruning.hinf import resolve_horizon
 from last_nnx.sweeps import saved
 
@@ -63,7 +64,8 @@ def _define_flags() -> None:
                      "ratio within this many accuracy points of dense on val (bisection), "
                      "report test accuracy there and write that model; < 0: off (--ratio).")
   flags.DEFINE_integer("finetune_epochs", 0, "--max_drop: fine-tuning epochs after pruning.")
-  flags.DEFINE_integer("calibration_batches", 4, "Training batches calibrated criteria read.")
+  flags.DEFINE_integer("calibration_batches", DEFAULT_BATCHES,
+                       "Training batches calibrated criteria read.")
   flags.DEFINE_list("eval_splits", list(saved.DEFAULT_EVAL_SPLITS), "Splits to evaluate "
                     "before and after pruning (empty: no evaluation).")
 

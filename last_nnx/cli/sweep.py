@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 from flax import nnx
 
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
 from last_nnx.sweeps.max_drop import (calibration, check_specs, default_criterion,
                                       max_drop_points, own_buffers, parse_criterion,
                                       resolve_criteria)
@@ -39,7 +40,8 @@ def _define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
   flags.DEFINE_integer("recalibrate_batches", 0, "One-shot: re-estimate BatchNorm statistics "
                        "of each pruned copy on this many training batches (0: off).")
-  flags.DEFINE_integer("calibration_batches", 4, "Training batches calibrated criteria read.")
+  flags.DEFINE_integer("calibration_batches", DEFAULT_BATCHES,
+                       "Training batches calibrated criteria read.")
   flags.DEFINE_float("max_drop", -1.0, "Also search, per criterion, the largest ratio within "
                      "this many accuracy points of dense on val (bisection); < 0: off.")
   flags.DEFINE_list("max_drop_finetune", ["0"], "Fine-tuning epochs after pruning in the "

@@ -4,8 +4,9 @@ Data-free norms (H-inf, H2) weigh every input direction and frequency alike;
 a trained layer sees a few. Like SparseGPT/Wanda for weights, the calibrated
 score runs the model on a few training batches, records every SSM layer's
 input ``u (B, L, H_in)`` (`last_nnx.pruning.calibration.capture_inputs`), and
-measures what each state really contributes to the layer output. State ``i`` of a layer with poles ``lam``, input rows ``B`` and output
-columns ``C_d`` (direction ``d``), output scale ``s`` (2 with ``conj_sym``):
+measures what each state really contributes to the layer output. State ``i``
+of a layer with poles ``lam``, input rows ``B`` and output columns ``C_d``
+(direction ``d``), output scale ``s`` (2 with ``conj_sym``):
 
     x_i(t) = sum_{t' <= t} lam_i^(t - t') (B_i . u_t')      (d = 1: t' >= t, backward)
     y_i(t) = s Re(C_i x_i(t))                                ((H_out,))

@@ -81,8 +81,9 @@ class Criterion:
       takes ``calibration``, the layer's ``(S,)`` output energies on real
       inputs (`last_nnx.pruning.calibrated`).
     reduction: not a subset of modes: `last_nnx.pruning.prune` projects
-      each layer onto fewer states (`last_nnx.pruning.balanced.reduce_layer`); ``score_fn`` gives its layer-normalized squared
-      Hankel singular values (one per live slot, strongest first).
+      each layer onto fewer states (`last_nnx.pruning.balanced.reduce_layer`);
+      ``score_fn`` gives its layer-normalized squared Hankel singular values
+      (one per live slot, strongest first).
     selective_fn: selective layers: ``(stats, *, rng) -> (S,)`` scores of a
       `last_nnx.pruning.selective.StateStatistics`; None if it does not apply.
     selective_calibrated: on selective layers the score needs the layer's

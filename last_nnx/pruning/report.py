@@ -72,7 +72,8 @@ class PruneReport:
 
   Attributes:
     criterion: criterion name.
-    mode: ``'mask'`` or ``'compact'``.
+    mode: ``'mask'``, ``'compact'``, or ``'balanced'`` (a reduction: the
+      layers were projected onto new states, and compacted).
     ratio_requested: the ``ratio`` argument.
     ratio_achieved: fraction of the live states before this event that it
       removed.

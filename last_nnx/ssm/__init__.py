@@ -1,6 +1,7 @@
-"""Diagonal SSM layers. Each implements `PrunableSSM` (see `base.py`)."""
+"""SSM layers: S5, S4D, the LRU (LTI) and Mamba-2 (selective), each implementing
+`PrunableSSM` on the `SSMLayer` base (see `base.py`)."""
 
-from last_nnx.ssm.base import (DiagonalSSM, PrunableSSM, StateMask, StateModes,
+from last_nnx.ssm.base import (DiagonalSSM, PrunableSSM, SSMLayer, StateMask, StateModes,
                                find_prunable_layers)
 from last_nnx.ssm.registry import make_ssm, register_ssm, registered_ssms, ssm_kind
 from last_nnx.ssm.lru import LRU
@@ -12,5 +13,6 @@ register_ssm("s5")(S5)
 register_ssm("s4d")(S4D)
 register_ssm("lru")(LRU)
 
-__all__ = ["DiagonalSSM", "LRU", "PrunableSSM", "StateMask", "StateModes", "S4D", "S5",
-           "find_prunable_layers", "make_ssm", "register_ssm", "registered_ssms"]
+__all__ = ["DiagonalSSM", "LRU", "Mamba2", "PrunableSSM", "S4D", "S5", "SSMLayer", "StateMask",
+           "StateModes", "find_prunable_layers", "make_ssm", "register_ssm", "registered_ssms",
+           "ssm_kind"]

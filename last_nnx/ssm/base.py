@@ -59,7 +59,7 @@ Conventions
 
 Beyond subsets of modes
 -----------------------
-Two optional methods (on `DiagonalSSM`; S5, S4D and the LRU implement them)
+Two optional methods (on `SSMLayer`; S5, S4D and the LRU implement them)
 serve the criteria that need more than the modes:
 
 * ``record_input(u)``, called first in ``__call__`` by every layer (both kinds):
@@ -89,7 +89,7 @@ class StateMask(nnx.Variable):
 
 
 class SSMInput(nnx.Intermediate):
-  """A layer's input ``u (B, L, H)`` sown by `DiagonalSSM.record_input` (calibration)."""
+  """A layer's input ``u (B, L, H)`` sown by `SSMLayer.record_input` (calibration)."""
 
 
 RECORDED_INPUT = "recorded_input"  # attribute name of the sown `SSMInput`
@@ -137,12 +137,11 @@ KINDS = ("lti", "selective")
 class PrunableSSM(Protocol):
   """What every prunable layer implements, of either kind (module docstring).
 
-  Subclassing :class:`DiagonalSSM` gives ``mask_states`` and ``prune_states``
-  for free (and a generic ``init_state``/``step`` built on ``state_modes``); a
-  layer then declares its state-carrying parameters and implements what its
-  kind needs: ``state_modes`` (`LTISSM`) or ``state_statistics``
-  (`SelectiveSSM`), and ``__call__``. S5, S4D, the LRU and Mamba-2 override
-  ``init_state``/``step`` with their own recurrences in their native layout.
+  Subclassing :class:`SSMLayer` gives ``mask_states`` and ``prune_states``
+  for free (and the zero ``init_state`` of an LTI layer); a layer then declares
+  its state-carrying parameters and implements what its kind needs:
+  ``state_modes`` (`LTISSM`) or ``state_statistics`` (`SelectiveSSM`),
+  ``__call__`` and ``step``, its recurrence in its native layout.
   `last_nnx.ssm.conformance.check_protocol` lists what a layer is missing.
   """
 
@@ -203,7 +202,7 @@ class SelectiveSSM(PrunableSSM, Protocol):
   selective: bool
 
   def record_input(self, u: jax.Array) -> None:
-    """Sows the layer input ``u (B, L, H)`` (see `DiagonalSSM.record_input`)."""
+    """Sows the layer input ``u (B, L, H)`` (see `SSMLayer.record_input`)."""
     ...
 
   def state_statistics(self, u: jax.Array, lengths: jax.Array | None = None) -> dict:
@@ -215,14 +214,17 @@ class SelectiveSSM(PrunableSSM, Protocol):
     ...
 
 
-def is_selective(layer) -> bool:
-  """Whether ``layer`` is a selective SSM (its class sets ``selective = True``)."""
-  return bool(getattr(layer, "selective", False))
-
-
 def layer_kind(layer) -> str:
-  """``'selective'`` or ``'lti'`` (see the module docstring)."""
-  return "selective" if is_selective(layer) else "lti"
+  """``'selective'`` or ``'lti'``: the kind of a layer or layer class (module docstring).
+
+  The one place the kind is read: the class attribute ``selective``.
+  """
+  return "selective" if getattr(layer, "selective", False) else "lti"
+
+
+def is_selective(layer) -> bool:
+  """Whether ``layer`` (or a layer class) is of the ``'selective'`` kind."""
+  return layer_kind(layer) == "selective"
 
 
 def live_states(layer) -> int:
@@ -274,8 +276,9 @@ def gather_states(array: jax.Array, index: np.ndarray, axis: int) -> jax.Array:
   return jnp.moveaxis(out, tuple(range(n)), tuple(range(axis, axis + n)))
 
 
-class DiagonalSSM(nnx.Module):
-  """Base class implementing masking and compaction for diagonal SSM layers.
+class SSMLayer(nnx.Module):
+  """The base class of every SSM layer type, of either kind: masking, compaction,
+  input recording and the zero streaming state of `PrunableSSM`.
 
   Subclasses set ``self.state_mask = StateMask(ones(state_shape))`` and list
   their state-carrying parameters in ``STATE_AXES``: attribute name -> the
@@ -283,10 +286,11 @@ class DiagonalSSM(nnx.Module):
   have the layout of ``state_shape``). ``mask_states``/``prune_states`` then
   work without further code.
 
-  ``PARAM_ROLES`` maps a subclass's parameter names onto the S5 names whose
-  optimizer treatment they share (``Lambda_re``, ``Lambda_im``, ``B``,
-  ``log_step``: SSM learning rate, no weight decay; see
-  `last_nnx.train.optim`). Parameters named like S5's need no entry.
+  ``PARAM_ROLES`` maps a subclass's parameter names onto their optimizer roles
+  (`last_nnx.train.optim.ROLES`: ``dynamics`` the poles, ``step`` the step size,
+  ``input``, ``output``, ``feedthrough``): the role decides the learning rate and
+  weight decay. Parameters named like S5's (``Lambda_re``, ``B``, ``log_step``...)
+  need no entry.
   """
 
   STATE_AXES: dict[str, int] = {}
@@ -315,7 +319,7 @@ class DiagonalSSM(nnx.Module):
 
     Every layer type calls this first thing in ``__call__``. It is a no-op
     unless ``self.recording_input`` is True (set by
-    `last_nnx.pruning.calibrated.capture_inputs` around calibration forward
+    `last_nnx.pruning.calibration.capture_inputs` around calibration forward
     passes), so training never stores activations.
     """
     if getattr(self, "recording_input", False):
@@ -339,15 +343,11 @@ class DiagonalSSM(nnx.Module):
                        "on future inputs, so it cannot run as a streaming RNN")
 
   def init_state(self, batch_size: int) -> jax.Array:
-    """Generic fallback: ``(batch_size,) + state_shape`` complex64 zeros."""
+    """Zero state ``(batch_size,) + state_shape`` complex64 for ``step`` (causal layers
+    only): ``(B, P)`` for S5, ``(B, H, n)`` for S4D (``n`` the padded width after ragged
+    compaction; padding slots stay zero), ``(B, S)`` for the LRU."""
     self._check_streamable()
     return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
-
-  def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Generic fallback: one step of the system described by ``state_modes()``."""
-    self._check_streamable()
-    flat, y = step_modes(self.state_modes(), state.reshape(state.shape[0], -1), u_t)
-    return flat.reshape(state.shape), y
 
   def prune_states(self, keep) -> dict[str, Callable[[jax.Array], jax.Array]]:
     keep = self._check_keep(keep) & (np.asarray(self.state_mask.get_value()) > 0)
@@ -363,32 +363,7 @@ class DiagonalSSM(nnx.Module):
     return transforms
 
 
-def step_modes(modes: StateModes, state: jax.Array, u_t: jax.Array):
-  """One recurrent step of the causal system described by ``modes``.
-
-  Args:
-    modes: the layer's one-state subsystems (direction 0 is used).
-    state: ``(B, S)`` complex64 previous states.
-    u_t: ``(B, H)`` float32 inputs at this step.
-
-  Returns:
-    ``(new_state (B, S), y_t (B, H))``; dead slots stay zero.
-  """
-  b = modes.B * modes.valid[:, None]
-  if modes.channel is None:
-    drive = u_t.astype(b.dtype) @ b.T
-  else:
-    drive = u_t[:, modes.channel].astype(b.dtype) * b[:, 0]
-  state = modes.poles * state + drive
-  if modes.channel is None:
-    y = (state @ modes.C[0].T).real
-  else:
-    contrib = (state * modes.C[0, 0]).real  # (B, S)
-    y = jax.ops.segment_sum(contrib.T, modes.channel, num_segments=u_t.shape[1]).T
-  y = modes.output_scale * y
-  if modes.feedthrough is not None:
-    y = y + modes.feedthrough * u_t
-  return state, y
+DiagonalSSM = SSMLayer  # its former name, from when every layer type was diagonal LTI
 
 
 def find_prunable_layers(module: nnx.Module) -> dict[str, PrunableSSM]:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from last_nnx.ssm.base import PrunableSSM, StateModes, is_selective
+from last_nnx.ssm.base import PrunableSSM, StateModes, is_selective, layer_kind
 
 REQUIRED = ("state_mask", "state_shape", "mask_states", "prune_states", "init_state", "step")
 # What each kind adds to REQUIRED.
@@ -190,7 +190,7 @@ def check_protocol(layer, d_model: int) -> list[str]:
     wrong ``STATE_AXES``, a forward pass or a streaming step with the wrong
     shapes.
   """
-  kind = "selective" if is_selective(layer) else "lti"
+  kind = layer_kind(layer)
   problems = [f"missing attribute or method {name!r}"
               for name in REQUIRED + REQUIRED_BY_KIND[kind] if not hasattr(layer, name)]
   if problems:

@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.ssm import scan
-from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
+from last_nnx.ssm.base import SSMLayer, StateMask, StateModes
 
 
 def _complex(x: jax.Array) -> jax.Array:
@@ -61,7 +61,7 @@ def ring_init(key: jax.Array, size: int, r_min: float, r_max: float,
   return nu_log, theta_log
 
 
-class LRU(DiagonalSSM):
+class LRU(SSMLayer):
   """Linear Recurrent Unit layer.
 
   Args:
@@ -79,7 +79,7 @@ class LRU(DiagonalSSM):
   # The optimizer treats the pole parameterization like S5's Lambda and the input
   # normalization like B (SSM learning rate, no weight decay: decaying nu_log toward
   # 0 would pull |lam| toward exp(-1)).
-  PARAM_ROLES = {"nu_log": "Lambda_re", "theta_log": "Lambda_im", "gamma_log": "B"}
+  PARAM_ROLES = {"nu_log": "dynamics", "theta_log": "dynamics", "gamma_log": "input"}
   output_scale = 1.0
 
   def __init__(self, d_model: int, state_size: int = 64, *, r_min: float = 0.9,
@@ -154,11 +154,6 @@ class LRU(DiagonalSSM):
     y = scan.mimo_diagonal_system(lam, b, c, u, bidirectional=self.bidirectional,
                                   method=self.scan_method)
     return self.output_scale * y + self.D[...] * u
-
-  def init_state(self, batch_size: int) -> jax.Array:
-    """Zero state ``(batch_size, S)`` complex64 for `step` (causal layers only)."""
-    self._check_streamable()
-    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One time step: ``(state (B, S), u_t (B, H)) -> (new_state, y_t (B, H))``.

@@ -104,7 +104,8 @@ class Mamba2(DiagonalSSM):
                 "conv_B_bias": 0, "conv_C_bias": 0}
   # The columns that write into (B) and read from (C) each state: `magnitude` scores them.
   STATE_IO = ("in_B", "in_C")
-  PARAM_ROLES = {"A_log": "Lambda_re", "D": "Lambda_re", "dt_bias": "log_step"}
+  # D (the per-head skip) is trained like the dynamics, as in the Mamba reference.
+  PARAM_ROLES = {"A_log": "dynamics", "D": "dynamics", "dt_bias": "step"}
 
   def __init__(self, d_model: int, state_size: int = 64, *, n_heads: int | None = None,
                head_dim: int = 16, n_groups: int = 1, expand: int = 2, conv_width: int = 4,

@@ -4,6 +4,8 @@ from collections.abc import Callable
 
 from flax import nnx
 
+from last_nnx.ssm.base import layer_kind
+
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {}
 
 
@@ -28,7 +30,7 @@ def ssm_kind(name: str) -> str:
   """``'selective'`` or ``'lti'``: the kind of the registered type ``name`` (`ssm.base`)."""
   if name not in _REGISTRY:
     raise ValueError(f"unknown model.ssm {name!r}; registered types: {registered_ssms()}")
-  return "selective" if getattr(_REGISTRY[name], "selective", False) else "lti"
+  return layer_kind(_REGISTRY[name])
 
 
 def make_ssm(name: str, d_model: int, options: dict, *, rngs: nnx.Rngs) -> nnx.Module:

@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.ssm import hippo
-from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
+from last_nnx.ssm.base import SSMLayer, StateMask, StateModes
 from last_nnx.ssm.discretize import discretize, undiscretize
 from last_nnx.ssm.s5 import _as_complex
 
@@ -31,7 +31,7 @@ def _vandermonde_kernel(lam_bar: jax.Array, cb: jax.Array, length: int) -> jax.A
   return jnp.einsum("hn,hnl->hl", cb, powers).real
 
 
-class S4D(DiagonalSSM):
+class S4D(SSMLayer):
   """The S4D layer (multi-SISO diagonal SSM).
 
   Args:
@@ -155,14 +155,6 @@ class S4D(DiagonalSSM):
     k_f = jnp.fft.rfft(full, n=2 * length, axis=-1).T  # (2L/2+1, H)
     y = jnp.fft.irfft(u_f * k_f[None], n=2 * length, axis=1)[:, :length]
     return y + self.D[...] * u
-
-  def init_state(self, batch_size: int) -> jax.Array:
-    """Zero state ``(batch_size, H, n)`` complex64 for `step` (causal layers only).
-
-    After ragged compaction ``n`` is the padded width; padding slots stay zero.
-    """
-    self._check_streamable()
-    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One time step of the causal layer as H independent SISO RNNs.

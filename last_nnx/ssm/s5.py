@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.ssm import hippo
-from last_nnx.ssm.base import DiagonalSSM, StateMask, StateModes
+from last_nnx.ssm.base import SSMLayer, StateMask, StateModes
 from last_nnx.ssm.discretize import discretize, undiscretize
 from last_nnx.ssm import scan
 
@@ -31,7 +31,7 @@ def _as_pair(z: np.ndarray) -> np.ndarray:
   return np.stack([z.real, z.imag], axis=-1).astype(np.float32)
 
 
-class S5(DiagonalSSM):
+class S5(SSMLayer):
   """The S5 SSM layer.
 
   Args:
@@ -54,7 +54,7 @@ class S5(DiagonalSSM):
 
   STATE_AXES = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "C": 2, "log_step": 0}
 
-  def __init__(self, d_model: int, state_size: int, *, blocks: int = 1,
+  def __init__(self, d_model: int, state_size: int = 64, *, blocks: int = 1,
                conj_sym: bool = True, bidirectional: bool = False,
                discretization: str = "zoh", dt_min: float = 1e-3,
                dt_max: float = 1e-1, step_rescale: float = 1.0,
@@ -158,11 +158,6 @@ class S5(DiagonalSSM):
     y = scan.mimo_diagonal_system(lam_bar, b_bar, c, u, bidirectional=self.bidirectional,
                                   method=self.scan_method)
     return self.output_scale * y + self.D[...] * u
-
-  def init_state(self, batch_size: int) -> jax.Array:
-    """Zero state ``(batch_size, P)`` complex64 for `step` (causal layers only)."""
-    self._check_streamable()
-    return jnp.zeros((batch_size,) + self.state_shape, jnp.complex64)
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One time step of the causal layer as an RNN.

@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
 from last_nnx.pruning.layers import has_selective
 from last_nnx.ssm.base import is_selective, live_states
 
@@ -104,7 +105,7 @@ def calibration(task):
 
 
 def prune_copy(model, task, spec: str, ratio: float, *, seed: int = 0, mode: str = "mask",
-               calibration_batches: int = 4, min_per_layer: int = 1):
+               calibration_batches: int = DEFAULT_BATCHES, min_per_layer: int = 1):
   """``(pruned copy of model, report)``: ``spec`` (``name`` or ``name@T``) at ``ratio``.
 
   Subset criteria mask by default (no recompilation between points); reduction
@@ -171,7 +172,7 @@ def min_states(model, min_per_layer: int = 1) -> int:
 
 
 def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune_epochs: int = 0,
-                    calibration_batches: int = 4, min_per_layer: int = 1,
+                    calibration_batches: int = DEFAULT_BATCHES, min_per_layer: int = 1,
                     split: str = "val", splits=("val",), mode: str = "mask") -> dict:
   """Largest ratio of ``spec`` within ``max_drop`` points of the dense ``split`` accuracy.
 
@@ -212,25 +213,32 @@ def max_drop_search(model, task, config, spec: str, max_drop: float, *, finetune
               copy=copies.get(result.ratio) if pruned_any else None)
 
 
+def finetune_epochs_of(point: dict) -> int:
+  """A ``max_drop`` point's fine-tuning epochs (older points kept them in ``seed``)."""
+  return point.get("finetune_epochs", point["seed"])
+
+
 def max_drop_points(model, task, config, store, *, criteria, max_drop: float,
-                    finetune_epochs=(0,), calibration_batches: int = 4) -> None:
+                    finetune_epochs=(0,), calibration_batches: int = DEFAULT_BATCHES) -> None:
   """Runs `max_drop_search` for every criterion and fine-tuning setting not yet in ``store``.
 
   Stored as ``kind='max_drop'`` points: ``ratio`` the ratio found (bisection on
-  val), ``seed`` the fine-tuning epochs, ``max_drop`` the tolerance, and the
-  val/test accuracy of that pruned (and fine-tuned) model.
+  val), ``finetune_epochs``, ``max_drop`` the tolerance, and the val/test
+  accuracy of that pruned (and fine-tuned) model. (Points stored before
+  ``finetune_epochs`` had its own field kept it in ``seed``; they still count.)
   """
   for criterion in criteria:
     for epochs in finetune_epochs:
       done = [p for p in store.points.values() if p["kind"] == "max_drop"
-              and p["criterion"] == criterion and p["seed"] == epochs
+              and p["criterion"] == criterion and finetune_epochs_of(p) == epochs
               and p.get("max_drop") == max_drop]
       if done:
         continue
       found = max_drop_search(model, task, config, criterion, max_drop, finetune_epochs=epochs,
                               calibration_batches=calibration_batches, splits=("val", "test"))
       metrics = found["metrics"] or split_metrics(model, task, ("val", "test"))
-      store.add(dict(kind="max_drop", criterion=criterion, ratio=found["ratio"], seed=epochs,
+      store.add(dict(kind="max_drop", criterion=criterion, ratio=found["ratio"], seed=0,
+                     finetune_epochs=epochs,
                      max_drop=max_drop, kept=found["kept"], probes=found["probes"], **metrics))
       logging.info("%s, %d fine-tuning epochs: %.1f%% pruned within %.2f points (val)",
                    criterion, epochs, 100 * found["ratio"], max_drop)

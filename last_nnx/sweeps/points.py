@@ -21,7 +21,8 @@ import numpy as np
 
 from absl import logging
 
-from last_nnx.sweeps.max_drop import (check_specs, split_metrics, parse_criterion, prune_copy,
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
+from last_nnx.sweeps.max_drop import (check_specs, parse_criterion, prune_copy, split_metrics,
                                       resolve_criteria)
 
 CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
@@ -31,7 +32,8 @@ DEFAULT_RATIOS = tuple(round(0.1 * i, 2) for i in range(10))
 
 
 def point_key(p: dict) -> str:
-  return f"{p['kind']}|{p['criterion']}|{p['ratio']:.4f}|{p['seed']}"
+  key = f"{p['kind']}|{p['criterion']}|{p['ratio']:.4f}|{p['seed']}"
+  return key + (f"|ft{p['finetune_epochs']}" if "finetune_epochs" in p else "")
 
 
 class PointStore:
@@ -65,7 +67,7 @@ class PointStore:
 
 def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, seeds: int,
              splits=("val", "test"), recalibrate_batches: int = 0,
-             calibration_batches: int = 4) -> None:
+             calibration_batches: int = DEFAULT_BATCHES) -> None:
   """Measures every (criterion, ratio, seed) point not yet in ``store``.
 
   Masked pruning is used for subset criteria: the same outputs as compaction
@@ -108,7 +110,7 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
 
 def iterative(model, task, config, store: PointStore, *, criterion: str, target: float,
               steps: int, finetune_epochs: int, splits=("val", "test"),
-              calibration_batches: int = 4, lr_scale: float | None = None) -> None:
+              calibration_batches: int = DEFAULT_BATCHES, lr_scale: float | None = None) -> None:
   """Prunes toward ``target`` in ``steps`` equal cumulative steps, fine-tuning between.
 
   Compaction is used (the model really shrinks and trains on). The model is

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from last_nnx.sweeps import plots
+from last_nnx.sweeps.max_drop import finetune_epochs_of
 from last_nnx.sweeps.points import PointStore, mean_curve
 
 def compressibility(points: list[dict], split: str = "test", tolerances=(0.5, 1.0)) -> dict:
@@ -82,8 +83,8 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     lines.append("| criterion | tolerance (pt) | fine-tune epochs | pruned | val acc | "
                  "test acc | test drop (pt) |")
     lines.append("|---|---|---|---|---|---|---|")
-    for p in sorted(searched, key=lambda p: (p["seed"], -p["ratio"], p["criterion"])):
-      lines.append(f"| {p['criterion']} | {p['max_drop']:g} | {p['seed']} | "
+    for p in sorted(searched, key=lambda p: (finetune_epochs_of(p), -p["ratio"], p["criterion"])):
+      lines.append(f"| {p['criterion']} | {p['max_drop']:g} | {finetune_epochs_of(p)} | "
                    f"{100 * p['ratio']:.1f}% | {100 * p['val_accuracy']:.2f} | "
                    f"{100 * p['test_accuracy']:.2f} | {100 * (dense - p['test_accuracy']):.2f} |")
   iters = sorted((p for p in points if p["kind"] == "iterative"), key=lambda p: p["ratio"])

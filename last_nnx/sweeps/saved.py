@@ -22,6 +22,7 @@ from absl import logging
 
 from last_nnx import data, pruning
 from last_nnx.pruning.allocate import check_ratio
+from last_nnx.pruning.calibration import DEFAULT_BATCHES
 from last_nnx.sweeps.max_drop import (calibration, check_specs, default_criterion,
                                       max_drop_search, parse_criterion, resolve_criteria,
                                       split_metrics)
@@ -71,8 +72,9 @@ def _check_out(out_dir: str | None, workdir: str) -> None:
 def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last",
                       mode: str = "compact", out_dir: str | None = None, *,
                       which: str = "latest", min_per_layer: int = 1, bidirectional: str = "sum",
-                      seed: int = 0, calibration_batches: int = 4, evaluate: bool = True,
-                      eval_splits=DEFAULT_EVAL_SPLITS, evaluate_fn=None) -> dict:
+                      seed: int = 0, calibration_batches: int = DEFAULT_BATCHES,
+                      evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
+                      evaluate_fn=None) -> dict:
   """Loads the saved model of ``workdir``, prunes it, writes it to ``out_dir``.
 
   Args:
@@ -159,8 +161,9 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
 
 
 def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None, *,
-            which: str = "latest", finetune_epochs: int = 0, calibration_batches: int = 4,
-            min_per_layer: int = 1, mode: str = "compact") -> dict:
+            which: str = "latest", finetune_epochs: int = 0,
+            calibration_batches: int = DEFAULT_BATCHES, min_per_layer: int = 1,
+            mode: str = "compact") -> dict:
   """For each criterion spec: the largest ratio within ``max_drop`` points on val, and the model.
 
   Bisects the ratio (`last_nnx.sweeps.max_drop.max_drop_search`) on the

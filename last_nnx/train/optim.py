@@ -1,20 +1,25 @@
 """Optimizers: separate learning rate and no weight decay for SSM parameters.
 
-Parameters are labelled by their leaf name, as in the reference S5 code:
+Every SSM parameter has a role (`ROLES`): ``dynamics`` (the poles: S5's
+``Lambda_re``, ``Lambda_im``), ``step`` (the step size, ``log_step``),
+``input`` (``B``), ``output`` (``C``), ``feedthrough`` (``D``). S5's names carry
+their roles (`S5_ROLES`); a layer type with other names declares them in its
+``PARAM_ROLES`` (`last_nnx.ssm.base.SSMLayer`). The groups by role, as in the
+reference S5 code:
 
-================  ==============================================  =============
+================  ==============================================  =================
 ``opt_config``    SSM group (Adam, ``ssm_lr``, no weight decay)    special group
-================  ==============================================  =============
-standard          Lambda_re, Lambda_im, B, log_step                -
-BandCdecay        Lambda_re, Lambda_im, log_step                   B: AdamW at ssm_lr
-BfastandCdecay    Lambda_re, Lambda_im, log_step                   -
-noBCdecay         Lambda_re, Lambda_im, B, C, D, log_step          -
-================  ==============================================  =============
+================  ==============================================  =================
+standard          dynamics, step, input                            -
+BandCdecay        dynamics, step                                   input: AdamW at ssm_lr
+BfastandCdecay    dynamics, step                                   -
+noBCdecay         dynamics, step, input, output, feedthrough      -
+================  ==============================================  =================
 
-Everything else (C unless noBCdecay, D, encoder, norms, GLU, head) is AdamW at
-the global rate ``lr = lr_factor * ssm_lr`` with ``weight_decay``. With
-``dt_global`` the step parameter ``log_step`` moves to the global group, as in
-the reference. Norm parameters go to the global group: the reference listed
+Everything else (output unless noBCdecay, feedthrough, encoder, norms, GLU,
+head) is AdamW at the global rate ``lr = lr_factor * ssm_lr`` with
+``weight_decay``. With ``dt_global`` the ``step`` parameters move to the global
+group, as in the reference. Norm parameters go to the global group: the reference listed
 "norm" among SSM names, but its nested-dict matcher only sees leaf names, so in
 its runs (and its published numbers) they were decayed at the global rate.
 Both rates follow linear warmup then cosine decay, per optimizer update.
@@ -24,17 +29,20 @@ import jax
 import optax
 from flax import nnx
 
+ROLES = ("dynamics", "step", "input", "output", "feedthrough")
+S5_ROLES = {"Lambda_re": "dynamics", "Lambda_im": "dynamics", "log_step": "step", "B": "input",
+            "C": "output", "D": "feedthrough"}
 OPT_CONFIGS = {
-    "standard": ({"Lambda_re", "Lambda_im", "B", "log_step"}, set()),
-    "BandCdecay": ({"Lambda_re", "Lambda_im", "log_step"}, {"B"}),
-    "BfastandCdecay": ({"Lambda_re", "Lambda_im", "log_step"}, set()),
-    "noBCdecay": ({"Lambda_re", "Lambda_im", "B", "C", "D", "log_step"}, set()),
+    "standard": ({"dynamics", "step", "input"}, set()),
+    "BandCdecay": ({"dynamics", "step"}, {"input"}),
+    "BfastandCdecay": ({"dynamics", "step"}, set()),
+    "noBCdecay": ({"dynamics", "step", "input", "output", "feedthrough"}, set()),
 }
 
 
 def param_roles(model: nnx.Module) -> dict[str, str]:
-  """Parameter name -> S5 role, from the ``PARAM_ROLES`` of every module in ``model``
-  (the LRU maps its pole parameters onto ``Lambda_re``/``Lambda_im``)."""
+  """Parameter name -> role (`ROLES`), from the ``PARAM_ROLES`` of every module in
+  ``model`` (the LRU maps its pole parameters onto ``dynamics``)."""
   roles = {}
   for _, module in nnx.iter_graph(model):
     roles.update(getattr(type(module), "PARAM_ROLES", None) or {})
@@ -50,8 +58,9 @@ def param_labels(params, opt_config: str, dt_global: bool = False,
       ``nnx.Param`` variables, or the same tree of raw arrays as optax sees it
       in ``update``).
     opt_config: one of ``OPT_CONFIGS``.
-    dt_global: put ``log_step`` in the regular group.
-    roles: parameter name -> the S5 name it is treated as (`param_roles`).
+    dt_global: put the ``step`` parameters in the regular group.
+    roles: parameter name -> its role (`param_roles`); names without one take
+      `S5_ROLES`'.
 
   Returns:
     A tree of the same structure with a string label per leaf.
@@ -59,16 +68,16 @@ def param_labels(params, opt_config: str, dt_global: bool = False,
   if opt_config not in OPT_CONFIGS:
     raise ValueError(f"unknown optim.opt_config {opt_config!r}; expected one of "
                      f"{sorted(OPT_CONFIGS)}")
-  ssm_names, ssm_decay_names = OPT_CONFIGS[opt_config]
+  ssm_roles, ssm_decay_roles = OPT_CONFIGS[opt_config]
   if dt_global:
-    ssm_names = ssm_names - {"log_step"}
+    ssm_roles = ssm_roles - {"step"}
 
   def label(path, variable):
     name = str(getattr(path[-1], "key", path[-1]))
-    name = (roles or {}).get(name, name)
-    if name in ssm_names:
+    role = (roles or {}).get(name) or S5_ROLES.get(name)
+    if role in ssm_roles:
       group = "ssm"
-    elif name in ssm_decay_names:
+    elif role in ssm_decay_roles:
       group = "ssm_decay"
     else:
       group = "regular"
