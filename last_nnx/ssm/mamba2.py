@@ -20,7 +20,7 @@ channels ``[x, B, C]``. Here each block is its own parameter (``in_z``,
 concatenates them back into the fused matrices, so the split is exact (the
 same function, one matmul and one conv), and removing state ``n`` of group
 ``g`` is a plain gather on the ``(G, N)`` axes of the six B/C parameters:
-`DiagonalSSM.prune_states` does it (``STATE_AXES``), ragged per group (each
+`SSMLayer.prune_states` does it (``STATE_AXES``), ragged per group (each
 group keeps its own count, padded and masked to the largest).
 
 **Pruned states.** The ``StateMask (G, N)`` multiplies ``B`` and ``C`` after the
@@ -47,7 +47,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.ssm import ssd
-from last_nnx.ssm.base import DiagonalSSM, StateMask
+from last_nnx.ssm.base import SSMLayer, StateMask
 from last_nnx.ssm.registry import register_ssm
 
 
@@ -75,7 +75,7 @@ def gated_rms_norm(y: jax.Array, z: jax.Array, scale: jax.Array, groups: int,
 
 
 @register_ssm("mamba2")
-class Mamba2(DiagonalSSM):
+class Mamba2(SSMLayer):
   """The Mamba-2 mixer as a prunable SSM layer (see the module docstring).
 
   Args:
