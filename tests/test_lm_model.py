@@ -9,6 +9,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.lm import Mamba2LM, Mamba2LMConfig, evaluate, generate
 from last_nnx.ssm.base import live_states
+from last_nnx.ssm.mamba2 import gated_rms_norm
 
 CONFIG = Mamba2LMConfig.tiny(n_groups=2, tie_embeddings=False, chunk_size=8)
 
@@ -89,3 +90,18 @@ def test_pruned_lm_compacts_and_runs():
   decoded = _decode_logits(model, tokens, 6)
   np.testing.assert_allclose(decoded, np.asarray(_forward(model, tokens))[:, 5:], rtol=1e-5,
                              atol=1e-5)
+
+
+def test_gated_norm_per_group_or_whole_width():
+  y = jax.random.normal(jax.random.key(0), (2, 3, 8))
+  z = jax.random.normal(jax.random.key(1), (2, 3, 8))
+  scale = jnp.arange(1.0, 9.0)
+  v = np.asarray(y * jax.nn.silu(z))
+  rms = lambda a: a / np.sqrt((a * a).mean(-1, keepdims=True) + 1e-5)
+  whole = rms(v) * np.asarray(scale)
+  grouped = np.concatenate([rms(v[..., :4]), rms(v[..., 4:])], -1) * np.asarray(scale)
+  np.testing.assert_allclose(gated_rms_norm(y, z, scale, 1), whole, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(gated_rms_norm(y, z, scale, 2), grouped, rtol=1e-5, atol=1e-6)
+  assert np.abs(whole - grouped).max() > 1e-2  # the choice matters when G > 1
+  full = Mamba2LMConfig.tiny(n_groups=2, gated_norm="full")
+  assert full.mixer_options(0)["norm_groups"] == 1 and CONFIG.mixer_options(0)["norm_groups"] == 2
