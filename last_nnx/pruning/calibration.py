@@ -14,7 +14,7 @@ that batch's number of valid ``(row, step)`` pairs (each batch weighted by its
 valid steps).
 """
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
