@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from last_nnx.train import batchnorm, events, loop, run_state, steps
+from last_nnx.train import batchnorm, events, loop, run_state, steps, story
 from tests.session_once import once_per_session, session_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,10 +330,10 @@ def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch
 
 def test_unstable_poles_are_warned_about(caplog):
   config = get_config("listops", "s5,smoke")
-  loop._warn_if_unstable(events.ssm_ranges(_unstable_s5_model()), config)
+  story.warn_if_unstable(events.ssm_ranges(_unstable_s5_model()), config)
   assert "|lambda| = 1.0" in caplog.text and "clip_eigs=True" in caplog.text
   caplog.clear()
-  loop._warn_if_unstable({"ssm/pole_abs_max": 0.999}, config)
+  story.warn_if_unstable({"ssm/pole_abs_max": 0.999}, config)
   assert caplog.text == ""
 
 

@@ -33,21 +33,19 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
-from flax import nnx
+from clu import metric_writers, periodic_actions
 
 from last_nnx import data
 from last_nnx.pruning.hinf import resolve_horizon
 from last_nnx.train import (baseline, distributed, memory, objectives, preemption,
-                            regularizers, steps, streams, watch)
+                            regularizers, steps, story, streams, watch)
 from last_nnx.train import progress as progress_lib
 from last_nnx.train import summary as summary_lib
 from last_nnx.train.console import DETAIL
 from last_nnx.train.checkpoint import Checkpointer
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
 from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, event_target, validate_config
-from last_nnx.train.run_state import (Run, checkpoint_meta, divergence_message, flat_config,
-                                      metrics_from_json, metrics_to_json, micro_steps,
+from last_nnx.train.run_state import (Run, checkpoint_meta, divergence_message, metrics_from_json, metrics_to_json, micro_steps,
                                       restore_or_init, save)
 from last_nnx.train.steps import Diverged, TrainCarry, check_health
 
@@ -96,7 +94,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ctx = setup(config, workdir)
   run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt)
   distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
-  log_plan(ctx, run)
+  if run.state.step == 0:
+    story.log_parameters(run.model, ctx.writer, ctx.config)
+  story.log_plan(ctx.config, ctx.plan, ctx.micro, run.model)
   memory.check_run_fits(config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg,
                         ctx.objective)
   ctx.start_progress(run.state.step)
@@ -150,24 +150,6 @@ def setup(config, workdir: str) -> Context:
                                                   just_logging=jax.process_index() > 0),
       ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
       best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1), workdir=workdir)
-
-
-def log_plan(ctx: Context, run: Run) -> None:
-  model = run.model
-  if run.state.step == 0:
-    logging.info("parameters:\n%s", parameter_overview.get_parameter_overview(
-        nnx.to_pure_dict(nnx.state(model, nnx.Param))), extra=DETAIL)
-    ctx.writer.write_hparams({k: v for k, v in flat_config(ctx.config.to_dict()).items()
-                              if isinstance(v, (int, float, str, bool))})
-  if ctx.config.pruning.schedule == "settled":
-    window = [s.train_epoch for s in ctx.plan if s.settle]
-    events = (f"pruning once the keep set settles, after an epoch in {window[0]}-{window[-1]}"
-              if window else "no pruning window")
-  else:
-    events = f"{sum(s.target_ratio is not None for s in ctx.plan)} pruning events"
-  logging.info("plan: %d epochs (%d training, %d fine-tuning, %s, %d micro-steps each); "
-               "states per layer %s", len(ctx.plan), ctx.config.train.epochs,
-               sum(s.finetune for s in ctx.plan), events, ctx.micro, states_per_layer(model))
 
 
 def train_epoch(ctx: Context, run: Run) -> dict:
@@ -276,11 +258,11 @@ def evaluate_epoch(ctx: Context, run: Run, spec: EpochSpec, train_scalars) -> di
   label = epoch_label(ctx.plan, state.epoch_index)
   logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
                extra=DETAIL)
-  logging.info("%s", epoch_line(label, scalars, ctx.objective))
+  logging.info("%s", story.epoch_line(label, scalars, ctx.objective))
   state.epochs.append(dict(epoch=state.epoch_index + 1, train_epoch=spec.train_epoch,
                            step=state.step, finetune=spec.finetune, **scalars))
-  _warn_if_at_chance(val, ctx.objective.chance_level(ctx.task), state, ctx.config)
-  _warn_if_unstable(scalars, ctx.config)
+  story.warn_if_at_chance(val, ctx.objective.chance_level(ctx.task), state, ctx.config)
+  story.warn_if_unstable(scalars, ctx.config)
   return val
 
 
@@ -352,37 +334,3 @@ def _write_summary(summary: dict, workdir: str) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
-
-
-def epoch_line(label: str, scalars: dict, objective=steps.CLASSIFICATION) -> str:
-  """``'epoch 3/6: train loss 2.104 acc 21.3% | val loss 2.087 acc 22.0% | 96 states'``
-  (a language model: ``loss 1.62 ppl 5.05 bpb 2.34``)."""
-  parts = [label + ":"]
-  for split in ("train", "val"):
-    if f"{split}/loss" in scalars:
-      values = {k.split("/", 1)[1]: v for k, v in scalars.items() if k.startswith(split + "/")}
-      parts.append(f"{split} {objective.describe(values)}")
-  return " | ".join([" ".join(parts[:2])] + parts[2:] + [f"{scalars['states/total']} states"])
-
-
-def _warn_if_at_chance(val: dict, chance: float | None, run, config) -> None:
-  """``chance``: the accuracy of guessing (None: the objective has no such warning)."""
-  if chance is None:
-    return
-  acc = val["accuracy"]
-  run.chance_epochs = run.chance_epochs + 1 if acc <= chance + 0.02 else 0
-  if run.chance_epochs >= config.train.chance_warning_epochs:
-    logging.warning("validation accuracy %.3f has sat at chance (%.3f) for %d epochs: on "
-                    "Path-X this is the known failure; check dt_min, the lr and the data",
-                    acc, chance, run.chance_epochs)
-
-
-def _warn_if_unstable(scalars: dict, config) -> None:
-  """Poles on or past the unit circle: the recurrence no longer forgets, and the state
-  norms pruning ranks by are infinite (a penalty on them can push poles there)."""
-  largest = scalars.get("ssm/pole_abs_max")
-  if largest is not None and largest >= 1.0:
-    logging.warning("a discrete pole has |lambda| = %.5f >= 1 (unstable state); set "
-                    "model.ssm_config.clip_eigs=True (S5) to keep poles inside the unit "
-                    "circle%s", largest,
-                    ", or lower regularizer.weight" if config.regularizer.kind != "none" else "")
