@@ -11,7 +11,7 @@ import pytest
 
 from last_nnx import data
 from last_nnx.data import listops as listops_lib
-from last_nnx.data import readers, synthetic
+from last_nnx.data import pathfinder_speech, readers, synthetic
 from last_nnx.data.layout import DataError
 
 
@@ -140,7 +140,7 @@ def make_speech(root, per_word=3):
   ``w`` is a constant ``100 * (w + 1)`` lasting ``8000 + i`` samples."""
   base = root / "speech_commands_v0.02"
   val, test = [], []
-  for w, word in enumerate(readers.SPEECH_WORDS):
+  for w, word in enumerate(pathfinder_speech.SPEECH_WORDS):
     (base / word).mkdir(parents=True)
     for i in range(per_word):
       name = f"{w:08x}_nohash_{i}.wav"
@@ -447,6 +447,6 @@ def test_rows_are_compacted_in_place():
   x = np.arange(20).reshape(10, 2)
   keep = np.array([1, 0, 0, 1, 1, 0, 1, 1, 0, 1], bool)
   expected = x[keep].copy()
-  out = readers._compact_rows(x, keep, chunk=2)
+  out = pathfinder_speech.compact_rows(x, keep, chunk=2)
   np.testing.assert_array_equal(out, expected)
   assert np.shares_memory(out, x)

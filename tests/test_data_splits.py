@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from last_nnx import data
-from last_nnx.data import readers, splits
+from last_nnx.data import pathfinder_speech, readers, splits
 from tests.test_data_readers import (
   config,
   make_aan,
@@ -203,15 +203,15 @@ def test_speech_reference_class_ids(tmp_path):
   make_speech(tmp_path)
   ref = data.build_task(config("speech", tmp_path, tmp_path, splits="reference"), batch_size=5)
   default = data.build_task(config("speech", tmp_path, tmp_path), batch_size=5)
-  assert sorted(splits.REFERENCE_SPEECH_WORDS) == list(readers.SPEECH_WORDS)
+  assert sorted(splits.REFERENCE_SPEECH_WORDS) == list(pathfinder_speech.SPEECH_WORDS)
   # Read off the reference's ALL_CLASSES: bed 0, yes 16, backward 17, zero 34.
   ids = {w: k for k, w in enumerate(splits.REFERENCE_SPEECH_WORDS)}
   assert (ids["bed"], ids["yes"], ids["backward"], ids["zero"]) == (0, 16, 17, 34)
   for name in ("train", "val", "test"):
     # A clip of alphabetical word w holds the constant 100 (w + 1): it names its word.
     for split, words in ((ref.splits[name], splits.REFERENCE_SPEECH_WORDS),
-                         (default.splits[name], readers.SPEECH_WORDS)):
-      clip_words = [readers.SPEECH_WORDS[v // 100 - 1] for v in split.inputs[:, 0]]
+                         (default.splits[name], pathfinder_speech.SPEECH_WORDS)):
+      clip_words = [pathfinder_speech.SPEECH_WORDS[v // 100 - 1] for v in split.inputs[:, 0]]
       assert [words[k] for k in split.labels] == clip_words
     same = lambda s: sorted(map(tuple, np.asarray(s.inputs[:, :8003])))
     assert same(ref.splits[name]) == same(default.splits[name])  # same members

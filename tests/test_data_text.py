@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from last_nnx import data
-from last_nnx.data import pydocs, text
+from last_nnx.data import pydocs, text, tokenize
 
 WORDS = ("state space models prune whole states . the layer keeps its strongest modes and "
          "drops the rest ; a language model reads bytes and predicts the next one").split()
@@ -125,7 +125,7 @@ def _tokenizer_json(path, corpus_docs):
 def test_tokenizer_json_and_bits_per_byte(corpus, tmp_path):
   root, docs = corpus
   tok = _tokenizer_json(tmp_path / "tokenizer.json", docs)
-  loaded = text.load_tokenizer(str(tmp_path))  # the checkpoint's folder works too
+  loaded = tokenize.load_tokenizer(str(tmp_path))  # the checkpoint's folder works too
   assert loaded.vocab_size == tok.get_vocab_size() and loaded.separator == 1
   assert loaded.decode(loaded.encode("the layer keeps")) == "the layer keeps"
   task = data.build_task(_config(root, tokenizer=str(tmp_path / "tokenizer.json"), seq_len=4),
@@ -145,11 +145,11 @@ def test_bad_inputs_are_one_line(corpus, tmp_path):
   # A tokenizer that does not match the model's vocabulary.
   with pytest.raises(ValueError, match=r"has 256 tokens but the model's vocabulary has 50288: "
                                        r"use the tokenizer.json"):
-    text.check_vocab(256, 50288, "bytes")
+    tokenize.check_vocab(256, 50288, "bytes")
   with pytest.raises(ValueError, match="has 300 tokens but the model's vocabulary has 256"):
-    text.check_vocab(300, 256)
-  text.check_vocab(50277, 50288)  # mamba2-130m: the tokenizer's vocab padded to 16
-  text.check_vocab(256, 256)
+    tokenize.check_vocab(300, 256)
+  tokenize.check_vocab(50277, 50288)  # mamba2-130m: the tokenizer's vocab padded to 16
+  tokenize.check_vocab(256, 256)
   # Text shorter than one window.
   with pytest.raises(ValueError, match=r"split has \d+ tokens .*fewer than one window of "
                                        r"data.seq_len \+ 1 = 100001: give more text, or lower"):
@@ -161,7 +161,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path):
   with pytest.raises(ValueError, match=r"bad.jsonl:1 is not a JSON object with a 'text' field"):
     text.read_documents(_config(tmp_path / "bad.jsonl"))
   with pytest.raises(FileNotFoundError, match="no tokenizer.json there"):
-    text.load_tokenizer(str(tmp_path / "nowhere"))
+    tokenize.load_tokenizer(str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="holds no .txt or .jsonl"):
     text.read_documents(_config(tmp_path / "*.csv"))
   for message in ("split has", "is not a JSON object"):

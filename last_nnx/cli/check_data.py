@@ -31,7 +31,7 @@ import sys
 import numpy as np
 from absl import app, flags
 
-from last_nnx.data import layout, readers
+from last_nnx.data import layout, pathfinder_speech
 from last_nnx.data import splits as splits_lib
 from last_nnx.data.config import SPECS, TASKS
 from last_nnx.data.layout import DataError
@@ -150,7 +150,7 @@ def _cifar(report: Report, base: str, **_) -> None:
 
 def _pathfinder(report: Report, base: str, task: str, fmt: dict) -> None:
   try:
-    entries = readers.metadata_entries(base, task, **fmt)
+    entries = pathfinder_speech.metadata_entries(base, task, **fmt)
   except DataError as e:
     report.problems.append(str(e))
     return
@@ -178,7 +178,7 @@ def _pathfinder(report: Report, base: str, task: str, fmt: dict) -> None:
     sizes = splits_lib.pathfinder_sizes(int((~gone).sum()), "default")
     rule = "split 80/10/10 in order"
   report.counts.update(zip(("train", "val", "test"), sizes))
-  report.notes.append(f"{lines} metadata lines in {len(readers.metadata_files(base))} files; "
+  report.notes.append(f"{lines} metadata lines in {len(pathfinder_speech.metadata_files(base))} files; "
                       + rule)
 
 
@@ -192,10 +192,10 @@ def _speech(report: Report, base: str, **_) -> None:
     else:
       report.problems.append(f"missing {path}")
       lists[split] = set()
-  missing = [w for w in readers.SPEECH_WORDS if not os.path.isdir(os.path.join(base, w))]
+  missing = [w for w in pathfinder_speech.SPEECH_WORDS if not os.path.isdir(os.path.join(base, w))]
   if missing:
     report.problems.append(f"missing word folders under {base}: {', '.join(missing)}")
-  present = {f"{w}/{os.path.basename(p)}" for w in readers.SPEECH_WORDS
+  present = {f"{w}/{os.path.basename(p)}" for w in pathfinder_speech.SPEECH_WORDS
              for p in glob.glob(os.path.join(base, w, "*.wav"))}
   for split in ("val", "test"):
     absent = lists[split] - present

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from last_nnx.data import listops as listops_lib
+from last_nnx.data.contours import contours, disc_pixels, stroke_pixels
 from last_nnx.data.pipeline import Split
 
 _LOWERCASE = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)
@@ -110,56 +111,6 @@ def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 
 # Pathfinder: are the two markers the ends of one contour?
 
 
-def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-  """Folds coordinates into ``[lo, hi]`` by mirroring at the borders (keeps curves smooth)."""
-  width = hi - lo
-  y = np.mod(x - lo, 2 * width)
-  return lo + width - np.abs(y - width)
-
-
-def _contours(rng, n: int, count: int, segments: int, res: int, step: float,
-              curvature: float, margin: float) -> np.ndarray:
-  """Smooth random walks: ``(n, count, segments + 1, 2)`` float (row, col) vertices."""
-  start = rng.uniform(margin, res - 1 - margin, size=(n, count, 1, 2))
-  heading = rng.uniform(0, 2 * np.pi, size=(n, count, 1))
-  turns = rng.normal(0, curvature, size=(n, count, segments))
-  angles = heading + np.cumsum(turns, axis=-1)
-  moves = step * np.stack([np.sin(angles), np.cos(angles)], axis=-1)
-  path = np.concatenate([start, start + np.cumsum(moves, axis=2)], axis=2)
-  return _reflect(path, margin, res - 1 - margin)
-
-
-def _stroke_pixels(vertices: np.ndarray, res: int, dash: float, thickness: int) -> np.ndarray:
-  """Flat pixel indices (per image, ``(n, P)``) covered by dashed strokes along the vertices.
-
-  Each segment is drawn over its first ``dash`` fraction (the paddles of the
-  LRA images), sampled twice per pixel, with a ``thickness`` square brush.
-  """
-  a, b = vertices[:, :, :-1], vertices[:, :, 1:]
-  seg_len = np.linalg.norm(b - a, axis=-1).max()
-  k = max(2, int(np.ceil(2 * seg_len * dash)) + 1)
-  frac = np.linspace(0.0, dash, k)[:, None]
-  pts = a[..., None, :] + frac * (b - a)[..., None, :]  # (n, c, s, k, 2)
-  pts = np.floor(pts.reshape(len(vertices), -1, 2) + 0.5).astype(np.int64)
-  offsets = np.arange(thickness) - (thickness - 1) // 2
-  dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
-  rows = np.clip(pts[:, :, None, 0] + dy.ravel(), 0, res - 1)
-  cols = np.clip(pts[:, :, None, 1] + dx.ravel(), 0, res - 1)
-  return (rows * res + cols).reshape(len(vertices), -1)
-
-
-def _disc_pixels(centers: np.ndarray, res: int, radius: float) -> np.ndarray:
-  """Flat pixel indices ``(n, P)`` of filled discs around ``(n, m, 2)`` centers."""
-  r = int(np.ceil(radius))
-  dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-  inside = dy ** 2 + dx ** 2 <= radius ** 2 + 0.25
-  dy, dx = dy[inside], dx[inside]
-  c = np.floor(centers + 0.5).astype(np.int64)
-  rows = np.clip(c[..., 0:1] + dy, 0, res - 1)
-  cols = np.clip(c[..., 1:2] + dx, 0, res - 1)
-  return (rows * res + cols).reshape(len(centers), -1)
-
-
 def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: int = 4,
                segments: int = 8, curvature: float = 0.35) -> Split:
   """Pathfinder-style images, ``seq_len = res**2``: label 1 iff the markers share a contour.
@@ -189,15 +140,15 @@ def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: i
   images = np.zeros((n, res * res), np.uint8)
   for rows in _chunks(n):
     m = rows.stop - rows.start
-    long = _contours(rng, m, 2, segments, res, step, curvature, margin)
-    short = _contours(rng, m, max(distractors, 0), max(1, segments // 3), res, step, curvature,
+    long = contours(rng, m, 2, segments, res, step, curvature, margin)
+    short = contours(rng, m, max(distractors, 0), max(1, segments // 3), res, step, curvature,
                       margin)
     positive = labels[rows].astype(bool)[:, None]
     far_end = np.where(positive, long[:, 0, -1], long[:, 1, -1])
     markers = np.stack([long[:, 0, 0], far_end], axis=1)
-    pixels = [_stroke_pixels(long, res, 0.7, thickness), _disc_pixels(markers, res, radius)]
+    pixels = [stroke_pixels(long, res, 0.7, thickness), disc_pixels(markers, res, radius)]
     if distractors > 0:
-      pixels.append(_stroke_pixels(short, res, 0.7, thickness))
+      pixels.append(stroke_pixels(short, res, 0.7, thickness))
     flat = np.concatenate(pixels, axis=1) + (np.arange(m) * res * res)[:, None]
     block = images[rows].reshape(-1)  # a view: rows of a C-contiguous array
     block[flat.ravel()] = 255

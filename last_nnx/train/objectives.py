@@ -31,7 +31,7 @@ import jax
 import optax
 from flax import nnx
 
-from last_nnx.data import text
+from last_nnx.data import tokenize
 from last_nnx.lm import Mamba2LM, Mamba2LMConfig
 from last_nnx.model import build_model
 from last_nnx.train import metrics as metrics_lib
@@ -150,7 +150,7 @@ def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
 
   Raises:
     ValueError: another layer type, a field the LM does not have, or a
-      ``model.vocab_size`` the tokenizer does not match (`text.check_vocab`).
+      ``model.vocab_size`` the tokenizer does not match (`tokenize.check_vocab`).
   """
   m = dict(model_config)
   if m.get("ssm", "mamba2") != "mamba2":
@@ -166,7 +166,7 @@ def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
   fields = {_LM_FIELDS[k]: v for k, v in m.items() if k in _LM_FIELDS and v is not None}
   fields.update({k: v for k, v in ssm.items() if v is not None})
   model_vocab = fields.setdefault("vocab_size", vocab_size)
-  text.check_vocab(vocab_size, model_vocab)
+  tokenize.check_vocab(vocab_size, model_vocab)
   return Mamba2LMConfig(**fields)
 
 
