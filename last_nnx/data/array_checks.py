@@ -116,5 +116,5 @@ def check(splits: dict[str, dict[str, np.ndarray]], *, n_classes: int | None = N
     if top > vocab:
       split = next(s for s, f in splits.items() if f["inputs"].max() >= vocab)
       raise ArrayError(f"{split} inputs: token id {top - 1} is outside data.vocab_size="
-                       f"{vocab_size} (ids must be 0..{vocab_size - 1})")
+                       f"{vocab_size} (ids must be 0..{vocab - 1})")
   return dict(kind=kind, seq_len=L, in_dim=F, n_classes=classes, vocab_size=vocab)

@@ -171,7 +171,7 @@ def speech_read(base: str, c) -> tuple[dict[str, Split], int]:
   if missing:
     raise error("speech", base, f"missing word folders {missing} (v0.01 has 30 words; "
                 "v0.02 is needed)")
-  files = {s: ([], []) for s in ("train", "val", "test")}
+  files: dict[str, tuple[list, list]] = {s: ([], []) for s in ("train", "val", "test")}
   words = (splits_lib.REFERENCE_SPEECH_WORDS if splits_lib.mode(c) == "reference"
            else SPEECH_WORDS)
   for label, word in enumerate(words):
