@@ -6,5 +6,7 @@ They stay at experiments/configs/ in the repository and install as the package
 
 from setuptools import find_packages, setup
 
-setup(packages=[*find_packages(include=["last_nnx", "last_nnx.*"]), "last_nnx.configs"],
-      package_dir={"last_nnx.configs": "experiments/configs"})
+setup(
+  packages=[*find_packages(include=["last_nnx", "last_nnx.*"]), "last_nnx.configs"],
+  package_dir={"last_nnx.configs": "experiments/configs"},
+)

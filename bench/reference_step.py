@@ -98,17 +98,16 @@ sys.path.insert(0, ROOT)
 if os.path.isdir(SITE_DIR):
   sys.path.append(SITE_DIR)  # shim 5: fallback clu/wrapt, after installed packages
 
+import flax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import flax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from last_nnx.bench import cost  # noqa: E402
 from last_nnx.bench.cost import TASK_FLAGS  # noqa: E402
 from last_nnx.bench.shapes import TASK_SHAPES  # noqa: E402
-from last_nnx.train.steps import (TrainCarry, bound_train_step, train_step,  # noqa: E402
-                                   train_step_fn)
+from last_nnx.train.steps import TrainCarry, bound_train_step, train_step, train_step_fn  # noqa: E402
 
 REFERENCE_FLAGS = TASK_FLAGS  # the reference run scripts' flags, per task
 QUICK = dict(L=256, layers=2)
@@ -179,8 +178,12 @@ def _inputs(shape: dict, flags: dict, batch: int, seed: int = 0):
     ours = (jnp.asarray(pixels), jnp.asarray(lengths), jnp.asarray(y))
     x_ref = jnp.asarray(pixels)
   ref_x = (x_ref, jnp.asarray(lengths, jnp.float32)) if flags["padded"] else x_ref
-  ref = (ref_x, jnp.asarray(y, jnp.float32), jnp.ones((batch, L), jnp.float32),
-         jnp.zeros((batch,), jnp.float32))
+  ref = (
+    ref_x,
+    jnp.asarray(y, jnp.float32),
+    jnp.ones((batch, L), jnp.float32),
+    jnp.zeros((batch,), jnp.float32),
+  )
   return ours, ref
 
 
@@ -191,10 +194,13 @@ def _memory(compiled) -> dict | None:
     return None
   if stats is None:
     return None
-  out = {k: int(getattr(stats, k + "_in_bytes")) for k in
-         ("argument_size", "output_size", "temp_size", "alias_size", "generated_code_size")}
-  out["total_bytes"] = (out["argument_size"] + out["output_size"] + out["temp_size"]
-                        - out["alias_size"])
+  out = {
+    k: int(getattr(stats, k + "_in_bytes"))
+    for k in ("argument_size", "output_size", "temp_size", "alias_size", "generated_code_size")
+  }
+  out["total_bytes"] = (
+    out["argument_size"] + out["output_size"] + out["temp_size"] - out["alias_size"]
+  )
   return out
 
 
@@ -213,8 +219,12 @@ def _timings(step, repeats: int) -> dict:
   outs = [step() for _ in range(repeats)]
   jax.block_until_ready(outs[-1])
   pipelined = (time.perf_counter() - t) / repeats
-  return dict(step_s=float(np.median(times)), pipelined_step_s=pipelined, first_call_s=first,
-              step_s_all=[float(x) for x in times])
+  return dict(
+    step_s=float(np.median(times)),
+    pipelined_step_s=pipelined,
+    first_call_s=first,
+    step_s_all=[float(x) for x in times],
+  )
 
 
 def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False) -> dict:
@@ -226,10 +236,16 @@ def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False
   holder = {"carry": carry}
   # As the loop calls it: model and optimizer bound, so the graphs are walked once
   # (where a flax lacks nnx.cached_partial, nnx.jit walks them on every call).
-  bound = (bound_train_step(model, optimizer) if hasattr(nnx, "cached_partial")
-           else functools.partial(train_step, model, optimizer))
-  step_of = ("bound_train_step" if hasattr(nnx, "cached_partial")
-             else "train_step (nnx.jit, graphs walked per call: this flax lacks cached_partial)")
+  bound = (
+    bound_train_step(model, optimizer)
+    if hasattr(nnx, "cached_partial")
+    else functools.partial(train_step, model, optimizer)
+  )
+  step_of = (
+    "bound_train_step"
+    if hasattr(nnx, "cached_partial")
+    else "train_step (nnx.jit, graphs walked per call: this flax lacks cached_partial)"
+  )
 
   def step():
     holder["carry"] = bound(holder["carry"], x, lengths, y)
@@ -251,8 +267,12 @@ def run_ours(shape: dict, flags: dict, inputs, repeats: int, remat: bool = False
 
     compiled = jax.jit(functional, donate_argnums=0).lower(state, x, lengths, y).compile()
     out["memory"], out["memory_of"] = _memory(compiled), "functional train_step_fn"
-  out["params"] = int(sum(v.size * (2 if jnp.iscomplexobj(v) else 1)
-                          for v in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  out["params"] = int(
+    sum(
+      v.size * (2 if jnp.iscomplexobj(v) else 1)
+      for v in jax.tree.leaves(nnx.state(model, nnx.Param))
+    )
+  )
   return out
 
 
@@ -260,6 +280,7 @@ def _reference_model(shape: dict, flags: dict):
   """The reference's ``BatchClassificationModel`` class, set up as its ``train.py`` does."""
   from jax.scipy.linalg import block_diag
   from s5 import seq_model, ssm, ssm_init
+
   P, J = shape["P"], shape["J"]
   block = P // J
   Lambda, _, _, V, _ = ssm_init.make_DPLR_HiPPO(block)
@@ -268,32 +289,67 @@ def _reference_model(shape: dict, flags: dict):
   Lambda = jnp.tile(Lambda, J)
   Vinv = block_diag(*([V.conj().T] * J))
   V = block_diag(*([V] * J))
-  ssm_fn = ssm.init_S5SSM(H=shape["H"], P=P // 2, Lambda_re_init=Lambda.real,
-                          Lambda_im_init=Lambda.imag, V=V, Vinv=Vinv, C_init=flags["c_init"],
-                          discretization="zoh", dt_min=flags["dt_min"], dt_max=0.1,
-                          conj_sym=True, clip_eigs=False, bidirectional=True, pruning=True)
-  return functools.partial(seq_model.BatchClassificationModel, ssm=ssm_fn,
-                           d_output=shape["classes"], d_model=shape["H"],
-                           n_layers=shape["layers"], padded=flags["padded"],
-                           activation=flags["activation"], dropout=0.0, mode="pool",
-                           prenorm=True, batchnorm=True, bn_momentum=flags["bn_momentum"])
+  ssm_fn = ssm.init_S5SSM(
+    H=shape["H"],
+    P=P // 2,
+    Lambda_re_init=Lambda.real,
+    Lambda_im_init=Lambda.imag,
+    V=V,
+    Vinv=Vinv,
+    C_init=flags["c_init"],
+    discretization="zoh",
+    dt_min=flags["dt_min"],
+    dt_max=0.1,
+    conj_sym=True,
+    clip_eigs=False,
+    bidirectional=True,
+    pruning=True,
+  )
+  return functools.partial(
+    seq_model.BatchClassificationModel,
+    ssm=ssm_fn,
+    d_output=shape["classes"],
+    d_model=shape["H"],
+    n_layers=shape["layers"],
+    padded=flags["padded"],
+    activation=flags["activation"],
+    dropout=0.0,
+    mode="pool",
+    prenorm=True,
+    batchnorm=True,
+    bn_momentum=flags["bn_momentum"],
+  )
 
 
 def _reference_state(shape: dict, flags: dict, batch: int):
   """``(train state, model class)`` of the reference, built with its own functions."""
   from s5 import train_helpers
+
   model_cls = _reference_model(shape, flags)
   optax_module = train_helpers.optax
   if flags["opt_config"] == "BandCdecay":
-    train_helpers.optax = types.SimpleNamespace(**{
+    train_helpers.optax = types.SimpleNamespace(
+      **{
         **vars(optax_module),
-        "multi_transform": _multi_transform_alias(optax_module.multi_transform)})
+        "multi_transform": _multi_transform_alias(optax_module.multi_transform),
+      }
+    )
   try:
     state = train_helpers.create_train_state(
-        lambda **kwargs: _FrozenInit(model_cls(**kwargs)), jax.random.PRNGKey(0), flags["padded"],
-        False, in_dim=flags["ref_in_dim"], bsz=min(batch, 2), seq_len=shape["L"],
-        weight_decay=flags["weight_decay"], batchnorm=True, opt_config=flags["opt_config"],
-        ssm_lr=flags["ssm_lr"], lr=flags["lr_factor"] * flags["ssm_lr"], dt_global=False)
+      lambda **kwargs: _FrozenInit(model_cls(**kwargs)),
+      jax.random.PRNGKey(0),
+      flags["padded"],
+      False,
+      in_dim=flags["ref_in_dim"],
+      bsz=min(batch, 2),
+      seq_len=shape["L"],
+      weight_decay=flags["weight_decay"],
+      batchnorm=True,
+      opt_config=flags["opt_config"],
+      ssm_lr=flags["ssm_lr"],
+      lr=flags["lr_factor"] * flags["ssm_lr"],
+      dt_global=False,
+    )
   finally:
     train_helpers.optax = optax_module
   return state.replace(batch_stats=flax.core.unfreeze(state.batch_stats)), model_cls
@@ -302,14 +358,19 @@ def _reference_state(shape: dict, flags: dict, batch: int):
 def run_reference(shape: dict, flags: dict, inputs, batch: int, repeats: int) -> dict:
   """Times the reference's ``train_helpers.train_step`` and measures its compiled memory."""
   from s5 import train_helpers
+
   t0 = time.perf_counter()
   state, model_cls = _reference_state(shape, flags, batch)
   model = model_cls(training=True)
   x, labels, steps, ths = inputs
   rng = jax.random.PRNGKey(1)
   args = (rng, x, labels, steps, ths, model, True)
-  params = int(sum(0 if path[-1].key == "LASTscore" else v.size
-                   for path, v in jax.tree_util.tree_leaves_with_path(state.params)))
+  params = int(
+    sum(
+      0 if path[-1].key == "LASTscore" else v.size
+      for path, v in jax.tree_util.tree_leaves_with_path(state.params)
+    )
+  )
   holder = {"state": state}
 
   def step():
@@ -334,30 +395,42 @@ def reference_cost(shape: dict, flags: dict, batch: int) -> dict:
   if REF_DIR not in sys.path:
     sys.path.insert(0, REF_DIR)
   from s5 import train_helpers
+
   state, model_cls = _reference_state(shape, flags, batch)
   _, (x, labels, steps, ths) = _inputs(shape, flags, batch)
-  train = train_helpers.train_step.lower(state, jax.random.PRNGKey(1), x, labels, steps, ths,
-                                         model_cls(training=True), True).compile()
-  forward = train_helpers.eval_step.lower(x, labels, steps, ths, state,
-                                          model_cls(training=False), True).compile()
+  train = train_helpers.train_step.lower(
+    state, jax.random.PRNGKey(1), x, labels, steps, ths, model_cls(training=True), True
+  ).compile()
+  forward = train_helpers.eval_step.lower(
+    x, labels, steps, ths, state, model_cls(training=False), True
+  ).compile()
   return dict(train_step=cost.compiled_cost(train), forward=cost.compiled_cost(forward))
 
 
-def run_cost(tasks: list[str], batch: int | None, quick: bool,
-             methods=cost.SCAN_METHODS) -> dict:
+def run_cost(tasks: list[str], batch: int | None, quick: bool, methods=cost.SCAN_METHODS) -> dict:
   """``--cost``: ours (both scan methods) and the reference's figures, and their ratios."""
   shape_of = {t: _shape(t, quick) for t in tasks}
-  result = cost.bench_cost(tasks, batches={t: batch for t in tasks} if batch else None,
-                           length=QUICK["L"] if quick else None,
-                           layers=QUICK["layers"] if quick else None,
-                           reference=reference_cost, methods=methods)
+  result = cost.bench_cost(
+    tasks,
+    batches={t: batch for t in tasks} if batch else None,
+    length=QUICK["L"] if quick else None,
+    layers=QUICK["layers"] if quick else None,
+    reference=reference_cost,
+    methods=methods,
+  )
   for task, row in result["tasks"].items():
     assert row["seq_len"] == shape_of[task]["L"]
     for method, ratio in row.get("ratio", {}).items():
-      print(f"{task} (L={row['seq_len']}, {row['layers']} layers, batch {row['batch']}), ours "
-            f"{method} / reference: " + ", ".join(
-                f"{p} flops {r['flops']:.3f}x bytes {r['bytes_accessed']:.3f}x fusions "
-                f"{r['fusions']:.2f}x" for p, r in ratio.items()), flush=True)
+      print(
+        f"{task} (L={row['seq_len']}, {row['layers']} layers, batch {row['batch']}), ours "
+        f"{method} / reference: "
+        + ", ".join(
+          f"{p} flops {r['flops']:.3f}x bytes {r['bytes_accessed']:.3f}x fusions "
+          f"{r['fusions']:.2f}x"
+          for p, r in ratio.items()
+        ),
+        flush=True,
+      )
   return result
 
 
@@ -365,9 +438,11 @@ def _summary(run: dict) -> str:
   if "error" in run:
     return "failed: " + run["error"][:200]
   mem = run.get("memory")
-  return (f"step {run['step_s'] * 1e3:.1f} ms, pipelined {run['pipelined_step_s'] * 1e3:.1f} ms, "
-          f"first call {run['first_call_s']:.1f} s, compiled memory "
-          + ("n/a" if not mem else f"{mem['total_bytes'] / 2**20:.1f} MiB"))
+  return (
+    f"step {run['step_s'] * 1e3:.1f} ms, pipelined {run['pipelined_step_s'] * 1e3:.1f} ms, "
+    f"first call {run['first_call_s']:.1f} s, compiled memory "
+    + ("n/a" if not mem else f"{mem['total_bytes'] / 2**20:.1f} MiB")
+  )
 
 
 def _reference_commit() -> str | None:
@@ -385,35 +460,52 @@ def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="folder for reference_step.json")
   parser.add_argument("--tasks", default="listops,pathx")
-  parser.add_argument("--batch", type=int, default=None,
-                      help="batch size (default: each task's reference batch, 50 and 32)")
+  parser.add_argument(
+    "--batch",
+    type=int,
+    default=None,
+    help="batch size (default: each task's reference batch, 50 and 32)",
+  )
   parser.add_argument("--repeats", type=int, default=5)
-  parser.add_argument("--quick", action="store_true",
-                      help=f"L={QUICK['L']}, at most {QUICK['layers']} layers: a seconds-long "
-                      "check")
+  parser.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"L={QUICK['L']}, at most {QUICK['layers']} layers: a seconds-long check",
+  )
   parser.add_argument("--remat", action="store_true", help="also time ours with remat")
-  parser.add_argument("--cost", action="store_true",
-                      help="instead of timing: XLA's cost analysis (flops, bytes accessed, "
-                      "fusions) of both compiled steps and forwards, ours with each scan method, "
-                      "and the ratios, into OUT/reference_cost.json (batch: 8 at ListOps, 2 at "
-                      "Path-X unless --batch)")
-  parser.add_argument("--methods", default=",".join(cost.SCAN_METHODS),
-                      help="--cost: our scan methods to measure")
+  parser.add_argument(
+    "--cost",
+    action="store_true",
+    help="instead of timing: XLA's cost analysis (flops, bytes accessed, "
+    "fusions) of both compiled steps and forwards, ours with each scan method, "
+    "and the ratios, into OUT/reference_cost.json (batch: 8 at ListOps, 2 at "
+    "Path-X unless --batch)",
+  )
+  parser.add_argument(
+    "--methods", default=",".join(cost.SCAN_METHODS), help="--cost: our scan methods to measure"
+  )
   args = parser.parse_args(argv)
   tasks = [t for t in args.tasks.split(",") if t]
   unknown = [t for t in tasks if t not in REFERENCE_FLAGS]
   if unknown:
     parser.error(f"unknown task(s) {unknown}; choose from {sorted(REFERENCE_FLAGS)}")
   if not os.path.isdir(os.path.join(REF_DIR, "s5")):
-    sys.exit(f"no reference code in {REF_DIR}; run bench/fetch_reference.sh REPO first "
-             "(REPO: msgwak/LAST, a directory or a git URL)")
+    sys.exit(
+      f"no reference code in {REF_DIR}; run bench/fetch_reference.sh REPO first "
+      "(REPO: msgwak/LAST, a directory or a git URL)"
+    )
   shims = install_shims()
   sys.path.insert(0, REF_DIR)
 
   if args.cost:
     result = run_cost(tasks, args.batch, args.quick, args.methods.split(","))
-    result.update(device=getattr(jax.devices()[0], "device_kind", "?"), jax=jax.__version__,
-                  flax=flax.__version__, reference_commit=_reference_commit(), quick=args.quick)
+    result.update(
+      device=getattr(jax.devices()[0], "device_kind", "?"),
+      jax=jax.__version__,
+      flax=flax.__version__,
+      reference_commit=_reference_commit(),
+      quick=args.quick,
+    )
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "reference_cost.json")
     with open(path, "w") as f:
@@ -422,19 +514,33 @@ def main(argv=None) -> dict:
     return result
 
   device = jax.devices()[0]
-  result = dict(device=getattr(device, "device_kind", str(device)), platform=device.platform,
-                n_devices=jax.device_count(), host=platform.node(), jax=jax.__version__,
-                flax=flax.__version__, reference="msgwak/LAST",
-                reference_commit=_reference_commit(),
-                shims=shims + ["FrozenDict init (always)"], quick=args.quick, repeats=args.repeats,
-                tasks={})
+  result = dict(
+    device=getattr(device, "device_kind", str(device)),
+    platform=device.platform,
+    n_devices=jax.device_count(),
+    host=platform.node(),
+    jax=jax.__version__,
+    flax=flax.__version__,
+    reference="msgwak/LAST",
+    reference_commit=_reference_commit(),
+    shims=shims + ["FrozenDict init (always)"],
+    quick=args.quick,
+    repeats=args.repeats,
+    tasks={},
+  )
   for task in tasks:
     shape, flags = _shape(task, args.quick), REFERENCE_FLAGS[task]
     batch = args.batch or flags["batch"]
     ours_in, ref_in = _inputs(shape, flags, batch)
-    row = dict(batch=batch, seq_len=shape["L"], layers=shape["layers"], d_model=shape["H"],
-               state_size=shape["P"], blocks=shape["J"],
-               flags={k: v for k, v in flags.items() if k != "batch"})
+    row = dict(
+      batch=batch,
+      seq_len=shape["L"],
+      layers=shape["layers"],
+      d_model=shape["H"],
+      state_size=shape["P"],
+      blocks=shape["J"],
+      flags={k: v for k, v in flags.items() if k != "batch"},
+    )
     t0 = time.perf_counter()
     runs = [("ours", lambda: run_ours(shape, flags, ours_in, args.repeats))]
     if args.remat:
@@ -450,17 +556,22 @@ def main(argv=None) -> dict:
     ours, ref = row["ours"], row["reference"]
     row["speedup"] = _ratio(ref.get("step_s"), ours.get("step_s"))  # >1: ours faster
     row["speedup_pipelined"] = _ratio(ref.get("pipelined_step_s"), ours.get("pipelined_step_s"))
-    row["memory_ratio"] = _ratio((ours.get("memory") or {}).get("total_bytes"),
-                                 (ref.get("memory") or {}).get("total_bytes"))  # <1: ours smaller
+    row["memory_ratio"] = _ratio(
+      (ours.get("memory") or {}).get("total_bytes"), (ref.get("memory") or {}).get("total_bytes")
+    )  # <1: ours smaller
     result["tasks"][task] = row
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
-    print(f"{task} (L={shape['L']}, {shape['layers']} layers, batch {batch}) on "
-          f"{result['device']}: "
-          f"reference/ours step time {fmt(row['speedup'])}x (pipelined "
-          f"{fmt(row['speedup_pipelined'])}x), ours/reference compiled memory "
-          f"{fmt(row['memory_ratio'])}", flush=True)
+    print(
+      f"{task} (L={shape['L']}, {shape['layers']} layers, batch {batch}) on "
+      f"{result['device']}: "
+      f"reference/ours step time {fmt(row['speedup'])}x (pipelined "
+      f"{fmt(row['speedup_pipelined'])}x), ours/reference compiled memory "
+      f"{fmt(row['memory_ratio'])}",
+      flush=True,
+    )
   result["heavy_modules_imported"] = sorted(
-      {m.split(".")[0] for m in sys.modules} & set(HEAVY_MODULES))
+    {m.split(".")[0] for m in sys.modules} & set(HEAVY_MODULES)
+  )
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, "reference_step.json")
   with open(path, "w") as f:

@@ -33,6 +33,7 @@ RATIOS = [round(0.1 * i, 1) for i in range(1, 10)]
 
 def _config(kind: str, weight: float):
   from experiments.configs import listops
+
   c = listops.get_config("s5,demo")
   c.pruning.schedule = "none"
   c.train.epochs = FLAGS.epochs
@@ -55,8 +56,12 @@ def main(argv):
     if not os.path.exists(os.path.join(workdir, "summary.json")):
       loop.train_and_evaluate(config, workdir)
     model, config, _ = checkpoint.load_model(workdir)
-    task = data.build_task(config.data, batch_size=config.train.batch_size,
-                           eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+    task = data.build_task(
+      config.data,
+      batch_size=config.train.batch_size,
+      eval_batch_size=config.train.eval_batch_size,
+      seed=config.seed,
+    )
     synthetic = task.synthetic
     store = sweeps.PointStore(os.path.join(workdir, "sweep"))
     sweeps.one_shot(model, task, config, store, ratios=RATIOS, criteria=["last"], seeds=1)
@@ -65,31 +70,48 @@ def main(argv):
     dense = next(p for p in points if p["criterion"] == "dense")["test_accuracy"]
     curve = {p["ratio"]: p["test_accuracy"] for p in points if p["criterion"] == "last"}
     curves[kind] = dict(dense=dense, curve=curve, within_1=comp["within_1.0"])
-    rows.append(f"| {kind} | {weight:g} | {100 * dense:.2f} | " +
-                " | ".join(f"{100 * curve[r]:.1f}" for r in RATIOS) +
-                f" | {100 * comp['within_1.0']:.0f}% |")
-  header = ("| regularizer | weight | dense test acc | " +
-            " | ".join(f"{100 * r:.0f}%" for r in RATIOS) + " | largest ratio within 1 pt |")
-  lines = ["_Synthetic ListOps: not an LRA result._\n" if synthetic else "",
-           "Test accuracy (%) after one-shot `last` pruning at each ratio, no retraining:\n",
-           header, "|---|---|---|" + "---|" * len(RATIOS) + "---|"] + rows
+    rows.append(
+      f"| {kind} | {weight:g} | {100 * dense:.2f} | "
+      + " | ".join(f"{100 * curve[r]:.1f}" for r in RATIOS)
+      + f" | {100 * comp['within_1.0']:.0f}% |"
+    )
+  header = (
+    "| regularizer | weight | dense test acc | "
+    + " | ".join(f"{100 * r:.0f}%" for r in RATIOS)
+    + " | largest ratio within 1 pt |"
+  )
+  lines = [
+    "_Synthetic ListOps: not an LRA result._\n" if synthetic else "",
+    "Test accuracy (%) after one-shot `last` pruning at each ratio, no retraining:\n",
+    header,
+    "|---|---|---|" + "---|" * len(RATIOS) + "---|",
+  ] + rows
   text = "\n".join(lines) + "\n"
   with open(os.path.join(FLAGS.out, "table.md"), "w") as f:
     f.write(text)
   with open(os.path.join(FLAGS.out, "curves.json"), "w") as f:
     json.dump(curves, f, indent=2)
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for kind, c in curves.items():
     ratios = [0.0] + RATIOS
-    ax.plot([100 * r for r in ratios], [100 * c["dense"]] + [100 * c["curve"][r] for r in RATIOS],
-            marker="o", ms=3, label=f"{kind} (within 1 pt: {100 * c['within_1']:.0f}%)")
+    ax.plot(
+      [100 * r for r in ratios],
+      [100 * c["dense"]] + [100 * c["curve"][r] for r in RATIOS],
+      marker="o",
+      ms=3,
+      label=f"{kind} (within 1 pt: {100 * c['within_1']:.0f}%)",
+    )
   ax.set_xlabel("states pruned (%)")
   ax.set_ylabel("test accuracy (%)")
-  ax.set_title("LAST one-shot after training with/without a prunability penalty"
-               + ("\n(SYNTHETIC ListOps)" if synthetic else ""))
+  ax.set_title(
+    "LAST one-shot after training with/without a prunability penalty"
+    + ("\n(SYNTHETIC ListOps)" if synthetic else "")
+  )
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
   fig.tight_layout()

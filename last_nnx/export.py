@@ -31,8 +31,8 @@ can hold them; a stream starts from all-zero state arrays.
 import dataclasses
 import json
 import os
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -117,9 +117,15 @@ def streaming_functions(model: nnx.Module, model_spec: dict, seq_len: int):
   def forward(inputs, lengths):
     return nnx.merge(graphdef, variables)(inputs, lengths)
 
-  out = dict(forward=(forward, forward_specs(model_spec, seq_len),
-                      [_spec("logits", (1, model_spec["n_classes"]), np.float32)]),
-             step=None, step_refused=None)
+  out = dict(
+    forward=(
+      forward,
+      forward_specs(model_spec, seq_len),
+      [_spec("logits", (1, model_spec["n_classes"]), np.float32)],
+    ),
+    step=None,
+    step_refused=None,
+  )
   try:
     template = model.init_state(1)
   except ValueError as e:
@@ -127,24 +133,29 @@ def streaming_functions(model: nnx.Module, model_spec: dict, seq_len: int):
     return out
   names, template_leaves, unflatten = flat_state(template)
   complex_leaf = [jnp.iscomplexobj(a) for a in template_leaves]
-  state_specs = [_spec(n, _to_boundary(a).shape, _to_boundary(a).dtype)
-                 for n, a in zip(names, template_leaves)]
+  state_specs = [
+    _spec(n, _to_boundary(a).shape, _to_boundary(a).dtype) for n, a in zip(names, template_leaves)
+  ]
   x_spec = dict(forward_specs(model_spec, 1)[0], name="x_t")
   x_spec["shape"] = x_spec["shape"][:1] + x_spec["shape"][2:]  # drop the time axis
 
   def step(x_t, *leaves):
-    leaves = [jax.lax.complex(a[..., 0], a[..., 1]) if c else a
-              for a, c in zip(leaves, complex_leaf)]
+    leaves = [
+      jax.lax.complex(a[..., 0], a[..., 1]) if c else a for a, c in zip(leaves, complex_leaf)
+    ]
     new, logits = nnx.merge(graphdef, variables).step(unflatten(leaves), x_t)
     return (logits,) + tuple(_to_boundary(a) for a in flat_state(new)[1])
 
-  out["step"] = (step, [x_spec] + state_specs,
-                 [_spec("logits", (1, model_spec["n_classes"]), np.float32)] + state_specs)
+  out["step"] = (
+    step,
+    [x_spec] + state_specs,
+    [_spec("logits", (1, model_spec["n_classes"]), np.float32)] + state_specs,
+  )
   return out
 
 
 def _abstract(specs: list[dict]):
-  b, = jax.export.symbolic_shape("b")
+  (b,) = jax.export.symbolic_shape("b")
   return [jax.ShapeDtypeStruct((b,) + tuple(s["shape"][1:]), s["dtype"]) for s in specs]
 
 
@@ -156,10 +167,12 @@ def export_stablehlo(fn: Callable, arg_specs: list[dict], platforms) -> bytes:
 
 def _named_outputs(fn: Callable, names: list[str]) -> Callable:
   """``fn`` returning a dict ``{name: output}`` (what a SavedModel signature needs)."""
+
   def named(*args):
     outs = fn(*args)
     outs = outs if isinstance(outs, (tuple, list)) else (outs,)
     return dict(zip(names, outs))
+
   return named
 
 
@@ -177,29 +190,44 @@ def save_tf(directory: str, functions: dict[str, tuple]) -> None:
   module = tf.Module()
   signatures = {}
   for name, (fn, arg_specs, out_specs) in functions.items():
-    poly = ["(" + ", ".join(str(d) for d in s["shape"]) + ("," if len(s["shape"]) == 1 else "")
-            + ")" for s in arg_specs]
+    poly = [
+      "(" + ", ".join(str(d) for d in s["shape"]) + ("," if len(s["shape"]) == 1 else "") + ")"
+      for s in arg_specs
+    ]
     converted = jax2tf.convert(fn, polymorphic_shapes=poly, with_gradient=False)
     out_names = [s["name"] for s in out_specs]
 
-    signature = [tf.TensorSpec([None] + s["shape"][1:], s["dtype"], name=s["name"])
-                 for s in arg_specs]
-    tf_fn = tf.function(_named_outputs(converted, out_names), autograph=False,
-                        input_signature=signature)
+    signature = [
+      tf.TensorSpec([None] + s["shape"][1:], s["dtype"], name=s["name"]) for s in arg_specs
+    ]
+    tf_fn = tf.function(
+      _named_outputs(converted, out_names), autograph=False, input_signature=signature
+    )
     setattr(module, name, tf_fn)
     signatures[name] = tf_fn
   tf.saved_model.save(module, directory, signatures=signatures)
 
 
 def _layers_summary(model: nnx.Module) -> dict[str, dict]:
-  return {path: dict(type=type(layer).__name__, state_shape=list(layer.state_shape),
-                     live_states=live_states(layer))
-          for path, layer in find_prunable_layers(model).items()}
+  return {
+    path: dict(
+      type=type(layer).__name__, state_shape=list(layer.state_shape), live_states=live_states(layer)
+    )
+    for path, layer in find_prunable_layers(model).items()
+  }
 
 
-def export_model(model: nnx.Module, meta: CheckpointMeta | dict, out_dir: str, *, seq_len: int,
-                 formats=FORMATS, platforms=("cpu", "cuda"), compact: bool = True,
-                 source: dict | None = None) -> dict:
+def export_model(
+  model: nnx.Module,
+  meta: CheckpointMeta | dict,
+  out_dir: str,
+  *,
+  seq_len: int,
+  formats=FORMATS,
+  platforms=("cpu", "cuda"),
+  compact: bool = True,
+  source: dict | None = None,
+) -> dict:
   """Writes the artifacts of ``model`` into ``out_dir``; returns the manifest.
 
   Args:
@@ -223,17 +251,29 @@ def export_model(model: nnx.Module, meta: CheckpointMeta | dict, out_dir: str, *
   fns = streaming_functions(model, spec, seq_len)
   os.makedirs(out_dir, exist_ok=True)
   manifest: dict[str, Any] = dict(
-      format_version=1, n_classes=spec["n_classes"], seq_len=seq_len,
-      input=dict(kind="retrieval_tokens" if spec.get("retrieval") else
-                 ("tokens" if spec.get("vocab_size") is not None else "features"),
-                 vocab_size=spec.get("vocab_size"), in_dim=spec.get("in_dim")),
-      pooling=model.pooling, layers=_layers_summary(model),
-      states_total=sum(v["live_states"] for v in _layers_summary(model).values()),
-      pruning_history=meta.events,
-      state_encoding="complex64 SSM states as float32 (..., 2) = (real, imag), float32 states "
-                     "as they are; start from zeros",
-      streaming=fns["step"] is not None, step_refused=fns["step_refused"],
-      jax_version=jax.__version__, platforms=list(platforms), source=source or {}, files={})
+    format_version=1,
+    n_classes=spec["n_classes"],
+    seq_len=seq_len,
+    input=dict(
+      kind="retrieval_tokens"
+      if spec.get("retrieval")
+      else ("tokens" if spec.get("vocab_size") is not None else "features"),
+      vocab_size=spec.get("vocab_size"),
+      in_dim=spec.get("in_dim"),
+    ),
+    pooling=model.pooling,
+    layers=_layers_summary(model),
+    states_total=sum(v["live_states"] for v in _layers_summary(model).values()),
+    pruning_history=meta.events,
+    state_encoding="complex64 SSM states as float32 (..., 2) = (real, imag), float32 states "
+    "as they are; start from zeros",
+    streaming=fns["step"] is not None,
+    step_refused=fns["step_refused"],
+    jax_version=jax.__version__,
+    platforms=list(platforms),
+    source=source or {},
+    files={},
+  )
   functions = {name: fns[name] for name in ("forward", "step") if fns[name] is not None}
   for name, (_, args, outs) in functions.items():
     manifest[name] = dict(args=args, outputs=outs)
@@ -255,20 +295,29 @@ def export_model(model: nnx.Module, meta: CheckpointMeta | dict, out_dir: str, *
 
 
 def _dir_size(directory: str) -> int:
-  return sum(os.path.getsize(os.path.join(root, name))
-             for root, _, names in os.walk(directory) for name in names)
+  return sum(
+    os.path.getsize(os.path.join(root, name))
+    for root, _, names in os.walk(directory)
+    for name in names
+  )
 
 
 def export_workdir(workdir: str, out_dir: str, *, which: str = "best", **kwargs) -> dict:
   """`export_model` of the ``best`` or ``latest`` checkpoint of a training workdir."""
   from last_nnx.data import effective_seq_len  # pylint: disable=import-outside-toplevel
+
   model, config, meta = load_model(workdir, which=which)
   seq_len = kwargs.pop("seq_len", None) or effective_seq_len(config.data)
-  source = dict(workdir=os.path.abspath(workdir), which=which, task=config.get("task"),
-                ssm=config.model.get("ssm"))
+  source = dict(
+    workdir=os.path.abspath(workdir),
+    which=which,
+    task=config.get("task"),
+    ssm=config.model.get("ssm"),
+  )
   return export_model(model, meta, out_dir, seq_len=seq_len, source=source, **kwargs)
 
 
 if __name__ == "__main__":  # `python -m last_nnx.export`: the program is last_nnx.cli.export
   import runpy
+
   runpy.run_module("last_nnx.cli.export", run_name="__main__", alter_sys=True)

@@ -37,8 +37,13 @@ _MODE_FLAGS = ("deterministic", "use_running_average")
 def eval_mode(model: nnx.Module):
   """``with eval_mode(model):`` dropout off and BatchNorm on its running statistics;
   every module's flags are put back as they were found on exit."""
-  saved = [(node, attr, getattr(node, attr)) for _, node in nnx.iter_graph(model)
-           if isinstance(node, nnx.Module) for attr in _MODE_FLAGS if hasattr(node, attr)]
+  saved = [
+    (node, attr, getattr(node, attr))
+    for _, node in nnx.iter_graph(model)
+    if isinstance(node, nnx.Module)
+    for attr in _MODE_FLAGS
+    if hasattr(node, attr)
+  ]
   model.eval()
   try:
     yield model
@@ -53,9 +58,20 @@ class SSMBlock(nnx.Module):
   Dropout masks are shared along time (one mask per sequence and channel).
   """
 
-  def __init__(self, d_model: int, ssm: str, ssm_config: dict, *, norm: str = "batch",
-               prenorm: bool = True, activation: str = "half_glu2", dropout: float = 0.0,
-               bn_momentum: float = 0.95, dtype: jnp.dtype | None = None, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    ssm: str,
+    ssm_config: dict,
+    *,
+    norm: str = "batch",
+    prenorm: bool = True,
+    activation: str = "half_glu2",
+    dropout: float = 0.0,
+    bn_momentum: float = 0.95,
+    dtype: jnp.dtype | None = None,
+    rngs: nnx.Rngs,
+  ):
     if activation not in ACTIVATIONS:
       raise ValueError(f"unknown model.activation {activation!r}; expected one of {ACTIVATIONS}")
     if norm not in NORMS:
@@ -74,8 +90,10 @@ class SSMBlock(nnx.Module):
 
   def _mix(self, x: jax.Array, deterministic: bool | None = None) -> jax.Array:
     """Activation/GLU and dropout after the SSM, pointwise in time (``(..., H)``)."""
+
     def drop(v):
       return self.drop(v, deterministic=deterministic)
+
     if self.activation == "gelu":
       return drop(nnx.gelu(x))
     if self.activation == "full_glu":
@@ -158,12 +176,27 @@ class SequenceModel(nnx.Module):
     Remaining arguments configure `SSMBlock`.
   """
 
-  def __init__(self, *, n_classes: int, d_model: int, n_layers: int, ssm: str = "s5",
-               ssm_config: dict | None = None, vocab_size: int | None = None, in_dim: int = 1,
-               pooling: str = "mean", retrieval: bool = False, norm: str = "batch",
-               prenorm: bool = True, activation: str = "half_glu2", dropout: float = 0.0,
-               bn_momentum: float = 0.95, remat: bool = False, dtype: str | None = None,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    n_classes: int,
+    d_model: int,
+    n_layers: int,
+    ssm: str = "s5",
+    ssm_config: dict | None = None,
+    vocab_size: int | None = None,
+    in_dim: int = 1,
+    pooling: str = "mean",
+    retrieval: bool = False,
+    norm: str = "batch",
+    prenorm: bool = True,
+    activation: str = "half_glu2",
+    dropout: float = 0.0,
+    bn_momentum: float = 0.95,
+    remat: bool = False,
+    dtype: str | None = None,
+    rngs: nnx.Rngs,
+  ):
     if pooling not in POOLINGS:
       raise ValueError(f"unknown model.pooling {pooling!r}; expected one of {POOLINGS}")
     self.pooling = pooling
@@ -174,11 +207,23 @@ class SequenceModel(nnx.Module):
       self.encoder = nnx.Embed(vocab_size, d_model, dtype=dtype, rngs=rngs)
     else:
       self.encoder = nnx.Linear(in_dim, d_model, dtype=dtype, rngs=rngs)
-    self.blocks = nnx.List([
-        SSMBlock(d_model, ssm, dict(ssm_config or {}), norm=norm, prenorm=prenorm,
-                 activation=activation, dropout=dropout, bn_momentum=bn_momentum,
-                 dtype=dtype, rngs=rngs)
-        for _ in range(n_layers)])
+    self.blocks = nnx.List(
+      [
+        SSMBlock(
+          d_model,
+          ssm,
+          dict(ssm_config or {}),
+          norm=norm,
+          prenorm=prenorm,
+          activation=activation,
+          dropout=dropout,
+          bn_momentum=bn_momentum,
+          dtype=dtype,
+          rngs=rngs,
+        )
+        for _ in range(n_layers)
+      ]
+    )
     if retrieval:
       self.match = nnx.Linear(4 * d_model, d_model, dtype=dtype, rngs=rngs)
     self.head = nnx.Linear(d_model, n_classes, dtype=dtype, rngs=rngs)
@@ -224,15 +269,19 @@ class SequenceModel(nnx.Module):
         (its output at time t depends on future inputs).
     """
     if self.retrieval:
-      raise ValueError("a retrieval model classifies two whole documents; it cannot stream "
-                       "(use the full-sequence forward)")
+      raise ValueError(
+        "a retrieval model classifies two whole documents; it cannot stream "
+        "(use the full-sequence forward)"
+      )
     layers = []
     for i, block in enumerate(self.blocks):
       try:
         layers.append(block.ssm.init_state(batch_size))
       except ValueError as e:
-        raise ValueError(f"blocks.{i}.ssm cannot stream: {e}. Train a causal model "
-                         "(--config.model.ssm_config.bidirectional=False) to stream it") from e
+        raise ValueError(
+          f"blocks.{i}.ssm cannot stream: {e}. Train a causal model "
+          "(--config.model.ssm_config.bidirectional=False) to stream it"
+        ) from e
     state = dict(layers=tuple(layers), count=jnp.zeros((batch_size,), jnp.int32))
     if self.pooling == "mean":
       state["pool"] = jnp.zeros((batch_size, self.head.in_features), jnp.float32)
@@ -266,8 +315,9 @@ class SequenceModel(nnx.Module):
     return find_prunable_layers(self)
 
 
-def build_model(model_config, *, n_classes: int, vocab_size: int | None, in_dim: int,
-                retrieval: bool, seed: int) -> SequenceModel:
+def build_model(
+  model_config, *, n_classes: int, vocab_size: int | None, in_dim: int, retrieval: bool, seed: int
+) -> SequenceModel:
   """Builds a `SequenceModel` from the ``model`` section of a config.
 
   Unknown fields of ``model_config`` raise a ValueError naming them.
@@ -278,6 +328,11 @@ def build_model(model_config, *, n_classes: int, vocab_size: int | None, in_dim:
   if unknown:
     raise ValueError(f"unknown model config field(s) {unknown}; known: {sorted(known)}")
   options["ssm_config"] = dict(options.get("ssm_config") or {})
-  return SequenceModel(n_classes=n_classes, vocab_size=vocab_size, in_dim=in_dim,
-                       retrieval=retrieval, rngs=nnx.Rngs(params=seed, dropout=seed + 1),
-                       **options)
+  return SequenceModel(
+    n_classes=n_classes,
+    vocab_size=vocab_size,
+    in_dim=in_dim,
+    retrieval=retrieval,
+    rngs=nnx.Rngs(params=seed, dropout=seed + 1),
+    **options,
+  )

@@ -37,9 +37,18 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   args = parser.parse_args()
   load = os.getloadavg()[0]
-  config = Mamba2Config(vocab_size=50288, hidden_size=768, num_hidden_layers=24, state_size=128,
-                        head_dim=64, num_heads=24, n_groups=1, expand=2, chunk_size=256,
-                        tie_word_embeddings=True)
+  config = Mamba2Config(
+    vocab_size=50288,
+    hidden_size=768,
+    num_hidden_layers=24,
+    state_size=128,
+    head_dim=64,
+    num_heads=24,
+    n_groups=1,
+    expand=2,
+    chunk_size=256,
+    tie_word_embeddings=True,
+  )
   model = Mamba2ForCausalLM(config).eval()
   out = {}
   with torch.no_grad():
@@ -55,9 +64,11 @@ def main():
       many = best(lambda: gen(1 + args.steps), args.repeats)
       out[f"decode_b{batch}"] = batch * args.steps / (many - one)
       print(f"decode B={batch}: {out[f'decode_b{batch}']:.1f} tok/s", flush=True)
-  print(f"transformers {transformers.__version__}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); load average {load:.2f} before, "
-        f"{os.getloadavg()[0]:.2f} after: {out}")
+  print(
+    f"transformers {transformers.__version__}, torch {torch.__version__} "
+    f"({torch.get_num_threads()} threads); load average {load:.2f} before, "
+    f"{os.getloadavg()[0]:.2f} after: {out}"
+  )
 
 
 if __name__ == "__main__":

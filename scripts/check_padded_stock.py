@@ -21,29 +21,39 @@ def write(out: pathlib.Path) -> None:
 
   from last_nnx import pruning
   from last_nnx.lm import hub
+
   fixture = pathlib.Path(__file__).parents[1] / "tests" / "fixtures" / "mamba2_golden"
   tokens = np.load(fixture / "golden.npz")["g2_untied/tokens"]
   model = hub.load_pretrained(fixture / "g2_untied_transformers")
   calibration = [(jnp.asarray(tokens), jnp.full((tokens.shape[0],), tokens.shape[1]))]
   pruning.prune(model, 0.6, criterion="calibrated", calibration=calibration)
   hub.save_pretrained(model, out, format="transformers", layout="padded")
-  np.savez(out / "pruned_logits.npz", tokens=tokens, logits=np.asarray(model(jnp.asarray(tokens))),
-           sizes=np.array(model.state_sizes()))
-  print(f"wrote {out}: per-layer state sizes {model.state_sizes()}, padded to "
-        f"{max(model.state_sizes())}")
+  np.savez(
+    out / "pruned_logits.npz",
+    tokens=tokens,
+    logits=np.asarray(model(jnp.asarray(tokens))),
+    sizes=np.array(model.state_sizes()),
+  )
+  print(
+    f"wrote {out}: per-layer state sizes {model.state_sizes()}, padded to "
+    f"{max(model.state_sizes())}"
+  )
 
 
 def check(out: pathlib.Path) -> None:
   import numpy as np
   import torch
   from transformers import Mamba2ForCausalLM
+
   ref = np.load(out / "pruned_logits.npz")
   model = Mamba2ForCausalLM.from_pretrained(out).eval()
   with torch.no_grad():
     logits = model(torch.from_numpy(ref["tokens"]).long()).logits.numpy()
   err = np.abs(logits - ref["logits"]).max() / np.abs(ref["logits"]).max()
-  print(f"stock transformers on {out} (state_size {model.config.state_size}, pruned sizes "
-        f"{ref['sizes'].tolist()}): max relative logit difference {err:.2e}")
+  print(
+    f"stock transformers on {out} (state_size {model.config.state_size}, pruned sizes "
+    f"{ref['sizes'].tolist()}): max relative logit difference {err:.2e}"
+  )
 
 
 if __name__ == "__main__":

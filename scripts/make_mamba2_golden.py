@@ -34,11 +34,22 @@ from safetensors.numpy import save_file
 from safetensors.torch import load_file
 from transformers import Mamba2Config, Mamba2ForCausalLM
 
-SHAPE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, state_size=8, head_dim=16,
-             num_heads=2, expand=2, conv_kernel=4, chunk_size=16, layer_norm_epsilon=1e-5)
-MODELS = {"g1_tied": dict(n_groups=1, tie_word_embeddings=True),
-          "g2_untied": dict(n_groups=2, tie_word_embeddings=False,
-                            time_step_limit=(0.01, 0.06))}
+SHAPE = dict(
+  vocab_size=48,
+  hidden_size=16,
+  num_hidden_layers=2,
+  state_size=8,
+  head_dim=16,
+  num_heads=2,
+  expand=2,
+  conv_kernel=4,
+  chunk_size=16,
+  layer_norm_epsilon=1e-5,
+)
+MODELS = {
+  "g1_tied": dict(n_groups=1, tie_word_embeddings=True),
+  "g2_untied": dict(n_groups=2, tie_word_embeddings=False, time_step_limit=(0.01, 0.06)),
+}
 SEQ, PROMPT, NEW = 40, 12, 8
 
 
@@ -59,15 +70,31 @@ def build(seed: int, **options) -> Mamba2ForCausalLM:
 
 
 def mamba_ssm_config(config: Mamba2Config) -> dict:
-  ssm = {"layer": "Mamba2", "d_state": config.state_size, "d_conv": config.conv_kernel,
-         "expand": config.expand, "headdim": config.head_dim, "ngroups": config.n_groups,
-         "chunk_size": config.chunk_size}
+  ssm = {
+    "layer": "Mamba2",
+    "d_state": config.state_size,
+    "d_conv": config.conv_kernel,
+    "expand": config.expand,
+    "headdim": config.head_dim,
+    "ngroups": config.n_groups,
+    "chunk_size": config.chunk_size,
+  }
   if tuple(config.time_step_limit) != (0.0, float("inf")):
     ssm["dt_limit"] = list(config.time_step_limit)
-  return {"d_model": config.hidden_size, "d_intermediate": 0, "n_layer": config.num_hidden_layers,
-          "vocab_size": config.vocab_size, "ssm_cfg": ssm, "attn_layer_idx": [], "attn_cfg": {},
-          "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
-          "pad_vocab_size_multiple": 16, "tie_embeddings": config.tie_word_embeddings}
+  return {
+    "d_model": config.hidden_size,
+    "d_intermediate": 0,
+    "n_layer": config.num_hidden_layers,
+    "vocab_size": config.vocab_size,
+    "ssm_cfg": ssm,
+    "attn_layer_idx": [],
+    "attn_cfg": {},
+    "rms_norm": True,
+    "residual_in_fp32": True,
+    "fused_add_norm": True,
+    "pad_vocab_size_multiple": 16,
+    "tie_embeddings": config.tie_word_embeddings,
+  }
 
 
 def main():
@@ -96,18 +123,22 @@ def main():
     tensors = {k: v.float().numpy() for k, v in load_file(hf_dir / "model.safetensors").items()}
     ssm_dir = out / f"{name}_mamba_ssm"
     ssm_dir.mkdir(parents=True)
-    ssm_tensors = {k.replace("backbone.embeddings.", "backbone.embedding."): v
-                   for k, v in tensors.items()}
+    ssm_tensors = {
+      k.replace("backbone.embeddings.", "backbone.embedding."): v for k, v in tensors.items()
+    }
     if model.config.tie_word_embeddings:
       ssm_tensors["lm_head.weight"] = ssm_tensors["backbone.embedding.weight"].copy()
     save_file(ssm_tensors, ssm_dir / "model.safetensors", metadata={"format": "pt"})
     (ssm_dir / "config.json").write_text(json.dumps(mamba_ssm_config(model.config), indent=2))
     print(name, sorted(tensors)[:3], "...", logits.shape)
-  np.savez_compressed(out / "golden.npz", **golden,
-                      versions=np.array([torch.__version__, transformers.__version__]))
+  np.savez_compressed(
+    out / "golden.npz", **golden, versions=np.array([torch.__version__, transformers.__version__])
+  )
   total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-  print(f"wrote {out} ({total / 1024:.0f} KB), torch {torch.__version__}, "
-        f"transformers {transformers.__version__}")
+  print(
+    f"wrote {out} ({total / 1024:.0f} KB), torch {torch.__version__}, "
+    f"transformers {transformers.__version__}"
+  )
 
 
 if __name__ == "__main__":

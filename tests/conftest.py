@@ -19,8 +19,9 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # much faster (an S4D forward 8.6 -> 1.5 s), and most of a test's time is compiling
 # (measured: tests/test_balanced.py 50 -> 38 s, tests/test_export.py 27 -> 20 s).
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_backend_optimization_level=0").strip()
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+  ).strip()
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax"))
 # Cache programs that took over 0.2 s to compile (the default, 1 s, skips most of ours).
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")

@@ -44,8 +44,8 @@ def modes_output(modes: StateModes, u: np.ndarray, keep=None) -> np.ndarray:
       u_s, out = u, slice(None)
     else:
       ch = int(modes.channel[s])
-      u_s, out = u[:, ch:ch + 1], slice(ch, ch + 1)
+      u_s, out = u[:, ch : ch + 1], slice(ch, ch + 1)
     for d in range(c.shape[0]):
-      x = run_recurrence(lam[s:s + 1], b[s:s + 1], u_s, reverse=(d == 1))
-      y[:, out] += modes.output_scale * (x @ c[d][:, s:s + 1].T).real
+      x = run_recurrence(lam[s : s + 1], b[s : s + 1], u_s, reverse=(d == 1))
+      y[:, out] += modes.output_scale * (x @ c[d][:, s : s + 1].T).real
   return y + np.asarray(modes.feedthrough, np.float64) * u

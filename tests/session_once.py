@@ -16,8 +16,9 @@ def session_folder(tmp_path_factory, name: str) -> pathlib.Path:
   return root
 
 
-def once_per_session(tmp_path_factory, name: str,
-                     fill: Callable[[pathlib.Path], None]) -> pathlib.Path:
+def once_per_session(
+  tmp_path_factory, name: str, fill: Callable[[pathlib.Path], None]
+) -> pathlib.Path:
   """`session_folder` ``name``, after ``fill(folder)`` has run once in it: the
   first worker to ask runs it, the others wait for it (a file lock)."""
   root = session_folder(tmp_path_factory, name)

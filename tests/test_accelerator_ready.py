@@ -1,6 +1,5 @@
 """The loop's accelerator habits: donation, prefetch, device-side finiteness, bfloat16."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,15 +14,25 @@ from tests.test_train_loop import _base, _cache  # noqa: F401 (autouse fixture)
 
 
 def _model(dtype=None):
-  return SequenceModel(n_classes=3, vocab_size=9, d_model=8, n_layers=2, ssm="s5",
-                       ssm_config=dict(state_size=8, bidirectional=False), dtype=dtype,
-                       rngs=nnx.Rngs(0))
+  return SequenceModel(
+    n_classes=3,
+    vocab_size=9,
+    d_model=8,
+    n_layers=2,
+    ssm="s5",
+    ssm_config=dict(state_size=8, bidirectional=False),
+    dtype=dtype,
+    rngs=nnx.Rngs(0),
+  )
 
 
 def _batch(seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.integers(1, 9, (4, 12)).astype(np.int32), np.array([12, 9, 5, 12], np.int32),
-          rng.integers(0, 3, (4,)).astype(np.int32))
+  return (
+    rng.integers(1, 9, (4, 12)).astype(np.int32),
+    np.array([12, 9, 5, 12], np.int32),
+    rng.integers(0, 3, (4,)).astype(np.int32),
+  )
 
 
 def test_donated_step_then_pruning_event_then_checkpoint(tmp_path):
@@ -79,8 +88,9 @@ def test_bfloat16_compute_keeps_ssm_and_parameters_float32():
   x, lengths, _ = _batch()
   logits = model(x, lengths)
   assert logits.dtype == jnp.float32
-  assert all(p.dtype in (jnp.float32, jnp.complex64) for p in
-             jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert all(
+    p.dtype in (jnp.float32, jnp.complex64) for p in jax.tree.leaves(nnx.state(model, nnx.Param))
+  )
   reference = _model()  # same parameters, float32 compute
   np.testing.assert_allclose(np.asarray(logits), np.asarray(reference(x, lengths)), atol=0.05)
 
@@ -98,6 +108,7 @@ def test_bfloat16_smoke_run_trains_and_prunes(tmp_path):
 def test_numpy_reader_without_tensorflow_gives_the_tf_data_batches(tmp_path, monkeypatch):
   from last_nnx import data
   from last_nnx.data import pipeline
+
   c = data.default_data_config("listops")
   c.cache_dir = str(tmp_path / "cache")
   c.synthetic.update(dict(n_train=40, n_val=11, n_test=10, seq_len=64, max_length=64))

@@ -1,8 +1,8 @@
 """Balanced reduction: Gramians, the error bound, and reduced layers that stay normal layers."""
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import jax.numpy as jnp
 import optax
 import pytest
 from flax import nnx
@@ -10,15 +10,19 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.pruning import balanced
-from last_nnx.ssm import S4D, S5, LRU, StateModes
+from last_nnx.ssm import LRU, S4D, S5, StateModes
 from last_nnx.train import checkpoint
 
 
 def _modes(poles, b, c, scale=1.0):
   poles = np.asarray(poles, np.complex64)
-  return StateModes(poles=jnp.asarray(poles), B=jnp.asarray(np.asarray(b, np.complex64)),
-                    C=jnp.asarray(np.asarray(c, np.complex64)), valid=jnp.ones(len(poles), bool),
-                    output_scale=scale)
+  return StateModes(
+    poles=jnp.asarray(poles),
+    B=jnp.asarray(np.asarray(b, np.complex64)),
+    C=jnp.asarray(np.asarray(c, np.complex64)),
+    valid=jnp.ones(len(poles), bool),
+    output_scale=scale,
+  )
 
 
 def _random_system(rng, n=5, h=3, d=1):
@@ -54,6 +58,7 @@ def _hinf(poles, b, c, poles_r, b_r, c_r):
 
 def balanced_grid(poles):
   from last_nnx.pruning.hinf import frequency_grid
+
   return frequency_grid(poles, grid=4096, local=401)
 
 
@@ -79,8 +84,11 @@ def test_balanced_beats_modal_truncation_within_the_bound_on_cancelling_modes(ra
   reduced, trunc = layer.state_modes(), modal.state_modes()
   assert reduced.num_slots == trunc.num_slots == int(4 * (1 - ratio))
   # H-inf error of the transfer functions, by a dense frequency sweep.
-  to_np = lambda m: (np.asarray(m.poles, np.complex128), np.asarray(m.B, np.complex128),
-                     np.asarray(m.C, np.complex128))
+  to_np = lambda m: (
+    np.asarray(m.poles, np.complex128),
+    np.asarray(m.B, np.complex128),
+    np.asarray(m.C, np.complex128),
+  )
   err_bal = _hinf(poles, b, c, *to_np(reduced))
   err_modal = _hinf(poles, b, c, *to_np(trunc))
   assert err_bal <= bound * (1 + 1e-3) + 1e-6
@@ -109,12 +117,16 @@ def test_bound_holds_for_conj_sym_and_per_channel_s4d():
     assert err > 0
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: S5(4, 8, blocks=2, rngs=nnx.Rngs(0)),
     lambda: S5(4, 8, blocks=2, bidirectional=True, discretization="bilinear", rngs=nnx.Rngs(0)),
     lambda: S4D(4, 8, bidirectional=True, rngs=nnx.Rngs(0)),
     lambda: LRU(4, 6, rngs=nnx.Rngs(0)),
-], ids=["s5", "s5-bidir-bilinear", "s4d-bidir", "lru"])
+  ],
+  ids=["s5", "s5-bidir-bilinear", "s4d-bidir", "lru"],
+)
 def test_load_state_modes_inverts_state_modes(make):
   layer = make()
   u = jnp.asarray(np.random.default_rng(0).normal(size=(2, 30, 4)), jnp.float32)
@@ -127,19 +139,25 @@ def test_load_state_modes_inverts_state_modes(make):
 
 
 def _model(ssm, n_layers=2, **cfg):
-  config = ml_collections.ConfigDict(dict(seed=0, model=dict(
-      d_model=8, n_layers=n_layers, ssm=ssm, ssm_config=cfg)))
-  model = SequenceModel(n_classes=3, vocab_size=11, rngs=nnx.Rngs(params=0, dropout=1),
-                        **config.model)
+  config = ml_collections.ConfigDict(
+    dict(seed=0, model=dict(d_model=8, n_layers=n_layers, ssm=ssm, ssm_config=cfg))
+  )
+  model = SequenceModel(
+    n_classes=3, vocab_size=11, rngs=nnx.Rngs(params=0, dropout=1), **config.model
+  )
   return model, config
 
 
-@pytest.mark.parametrize("ssm,cfg", [
+@pytest.mark.parametrize(
+  "ssm,cfg",
+  [
     ("s5", dict(state_size=16, blocks=2)),
     pytest.param("s5", dict(state_size=8, bidirectional=True), marks=pytest.mark.slow),
     ("s4d", dict(state_size=8)),
     pytest.param("lru", dict(state_size=8), marks=pytest.mark.slow),
-], ids=["s5", "s5-bidir", "s4d", "lru"])
+  ],
+  ids=["s5", "s5-bidir", "s4d", "lru"],
+)
 def test_reduced_layer_trains_checkpoints_resumes_and_prunes_again(ssm, cfg, tmp_path):
   # One layer: what is checked (a reduced layer trains, saves, reloads, prunes again) is per
   # layer; every extra layer only lengthens the compiles.
@@ -149,8 +167,9 @@ def test_reduced_layer_trains_checkpoints_resumes_and_prunes_again(ssm, cfg, tmp
   x = jnp.asarray(rng.integers(0, 11, (4, 24)))
   lengths = jnp.full((4,), 24)
   labels = jnp.asarray(rng.integers(0, 3, (4,)))
-  before = sum(int(np.asarray(l.state_modes().valid).sum())
-               for l in model.prunable_layers().values())
+  before = sum(
+    int(np.asarray(l.state_modes().valid).sum()) for l in model.prunable_layers().values()
+  )
   report = pruning.prune(model, 0.5, criterion="balanced", optimizer=optimizer)
   assert report.mode == "balanced" and report.states_after == before // 2
   for path, layer in model.prunable_layers().items():
@@ -206,18 +225,23 @@ class _Wrap(nnx.Module):
     return self.ssm(inputs)
 
 
-@pytest.mark.parametrize("make", [lambda: S5(3, 12, blocks=3, rngs=nnx.Rngs(4)),
-                                  lambda: S4D(3, 8, rngs=nnx.Rngs(4))], ids=["s5", "s4d"])
+@pytest.mark.parametrize(
+  "make",
+  [lambda: S5(3, 12, blocks=3, rngs=nnx.Rngs(4)), lambda: S4D(3, 8, rngs=nnx.Rngs(4))],
+  ids=["s5", "s4d"],
+)
 def test_least_squares_refit_lowers_the_output_error_on_the_calibration_data(make):
   rng = np.random.default_rng(0)
-  batches = [(rng.normal(size=(4, 48, 3)).astype(np.float32), np.array([48, 40, 30, 48]))
-             for _ in range(2)]
+  batches = [
+    (rng.normal(size=(4, 48, 3)).astype(np.float32), np.array([48, 40, 30, 48])) for _ in range(2)
+  ]
   dense = _Wrap(make())
   errors = {}
   for method in ("calibrated_balanced", "balanced_refit"):
     model = nnx.clone(dense)
     report = pruning.prune(model, 0.5, criterion=method, calibration=batches)
     assert report.states_after == report.states_before // 2
-    errors[method] = sum(float(jnp.sum((model(jnp.asarray(x), n) - dense(jnp.asarray(x), n)) ** 2))
-                         for x, n, in batches)
+    errors[method] = sum(
+      float(jnp.sum((model(jnp.asarray(x), n) - dense(jnp.asarray(x), n)) ** 2)) for x, n in batches
+    )
   assert errors["balanced_refit"] < errors["calibrated_balanced"]

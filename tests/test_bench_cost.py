@@ -39,5 +39,6 @@ def test_cost_section_gives_both_scan_methods_figures_at_a_tiny_shape(monkeypatc
 def test_ratios_divide_ours_by_the_reference():
   ours = {p: dict(flops=2.0, bytes_accessed=3.0, fusions=4) for p in cost.PROGRAMS}
   ref = {p: dict(flops=4.0, bytes_accessed=6.0, fusions=8) for p in cost.PROGRAMS}
-  assert cost.ratios(ours, ref) == {p: dict(flops=0.5, bytes_accessed=0.5, fusions=0.5)
-                                    for p in cost.PROGRAMS}
+  assert cost.ratios(ours, ref) == {
+    p: dict(flops=0.5, bytes_accessed=0.5, fusions=0.5) for p in cost.PROGRAMS
+  }

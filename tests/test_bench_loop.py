@@ -42,8 +42,15 @@ def test_dispatch_times_both_ways_of_calling_the_step():
   from last_nnx.model import SequenceModel
 
   def make():
-    model = SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=1, ssm="s5",
-                          ssm_config=dict(state_size=4), rngs=nnx.Rngs(0))
+    model = SequenceModel(
+      n_classes=3,
+      vocab_size=7,
+      d_model=8,
+      n_layers=1,
+      ssm="s5",
+      ssm_config=dict(state_size=4),
+      rngs=nnx.Rngs(0),
+    )
     return model, nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
 
   batch = (np.ones((2, 8), np.int32), np.full(2, 8, np.int32), np.zeros(2, np.int32))

@@ -12,20 +12,36 @@ from last_nnx.train import steps
 
 
 def _model_and_optimizer():
-  model = SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=2, ssm="s5",
-                        ssm_config=dict(state_size=8), dropout=0.1, rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=3,
+    vocab_size=7,
+    d_model=8,
+    n_layers=2,
+    ssm="s5",
+    ssm_config=dict(state_size=8),
+    dropout=0.1,
+    rngs=nnx.Rngs(0),
+  )
   return model, nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
 
 
 def _batches(n=3):
   rng = np.random.default_rng(0)
-  return [(rng.integers(1, 7, (4, 12)).astype(np.int32), np.full(4, 12, np.int32),
-           rng.integers(0, 3, 4).astype(np.int32)) for _ in range(n)]
+  return [
+    (
+      rng.integers(1, 7, (4, 12)).astype(np.int32),
+      np.full(4, 12, np.int32),
+      rng.integers(0, 3, 4).astype(np.int32),
+    )
+    for _ in range(n)
+  ]
 
 
 def _arrays(tree):
-  return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
-                     else x) for x in jax.tree.leaves(tree)]
+  return [
+    np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x)
+    for x in jax.tree.leaves(tree)
+  ]
 
 
 def test_bound_step_gives_bit_identical_model_optimizer_and_metrics():
@@ -35,8 +51,11 @@ def test_bound_step_gives_bit_identical_model_optimizer_and_metrics():
     carry = steps.TrainCarry.start(model)
     step = steps.bound_train_step(model, optimizer) if bound else None
     for batch in _batches():
-      carry = (step(carry, *batch, jnp.float32(0.0)) if bound
-               else steps.train_step(model, optimizer, carry, *batch, jnp.float32(0.0)))
+      carry = (
+        step(carry, *batch, jnp.float32(0.0))
+        if bound
+        else steps.train_step(model, optimizer, carry, *batch, jnp.float32(0.0))
+      )
     results.append(_arrays((nnx.state((model, optimizer)), carry)))
   plain, bound = results
   assert len(plain) == len(bound)

@@ -8,7 +8,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.pruning import calibrated, calibration
-from last_nnx.ssm import S4D, S5, LRU
+from last_nnx.ssm import LRU, S4D, S5
 
 
 def _brute_force_energy(modes, u, lengths):
@@ -32,16 +32,20 @@ def _brute_force_energy(modes, u, lengths):
       x[:, t] = prev
     y = modes.output_scale * np.real(x[..., None] * c[d].T[None, None])  # (B, L, S, H_out)
     valid = np.arange(length)[None, :] < np.asarray(lengths)[:, None]
-    total += np.sum(np.sum(y ** 2, axis=-1) * valid[..., None], axis=(0, 1))
+    total += np.sum(np.sum(y**2, axis=-1) * valid[..., None], axis=(0, 1))
   return total / valid.sum()
 
 
-@pytest.mark.parametrize("layer", [
+@pytest.mark.parametrize(
+  "layer",
+  [
     S5(3, 8, blocks=2, rngs=nnx.Rngs(0)),
     S5(3, 6, conj_sym=False, bidirectional=True, rngs=nnx.Rngs(0)),
     S4D(3, 6, bidirectional=True, rngs=nnx.Rngs(0)),
     LRU(3, 5, rngs=nnx.Rngs(0)),
-], ids=["s5", "s5-bidir-noconj", "s4d-bidir", "lru"])
+  ],
+  ids=["s5", "s5-bidir-noconj", "s4d-bidir", "lru"],
+)
 def test_output_energy_matches_the_materialized_computation(layer):
   rng = np.random.default_rng(0)
   layer.mask_states(np.arange(int(np.prod(layer.state_shape))) != 1)  # a dead slot scores 0
@@ -49,14 +53,22 @@ def test_output_energy_matches_the_materialized_computation(layer):
   lengths = jnp.asarray([12, 7])
   modes = layer.state_modes()
   total, count = calibrated.output_energy_sums(modes, u, lengths)
-  np.testing.assert_allclose(np.asarray(total) / float(count),
-                             _brute_force_energy(modes, u, lengths), rtol=2e-4, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(total) / float(count), _brute_force_energy(modes, u, lengths), rtol=2e-4, atol=1e-7
+  )
   assert float(total[1]) == 0.0
 
 
 def _model(ssm="s5", **cfg):
-  return SequenceModel(n_classes=3, d_model=4, n_layers=2, ssm=ssm, in_dim=2,
-                       ssm_config=dict(state_size=8, **cfg), rngs=nnx.Rngs(0))
+  return SequenceModel(
+    n_classes=3,
+    d_model=4,
+    n_layers=2,
+    ssm=ssm,
+    in_dim=2,
+    ssm_config=dict(state_size=8, **cfg),
+    rngs=nnx.Rngs(0),
+  )
 
 
 def _batches(rng, n=2, channels=(0, 1)):
@@ -76,11 +88,15 @@ def test_capture_records_each_layers_input_in_eval_mode_and_cleans_up():
   model.eval()
   x = jnp.asarray(batches[0][0])
   expected = model.blocks[0].norm(model.encoder(x))
-  np.testing.assert_allclose(np.asarray(recorded["blocks.0.ssm"]), np.asarray(expected),
-                             rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(recorded["blocks.1.ssm"]),
-                             np.asarray(model.blocks[1].norm(model.blocks[0](expected))),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(recorded["blocks.0.ssm"]), np.asarray(expected), rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    np.asarray(recorded["blocks.1.ssm"]),
+    np.asarray(model.blocks[1].norm(model.blocks[0](expected))),
+    rtol=1e-4,
+    atol=1e-5,
+  )
   assert lengths.tolist() == [10, 8, 5]
   for layer in model.prunable_layers().values():
     assert not hasattr(layer, "recorded_input") and not hasattr(layer, "recording_input")
@@ -100,8 +116,11 @@ def test_calibrated_prunes_states_the_data_never_excites():
   b[0, 1] = 50.0
   layer.B.set_value(jnp.asarray(b))
   rng = np.random.default_rng(0)
-  batches = [(np.stack([rng.normal(size=(4, 16)), np.zeros((4, 16))], -1).astype(np.float32),
-              np.full(4, 16)) for _ in range(2)]
+  batches = [
+    (np.stack([rng.normal(size=(4, 16)), np.zeros((4, 16))], -1).astype(np.float32), np.full(4, 16))
+    for _ in range(2)
+  ]
+
   # A bare layer is called as layer(u): wrap it as a model taking (inputs, lengths).
   class Wrap(nnx.Module):
     def __init__(self, ssm):

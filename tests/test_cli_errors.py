@@ -19,8 +19,9 @@ TASKS = usage.available_tasks(ROOT)
 
 def _run(module, *args, timeout=120):
   """Runs ``python -m module args`` in the repository root; returns the result."""
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def _one_line_error(result, status=2) -> str:
@@ -31,8 +32,9 @@ def _one_line_error(result, status=2) -> str:
   errors = [l for l in lines if l.startswith("error: ")]
   assert len(errors) == 1, result.stderr
   # Nothing else but C++ start-up chatter of TF/XLA, if anything.
-  assert all(l in errors or re.match(r"^(I0000|WARNING: All log messages)", l)
-             for l in lines), result.stderr
+  assert all(l in errors or re.match(r"^(I0000|WARNING: All log messages)", l) for l in lines), (
+    result.stderr
+  )
   return errors[0]
 
 
@@ -76,20 +78,28 @@ def test_unknown_field_suggests_the_nearest():
 
 def test_unknown_field_without_a_near_name_lists_its_section():
   # S4D layers have no blocks: the fields they do have are listed.
-  line = _one_line_error(_train("--config", CONFIG + ":s4d,smoke",
-                                "--config.model.ssm_config.blocks=2"))
+  line = _one_line_error(
+    _train("--config", CONFIG + ":s4d,smoke", "--config.model.ssm_config.blocks=2")
+  )
   assert line.startswith("error: unknown field model.ssm_config.blocks; model.ssm_config has")
   assert "state_size" in line and "init" in line
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config.model.n_layers=abc"],
-     "bad value 'abc' for model.n_layers: expected an integer, like its current value 2"),
-    (["--config.model.n_layers", "abc"],  # space-separated value
-     "bad value 'abc' for model.n_layers: expected an integer"),
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (
+      ["--config.model.n_layers=abc"],
+      "bad value 'abc' for model.n_layers: expected an integer, like its current value 2",
+    ),
+    (
+      ["--config.model.n_layers", "abc"],  # space-separated value
+      "bad value 'abc' for model.n_layers: expected an integer",
+    ),
     (["--config.optim.ssm_lr=fast"], "bad value 'fast' for optim.ssm_lr: expected a number"),
     (["--config.model.prenorm=maybe"], "bad value 'maybe' for model.prenorm: expected true or"),
-])
+  ],
+)
 def test_bad_value_type(args, message):
   line = _one_line_error(_train("--config", CONFIG + ":s5,smoke", *args))
   assert message in line
@@ -101,22 +111,32 @@ def test_unknown_flag():
 
 
 def test_good_command_line_parses():
-  ok = _train("--config", CONFIG + ":s4d,smoke", "--config.model.n_layers", "3",
-              "--config.optim.ssm_lr=2e-3", "--noconfig.train.eval_test",
-              "--config.data.dir=/data/x", "--only_check_args")
+  ok = _train(
+    "--config",
+    CONFIG + ":s4d,smoke",
+    "--config.model.n_layers",
+    "3",
+    "--config.optim.ssm_lr=2e-3",
+    "--noconfig.train.eval_test",
+    "--config.data.dir=/data/x",
+    "--only_check_args",
+  )
   assert ok.returncode == 0, ok.stderr
 
 
 def test_config_errors_come_before_any_jax_import():
-  code = ("import sys; sys.path.insert(0, '.'); from last_nnx.cli import errors as c\n"
-          "try:\n"
-          f"  c.check_config_argv(['x', '--config', '{CONFIG}:smoke',\n"
-          "                        '--config.model.n_layer=3'])\n"
-          "except c.CommandLineError as e:\n"
-          "  print(e)\n"
-          "print(sorted(m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules))\n")
-  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       check=True, timeout=60).stdout.splitlines()
+  code = (
+    "import sys; sys.path.insert(0, '.'); from last_nnx.cli import errors as c\n"
+    "try:\n"
+    f"  c.check_config_argv(['x', '--config', '{CONFIG}:smoke',\n"
+    "                        '--config.model.n_layer=3'])\n"
+    "except c.CommandLineError as e:\n"
+    "  print(e)\n"
+    "print(sorted(m for m in ('jax', 'flax', 'tensorflow') if m in sys.modules))\n"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+  ).stdout.splitlines()
   assert out == ["unknown field model.n_layer; did you mean model.n_layers?", "[]"]
 
 
@@ -179,6 +199,7 @@ def test_make_help_lists_what_exists():
   text = usage.help_text(ROOT)
   sys.path.insert(0, ROOT)
   from experiments.configs import base
+
   assert {"listops", "pathx", "speech"} <= set(TASKS) and "base" not in TASKS
   for name in TASKS + list(base.MODEL_TYPES + base.PRESETS):
     assert re.search(rf"^  {name} +\S", text, re.M), name  # listed, with a description
@@ -186,8 +207,9 @@ def test_make_help_lists_what_exists():
   assert set(usage.PRESET_HELP) == set(base.PRESETS)
   for task in TASKS:  # every task listed is a config that loads, with every model type
     # it takes (its MODEL_TYPES, default all); any other is a one-line refusal
-    takes = getattr(importlib.import_module(f"experiments.configs.{task}"), "MODEL_TYPES",
-                    base.MODEL_TYPES)
+    takes = getattr(
+      importlib.import_module(f"experiments.configs.{task}"), "MODEL_TYPES", base.MODEL_TYPES
+    )
     for model in base.MODEL_TYPES:
       spec = f"{ROOT}/{usage.CONFIG_DIR}/{task}.py:{model},smoke"
       if model in takes:
@@ -200,9 +222,10 @@ def test_make_help_lists_what_exists():
 def test_make_help_examples_are_real():
   sys.path.insert(0, ROOT)
   from experiments.configs import base
+
   config = base.base_config("listops")
   for flag, _ in usage.TRAIN_ARGS:
-    path, value = flag[len("--config."):].split("=", 1)
+    path, value = flag[len("--config.") :].split("=", 1)
     config_errors.check_override(config, path, value)
   with open(os.path.join(ROOT, "Makefile")) as f:
     makefile = f.read()
@@ -214,8 +237,7 @@ def test_make_help_examples_are_real():
 
 
 def test_make_help_runs_and_is_in_the_readme():
-  out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60)
+  out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert out.returncode == 0, out.stderr
   assert out.stdout == usage.help_text(ROOT)
   with open(os.path.join(ROOT, "README.md")) as f:

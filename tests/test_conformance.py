@@ -37,11 +37,13 @@ from tests.reference import modes_output
 
 try:
   from last_nnx import pruning
+
   _NO_PRUNING = None
 except ImportError as e:  # the engine is a separate package of the project
   pruning, _NO_PRUNING = None, f"last_nnx.pruning is not importable ({e})"
 try:
   from last_nnx.train import checkpoint, loop, steps
+
   _NO_TRAIN = None
 except ImportError as e:
   checkpoint = loop = steps = None
@@ -54,10 +56,10 @@ H = 4
 # One entry per registered type: options for a tiny layer (d_model = H). Poles
 # are kept away from |lam| = 1 so that short sequences exercise the dynamics.
 SMALL_OPTIONS = {
-    "s5": dict(state_size=8, blocks=2, dt_min=0.01, dt_max=0.5),
-    "s4d": dict(state_size=8, dt_min=0.01, dt_max=0.5),
-    "lru": dict(state_size=6, r_min=0.5, r_max=0.95),
-    "mamba2": dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4),  # 2 heads, 2 groups
+  "s5": dict(state_size=8, blocks=2, dt_min=0.01, dt_max=0.5),
+  "s4d": dict(state_size=8, dt_min=0.01, dt_max=0.5),
+  "lru": dict(state_size=6, r_min=0.5, r_max=0.95),
+  "mamba2": dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4),  # 2 heads, 2 groups
 }
 # Streaming (one step at a time, float32) vs the layer's own parallel path
 # (sequential/associative scan for S5 and LRU, FFT convolution for S4D): the two
@@ -66,7 +68,6 @@ SMALL_OPTIONS = {
 # H = 32, 64 states, L = 1024. No drift beyond float32 rounding.
 STEP_ATOL = 1e-4
 MASK_COMPACT_ATOL = 1e-5
-
 
 
 def _is_selective(name) -> bool:
@@ -81,24 +82,32 @@ TYPES = pytest.mark.parametrize("name", ALL_TYPES)
 LTI = pytest.mark.parametrize("name", LTI_TYPES)
 _IDS = lambda v: ("bidi" if v else "causal") if isinstance(v, bool) else v
 TYPES_BIDI = pytest.mark.parametrize(
-    "name,bidirectional",
-    [(n, b) for n in ALL_TYPES for b in (False, True) if not (b and n in CAUSAL_ONLY)], ids=_IDS)
+  "name,bidirectional",
+  [(n, b) for n in ALL_TYPES for b in (False, True) if not (b and n in CAUSAL_ONLY)],
+  ids=_IDS,
+)
 LTI_BIDI = pytest.mark.parametrize(
-    "name,bidirectional", [(n, b) for n in LTI_TYPES for b in (False, True)], ids=_IDS)
+  "name,bidirectional", [(n, b) for n in LTI_TYPES for b in (False, True)], ids=_IDS
+)
 # Criteria the model-level checks score with, per layer kind (the first one prunes).
-KIND_CRITERIA = {"lti": ("last", "energy", "magnitude"),
-                 "selective": ("calibrated", "gramian", "magnitude")}
+KIND_CRITERIA = {
+  "lti": ("last", "energy", "magnitude"),
+  "selective": ("calibrated", "gramian", "magnitude"),
+}
 
 
 def test_every_registered_type_has_small_options():
   missing = set(registered_ssms()) - set(SMALL_OPTIONS)
-  assert not missing, (f"registered SSM type(s) {sorted(missing)} have no entry in "
-                       "tests/test_conformance.py SMALL_OPTIONS: add the options of a tiny layer")
+  assert not missing, (
+    f"registered SSM type(s) {sorted(missing)} have no entry in "
+    "tests/test_conformance.py SMALL_OPTIONS: add the options of a tiny layer"
+  )
 
 
 def _layer(name, bidirectional=False, seed=0):
-  return make_ssm(name, H, dict(SMALL_OPTIONS[name], bidirectional=bidirectional),
-                  rngs=nnx.Rngs(seed))
+  return make_ssm(
+    name, H, dict(SMALL_OPTIONS[name], bidirectional=bidirectional), rngs=nnx.Rngs(seed)
+  )
 
 
 def _u(length=16, batch=2, seed=0):
@@ -147,9 +156,14 @@ def test_protocol_check_names_what_is_missing():
 
 def test_protocol_check_reads_selective_statistics():
   layer = _layer("mamba2")
-  broken = type("Broken", (type(layer),), {
+  broken = type(
+    "Broken",
+    (type(layer),),
+    {
       "state_statistics": lambda self, u, lengths=None: {"output_energy": jnp.zeros(3)},
-      "STATE_IO": ("in_B", "W_missing")})
+      "STATE_IO": ("in_B", "W_missing"),
+    },
+  )
   layer.__class__ = broken
   problems = "\n".join(check_protocol(layer, H))
   assert "state_statistics must return a dict with keys" in problems
@@ -163,8 +177,13 @@ def test_protocol_check_names_bad_shapes_and_axes():
 
     def state_modes(self):
       modes = super().state_modes()
-      return type(modes)(poles=modes.poles[:-1], B=modes.B.real, C=modes.C,
-                         valid=modes.valid, feedthrough=modes.feedthrough)
+      return type(modes)(
+        poles=modes.poles[:-1],
+        B=modes.B.real,
+        C=modes.C,
+        valid=modes.valid,
+        feedthrough=modes.feedthrough,
+      )
 
   problems = "\n".join(check_protocol(Broken(H, 6, rngs=nnx.Rngs(0)), H))
   assert "poles has shape (5,), expected (6,)" in problems
@@ -189,8 +208,9 @@ def test_subsystem_decomposition_shapes_and_dtypes(name, bidirectional):
   if modes.channel is not None:
     assert modes.channel.shape == (s,)
     # Flat slots are row-major over state_shape (H, N): slot h * N + n feeds channel h.
-    np.testing.assert_array_equal(np.asarray(modes.channel),
-                                  np.repeat(np.arange(H), layer.state_shape[-1]))
+    np.testing.assert_array_equal(
+      np.asarray(modes.channel), np.repeat(np.arange(H), layer.state_shape[-1])
+    )
 
 
 @LTI_BIDI
@@ -224,12 +244,17 @@ def test_mask_equals_compact(name, bidirectional):
     kept = compact.state_statistics(u)
     index = np.flatnonzero(np.asarray(compact.state_mask[...]).reshape(-1))
     for key, value in dense.items():
-      np.testing.assert_allclose(np.asarray(kept[key]).reshape(-1)[index],
-                                 np.asarray(value).reshape(-1)[keep], rtol=1e-4, atol=1e-6)
+      np.testing.assert_allclose(
+        np.asarray(kept[key]).reshape(-1)[index],
+        np.asarray(value).reshape(-1)[keep],
+        rtol=1e-4,
+        atol=1e-6,
+      )
     return
   # And both equal the dense layer's subsystems restricted to the kept slots.
-  expected = modes_output(_layer(name, bidirectional).state_modes(),
-                          np.asarray(u[0], np.float64), keep=keep)
+  expected = modes_output(
+    _layer(name, bidirectional).state_modes(), np.asarray(u[0], np.float64), keep=keep
+  )
   np.testing.assert_allclose(compact(u)[0], expected, atol=2e-4, rtol=1e-4)
 
 
@@ -272,6 +297,7 @@ def test_step_mode_streams_under_jit(name):
   def run(layer, u):
     def body(state, u_t):
       return layer.step(state, u_t)
+
     _, ys = jax.lax.scan(body, layer.init_state(u.shape[0]), jnp.swapaxes(u, 0, 1))
     return jnp.swapaxes(ys, 0, 1)
 
@@ -297,14 +323,23 @@ def test_bidirectional_layers_refuse_to_stream(name):
 
 def _model(name, bidirectional=True, seed=0):
   bidirectional = bidirectional and name not in CAUSAL_ONLY
-  return SequenceModel(n_classes=3, vocab_size=9, d_model=H, n_layers=2, ssm=name,
-                       ssm_config=dict(SMALL_OPTIONS[name], bidirectional=bidirectional),
-                       rngs=nnx.Rngs(seed))
+  return SequenceModel(
+    n_classes=3,
+    vocab_size=9,
+    d_model=H,
+    n_layers=2,
+    ssm=name,
+    ssm_config=dict(SMALL_OPTIONS[name], bidirectional=bidirectional),
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _batch():
-  return (jax.random.randint(jax.random.key(0), (3, 12), 1, 9), jnp.array([12, 8, 5]),
-          jnp.array([0, 1, 2]))
+  return (
+    jax.random.randint(jax.random.key(0), (3, 12), 1, 9),
+    jnp.array([12, 8, 5]),
+    jnp.array([0, 1, 2]),
+  )
 
 
 def _kind(name) -> str:
@@ -313,8 +348,9 @@ def _kind(name) -> str:
 
 def _prune(model, name, ratio, **kwargs):
   """`pruning.prune` with the first criterion of the type's kind (calibrated on _batch)."""
-  return pruning.prune(model, ratio, criterion=KIND_CRITERIA[_kind(name)][0],
-                       calibration=[_batch()], **kwargs)
+  return pruning.prune(
+    model, ratio, criterion=KIND_CRITERIA[_kind(name)][0], calibration=[_batch()], **kwargs
+  )
 
 
 # One optax transformation for every optimizer below: optimizers built from it have equal
@@ -341,8 +377,10 @@ def _eval(model):
 
 
 def _param_shapes(model):
-  return {tuple(str(k) for k in p): tuple(v.shape)
-          for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  return {
+    tuple(str(k) for k in p): tuple(v.shape)
+    for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+  }
 
 
 @needs_pruning
@@ -398,7 +436,7 @@ def test_optimizer_compaction(name):
       continue
     key = tuple(str(k) for k in path)
     for pk, shape in params.items():
-      if key[-len(pk):] == pk:
+      if key[-len(pk) :] == pk:
         assert value.shape == shape, f"optimizer leaf {key}: {value.shape} != param {shape}"
         checked += 1
   assert checked == 2 * len(params), f"found {checked} Adam moments for {len(params)} params"
@@ -406,8 +444,9 @@ def test_optimizer_compaction(name):
   # Host copies: the step donates the model's buffers, which nnx.clone would share.
   before = [np.array(a) for a in jax.tree.leaves(nnx.state(model, nnx.Param))]
   assert np.isfinite(_train_step(model, optimizer))
-  changed = [not np.allclose(a, b) for a, b in zip(before,
-                                                    jax.tree.leaves(nnx.state(model, nnx.Param)))]
+  changed = [
+    not np.allclose(a, b) for a, b in zip(before, jax.tree.leaves(nnx.state(model, nnx.Param)))
+  ]
   assert any(changed)
   assert _param_shapes(model) == params
 
@@ -448,12 +487,14 @@ def test_checkpoint_round_trip_of_pruned_model(name, tmp_path):
   fresh_opt = nnx.Optimizer(fresh, _ADAM, wrt=nnx.Param)
   ck.restore(step, fresh, fresh_opt)
   ck.close()
-  assert {p: l.state_shape for p, l in fresh.prunable_layers().items()} == \
-      {p: l.state_shape for p, l in model.prunable_layers().items()}
+  assert {p: l.state_shape for p, l in fresh.prunable_layers().items()} == {
+    p: l.state_shape for p, l in model.prunable_layers().items()
+  }
   np.testing.assert_array_equal(_eval(fresh), _eval(model))
   # The optimizer state came back too: one more step gives the same model.
-  np.testing.assert_allclose(_train_step(fresh, fresh_opt), _train_step(model, optimizer),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    _train_step(fresh, fresh_opt), _train_step(model, optimizer), rtol=1e-6
+  )
   np.testing.assert_allclose(_eval(fresh), _eval(model), atol=1e-6)
 
 
@@ -466,6 +507,7 @@ def test_checkpoint_round_trip_of_pruned_model(name, tmp_path):
 @needs_train
 def test_lru_smoke_trains_and_prunes(tmp_path, monkeypatch):
   from tests.test_train_loop import get_config
+
   monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path / "cache"))
   config = get_config("listops", "lru,smoke")
   assert config.model.ssm == "lru"

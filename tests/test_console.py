@@ -66,11 +66,16 @@ def test_route_logs_sends_everything_to_the_log_file(tmp_path):
 
 
 def _fake_summary(**over):
-  s = dict(states_initial={"a": 8, "b": 8}, states_final={"a": 3, "b": 5}, synthetic_data=True,
-           ratio_achieved=0.5, pruning_events=[{"status": "applied"}],
-           final=dict(val={"accuracy": 0.274}, test={"accuracy": 0.26}, epochs=9),
-           before_first_event=dict(val={"accuracy": 0.196}, states={"a": 8, "b": 8}, epoch=4),
-           dense_baseline=None)
+  s = dict(
+    states_initial={"a": 8, "b": 8},
+    states_final={"a": 3, "b": 5},
+    synthetic_data=True,
+    ratio_achieved=0.5,
+    pruning_events=[{"status": "applied"}],
+    final=dict(val={"accuracy": 0.274}, test={"accuracy": 0.26}, epochs=9),
+    before_first_event=dict(val={"accuracy": 0.196}, states={"a": 8, "b": 8}, epoch=4),
+    dense_baseline=None,
+  )
   s.update(over)
   return s
 
@@ -98,12 +103,16 @@ def test_baseline_config_trains_as_long_without_pruning():
   assert not get_config("listops", "s5").pruning.dense_baseline  # off for long runs
 
 
-def test_dense_baseline_forks_from_the_pruned_run_and_equals_one_from_scratch(tmp_path,
-                                                                             monkeypatch):
+def test_dense_baseline_forks_from_the_pruned_run_and_equals_one_from_scratch(
+  tmp_path, monkeypatch
+):
   config = _base(tmp_path, **{"pruning.dense_baseline": True})  # BASE's compiled steps
   trained, train_epoch = [], loop.train_epoch
-  monkeypatch.setattr(loop, "train_epoch", lambda ctx, run: trained.append(
-      run.state.epoch_index) or train_epoch(ctx, run))
+  monkeypatch.setattr(
+    loop,
+    "train_epoch",
+    lambda ctx, run: trained.append(run.state.epoch_index) or train_epoch(ctx, run),
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   # 4 epochs pruned (the event after epoch 1), then the baseline's epochs 2-4 only.
   assert trained == [0, 1, 2, 3, 1, 2, 3]
@@ -120,17 +129,22 @@ def test_dense_baseline_forks_from_the_pruned_run_and_equals_one_from_scratch(tm
   # pruned run's record).
   assert forked["epochs"][0] == summary["epochs"][0]
   # The same baseline trained from scratch: the same run, to float tolerance.
-  scratch = loop.train_and_evaluate(baseline.baseline_config(config, 4), str(tmp_path / "dense"),
-                                    final_table=False)
+  scratch = loop.train_and_evaluate(
+    baseline.baseline_config(config, 4), str(tmp_path / "dense"), final_table=False
+  )
   assert scratch["final"]["val"] == pytest.approx(forked["final"]["val"], abs=1e-5)
   assert [e["train/loss"] for e in scratch["epochs"]] == pytest.approx(
-      [e["train/loss"] for e in forked["epochs"]], rel=1e-5)
-  params = [nnx.to_flat_state(nnx.state(checkpoint.load_model(str(w))[0], nnx.Param))
-            for w in (tmp_path / "run" / baseline.BASELINE_DIR, tmp_path / "dense")]
+    [e["train/loss"] for e in forked["epochs"]], rel=1e-5
+  )
+  params = [
+    nnx.to_flat_state(nnx.state(checkpoint.load_model(str(w))[0], nnx.Param))
+    for w in (tmp_path / "run" / baseline.BASELINE_DIR, tmp_path / "dense")
+  ]
   assert [k for k, _ in params[0]] == [k for k, _ in params[1]]
   for (key, x), (_, y) in zip(*params):
-    np.testing.assert_allclose(np.asarray(x.get_value()), np.asarray(y.get_value()), rtol=1e-5,
-                               atol=1e-6, err_msg=str(key))
+    np.testing.assert_allclose(
+      np.asarray(x.get_value()), np.asarray(y.get_value()), rtol=1e-5, atol=1e-6, err_msg=str(key)
+    )
 
 
 @pytest.mark.slow  # ~22 s cold: a timing check (the demo model trained), run with make test-all
@@ -143,9 +157,14 @@ def test_estimates_are_within_2x_of_the_time_the_run_took(tmp_path):
   config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
   config.data.synthetic.update(n_train=640, n_val=64, n_test=64)
   config.train.epochs = 2
-  config.pruning.update(schedule="one_shot", start_epoch=1, end_epoch=-1, finetune_epochs=0,
-                        mode="mask",
-                        dense_baseline=False)
+  config.pruning.update(
+    schedule="one_shot",
+    start_epoch=1,
+    end_epoch=-1,
+    finetune_epochs=0,
+    mode="mask",
+    dense_baseline=False,
+  )
   config.watch.enabled = False
   timing = loop.train_and_evaluate(config, str(tmp_path))["timing"]
   assert timing["early"]["step"] == 5 and timing["after_first_epoch"]["epochs_left"] == 1

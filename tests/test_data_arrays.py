@@ -14,7 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def get_config(arg):
   spec = importlib.util.spec_from_file_location(
-      "cfg_arrays", os.path.join(ROOT, "experiments", "configs", "arrays.py"))
+    "cfg_arrays", os.path.join(ROOT, "experiments", "configs", "arrays.py")
+  )
   module = importlib.util.module_from_spec(spec)
   sys.path.insert(0, ROOT)
   spec.loader.exec_module(module)
@@ -86,8 +87,9 @@ def test_float_rows_are_one_feature_and_padding_is_zero(tmp_path):
   x = np.arange(6 * 5, dtype=np.float64).reshape(6, 5)
   y = np.array([0, 1, 0, 1, 0, 1])
   lengths = np.array([5, 3, 1, 5, 2, 4])
-  c = data.from_arrays(train=(x, y, lengths), val=(x, y, lengths), test=(x, y, lengths),
-                       standardize=False)
+  c = data.from_arrays(
+    train=(x, y, lengths), val=(x, y, lengths), test=(x, y, lengths), standardize=False
+  )
   task = build(c, batch_size=2)
   batch, _, _ = next(task.eval_batches("test"))
   assert batch.shape == (6, 5, 1)
@@ -130,29 +132,31 @@ def test_bad_arrays_give_one_line_errors():
   _bad("20 inputs, 19 labels", train=(x, y[:19]), test=(x, y))
   _bad("20 inputs, 20 labels, 18 lengths", train=(x, y, n[:18]), test=(x, y))
   _bad("test inputs have L=11 but train has L=12", train=(x, y), test=(x[:, :11], y))
-  _bad("test inputs have L=10, F=2 but train has L=10, F=3", train=(f, fy),
-       test=(f[..., :2], fy))
-  _bad("test inputs are features .* but train inputs are tokens", train=(x, y),
-       test=(f, fy))
+  _bad("test inputs have L=10, F=2 but train has L=10, F=3", train=(f, fy), test=(f[..., :2], fy))
+  _bad("test inputs are features .* but train inputs are tokens", train=(x, y), test=(f, fy))
   _bad("tokens must be \\(N, L\\)", train=(x[:, :, None], y), test=(x, y))
   _bad("features must be", train=(f[..., None], fy), test=(f, fy))
-  _bad("train labels: -1 at example 3", train=(x, np.where(np.arange(20) == 3, -1, y)),
-       test=(x, y))
-  _bad("test labels: 7 at example 0 is outside the classes 0..2 inferred from train",
-       train=(x, y), test=(x, np.where(np.arange(20) == 0, 7, y)))
+  _bad("train labels: -1 at example 3", train=(x, np.where(np.arange(20) == 3, -1, y)), test=(x, y))
+  _bad(
+    "test labels: 7 at example 0 is outside the classes 0..2 inferred from train",
+    train=(x, y),
+    test=(x, np.where(np.arange(20) == 0, 7, y)),
+  )
   _bad("labels: shape \\(20, 1\\)", train=(x, y[:, None]), test=(x, y))
   _bad("dtype float64; expected \\(N,\\) integers", train=(x, y.astype(float)), test=(x, y))
   _bad("a classifier needs at least 2 classes", train=(x, 0 * y), test=(x, 0 * y))
   nan = f.copy()
   nan[4, 2, 1] = np.nan
   nan[6, 0, 0] = np.inf
-  _bad("2 NaN or infinite values \\(first at example 4, step 2, feature 1\\)",
-       train=(nan, fy), test=(f, fy))
+  _bad(
+    "2 NaN or infinite values \\(first at example 4, step 2, feature 1\\)",
+    train=(nan, fy),
+    test=(f, fy),
+  )
   _bad("token id -2 at example 0", train=(np.where(x == x[0, 0], -2, x), y), test=(x, y))
   _bad("each length must be in 1..12", train=(x, y, np.where(n == n[0], 0, n)), test=(x, y))
   _bad("no test split", train=(x, y), test=None)
-  _bad("unknown option 'dev'; it takes train, val, test", train=(x, y), test=(x, y),
-       dev=(x, y))
+  _bad("unknown option 'dev'; it takes train, val, test", train=(x, y), test=(x, y), dev=(x, y))
   with pytest.raises(data.ArrayError, match="outside data.vocab_size=3"):
     data.from_arrays(train=(x, y), test=(x, y), vocab_size=3)
   with pytest.raises(data.ArrayError, match="outside the classes data.n_classes=2"):
@@ -172,8 +176,11 @@ def test_bad_files_give_one_line_errors(tmp_path):
   bad("not a readable .npz", path=str(tmp_path / "garbage.npz"))
   x, y, _ = tokens(10)
   np.savez(tmp_path / "named.npz", train_inputs=x, train_labels=y, test_inputs=x)
-  bad("the test split needs arrays test_labels; the file holds test_inputs, train_inputs, "
-      "train_labels", path=str(tmp_path / "named.npz"))
+  bad(
+    "the test split needs arrays test_labels; the file holds test_inputs, train_inputs, "
+    "train_labels",
+    path=str(tmp_path / "named.npz"),
+  )
   folder = tmp_path / "folder"
   folder.mkdir()
   np.savez(folder / "train.npz", inputs=x, labels=y)
@@ -181,8 +188,11 @@ def test_bad_files_give_one_line_errors(tmp_path):
   bad("exactly one of data.path")
   np.savez(folder / "test.npz", inputs=x, labels=y)
   bad("data.seq_len=50 but the arrays have L=12", path=str(folder), seq_len=50)
-  bad("data.val_fraction=0.01 of 10 training examples leaves an empty split",
-      path=str(folder), val_fraction=0.01)
+  bad(
+    "data.val_fraction=0.01 of 10 training examples leaves an empty split",
+    path=str(folder),
+    val_fraction=0.01,
+  )
   assert build(_with_path(str(folder))).num_examples == {"train": 9, "val": 1, "test": 10}
 
 
@@ -199,6 +209,7 @@ def _with_path(path):
 @pytest.fixture(scope="module")
 def loop():
   from last_nnx.train import loop as loop_lib  # pylint: disable=import-outside-toplevel
+
   return loop_lib
 
 

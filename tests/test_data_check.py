@@ -108,11 +108,14 @@ def test_search_does_not_enter_image_folders(tmp_path):
   assert "no basic_train.tsv found" in check.check("listops", str(tmp_path)).problems[0]
 
 
-@pytest.mark.parametrize("complete,expect_full,status", [
+@pytest.mark.parametrize(
+  "complete,expect_full,status",
+  [
     (True, False, 0),  # a consistent subset: warning, ready
     (True, True, 2),  # ... but not the full release that --expect_full asks for
     (False, False, 1),  # an image listed in the metadata is missing: broken
-])
+  ],
+)
 def test_cli_report_and_exit_status(tmp_path, complete, expect_full, status):
   base = make_pathfinder(tmp_path, 128, n_files=1)
   if not complete:
@@ -128,13 +131,19 @@ def test_cli_report_and_exit_status(tmp_path, complete, expect_full, status):
   assert f"{160000 - train} fewer" in done.stdout
   assert ("NOT READY" in done.stdout) == (status == 1)
   assert ("1 of 10 images listed" in done.stdout) != complete
-  assert done.stdout.rstrip().endswith({0: "READY (a subset)", 1: "sample_1.png",
-                                        2: "NOT THE FULL RELEASE (--expect_full)"}[status])
+  assert done.stdout.rstrip().endswith(
+    {0: "READY (a subset)", 1: "sample_1.png", 2: "NOT THE FULL RELEASE (--expect_full)"}[status]
+  )
 
 
 def test_cli_without_task_or_dir_exits_broken():
-  done = subprocess.run([sys.executable, "-m", "last_nnx.cli.check_data", "--task", "pathx"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  done = subprocess.run(
+    [sys.executable, "-m", "last_nnx.cli.check_data", "--task", "pathx"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert done.returncode == 1 and "usage:" in done.stderr
 
 
@@ -149,6 +158,7 @@ def test_reference_counts_follow_the_reference_rule(tmp_path):
   assert "torch's random_split, seed 42" in report.notes[-1]
   # A zero-byte image leaves the split the reference's draw put it in.
   from last_nnx.data import splits
+
   order = splits.reference_pathfinder_order(29, 42).tolist()
   first_test = order[27]  # metadata line of the first test example
   k, i = ((0, 2, 10)[first_test // 10], first_test % 10)
@@ -162,9 +172,11 @@ def test_ready_when_the_counts_match(tmp_path, monkeypatch):
   import dataclasses
 
   from last_nnx.data import layout
+
   make_listops(tmp_path, n=5)
-  small = dataclasses.replace(layout.RELEASES["listops"], expected={"train": 5, "val": 5,
-                                                                    "test": 5})
+  small = dataclasses.replace(
+    layout.RELEASES["listops"], expected={"train": 5, "val": 5, "test": 5}
+  )
   monkeypatch.setitem(layout.RELEASES, "listops", small)
   report = check.check("listops", str(tmp_path))
   assert report.ready and check.format_report(report).endswith("READY")

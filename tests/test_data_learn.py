@@ -34,7 +34,8 @@ class DiagonalRecurrence(nnx.Module):
     a_f, a_b = jnp.split(a, 2)
     combine = lambda p, q: (p[0] * q[0], q[0] * p[1] + q[1])
     scan = lambda v, decay, reverse: jax.lax.associative_scan(
-        combine, (jnp.broadcast_to(decay, v.shape), v), axis=1, reverse=reverse)[1]
+      combine, (jnp.broadcast_to(decay, v.shape), v), axis=1, reverse=reverse
+    )[1]
     h = jnp.concatenate([scan(fwd, a_f, False), scan(bwd, a_b, True)], axis=-1)
     return self.w_out(h)
 
@@ -42,12 +43,14 @@ class DiagonalRecurrence(nnx.Module):
 class SequenceClassifier(nnx.Module):
   """Embedding -> residual [norm, recurrence, GELU MLP] blocks -> masked mean -> classes."""
 
-  def __init__(self, vocab: int, n_classes: int, seq_len: int, width=64, states=32, depth=2,
-               *, rngs: nnx.Rngs):
+  def __init__(
+    self, vocab: int, n_classes: int, seq_len: int, width=64, states=32, depth=2, *, rngs: nnx.Rngs
+  ):
     self.embed = nnx.Embed(vocab, width, rngs=rngs)
     self.norms = nnx.List([nnx.LayerNorm(width, rngs=rngs) for _ in range(depth)])
-    self.mixers = nnx.List([DiagonalRecurrence(width, states, seq_len, rngs=rngs)
-                            for _ in range(depth)])
+    self.mixers = nnx.List(
+      [DiagonalRecurrence(width, states, seq_len, rngs=rngs) for _ in range(depth)]
+    )
     self.mlps = nnx.List([nnx.Linear(width, width, rngs=rngs) for _ in range(depth)])
     self.head = nnx.Linear(width, n_classes, rngs=rngs)
 
@@ -89,6 +92,7 @@ def accuracy_after_training(model, task, epochs: int, lr: float) -> float:
   def step(model, optimizer, x, lengths, y):
     def loss_fn(model):
       return optax.softmax_cross_entropy_with_integer_labels(model(x, lengths), y).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
@@ -100,8 +104,9 @@ def accuracy_after_training(model, task, epochs: int, lr: float) -> float:
   for epoch in range(epochs):
     for x, lengths, y in task.train_batches(epoch):
       step(model, optimizer, x, lengths, y)
-  hits = [np.asarray(predict(model, x, lengths)) == y
-          for x, lengths, y in task.eval_batches("test")]
+  hits = [
+    np.asarray(predict(model, x, lengths)) == y for x, lengths, y in task.eval_batches("test")
+  ]
   return float(np.concatenate(hits).mean())
 
 

@@ -76,8 +76,9 @@ def test_synthetic_same_seed_same_data_other_seed_other_data_balanced(task_name,
 
 
 def test_synthetic_listops_answers_are_the_values():
-  split = synthetic.listops(100, 128, np.random.default_rng(0), max_depth=6, max_args=5,
-                            min_length=8, max_length=128)
+  split = synthetic.listops(
+    100, 128, np.random.default_rng(0), max_depth=6, max_args=5, min_length=8, max_length=128
+  )
   assert np.bincount(split.labels).tolist() == [10] * 10
   for row, length, label in zip(split.inputs, split.lengths, split.labels):
     assert 8 < length < 128
@@ -108,7 +109,7 @@ def test_synthetic_retrieval_label_is_a_shared_motif():
   split = synthetic.retrieval(40, 64, np.random.default_rng(0))
   motif = lambda doc: bytes(c for c in doc if chr(c).isupper() or chr(c).isdigit())
   for pair, length, label in zip(split.inputs, split.lengths, split.labels):
-    a, b = motif(pair[0, :length[0]]), motif(pair[1, :length[1]])
+    a, b = motif(pair[0, : length[0]]), motif(pair[1, : length[1]])
     assert len(a) == len(b) == 8 and (a == b) == bool(label)
 
 
@@ -151,8 +152,10 @@ def test_unknown_synthetic_knob_is_named(tmp_path):
 def test_generation_is_cached(tmp_path, monkeypatch):
   c = small_config("pathfinder", tmp_path)
   data.build_task(c, batch_size=8)
+
   def fail(*args, **kwargs):
     raise ZeroDivisionError
+
   functools.update_wrapper(fail, synthetic.pathfinder)  # same knobs
   monkeypatch.setitem(synthetic.GENERATORS, "pathfinder", fail)
   data.build_task(c, batch_size=8)  # no generation
@@ -211,13 +214,13 @@ def test_training_order_depends_on_the_seed_only(tmp_path):
   c = small_config("image", tmp_path)
   a, b = (data.build_task(c, batch_size=8, seed=s) for s in (0, 1))
   assert not np.array_equal(a.epoch_order(0), b.epoch_order(0))
-  np.testing.assert_array_equal(a.epoch_order(0),
-                                data.build_task(c, batch_size=4, seed=0).epoch_order(0))
+  np.testing.assert_array_equal(
+    a.epoch_order(0), data.build_task(c, batch_size=4, seed=0).epoch_order(0)
+  )
 
 
 def test_eval_keeps_order_and_the_remainder(tmp_path):
-  task = data.build_task(small_config("text", tmp_path, n_val=21), batch_size=8,
-                         eval_batch_size=5)
+  task = data.build_task(small_config("text", tmp_path, n_val=21), batch_size=8, eval_batch_size=5)
   batches = list(task.eval_batches("val"))
   assert [len(b[2]) for b in batches] == [5, 5, 5, 5, 1]
   x = np.concatenate([b[0] for b in batches])
@@ -230,8 +233,7 @@ def test_eval_keeps_order_and_the_remainder(tmp_path):
 
 def test_process_shards_are_disjoint_and_cover_the_data(tmp_path):
   c = small_config("image", tmp_path, n_train=43, n_val=11, n_test=10)
-  tasks = [data.build_task(c, batch_size=5, process_index=i, process_count=3)
-           for i in range(3)]
+  tasks = [data.build_task(c, batch_size=5, process_index=i, process_count=3) for i in range(3)]
   assert {t.steps_per_epoch for t in tasks} == {2}  # 43 // 3 = 14 each -> 2 batches of 5
   key = lambda rows: {r.tobytes() for r in rows}
   for split, n in (("val", 11), ("test", 10)):
@@ -255,14 +257,15 @@ def test_too_small_train_split_is_a_clear_error(tmp_path):
 def test_importing_the_package_does_not_import_tensorflow():
   import subprocess
   import sys
+
   code = "import sys, last_nnx.data, last_nnx.cli.check_data; print('tensorflow' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
 
 
-def test_prefetch_autotunes_only_on_larger_hosts_and_batches_do_not_change(tmp_path,
-                                                                           monkeypatch):
+def test_prefetch_autotunes_only_on_larger_hosts_and_batches_do_not_change(tmp_path, monkeypatch):
   from last_nnx.data import pipeline
+
   assert not pipeline.autotune_prefetch(2) and pipeline.autotune_prefetch(16)
   task = data.build_task(small_config("listops", tmp_path), batch_size=8)
   batches = {}

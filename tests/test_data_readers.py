@@ -41,6 +41,7 @@ def all_eval(task, split):
 def lra_source(tokens: list[str]) -> str:
   """Tokens -> the LRA file notation: every operator application curried in parentheses,
   e.g. ``[MAX 2 9 ]`` -> ``( ( ( [MAX 2 ) 9 ) ] )``."""
+
   def expr(i):
     if tokens[i] not in listops_lib.OPERATORS:
       return tokens[i], i + 1
@@ -49,6 +50,7 @@ def lra_source(tokens: list[str]) -> str:
       arg, i = expr(i)
       text = f"( {text} {arg} )"
     return f"( {text} ] )", i + 1
+
   return expr(0)[0]
 
 
@@ -58,8 +60,9 @@ def make_listops(root, n=12, seed=0):
   folder = root / "lra_release" / "lra_release" / "listops-1000"
   folder.mkdir(parents=True)
   for i, name in enumerate(("train", "val", "test")):
-    split = synthetic.listops(n, 64, np.random.default_rng([seed, i]), max_depth=4, max_args=4,
-                              min_length=4, max_length=64)
+    split = synthetic.listops(
+      n, 64, np.random.default_rng([seed, i]), max_depth=4, max_args=4, min_length=4, max_length=64
+    )
     rows = ["Source\tTarget"]
     for ids, length, label in zip(split.inputs, split.lengths, split.labels):
       rows.append(f"{lra_source([listops_lib.VOCAB[t] for t in ids[:length]])}\t{label}")
@@ -75,7 +78,8 @@ def make_imdb(root, n=10):
       folder.mkdir(parents=True)
       for i in range(n):
         (folder / f"{i}_{8 if sentiment == 'pos' else 2}.txt").write_text(
-            f"A {word} film, number {i}. " * (1 + i))
+          f"A {word} film, number {i}. " * (1 + i)
+        )
   (root / "aclImdb" / "train" / "unsup").mkdir()  # present in the archive, unused
   return root / "aclImdb"
 
@@ -85,8 +89,9 @@ def make_aan(root, n=6):
   folder = root / "lra_release" / "tsv_data"
   folder.mkdir(parents=True)
   for suffix in ("train", "eval", "test"):
-    rows = [f"{i % 2}.0\tP{i}-a\tP{i}-b\tfirst paper {i}\tsecond paper {i} " + "x" * i
-            for i in range(n)]
+    rows = [
+      f"{i % 2}.0\tP{i}-a\tP{i}-b\tfirst paper {i}\tsecond paper {i} " + "x" * i for i in range(n)
+    ]
     (folder / f"new_aan_pairs.{suffix}.tsv").write_text("\n".join(rows) + "\n")
   return folder
 
@@ -97,9 +102,12 @@ def make_cifar(root, n=10):
   folder.mkdir()
   rng = np.random.default_rng(0)
   for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-    batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in rng.integers(0, 10, n)],
-             b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
+    batch = {
+      b"batch_label": name.encode(),
+      b"labels": [int(v) for v in rng.integers(0, 10, n)],
+      b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+      b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
     with open(folder / name, "wb") as f:
       pickle.dump(batch, f)
   (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": []}))
@@ -113,6 +121,7 @@ def make_pathfinder(root, res, n_files=3, per_file=10, variant="curv_contour_len
   metadata files are numbered 0, 2, 10, ... so only a numeric sort orders them.
   """
   from PIL import Image
+
   base = root / "lra_release" / f"pathfinder{res}" / variant
   (base / "metadata").mkdir(parents=True)
   for k in [0, 2, 10][:n_files]:
@@ -120,7 +129,8 @@ def make_pathfinder(root, res, n_files=3, per_file=10, variant="curv_contour_len
     lines = []
     for i in range(per_file):
       Image.fromarray(np.full((res, res), 10 * k + i, np.uint8)).save(
-          base / "imgs" / str(k) / f"sample_{i}.png")
+        base / "imgs" / str(k) / f"sample_{i}.png"
+      )
       lines.append(f"imgs/{k} sample_{i}.png {i} {i % 2} 3 14 0.5")
     (base / "metadata" / f"{k}.npy").write_text("\n".join(lines) + "\n")
   return base
@@ -221,8 +231,9 @@ def test_imdb_reads_review_folders_val_is_test(tmp_path):
 
 def test_imdb_val_fraction_holds_out_train(tmp_path):
   make_imdb(tmp_path)
-  task = data.build_task(config("text", tmp_path, tmp_path, seq_len=64, val_fraction=0.2),
-                         batch_size=4)
+  task = data.build_task(
+    config("text", tmp_path, tmp_path, seq_len=64, val_fraction=0.2), batch_size=4
+  )
   assert task.num_examples == {"train": 16, "val": 4, "test": 20}
 
 
@@ -250,7 +261,7 @@ def test_aan_reads_pairs(tmp_path):
   assert list(y) == [0, 1, 0, 1, 0, 1]
   assert list(lengths[:, 0]) == [len(f"first paper {i}") for i in range(6)]
   assert list(lengths[:, 1]) == [len(f"second paper {i} ") + i for i in range(6)]
-  assert bytes(int(t) - 1 for t in x[3, 1, :lengths[3, 1]]) == b"second paper 3 xxx"
+  assert bytes(int(t) - 1 for t in x[3, 1, : lengths[3, 1]]) == b"second paper 3 xxx"
 
 
 def test_aan_short_row_and_bad_label(tmp_path):
@@ -277,6 +288,7 @@ def test_cifar_grayscale_sequences(tmp_path):
   with open(folder / "test_batch", "rb") as f:
     raw = pickle.load(f, encoding="bytes")
   from PIL import Image
+
   rgb = raw[b"data"][3].reshape(3, 32, 32).transpose(1, 2, 0)
   gray = np.asarray(Image.fromarray(rgb).convert("L"), np.float32).ravel()  # torchvision's way
   np.testing.assert_allclose(x[3, :, 0], (gray - 122.6) / 61.0, rtol=1e-6)
@@ -353,6 +365,7 @@ def test_pathfinder_skips_empty_images_and_rejects_bad_ones(tmp_path, caplog):
 
 def test_pathfinder_wrong_size_and_bad_metadata(tmp_path):
   from PIL import Image
+
   base = make_pathfinder(tmp_path, 32)
   c = config("pathfinder", tmp_path, tmp_path)
   Image.fromarray(np.zeros((64, 64), np.uint8)).save(base / "imgs" / "2" / "sample_0.png")
@@ -432,8 +445,11 @@ def test_real_data_is_cached_and_the_cache_follows_the_files(tmp_path, monkeypat
   first = all_eval(data.build_task(c, batch_size=4), "val")
   calls = []
   original = readers.READERS["listops"].read
-  monkeypatch.setitem(readers.READERS, "listops", readers.Reader(
-      readers.READERS["listops"].locate, lambda *a: calls.append(1) or original(*a)))
+  monkeypatch.setitem(
+    readers.READERS,
+    "listops",
+    readers.Reader(readers.READERS["listops"].locate, lambda *a: calls.append(1) or original(*a)),
+  )
   again = all_eval(data.build_task(c, batch_size=4), "val")
   assert not calls  # served from the cache
   for a, b in zip(first, again):

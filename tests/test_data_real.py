@@ -16,8 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def task():
-  return data.build_task(data.default_data_config("digits"), batch_size=32,
-                         eval_batch_size=100)
+  return data.build_task(data.default_data_config("digits"), batch_size=32, eval_batch_size=100)
 
 
 def test_digits_splits_cover_every_image_once(task):
@@ -70,6 +69,7 @@ def test_digits_rejects_other_lengths_and_bad_sizes():
 @pytest.mark.parametrize("arg", ["s5", "s4d", "lru", "s5,smoke", "s4d,demo"])
 def test_digits_configs(arg):
   from last_nnx.train import loop  # pylint: disable=import-outside-toplevel
+
   c = get_config("digits", arg)
   loop.validate_config(c)
   assert c.task == c.data.task == "digits"
@@ -86,12 +86,15 @@ def test_digits_configs(arg):
 def test_importing_last_nnx_imports_neither_sklearn_nor_tfds():
   # (TensorFlow's bundled Keras imports scikit-learn when it is installed, so the loop,
   # which imports TensorFlow through CLU, is only checked for TFDS.)
-  code = ("import sys, last_nnx, last_nnx.data; "
-          "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', "
-          "'tensorflow_datasets'})); import last_nnx.train.loop; "
-          "print('tensorflow_datasets' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       check=True)
+  code = (
+    "import sys, last_nnx, last_nnx.data; "
+    "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', "
+    "'tensorflow_datasets'})); import last_nnx.train.loop; "
+    "print('tensorflow_datasets' in sys.modules)"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+  )
   assert out.stdout.split() == ["[]", "False"]
 
 
@@ -100,6 +103,7 @@ def test_make_train_digits_recipe_reaches_95_percent(tmp_path):
   """The default digits run (what `make train TASK=digits` runs), end to end: dense test
   accuracy >= 95% and a pruned model in the summary (about 2 min on 2 cores)."""
   from last_nnx.train import loop  # pylint: disable=import-outside-toplevel
+
   summary = loop.train_and_evaluate(get_config("digits", "s5"), str(tmp_path))
   assert not summary["synthetic_data"]
   assert summary["before_first_event"]["test"]["accuracy"] >= 0.95

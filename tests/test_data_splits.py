@@ -55,7 +55,7 @@ def random_split(lengths, seed):
   """torch.utils.data.random_split's index lists for ``lengths`` that sum to n."""
   perm, out, start = randperm(sum(lengths), seed), [], 0
   for k in lengths:
-    out.append(perm[start:start + k])
+    out.append(perm[start : start + k])
     start += k
   return out
 
@@ -84,8 +84,38 @@ def test_randperm_matches_the_transcription():
 
 def test_randperm_matches_a_value_recorded_from_torch():
   # torch 2.13.0+cpu: torch.randperm(30, generator=torch.Generator().manual_seed(42))
-  recorded = [12, 0, 6, 25, 8, 15, 10, 18, 16, 23, 28, 26, 20, 7, 21, 22, 29, 13, 14, 2, 4,
-              1, 9, 11, 17, 19, 27, 5, 24, 3]
+  recorded = [
+    12,
+    0,
+    6,
+    25,
+    8,
+    15,
+    10,
+    18,
+    16,
+    23,
+    28,
+    26,
+    20,
+    7,
+    21,
+    22,
+    29,
+    13,
+    14,
+    2,
+    4,
+    1,
+    9,
+    11,
+    17,
+    19,
+    27,
+    5,
+    24,
+    3,
+  ]
   assert splits.torch_randperm(30, 42).tolist() == recorded
   assert randperm(30, 42) == recorded
 
@@ -98,13 +128,15 @@ def test_randperm_and_random_split_match_torch():
     np.testing.assert_array_equal(got, want)
   for n in (29, 30, 200000):
     sizes = splits.pathfinder_sizes(n, "reference")
-    parts = torch.utils.data.random_split(range(n), list(sizes),
-                                          generator=torch.Generator().manual_seed(42))
+    parts = torch.utils.data.random_split(
+      range(n), list(sizes), generator=torch.Generator().manual_seed(42)
+    )
     for ours, theirs in zip(splits.torch_random_split(sizes, 42), parts):
       assert ours.tolist() == list(theirs.indices)
   train, val = splits.reference_held_out(50000, 0.1, 42)
-  parts = torch.utils.data.random_split(range(50000), (45000, 5000),
-                                        generator=torch.Generator().manual_seed(42))
+  parts = torch.utils.data.random_split(
+    range(50000), (45000, 5000), generator=torch.Generator().manual_seed(42)
+  )
   assert train.tolist() == list(parts[0].indices) and val.tolist() == list(parts[1].indices)
 
 
@@ -141,23 +173,21 @@ def fixture_levels(files=(0, 2, 10), per_file=10):
 @pytest.mark.parametrize("task_name,res,n_files", [("pathfinder", 32, 3), ("pathx", 128, 2)])
 def test_pathfinder_reference_membership(tmp_path, task_name, res, n_files):
   make_pathfinder(tmp_path, res, n_files=n_files)
-  task = data.build_task(config(task_name, tmp_path, tmp_path, splits="reference"),
-                         batch_size=2)
+  task = data.build_task(config(task_name, tmp_path, tmp_path, splits="reference"), batch_size=2)
   levels = fixture_levels((0, 2, 10)[:n_files])
   for name, index in reference_pathfinder(len(levels)).items():
     split = task.splits[name]
     assert gray_levels(split) == [levels[i] for i in index], name  # same order, too
     assert split.labels.tolist() == [levels[i] % 10 % 2 for i in index]
   default = data.build_task(config(task_name, tmp_path, tmp_path), batch_size=2)
-  assert gray_levels(default.splits["test"]) == levels[int(0.9 * len(levels)):]
+  assert gray_levels(default.splits["test"]) == levels[int(0.9 * len(levels)) :]
   assert set(gray_levels(default.splits["test"])) != set(gray_levels(task.splits["test"]))
 
 
 def test_pathfinder_reference_drops_empty_images_from_their_split(tmp_path, caplog):
   base = make_pathfinder(tmp_path, 32)
   (base / "imgs" / "2" / "sample_4.png").write_bytes(b"")
-  task = data.build_task(config("pathfinder", tmp_path, tmp_path, splits="reference"),
-                         batch_size=2)
+  task = data.build_task(config("pathfinder", tmp_path, tmp_path, splits="reference"), batch_size=2)
   levels = fixture_levels()
   for name, index in reference_pathfinder(30).items():  # split over all 30 lines
     assert gray_levels(task.splits[name]) == [levels[i] for i in index if levels[i] != 24]
@@ -166,6 +196,7 @@ def test_pathfinder_reference_drops_empty_images_from_their_split(tmp_path, capl
 
 def test_pathfinder_reference_leaves_out_s4s_blacklisted_image(tmp_path):
   from PIL import Image
+
   base = make_pathfinder(tmp_path, 32, variant="curv_baseline")
   Image.fromarray(np.full((32, 32), 250, np.uint8)).save(base / "imgs" / "0" / "sample_172.png")
   with open(base / "metadata" / "0.npy", "a") as f:
@@ -183,6 +214,7 @@ def test_cifar_reference_val_membership(tmp_path):
   folder = make_cifar(tmp_path)
   task = data.build_task(config("image", tmp_path, tmp_path, splits="reference"), batch_size=5)
   import pickle
+
   rows, labels = [], []
   for i in range(1, 6):
     with open(folder / f"data_batch_{i}", "rb") as f:
@@ -209,8 +241,10 @@ def test_speech_reference_class_ids(tmp_path):
   assert (ids["bed"], ids["yes"], ids["backward"], ids["zero"]) == (0, 16, 17, 34)
   for name in ("train", "val", "test"):
     # A clip of alphabetical word w holds the constant 100 (w + 1): it names its word.
-    for split, words in ((ref.splits[name], splits.REFERENCE_SPEECH_WORDS),
-                         (default.splits[name], pathfinder_speech.SPEECH_WORDS)):
+    for split, words in (
+      (ref.splits[name], splits.REFERENCE_SPEECH_WORDS),
+      (default.splits[name], pathfinder_speech.SPEECH_WORDS),
+    ):
       clip_words = [pathfinder_speech.SPEECH_WORDS[v // 100 - 1] for v in split.inputs[:, 0]]
       assert [words[k] for k in split.labels] == clip_words
     same = lambda s: sorted(map(tuple, np.asarray(s.inputs[:, :8003])))
@@ -222,14 +256,22 @@ def test_tasks_without_a_random_rule_read_the_same(tmp_path):
   make_listops(tmp_path / "l")
   make_imdb(tmp_path / "t")
   make_aan(tmp_path / "r")
-  for task_name, root, fields in (("listops", "l", {}), ("text", "t", {"seq_len": 64}),
-                                  ("retrieval", "r", {"seq_len": 64})):
-    a, b = (data.build_task(config(task_name, tmp_path / root, tmp_path, splits=s, **fields),
-                            batch_size=2) for s in ("default", "reference"))
+  for task_name, root, fields in (
+    ("listops", "l", {}),
+    ("text", "t", {"seq_len": 64}),
+    ("retrieval", "r", {"seq_len": 64}),
+  ):
+    a, b = (
+      data.build_task(
+        config(task_name, tmp_path / root, tmp_path, splits=s, **fields), batch_size=2
+      )
+      for s in ("default", "reference")
+    )
     for name in ("train", "val", "test"):
       for field in ("inputs", "lengths", "labels"):
-        np.testing.assert_array_equal(getattr(a.splits[name], field),
-                                      getattr(b.splits[name], field))
+        np.testing.assert_array_equal(
+          getattr(a.splits[name], field), getattr(b.splits[name], field)
+        )
 
 
 def test_imdb_reference_refuses_a_held_out_val(tmp_path):

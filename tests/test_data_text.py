@@ -11,8 +11,10 @@ import pytest
 from last_nnx import data
 from last_nnx.data import pydocs, text, tokenize
 
-WORDS = ("state space models prune whole states . the layer keeps its strongest modes and "
-         "drops the rest ; a language model reads bytes and predicts the next one").split()
+WORDS = (
+  "state space models prune whole states . the layer keeps its strongest modes and "
+  "drops the rest ; a language model reads bytes and predicts the next one"
+).split()
 
 
 def _doc(rng, n_words: int) -> str:
@@ -72,6 +74,7 @@ def test_documents_split_windows_and_targets(corpus):
   np.testing.assert_array_equal(later[0][0], list(task.train_batches(0))[2][0])
   # Calibration reads windows through the generic gather: the model's inputs, unchanged.
   from last_nnx.data import pipeline
+
   x, n, _ = pipeline.gather_rows(np.array([0, 1]), task.splits["train"], task.encoding)
   np.testing.assert_array_equal(x, task.splits["train"].inputs[:2, :-1])
   np.testing.assert_array_equal(n, 16)
@@ -83,8 +86,7 @@ def test_whole_files_as_documents_and_two_processes(corpus):
     text.load_splits(_config(root / "a.txt", doc_separator=""))  # the whole file: one document
   c = _config(root)
   one = data.build_task(c, batch_size=4)
-  halves = [data.build_task(c, batch_size=2, process_index=i, process_count=2)
-            for i in range(2)]
+  halves = [data.build_task(c, batch_size=2, process_index=i, process_count=2) for i in range(2)]
   both = np.concatenate([b[0] for h in halves for b in [next(h.train_batches(3))]])
   whole = next(one.train_batches(3))[0]
   assert sorted(map(bytes, both.astype(np.uint8))) == sorted(map(bytes, whole.astype(np.uint8)))
@@ -93,8 +95,10 @@ def test_whole_files_as_documents_and_two_processes(corpus):
 def test_ngram_baselines_match_brute_force():
   rng = np.random.default_rng(1)
   rows = lambda n: rng.integers(0, 5, (n, 7)).astype(np.uint8)
-  splits = {name: text.Split(r, np.full(len(r), 6, np.int32), np.zeros(len(r), np.int32))
-            for name, r in (("train", rows(40)), ("val", rows(5)), ("test", rows(6)))}
+  splits = {
+    name: text.Split(r, np.full(len(r), 6, np.int32), np.zeros(len(r), np.int32))
+    for name, r in (("train", rows(40)), ("val", rows(5)), ("test", rows(6)))
+  }
   got = text.ngram_baselines(splits, vocab=8)
   train = splits["train"].inputs.astype(int)
   prev, nxt = train[:, :-1].ravel(), train[:, 1:].ravel()
@@ -109,7 +113,8 @@ def test_ngram_baselines_match_brute_force():
   pairs = list(zip(test[:, :-1].ravel(), test[:, 1:].ravel()))
   assert got["unigram"]["test"] == pytest.approx(-np.mean([math.log2(uni(y)) for _, y in pairs]))
   assert got["bigram"]["test"] == pytest.approx(
-      -np.mean([math.log2(bigram(x, y)) for x, y in pairs]))
+    -np.mean([math.log2(bigram(x, y)) for x, y in pairs])
+  )
 
 
 def _tokenizer_json(path, corpus_docs):
@@ -128,8 +133,9 @@ def test_tokenizer_json_and_bits_per_byte(corpus, tmp_path):
   loaded = tokenize.load_tokenizer(str(tmp_path))  # the checkpoint's folder works too
   assert loaded.vocab_size == tok.get_vocab_size() and loaded.separator == 1
   assert loaded.decode(loaded.encode("the layer keeps")) == "the layer keeps"
-  task = data.build_task(_config(root, tokenizer=str(tmp_path / "tokenizer.json"), seq_len=4),
-                         batch_size=2)
+  task = data.build_task(
+    _config(root, tokenizer=str(tmp_path / "tokenizer.json"), seq_len=4), batch_size=2
+  )
   parts = text.split_documents(len(docs), 0.2, 0.2, 42)
   for name in ("train", "test"):
     n_bytes = sum(len(docs[i].encode()) + 1 for i in parts[name])
@@ -143,16 +149,22 @@ def test_tokenizer_json_and_bits_per_byte(corpus, tmp_path):
 def test_bad_inputs_are_one_line(corpus, tmp_path):
   root, _ = corpus
   # A tokenizer that does not match the model's vocabulary.
-  with pytest.raises(ValueError, match=r"has 256 tokens but the model's vocabulary has 50288: "
-                                       r"use the tokenizer.json"):
+  with pytest.raises(
+    ValueError,
+    match=r"has 256 tokens but the model's vocabulary has 50288: "
+    r"use the tokenizer.json",
+  ):
     tokenize.check_vocab(256, 50288, "bytes")
   with pytest.raises(ValueError, match="has 300 tokens but the model's vocabulary has 256"):
     tokenize.check_vocab(300, 256)
   tokenize.check_vocab(50277, 50288)  # mamba2-130m: the tokenizer's vocab padded to 16
   tokenize.check_vocab(256, 256)
   # Text shorter than one window.
-  with pytest.raises(ValueError, match=r"split has \d+ tokens .*fewer than one window of "
-                                       r"data.seq_len \+ 1 = 100001: give more text, or lower"):
+  with pytest.raises(
+    ValueError,
+    match=r"split has \d+ tokens .*fewer than one window of "
+    r"data.seq_len \+ 1 = 100001: give more text, or lower",
+  ):
     text.load_splits(_config(root, seq_len=100000))
   (tmp_path / "tiny.txt").write_text("one\n\ntwo\n\nthree\n")
   with pytest.raises(ValueError, match="fewer than one window"):
@@ -174,16 +186,19 @@ def test_pydocs_extraction_skips_tests_and_site_packages(tmp_path):
   for sub in ("pkg", "pkg/tests", "test", "site-packages/x", "config-3.11-x86_64"):
     (lib / sub).mkdir(parents=True)
   (lib / "pkg" / "mod.py").write_text(
-      '"""Module doc."""\n\ndef f():\n  """Function doc.\n\n    Indented."""\n\n'
-      'class C:\n  """Class doc."""\n  def g(self):\n    return 1\n')
+    '"""Module doc."""\n\ndef f():\n  """Function doc.\n\n    Indented."""\n\n'
+    'class C:\n  """Class doc."""\n  def g(self):\n    return 1\n'
+  )
   (lib / "pkg" / "empty.py").write_text("x = 1\n")
   (lib / "pkg" / "broken.py").write_text("def (:\n")
-  for skipped in ("pkg/tests/t.py", "test/t.py", "site-packages/x/s.py",
-                  "config-3.11-x86_64/c.py"):
+  for skipped in ("pkg/tests/t.py", "test/t.py", "site-packages/x/s.py", "config-3.11-x86_64/c.py"):
     (lib / skipped).write_text('"""skip me"""\n')
   assert [os.path.relpath(p, lib) for p in pydocs.stdlib_files(str(lib))] == [
-      "pkg/broken.py", "pkg/empty.py", "pkg/mod.py"]
+    "pkg/broken.py",
+    "pkg/empty.py",
+    "pkg/mod.py",
+  ]
   docs = pydocs.extract(str(lib))
   topics = pydocs.topic_documents()
-  assert docs[:len(topics)] == topics and len(topics) > 50
-  assert docs[len(topics):] == ["Module doc.\n\nFunction doc.\n\nIndented.\n\nClass doc."]
+  assert docs[: len(topics)] == topics and len(topics) > 50
+  assert docs[len(topics) :] == ["Module doc.\n\nFunction doc.\n\nIndented.\n\nClass doc."]

@@ -39,8 +39,9 @@ def test_image_from_tfds_is_grayscale_cifar(tmp_path):
 
 def test_text_from_tfds_is_bytes_plus_one(tmp_path):
   with tfds.testing.mock_data(num_examples=12):
-    task = data.build_task(tfds_config("text", tmp_path, seq_len=64), batch_size=4,
-                           eval_batch_size=16)
+    task = data.build_task(
+      tfds_config("text", tmp_path, seq_len=64), batch_size=4, eval_batch_size=16
+    )
     test = mock_examples("imdb_reviews", "test", tmp_path)
   assert task.num_examples == {"train": 12, "val": 12, "test": 12}  # val is test, as LRA
   assert (task.vocab_size, task.n_classes, task.seq_len) == (data.BYTE_VOCAB, 2, 64)
@@ -48,12 +49,13 @@ def test_text_from_tfds_is_bytes_plus_one(tmp_path):
   for row, n, example in zip(x, lengths, test):
     raw = np.frombuffer(example["text"], np.uint8)[:64]
     assert n == max(1, len(raw))
-    np.testing.assert_array_equal(row[:len(raw)], raw.astype(np.int32) + 1)
+    np.testing.assert_array_equal(row[: len(raw)], raw.astype(np.int32) + 1)
     assert not row[n:].any()
   np.testing.assert_array_equal(labels, [e["label"] for e in test])
   with tfds.testing.mock_data(num_examples=20):
-    held = data.build_task(tfds_config("text", tmp_path, seq_len=64, val_fraction=0.25),
-                           batch_size=4)
+    held = data.build_task(
+      tfds_config("text", tmp_path, seq_len=64, val_fraction=0.25), batch_size=4
+    )
   assert held.num_examples == {"train": 15, "val": 5, "test": 20}
 
 
@@ -87,8 +89,11 @@ def test_tfds_without_a_prepared_dataset_says_what_to_download(tmp_path):
 def test_tfds_source_is_refused_where_it_does_not_apply(tmp_path):
   c = data.default_data_config("listops")
   c.source = "tfds"
-  with pytest.raises(ValueError, match=r"does not apply to the listops task \(tasks it reads: "
-                     r"image, speech, text\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"does not apply to the listops task \(tasks it reads: "
+    r"image, speech, text\)",
+  ):
     data.build_task(c, batch_size=4)
   c.source = "hub"
   with pytest.raises(ValueError, match="data.source='hub'"):

@@ -39,12 +39,13 @@ def four(tmp_path_factory):
   the event) on 4 devices, in one interpreter with 4 virtual devices, after batch 18 (which
   is refused): its summary under '16', the refusal under 'error'. Run once per session
   (the first xdist worker to need it runs it; a module fixture ran once per worker)."""
+
   def fill(root):
     script = SCRIPT.format(root=ROOT, cache=str(root / "cache"), workdir=str(root))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
+    done = subprocess.run(
+      [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (root / "result.json").write_text(done.stdout.split("RESULT")[-1])
 
@@ -83,8 +84,9 @@ def test_every_process_runs_the_same_number_of_eval_steps(tmp_path):
   c.synthetic.update(dict(n_train=24, n_val=10, n_test=10, seq_len=64, max_length=64))
   counts, masked_rows, labels = [], 0, []
   for process in range(4):  # 10 val examples over 4 processes: shards of 3, 3, 2, 2
-    task = data.build_task(c, batch_size=2, eval_batch_size=2, process_index=process,
-                           process_count=4)
+    task = data.build_task(
+      c, batch_size=2, eval_batch_size=2, process_index=process, process_count=4
+    )
     steps = list(train_steps.eval_batches(task, "val"))
     counts.append(len(steps))
     for (inputs, lengths, y), mask in steps:

@@ -89,13 +89,25 @@ def _env(tmp_path, **extra) -> dict:
 
 
 def _train(workdir, *overrides, env) -> subprocess.CompletedProcess:
-  return subprocess.run([*TRAIN, "--workdir", str(workdir), *overrides], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [*TRAIN, "--workdir", str(workdir), *overrides],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _launch(module: str, *args, env) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-c", LAUNCHER, module, *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-c", LAUNCHER, module, *args],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def _ends_in_one_error_line(done: subprocess.CompletedProcess, start: str) -> str:
@@ -125,10 +137,17 @@ def _tree(directory) -> dict[str, tuple[int, int]]:
 def test_divergence_with_no_retries_ends_train_in_one_line(tmp_path):
   """The fast case (default suite): no retry allowed, one epoch of two steps."""
   workdir = tmp_path / "w"
-  done = _train(workdir, "--config.optim.ssm_lr=50", "--config.optim.lr_factor=100",
-                "--config.train.nan_retries=0", "--config.train.epochs=1",
-                "--config.train.max_steps_per_epoch=2", "--config.pruning.schedule=none",
-                "--config.train.eval_test=False", env=_env(tmp_path))
+  done = _train(
+    workdir,
+    "--config.optim.ssm_lr=50",
+    "--config.optim.lr_factor=100",
+    "--config.train.nan_retries=0",
+    "--config.train.epochs=1",
+    "--config.train.max_steps_per_epoch=2",
+    "--config.pruning.schedule=none",
+    "--config.train.eval_test=False",
+    env=_env(tmp_path),
+  )
   last = _ends_in_one_error_line(done, "error: training diverged at step 2: non-finite ")
   assert "no retries left (train.nan_retries=0)" in last and "already retried" not in last
   assert "the rerun starts afresh" in last
@@ -156,9 +175,15 @@ def test_divergence_before_any_checkpoint_ends_in_one_line_then_a_sane_rerun_tra
 def test_prune_max_drop_finetuning_divergence_ends_in_one_line(trained, tmp_path):
   before = _tree(trained)
   out = tmp_path / "out"
-  done = _launch("last_nnx.cli.prune", f"--workdir={trained}", "--max_drop=100", "--criterion=last",
-                 "--finetune_epochs=1", f"--out={out}",
-                 env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"))
+  done = _launch(
+    "last_nnx.cli.prune",
+    f"--workdir={trained}",
+    "--max_drop=100",
+    "--criterion=last",
+    "--finetune_epochs=1",
+    f"--out={out}",
+    env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"),
+  )
   last = _ends_in_one_error_line(done, "error: fine-tuning diverged: non-finite parameter ")
   assert "lower optim.ssm_lr or --finetune_epochs, then rerun" in last
   assert _tree(trained) == before  # the training run is untouched
@@ -169,8 +194,17 @@ def test_prune_max_drop_finetuning_divergence_ends_in_one_line(trained, tmp_path
 def test_sweep_iterative_divergence_ends_in_one_line_keeping_the_points(trained, tmp_path):
   before = _tree(trained)
   out = tmp_path / "sweep"
-  args = (f"--workdir={trained}", f"--out={out}", "--ratios=0.5", "--criteria=last",
-          "--seeds=1", "--iterative", "--target=0.5", "--steps=1", "--finetune_epochs=1")
+  args = (
+    f"--workdir={trained}",
+    f"--out={out}",
+    "--ratios=0.5",
+    "--criteria=last",
+    "--seeds=1",
+    "--iterative",
+    "--target=0.5",
+    "--steps=1",
+    "--finetune_epochs=1",
+  )
   done = _launch("last_nnx.cli.sweep", *args, env=_env(tmp_path, LAST_NNX_TEST_NAN_AT="1"))
   last = _ends_in_one_error_line(done, "error: fine-tuning diverged: non-finite parameter ")
   assert f"the points measured so far are kept in {out}" in last

@@ -63,10 +63,15 @@ np.savez(result_path, **results)
 
 
 def _model(state_size=16, bidirectional=False, seed=0) -> SequenceModel:
-  model = SequenceModel(n_classes=CLASSES, d_model=8, n_layers=2, ssm="s5",
-                        ssm_config=dict(state_size=state_size, blocks=2,
-                                        bidirectional=bidirectional),
-                        vocab_size=VOCAB, rngs=nnx.Rngs(seed))
+  model = SequenceModel(
+    n_classes=CLASSES,
+    d_model=8,
+    n_layers=2,
+    ssm="s5",
+    ssm_config=dict(state_size=state_size, blocks=2, bidirectional=bidirectional),
+    vocab_size=VOCAB,
+    rngs=nnx.Rngs(seed),
+  )
   model.train()
   x, lengths = _inputs(seed + 1)
   model(jnp.asarray(x), jnp.asarray(lengths))  # non-trivial BatchNorm statistics
@@ -80,8 +85,10 @@ def _inputs(seed=0):
   return x, np.array([LENGTH, 5, 1], np.int32)
 
 
-META = dict(model_spec=dict(n_classes=CLASSES, vocab_size=VOCAB, in_dim=1, retrieval=False),
-            run=dict(events=[dict(epoch=1, ratio=0.5)]))
+META = dict(
+  model_spec=dict(n_classes=CLASSES, vocab_size=VOCAB, in_dim=1, retrieval=False),
+  run=dict(events=[dict(epoch=1, ratio=0.5)]),
+)
 
 
 def _reload(tmp_path, out_dir, use_tf):
@@ -89,9 +96,21 @@ def _reload(tmp_path, out_dir, use_tf):
   np.savez(tmp_path / "inputs.npz", inputs=x, lengths=lengths)
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   proc = subprocess.run(
-      [sys.executable, "-c", RELOAD, str(out_dir), str(tmp_path / "inputs.npz"),
-       str(tmp_path / "result.npz"), "1" if use_tf else "0"],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-c",
+      RELOAD,
+      str(out_dir),
+      str(tmp_path / "inputs.npz"),
+      str(tmp_path / "result.npz"),
+      "1" if use_tf else "0",
+    ],
+    cwd=tmp_path,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return x, lengths, dict(np.load(tmp_path / "result.npz"))
 
@@ -109,18 +128,24 @@ def _export_pruned_run(tmp_path, formats):
   """Masked-pruned checkpoint -> `export_workdir` (the CLI's path)."""
   model = _model()
   pruning.prune(model, 0.5, criterion="last", mode="mask")
-  config = dict(seed=0, model=dict(n_layers=2, d_model=8, ssm="s5", ssm_config=dict(
-      state_size=16, blocks=2, bidirectional=False)))
+  config = dict(
+    seed=0,
+    model=dict(
+      n_layers=2, d_model=8, ssm="s5", ssm_config=dict(state_size=16, blocks=2, bidirectional=False)
+    ),
+  )
   checkpoint.save_model(str(tmp_path / "run"), model, config, META)
   out = tmp_path / "exported"
-  manifest = export.export_workdir(str(tmp_path / "run"), str(out), which="latest",
-                                   seq_len=LENGTH, formats=formats)
+  manifest = export.export_workdir(
+    str(tmp_path / "run"), str(out), which="latest", seq_len=LENGTH, formats=formats
+  )
   on_disk = json.load(open(out / "model.json"))
   assert on_disk["states_total"] == 8 and on_disk["pruning_history"] == META["run"]["events"]
   # Exported compacted: 16 stored states -> 8 kept, split across the layers.
   assert sum(v["state_shape"][0] for v in on_disk["layers"].values()) == 8
   assert [s["shape"] for s in on_disk["step"]["args"][1:3]] == [
-      ["b", v["state_shape"][0], 2] for v in on_disk["layers"].values()]
+    ["b", v["state_shape"][0], 2] for v in on_disk["layers"].values()
+  ]
   assert manifest["streaming"]
   return model, out
 
@@ -138,21 +163,28 @@ def test_stablehlo_reloads_without_last_nnx(tmp_path):
   x, lengths, got = _reload(tmp_path, out, use_tf=False)
   expected = _check_reloaded(model, got, x, lengths, "jax")
   # The step's logits at step t are the forward's on the prefix of length t + 1.
-  np.testing.assert_allclose(got["jax_step"][np.arange(BATCH), lengths - 1], expected,
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    got["jax_step"][np.arange(BATCH), lengths - 1], expected, rtol=1e-4, atol=1e-5
+  )
 
 
 def test_selective_model_streams_after_reload(tmp_path):
   """Mamba-2: a masked-pruned model exports compacted; its dict step state (conv window and
   head states per layer) crosses the boundary as named float32 leaves and streams."""
-  model = SequenceModel(n_classes=CLASSES, d_model=8, n_layers=2, ssm="mamba2",
-                        ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4,
-                                        bidirectional=False),
-                        vocab_size=VOCAB, rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=CLASSES,
+    d_model=8,
+    n_layers=2,
+    ssm="mamba2",
+    ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4, bidirectional=False),
+    vocab_size=VOCAB,
+    rngs=nnx.Rngs(0),
+  )
   model.eval()
   pruning.prune(model, 0.5, criterion="magnitude", mode="mask")
-  manifest = export.export_model(model, META, str(tmp_path / "out"), seq_len=LENGTH,
-                                 formats=("stablehlo",))
+  manifest = export.export_model(
+    model, META, str(tmp_path / "out"), seq_len=LENGTH, formats=("stablehlo",)
+  )
   names = [s["name"] for s in manifest["step"]["args"][1:]]
   assert names[:4] == ["ssm_0_conv", "ssm_0_ssm", "ssm_1_conv", "ssm_1_ssm"]
   # Compacted: every layer's head states have its kept width (N = 4 -> at most 3 live).
@@ -180,12 +212,25 @@ def test_compacted_model_exports_smaller(tmp_path):
   pruned = nnx.clone(dense)
   pruning.prune(pruned, 0.5, criterion="last", mode="mask")
   sizes = {}
-  for name, model, compact in (("dense", dense, True), ("pruned", pruned, True),
-                               ("masked_kept", pruned, False)):
-    manifest = export.export_model(model, META, str(tmp_path / name), seq_len=LENGTH,
-                                   formats=("stablehlo",), platforms=("cpu",), compact=compact)
-    sizes[name] = (manifest["files"]["forward.jax"], manifest["files"]["step.jax"],
-                   sum(np.prod(s["shape"][1:]) for s in manifest["step"]["args"][1:3]))
+  for name, model, compact in (
+    ("dense", dense, True),
+    ("pruned", pruned, True),
+    ("masked_kept", pruned, False),
+  ):
+    manifest = export.export_model(
+      model,
+      META,
+      str(tmp_path / name),
+      seq_len=LENGTH,
+      formats=("stablehlo",),
+      platforms=("cpu",),
+      compact=compact,
+    )
+    sizes[name] = (
+      manifest["files"]["forward.jax"],
+      manifest["files"]["step.jax"],
+      sum(np.prod(s["shape"][1:]) for s in manifest["step"]["args"][1:3]),
+    )
   # The weights are embedded in the artifacts: removing half the states removes
   # their parameters' bytes from both files.
   removed = _param_bytes(dense) - _param_bytes(export.compact_masked(pruned))
@@ -200,33 +245,41 @@ def test_compacted_model_exports_smaller(tmp_path):
 
 def test_bidirectional_exports_forward_only(tmp_path):
   model = _model(bidirectional=True)
-  manifest = export.export_model(model, META, str(tmp_path / "bi"), seq_len=LENGTH,
-                                 formats=("stablehlo",), platforms=("cpu",))
+  manifest = export.export_model(
+    model, META, str(tmp_path / "bi"), seq_len=LENGTH, formats=("stablehlo",), platforms=("cpu",)
+  )
   assert not manifest["streaming"] and "bidirectional" in manifest["step_refused"]
   assert sorted(os.listdir(tmp_path / "bi")) == ["forward.jax", "model.json"]
   # Reloaded in process (a fresh interpreter is test_stablehlo_reloads_without_last_nnx's).
   with open(tmp_path / "bi" / "forward.jax", "rb") as f:
     fwd = jax.export.deserialize(bytearray(f.read()))
   x, lengths = _inputs(seed=3)
-  np.testing.assert_allclose(np.asarray(fwd.call(x, lengths)),
-                             np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(fwd.call(x, lengths)),
+    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def test_symbolic_batch(tmp_path):
   """One artifact serves any batch size."""
   model = _model()
-  manifest = export.export_model(model, META, str(tmp_path / "e"), seq_len=LENGTH,
-                                 formats=("stablehlo",), platforms=("cpu",))
+  manifest = export.export_model(
+    model, META, str(tmp_path / "e"), seq_len=LENGTH, formats=("stablehlo",), platforms=("cpu",)
+  )
   assert manifest["forward"]["args"][0]["shape"] == ["b", LENGTH]
   with open(tmp_path / "e" / "forward.jax", "rb") as f:
     fwd = jax.export.deserialize(bytearray(f.read()))
   for batch in (1, 7):
     x = np.random.default_rng(batch).integers(0, VOCAB, (batch, LENGTH)).astype(np.int32)
     lengths = np.full(batch, LENGTH, np.int32)
-    np.testing.assert_allclose(np.asarray(fwd.call(x, lengths)),
-                               np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+      np.asarray(fwd.call(x, lengths)),
+      np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+      rtol=1e-5,
+      atol=1e-5,
+    )
 
 
 def test_unknown_format_fails(tmp_path):
@@ -235,45 +288,70 @@ def test_unknown_format_fails(tmp_path):
 
 
 def test_retrieval_exports_forward_only(tmp_path):
-  model = SequenceModel(n_classes=2, d_model=8, n_layers=1, ssm="s5",
-                        ssm_config=dict(state_size=4, bidirectional=False), vocab_size=VOCAB,
-                        retrieval=True, rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=2,
+    d_model=8,
+    n_layers=1,
+    ssm="s5",
+    ssm_config=dict(state_size=4, bidirectional=False),
+    vocab_size=VOCAB,
+    retrieval=True,
+    rngs=nnx.Rngs(0),
+  )
   model.eval()
   meta = dict(model_spec=dict(n_classes=2, vocab_size=VOCAB, in_dim=1, retrieval=True))
-  manifest = export.export_model(model, meta, str(tmp_path), seq_len=LENGTH,
-                                 formats=("stablehlo",), platforms=("cpu",))
+  manifest = export.export_model(
+    model, meta, str(tmp_path), seq_len=LENGTH, formats=("stablehlo",), platforms=("cpu",)
+  )
   assert not manifest["streaming"] and "retrieval" in manifest["step_refused"]
   assert manifest["forward"]["args"][0]["shape"] == ["b", 2, LENGTH]
   with open(tmp_path / "forward.jax", "rb") as f:
     fwd = jax.export.deserialize(bytearray(f.read()))
   x = np.random.default_rng(0).integers(0, VOCAB, (3, 2, LENGTH)).astype(np.int32)
   lengths = np.array([[LENGTH, 3], [1, LENGTH], [5, 5]], np.int32)
-  np.testing.assert_allclose(np.asarray(fwd.call(x, lengths)),
-                             np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(fwd.call(x, lengths)),
+    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def test_continuous_inputs_export(tmp_path):
   """Feature inputs: forward (b, L, F) and step x_t (b, F), reloaded in process."""
-  model = SequenceModel(n_classes=3, d_model=8, n_layers=1, ssm="lru",
-                        ssm_config=dict(state_size=6), in_dim=2, pooling="last",
-                        rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=3,
+    d_model=8,
+    n_layers=1,
+    ssm="lru",
+    ssm_config=dict(state_size=6),
+    in_dim=2,
+    pooling="last",
+    rngs=nnx.Rngs(0),
+  )
   model.eval()
   meta = dict(model_spec=dict(n_classes=3, vocab_size=None, in_dim=2, retrieval=False))
-  manifest = export.export_model(model, meta, str(tmp_path), seq_len=LENGTH,
-                                 formats=("stablehlo",), platforms=("cpu",))
+  manifest = export.export_model(
+    model, meta, str(tmp_path), seq_len=LENGTH, formats=("stablehlo",), platforms=("cpu",)
+  )
   assert manifest["input"]["kind"] == "features"
   assert [a["shape"] for a in manifest["step"]["args"]] == [["b", 2], ["b", 6, 2], ["b"]]
   load = lambda name: jax.export.deserialize(bytearray((tmp_path / name).read_bytes()))
   x = np.random.default_rng(0).normal(size=(2, LENGTH, 2)).astype(np.float32)
   lengths = np.full(2, LENGTH, np.int32)
-  np.testing.assert_allclose(np.asarray(load("forward.jax").call(x, lengths)),
-                             np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(load("forward.jax").call(x, lengths)),
+    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    rtol=1e-5,
+    atol=1e-5,
+  )
   step = load("step.jax")
   state = [np.zeros([2] + a["shape"][1:], a["dtype"]) for a in manifest["step"]["args"][1:]]
   for t in range(LENGTH):
     logits, *state = step.call(x[:, t], *state)
-  np.testing.assert_allclose(np.asarray(logits), np.asarray(model(jnp.asarray(x),
-                                                                  jnp.asarray(lengths))),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(logits),
+    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    rtol=1e-4,
+    atol=1e-5,
+  )

@@ -108,6 +108,7 @@ def test_top_level_holds_only_the_library_entry_points():
 
 def test_every_program_of_the_installed_command_exists():
   from last_nnx.cli import main
+
   for module, _ in main.PROGRAMS.values():
     path = ROOT.parent / module.replace(".", "/")
     assert path.with_suffix(".py").exists() or (path / "__main__.py").exists(), module

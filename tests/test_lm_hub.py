@@ -60,8 +60,12 @@ def test_prefill_and_steps_equal_the_forward_on_a_loaded_model(loaded, golden):
     _, logits = jax.lax.scan(lambda s, t: model.step(s, t), state, rest.T)
     return jnp.concatenate([last[:, None], jnp.moveaxis(logits, 0, 1)], axis=1)
 
-  np.testing.assert_allclose(np.asarray(decode(model, tokens[:, :33], tokens[:, 33:])),
-                             golden["g2_untied/logits"][:, 32:], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(decode(model, tokens[:, :33], tokens[:, 33:])),
+    golden["g2_untied/logits"][:, 32:],
+    rtol=1e-4,
+    atol=1e-4,
+  )
 
 
 def _calibration(tokens):
@@ -73,8 +77,9 @@ def test_round_trips_dense_and_pruned_uniformly(golden, tmp_path, fmt, mode):
   model = hub.load_pretrained(FIXTURE / f"g1_tied_{fmt}")  # one group: N = the kept count
   tokens = golden["g1_tied/tokens"]
   hub.save_pretrained(model, tmp_path / "dense", format=fmt)
-  np.testing.assert_array_equal(_logits(hub.load_pretrained(tmp_path / "dense"), tokens),
-                                _logits(model, tokens))
+  np.testing.assert_array_equal(
+    _logits(hub.load_pretrained(tmp_path / "dense"), tokens), _logits(model, tokens)
+  )
   pruning.prune(model, 0.5, criterion="uniform", calibration=_calibration(tokens), mode=mode)
   assert model.state_sizes() == ((8, 8) if mode == "mask" else (4, 4))  # masked: shapes kept
   hub.save_pretrained(model, tmp_path / "uniform", format=fmt, layout="native")
@@ -134,8 +139,10 @@ def test_bad_checkpoints_end_in_one_line(tmp_path):
     import torch  # noqa: F401
   except ImportError:
     _refused(tmp_path / "bin", "torch is not installed: convert it.*safetensors")
-  others = {"llama": {"model_type": "llama", "hidden_size": 16},
-            "mamba1": {"d_model": 16, "n_layer": 2, "vocab_size": 48, "ssm_cfg": {}}}
+  others = {
+    "llama": {"model_type": "llama", "hidden_size": 16},
+    "mamba1": {"d_model": 16, "n_layer": 2, "vocab_size": 48, "ssm_cfg": {}},
+  }
   for name, raw in others.items():
     (tmp_path / name).mkdir()
     (tmp_path / name / "config.json").write_text(json.dumps(raw))

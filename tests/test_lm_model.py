@@ -35,6 +35,7 @@ def _decode_logits_jit(model, tokens, split_tokens):
   def body(state, token):
     state, logits = model.step(state, token)
     return state, logits
+
   _, logits = jax.lax.scan(body, state, tokens.T)
   return jnp.concatenate([last[:, None], jnp.moveaxis(logits, 0, 1)], axis=1)
 
@@ -88,8 +89,9 @@ def test_pruned_lm_compacts_and_runs():
   assert max(model.state_sizes()) < CONFIG.state_size  # the arrays shrank
   tokens = _tokens((2, 11))
   decoded = _decode_logits(model, tokens, 6)
-  np.testing.assert_allclose(decoded, np.asarray(_forward(model, tokens))[:, 5:], rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    decoded, np.asarray(_forward(model, tokens))[:, 5:], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_gated_norm_per_group_or_whole_width():

@@ -11,8 +11,10 @@ from last_nnx.lm import Mamba2LM, Mamba2LMConfig, hub
 pytest.importorskip("last_nnx.data.text")
 from last_nnx.cli import prune_lm  # noqa: E402
 
-WORDS = ("the state of a layer is pruned when its energy is small and the model keeps the "
-         "rest of its states so that the perplexity stays close to the dense one").split()
+WORDS = (
+  "the state of a layer is pruned when its energy is small and the model keeps the "
+  "rest of its states so that the perplexity stays close to the dense one"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +24,31 @@ def checkpoint(tmp_path_factory):
   for i in range(6):  # documents: paragraphs of random words
     text = "\n\n".join(" ".join(rng.choice(WORDS, 60)) for _ in range(4))
     (root / f"doc{i}.txt").write_text(text)
-  model = Mamba2LM(Mamba2LMConfig.tiny(vocab_size=256, n_layers=2, chunk_size=16),
-                   rngs=nnx.Rngs(0))
+  model = Mamba2LM(Mamba2LMConfig.tiny(vocab_size=256, n_layers=2, chunk_size=16), rngs=nnx.Rngs(0))
   hub.save_pretrained(model, root / "ckpt", format="transformers")
   return root
 
 
 def test_prune_and_max_drop_on_a_checkpoint_directory(checkpoint):
-  opts = prune_lm.TextOptions(text=str(checkpoint / "doc*.txt"), seq_len=32,
-                              calibration_windows=8, calibration_length=32)
+  opts = prune_lm.TextOptions(
+    text=str(checkpoint / "doc*.txt"), seq_len=32, calibration_windows=8, calibration_length=32
+  )
   path = str(checkpoint / "ckpt")
   assert prune_lm.is_lm_target(path) and not prune_lm.is_lm_target(str(checkpoint))
   summary = prune_lm.prune_program(
-      path, ratio=0.5, criterion="calibrated", allocation="global", sequential=True,
-      out=str(checkpoint / "pruned"), which="latest", seed=0, fmt="mamba_ssm", layout="native",
-      eval_splits=["val"], opts=opts)
+    path,
+    ratio=0.5,
+    criterion="calibrated",
+    allocation="global",
+    sequential=True,
+    out=str(checkpoint / "pruned"),
+    which="latest",
+    seed=0,
+    fmt="mamba_ssm",
+    layout="native",
+    eval_splits=["val"],
+    opts=opts,
+  )
   (r,) = summary["results"]
   assert r["method"] == "calibrated/global/seq" and sum(r["per_layer"]) == 8
   reloaded = hub.load_pretrained(checkpoint / "pruned")
@@ -45,20 +57,38 @@ def test_prune_and_max_drop_on_a_checkpoint_directory(checkpoint):
   assert report["splits"]["val"]["after"]["bits_per_byte"] > 0
   assert any("bits per byte" in line for line in prune_lm.prune_lines(summary))
   found = prune_lm.prune_program(
-      path, ratio=0.0, criterion="calibrated/uniform/seq", allocation=None, sequential=False,
-      out=str(checkpoint / "found"), which="latest", seed=0, fmt="transformers",
-      layout="padded", eval_splits=["val"], max_drop=1.0, opts=opts)["results"][0]
+    path,
+    ratio=0.0,
+    criterion="calibrated/uniform/seq",
+    allocation=None,
+    sequential=False,
+    out=str(checkpoint / "found"),
+    which="latest",
+    seed=0,
+    fmt="transformers",
+    layout="padded",
+    eval_splits=["val"],
+    max_drop=1.0,
+    opts=opts,
+  )["results"][0]
   m = found["max_drop"]
   assert m["perplexity"] <= m["limit"] and found["ratio"] == m["ratio"]
 
 
 def test_sweep_program_writes_tables_and_plots(checkpoint):
-  opts = prune_lm.TextOptions(text=str(checkpoint / "doc*.txt"), seq_len=32,
-                              calibration_windows=8, calibration_length=32)
+  opts = prune_lm.TextOptions(
+    text=str(checkpoint / "doc*.txt"), seq_len=32, calibration_windows=8, calibration_length=32
+  )
   out = checkpoint / "sweep"
-  text = prune_lm.sweep_program(str(checkpoint / "ckpt"), out=str(out), which="latest",
-                                ratios=[0.5], methods=["calibrated/uniform/seq", "random"],
-                                seeds=2, opts=opts)
+  text = prune_lm.sweep_program(
+    str(checkpoint / "ckpt"),
+    out=str(out),
+    which="latest",
+    ratios=[0.5],
+    methods=["calibrated/uniform/seq", "random"],
+    seeds=2,
+    opts=opts,
+  )
   assert "calibrated/uniform/seq" in text and "random/global" in text
   points = json.loads((out / "points.json").read_text())["points"]
   assert len(points) == 1 + 1 + 2

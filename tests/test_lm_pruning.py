@@ -40,8 +40,9 @@ def test_sequential_equals_one_pass_on_one_layer(windows):
   batches = lm_prune.as_batches(windows, 8)
   one, seq = _model(1), _model(1)
   a = prune_selective(one, 0.5, criterion="calibrated", calibration=batches, mode="mask")
-  b = prune_selective(seq, 0.5, criterion="calibrated", calibration=batches, mode="mask",
-                      sequential=True)
+  b = prune_selective(
+    seq, 0.5, criterion="calibrated", calibration=batches, mode="mask", sequential=True
+  )
   (path,) = a.kept
   np.testing.assert_array_equal(a.kept[path], b.kept[path])
   for k, v in a.first_pass[path].items():
@@ -51,12 +52,20 @@ def test_sequential_equals_one_pass_on_one_layer(windows):
 def test_sequential_rescores_later_layers_on_the_pruned_model(windows):
   batches = lm_prune.as_batches(windows, 8)
   model = _model(2)
-  report = prune_selective(model, 0.6, criterion="calibrated", allocation="uniform",
-                           calibration=batches, mode="mask", sequential=True)
+  report = prune_selective(
+    model,
+    0.6,
+    criterion="calibrated",
+    allocation="uniform",
+    calibration=batches,
+    mode="mask",
+    sequential=True,
+  )
   first, second = report.kept
   # Layer 0 sees the same inputs as in the first pass; layer 1 sees layer 0 pruned.
-  np.testing.assert_allclose(report.statistics[first]["output_energy"],
-                             report.first_pass[first]["output_energy"], rtol=1e-6)
+  np.testing.assert_allclose(
+    report.statistics[first]["output_energy"], report.first_pass[first]["output_energy"], rtol=1e-6
+  )
   before = report.first_pass[second]["output_energy"]
   after = report.statistics[second]["output_energy"]
   assert np.max(np.abs(after - before) / np.max(before)) > 1e-3
@@ -68,17 +77,31 @@ def test_uniform_keeps_the_same_count_in_every_layer_global_does_not(windows):
   for criterion in ("calibrated", "gramian", "magnitude", "random"):
     for sequential in (False, True):
       model = _model(3)
-      report = lm_prune.prune_lm(model, 0.5, criterion=criterion, allocation="uniform",
-                                 sequential=sequential, calibration=windows, batch_size=8,
-                                 mode="mask")
+      report = lm_prune.prune_lm(
+        model,
+        0.5,
+        criterion=criterion,
+        allocation="uniform",
+        sequential=sequential,
+        calibration=windows,
+        batch_size=8,
+        mode="mask",
+      )
       assert report.per_layer() == [4, 4, 4], (criterion, sequential)
       assert lm_prune.state_counts(model) == (4, 4, 4)
   lm_prune.prune_lm(model, 0.5, criterion="random", allocation="uniform")
   assert model.state_sizes() == (2, 2, 2)
   assert model.config.state_size == 2 and model.config.layer_state_sizes is None
   model = _model(3)
-  report = lm_prune.prune_lm(model, 0.5, criterion="calibrated", allocation="global",
-                             sequential=True, calibration=windows, batch_size=8)
+  report = lm_prune.prune_lm(
+    model,
+    0.5,
+    criterion="calibrated",
+    allocation="global",
+    sequential=True,
+    calibration=windows,
+    batch_size=8,
+  )
   assert sum(report.per_layer()) == 12  # floor(24 * 0.5), spread by the global threshold
   assert lm_prune.state_counts(model) == tuple(report.per_layer())
   assert model.config.layer_state_sizes in (None, tuple(report.per_layer()))
@@ -87,8 +110,16 @@ def test_uniform_keeps_the_same_count_in_every_layer_global_does_not(windows):
 def test_compacted_equals_masked_and_perplexity_is_finite(windows):
   masked, compact = _model(2), _model(2)
   for m, mode in ((masked, "mask"), (compact, "compact")):
-    lm_prune.prune_lm(m, 0.5, criterion="calibrated", allocation="global", sequential=True,
-                      calibration=windows, batch_size=8, mode=mode)
+    lm_prune.prune_lm(
+      m,
+      0.5,
+      criterion="calibrated",
+      allocation="global",
+      sequential=True,
+      calibration=windows,
+      batch_size=8,
+      mode=mode,
+    )
   a, b = evaluate(masked, windows[:4]), evaluate(compact, windows[:4])
   assert np.isfinite(a["perplexity"])
   np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -104,14 +135,23 @@ def test_bad_options_say_what_to_do(windows):
 
 def test_pruned_saved_and_reloaded_lm_has_the_same_perplexity(windows, tmp_path):
   from last_nnx.lm import hub
+
   model = _model(3)
-  report = lm_prune.prune_lm(model, 0.5, criterion="calibrated", allocation="global",
-                             sequential=True, calibration=windows, batch_size=8)
+  report = lm_prune.prune_lm(
+    model,
+    0.5,
+    criterion="calibrated",
+    allocation="global",
+    sequential=True,
+    calibration=windows,
+    batch_size=8,
+  )
   assert len(set(report.per_layer())) > 1  # ragged: both layouts are exercised
   before = evaluate(model, windows[:4])
   for fmt, layout in (("transformers", "padded"), ("mamba_ssm", "native")):
-    loaded = hub.load_pretrained(hub.save_pretrained(model, tmp_path / f"{fmt}-{layout}",
-                                                     format=fmt, layout=layout))
+    loaded = hub.load_pretrained(
+      hub.save_pretrained(model, tmp_path / f"{fmt}-{layout}", format=fmt, layout=layout)
+    )
     assert loaded.state_sizes() == model.state_sizes() == tuple(report.per_layer())
     after = evaluate(loaded, windows[:4])
     np.testing.assert_allclose(after["perplexity"], before["perplexity"], rtol=1e-6)
@@ -119,16 +159,24 @@ def test_pruned_saved_and_reloaded_lm_has_the_same_perplexity(windows, tmp_path)
 
 def test_perplexity_curves_rows_table_and_plot(windows, tmp_path):
   from last_nnx.sweeps import lm as lm_sweep
+
   model = _model(2)
-  rows = lm_sweep.curves(model, windows, windows[:4], ratios=(0.25, 0.5), seeds=2,
-                         methods=("calibrated/global/seq", "random/uniform"),
-                         bytes_per_token=1.0)
+  rows = lm_sweep.curves(
+    model,
+    windows,
+    windows[:4],
+    ratios=(0.25, 0.5),
+    seeds=2,
+    methods=("calibrated/global/seq", "random/uniform"),
+    bytes_per_token=1.0,
+  )
   assert len(rows) == 1 + 2 + 2 * 2 and rows[0]["method"] == "dense"
   for r in rows:
     np.testing.assert_allclose(r["bits_per_byte"], r["loss"] / np.log(2))
   assert {r["method"] for r in rows} == {"dense", "calibrated/global/seq", "random/uniform"}
-  assert all(r["per_layer"] == [6, 6] for r in rows if r["method"] == "random/uniform"
-             and r["ratio"] == 0.25)
+  assert all(
+    r["per_layer"] == [6, 6] for r in rows if r["method"] == "random/uniform" and r["ratio"] == 0.25
+  )
   text = lm_sweep.table(rows, "bits_per_byte")
   assert "random/uniform" in text and "±" in text and "50%" in text
   assert "calibrated/global/seq | 50%" in lm_sweep.allocation_table(rows, ratios=(0.5,))
@@ -141,10 +189,12 @@ def test_perplexity_curves_rows_table_and_plot(windows, tmp_path):
 
 def test_max_drop_search_stays_within_its_perplexity_tolerance_on_val(windows):
   from last_nnx.sweeps import lm as lm_sweep
+
   model, val = _model(2), windows[:4]
   for tolerance in (0.5, 3.0):
-    found = lm_sweep.max_drop(model, "calibrated/global", windows, val, tolerance, step=0.25,
-                              bisections=2)
+    found = lm_sweep.max_drop(
+      model, "calibrated/global", windows, val, tolerance, step=0.25, bisections=2
+    )
     assert found["perplexity"] <= found["dense"] * (1 + tolerance / 100) + 1e-9
     # Every ratio tried above the one found was outside the tolerance.
     assert all(p > found["limit"] for r, p in found["tried"] if r > found["ratio"])
@@ -154,17 +204,21 @@ def test_max_drop_search_stays_within_its_perplexity_tolerance_on_val(windows):
 
 def test_distillation_moves_the_pruned_student_towards_the_teacher(windows):
   from last_nnx.lm import distill
+
   teacher, student = _model(2, seed=1), _model(2)  # a teacher the student does not match
   lm_prune.prune_lm(student, 0.5, criterion="calibrated", calibration=windows, batch_size=8)
   sizes, rows = student.state_sizes(), windows[:8]
 
   def kl():
     return float(distill.kl_loss(student(rows[:, :-1]), teacher(rows[:, :-1])))
+
   before = kl()
-  history = distill.finetune(student, rows, teacher=teacher, steps=12, lr=3e-3, batch_size=4,
-                             log_every=6)
+  history = distill.finetune(
+    student, rows, teacher=teacher, steps=12, lr=3e-3, batch_size=4, log_every=6
+  )
   assert [s for s, _ in history] == [6, 12]
   assert kl() < 0.9 * before
   assert student.state_sizes() == sizes  # still pruned
-  assert float(distill.kl_loss(teacher(rows[:, :-1]), teacher(rows[:, :-1]))) == \
-      pytest.approx(0.0, abs=1e-6)
+  assert float(distill.kl_loss(teacher(rows[:, :-1]), teacher(rows[:, :-1]))) == pytest.approx(
+    0.0, abs=1e-6
+  )

@@ -77,8 +77,10 @@ def test_sequential_reference_is_the_recurrence():
   for i in range(h):
     state = np.zeros((b, bm.shape[3], p))
     for t in range(length):
-      state = (np.exp(dt[:, t, i] * a[i])[:, None, None] * state
-               + bm[:, t, i // r, :, None] * (dt[:, t, i, None] * x[:, t, i])[:, None, :])
+      state = (
+        np.exp(dt[:, t, i] * a[i])[:, None, None] * state
+        + bm[:, t, i // r, :, None] * (dt[:, t, i, None] * x[:, t, i])[:, None, :]
+      )
       want[:, t, i] = np.einsum("bn,bnp->bp", cm[:, t, i // r], state)
   np.testing.assert_allclose(np.asarray(y), want, rtol=1e-5, atol=1e-6)
 
@@ -128,8 +130,9 @@ def test_stream_equals_forward(how):
   if how == "compact":
     layer.prune_states(np.random.default_rng(0).random(12) > 0.5)
   streamed, state = _stream(layer, u)
-  np.testing.assert_allclose(np.asarray(streamed), np.asarray(_forward(layer, u)), atol=1e-5,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(streamed), np.asarray(_forward(layer, u)), atol=1e-5, rtol=1e-5
+  )
   g, n = layer.state_shape
   assert state["ssm"].shape == (2, 4, n, 4) and state["conv"].shape == (2, 3, layer.conv_dim)
 
@@ -159,8 +162,9 @@ def test_compact_equals_mask_and_masked_states_contribute_nothing():
   # The returned gathers map the old arrays (or optimizer moments shaped like them) onto
   # the new parameters.
   for name, fn in transforms.items():
-    np.testing.assert_array_equal(np.asarray(fn(jnp.asarray(before[name]))),
-                                  np.asarray(getattr(layer, name)[...]))
+    np.testing.assert_array_equal(
+      np.asarray(fn(jnp.asarray(before[name]))), np.asarray(getattr(layer, name)[...])
+    )
   np.testing.assert_array_equal(np.asarray(layer.in_B[...])[:, 0], before["in_B"][:, 0, [0, 2, 3]])
 
 
@@ -176,8 +180,10 @@ def _naive_statistics(layer, u, lengths):
   for i in range(b):
     state = np.zeros((h, n, p))
     for t in range(length):
-      state = (np.exp(dt[i, t] * a)[:, None, None] * state
-               + bm[i, t, np.arange(h) // r, :, None] * (dt[i, t, :, None] * x[i, t])[:, None])
+      state = (
+        np.exp(dt[i, t] * a)[:, None, None] * state
+        + bm[i, t, np.arange(h) // r, :, None] * (dt[i, t, :, None] * x[i, t])[:, None]
+      )
       if t >= lengths[i]:
         continue
       count += 1
@@ -204,30 +210,61 @@ def test_state_statistics_match_naive_loop():
 
 
 def test_tiny_model_trains_through_the_train_step():
-  model = SequenceModel(n_classes=3, vocab_size=9, d_model=D_MODEL, n_layers=1, ssm="mamba2",
-                        ssm_config=OPTIONS, rngs=nnx.Rngs(0))
-  c = ml_collections.ConfigDict(dict(
-      ssm_lr=1e-2, lr_factor=1.0, weight_decay=0.05, opt_config="standard", dt_global=False,
-      warmup_epochs=0.0, lr_min=0.0, schedule="constant", grad_clip=0.0, grad_accum=1))
+  model = SequenceModel(
+    n_classes=3,
+    vocab_size=9,
+    d_model=D_MODEL,
+    n_layers=1,
+    ssm="mamba2",
+    ssm_config=OPTIONS,
+    rngs=nnx.Rngs(0),
+  )
+  c = ml_collections.ConfigDict(
+    dict(
+      ssm_lr=1e-2,
+      lr_factor=1.0,
+      weight_decay=0.05,
+      opt_config="standard",
+      dt_global=False,
+      warmup_epochs=0.0,
+      lr_min=0.0,
+      schedule="constant",
+      grad_clip=0.0,
+      grad_accum=1,
+    )
+  )
   optimizer, _ = optim.make_optimizer(model, c, total_steps=20, steps_per_epoch=20)
-  labels = optim.param_labels(nnx.state(model, nnx.Param), "standard",
-                              roles=optim.param_roles(model))
-  flat = {path[-1]: v.get_value() for path, v in nnx.to_flat_state(labels)
-          if "ssm" in [str(p) for p in path]}
+  labels = optim.param_labels(
+    nnx.state(model, nnx.Param), "standard", roles=optim.param_roles(model)
+  )
+  flat = {
+    path[-1]: v.get_value()
+    for path, v in nnx.to_flat_state(labels)
+    if "ssm" in [str(p) for p in path]
+  }
   assert {k for k, v in flat.items() if v == "ssm"} == {"A_log", "D", "dt_bias"}
   assert flat["in_B"] == flat["out"] == "regular"
 
-  batch = (jax.random.randint(jax.random.key(0), (4, 12), 1, 9), jnp.array([12, 8, 5, 12]),
-           jnp.array([0, 1, 2, 1]))
-  losses = [float(steps.fit(model, optimizer, [batch]).metrics.compute()["loss"])
-            for _ in range(8)]
+  batch = (
+    jax.random.randint(jax.random.key(0), (4, 12), 1, 9),
+    jnp.array([12, 8, 5, 12]),
+    jnp.array([0, 1, 2, 1]),
+  )
+  losses = [float(steps.fit(model, optimizer, [batch]).metrics.compute()["loss"]) for _ in range(8)]
   assert np.all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
 
 
 def test_model_streams_token_by_token():
   """`SequenceModel.step` carries each block's Mamba-2 state dict and equals the forward."""
-  model = SequenceModel(n_classes=3, vocab_size=9, d_model=D_MODEL, n_layers=2, ssm="mamba2",
-                        ssm_config=OPTIONS, rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=3,
+    vocab_size=9,
+    d_model=D_MODEL,
+    n_layers=2,
+    ssm="mamba2",
+    ssm_config=OPTIONS,
+    rngs=nnx.Rngs(0),
+  )
   model.eval()
   x = jax.random.randint(jax.random.key(0), (2, 11), 1, 9)
   step = nnx.jit(lambda m, s, x_t: m.step(s, x_t))

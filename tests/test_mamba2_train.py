@@ -25,11 +25,15 @@ def test_event_watch_and_resume_of_pruned_shapes(tmp_path):
   (event,) = full["pruning_events"]
   assert event["status"] == "applied"
   assert full["states_final"] == {"blocks.0.ssm": 4} and full["states_initial"] == {
-      "blocks.0.ssm": 8}
+    "blocks.0.ssm": 8
+  }
   # The watch scored every epoch with magnitude: 8 states before the event, 4 after.
   layouts = [w["layout"]["blocks.0.ssm"][1] for w in full["watch"]]
-  assert layouts[0] == 8 and layouts[-1] == 4 and all(w["criterion"] == "magnitude"
-                                                       for w in full["watch"])
+  assert (
+    layouts[0] == 8
+    and layouts[-1] == 4
+    and all(w["criterion"] == "magnitude" for w in full["watch"])
+  )
   with open(tmp_path / "full" / "summary.json") as f:
     assert json.load(f)["final"]["states"] == {"blocks.0.ssm": 4}
 
@@ -49,10 +53,21 @@ def test_settled_schedule_watches_magnitude_and_prunes_once(tmp_path):
   """``settled`` on Mamba-2: the watch follows the data-free ``magnitude`` (``calibrated``
   needs data), and the one event (``calibrated``, at the keep set's settling or at the
   deadline) prunes to the target."""
-  config = _smoke("listops", "mamba2", tmp_path, **dict(
-      OVERRIDES, **{"train.epochs": 4, "pruning.schedule": "settled",
-                    "pruning.settle_epochs": 1, "pruning.start_epoch": 2,
-                    "pruning.end_epoch": 3}))
+  config = _smoke(
+    "listops",
+    "mamba2",
+    tmp_path,
+    **dict(
+      OVERRIDES,
+      **{
+        "train.epochs": 4,
+        "pruning.schedule": "settled",
+        "pruning.settle_epochs": 1,
+        "pruning.start_epoch": 2,
+        "pruning.end_epoch": 3,
+      },
+    ),
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   (event,) = summary["pruning_events"]
   assert event["status"] == "applied" and 2 <= event["train_epoch"] <= 3

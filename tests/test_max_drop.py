@@ -1,4 +1,4 @@
-""""How far can I prune?": the bisection, and the prune CLI's --max_drop end to end."""
+""" "How far can I prune?": the bisection, and the prune CLI's --max_drop end to end."""
 
 import json
 import math
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from last_nnx.sweeps import saved
 from last_nnx.pruning import search
+from last_nnx.sweeps import saved
 from last_nnx.train import checkpoint, events
 from tests.saved_run import trained  # noqa: F401 (a fixture)
 
@@ -44,8 +44,7 @@ def test_tolerance_is_in_points_and_min_kept_bounds_the_search():
 
 def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_path):
   out = str(tmp_path / "far")
-  summary = saved.how_far(trained, 2.0, ["last", "balanced_refit@L"], out,
-                          calibration_batches=2)
+  summary = saved.how_far(trained, 2.0, ["last", "balanced_refit@L"], out, calibration_batches=2)
   dense = summary["dense"]
   assert [r["criterion"] for r in summary["results"]] == ["last", "balanced_refit@L"]
   for r in summary["results"]:
@@ -69,9 +68,24 @@ def test_how_far_bisects_reports_and_writes_each_criterions_model(trained, tmp_p
 def test_cli_max_drop_runs_a_list_of_criteria(trained, tmp_path):
   out = str(tmp_path / "cli")
   proc = subprocess.run(
-      [sys.executable, "-m", "last_nnx.cli.prune", "--workdir", trained, "--max_drop", "100",
-       "--criterion", "last,balanced", "--out", out],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "last_nnx.cli.prune",
+      "--workdir",
+      trained,
+      "--max_drop",
+      "100",
+      "--criterion",
+      "last,balanced",
+      "--out",
+      out,
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "| last |" in proc.stdout and "| balanced |" in proc.stdout
   with open(os.path.join(out, "max_drop.json")) as f:
@@ -80,6 +94,20 @@ def test_cli_max_drop_runs_a_list_of_criteria(trained, tmp_path):
   assert [r["kept"] for r in results] == [2, 2]
   assert sorted(os.listdir(out)) == ["balanced", "last", "max_drop.json"]
   proc = subprocess.run(
-      [sys.executable, "-m", "last_nnx.cli.prune", "--workdir", trained, "--max_drop", "1",
-       "--criterion", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "last_nnx.cli.prune",
+      "--workdir",
+      trained,
+      "--max_drop",
+      "1",
+      "--criterion",
+      "nonsense",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode != 0 and "nonsense" in (proc.stderr + proc.stdout)

@@ -18,8 +18,16 @@ _forward = nnx.jit(lambda m, x, lengths: m(x, lengths))
 @pytest.mark.parametrize("kind", ["tokens", "features", "retrieval"])
 def test_jit_forward_every_head(ssm, pooling, kind):
   vocab = None if kind == "features" else 12
-  model = SequenceModel(n_classes=3, ssm=ssm, pooling=pooling, vocab_size=vocab, in_dim=2,
-                        retrieval=kind == "retrieval", rngs=nnx.Rngs(0), **COMMON)
+  model = SequenceModel(
+    n_classes=3,
+    ssm=ssm,
+    pooling=pooling,
+    vocab_size=vocab,
+    in_dim=2,
+    retrieval=kind == "retrieval",
+    rngs=nnx.Rngs(0),
+    **COMMON,
+  )
   if kind == "tokens":
     x, lengths = jnp.ones((4, 10), jnp.int32), jnp.array([10, 3, 5, 1])
   elif kind == "features":
@@ -40,8 +48,15 @@ def test_pooling_ignores_padding():
 
 def test_unidirectional_mean_pool_is_causal_in_padding():
   """Changing tokens past a sequence's length must not change its logits (causal SSM)."""
-  model = SequenceModel(n_classes=3, vocab_size=12, d_model=8, n_layers=2, norm="layer",
-                        ssm_config=dict(state_size=8), rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=3,
+    vocab_size=12,
+    d_model=8,
+    n_layers=2,
+    norm="layer",
+    ssm_config=dict(state_size=8),
+    rngs=nnx.Rngs(0),
+  )
   model.eval()
   x = jax.random.randint(jax.random.key(0), (1, 10), 1, 12)
   y = x.at[0, 6:].set(3)
@@ -60,14 +75,27 @@ def test_dropout_active_only_in_training():
 
 def test_build_model_rejects_unknown_field():
   with pytest.raises(ValueError, match="n_layer"):
-    build_model(dict(d_model=8, n_layer=2), n_classes=2, vocab_size=5, in_dim=1,
-                retrieval=False, seed=0)
+    build_model(
+      dict(d_model=8, n_layer=2), n_classes=2, vocab_size=5, in_dim=1, retrieval=False, seed=0
+    )
   with pytest.raises(ValueError, match="unknown model.ssm"):
-    build_model(dict(d_model=8, n_layers=1, ssm="s6"), n_classes=2, vocab_size=5, in_dim=1,
-                retrieval=False, seed=0)
+    build_model(
+      dict(d_model=8, n_layers=1, ssm="s6"),
+      n_classes=2,
+      vocab_size=5,
+      in_dim=1,
+      retrieval=False,
+      seed=0,
+    )
   with pytest.raises(ValueError, match="ssm_config"):
-    build_model(dict(d_model=8, n_layers=1, ssm_config=dict(bogus=1)), n_classes=2,
-                vocab_size=5, in_dim=1, retrieval=False, seed=0)
+    build_model(
+      dict(d_model=8, n_layers=1, ssm_config=dict(bogus=1)),
+      n_classes=2,
+      vocab_size=5,
+      in_dim=1,
+      retrieval=False,
+      seed=0,
+    )
 
 
 def test_remat_gives_same_gradients():
@@ -76,5 +104,6 @@ def test_remat_gives_same_gradients():
     x, lengths = jnp.ones((2, 6), jnp.int32), jnp.array([6, 4])
     g = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x, lengths))))(model)  # remat acts under jit
     return jax.tree_util.tree_leaves(nnx.state(g, nnx.Param))
+
   for a, b in zip(grads(False), grads(True)):
     np.testing.assert_allclose(a, b, atol=1e-5)

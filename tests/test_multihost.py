@@ -31,8 +31,12 @@ CONFIG = "experiments/configs/listops.py:s5,smoke"
 # Mid-epoch checkpoints every 4 steps (the smoke run has 18 steps and a pruning
 # event at step 6), all kept, so a killed run can resume before the event.
 COMMON = ["--config.train.checkpoint_every_steps=4", "--config.train.keep_checkpoints=10"]
-CLUSTER_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "OMPI_MCA_orte_hnp_uri",
-                "TPU_WORKER_HOSTNAMES")
+CLUSTER_VARS = (
+  "SLURM_JOB_ID",
+  "SLURM_STEP_NODELIST",
+  "OMPI_MCA_orte_hnp_uri",
+  "TPU_WORKER_HOSTNAMES",
+)
 
 # ----------------------------------------------------------------------------
 # Settings (in-process, fast).
@@ -40,22 +44,33 @@ CLUSTER_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "OMPI_MCA_orte_hnp_uri",
 
 def test_settings_come_from_the_config_then_the_environment():
   train = dict(coordinator_address="", num_processes=0, process_id=-1)
-  env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "2",
-         "JAX_PROCESS_ID": "1"}
-  assert distributed.settings(train, env) == dict(coordinator_address="10.0.0.1:1234",
-                                                  num_processes=2, process_id=1)
+  env = {
+    "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234",
+    "JAX_NUM_PROCESSES": "2",
+    "JAX_PROCESS_ID": "1",
+  }
+  assert distributed.settings(train, env) == dict(
+    coordinator_address="10.0.0.1:1234", num_processes=2, process_id=1
+  )
   train = dict(coordinator_address="h:9", num_processes=4, process_id=0)
-  assert distributed.settings(train, env) == dict(coordinator_address="h:9", num_processes=4,
-                                                  process_id=0)
-  assert distributed.settings(None, {}) == dict(coordinator_address=None, num_processes=None,
-                                                process_id=None)
+  assert distributed.settings(train, env) == dict(
+    coordinator_address="h:9", num_processes=4, process_id=0
+  )
+  assert distributed.settings(None, {}) == dict(
+    coordinator_address=None, num_processes=None, process_id=None
+  )
   with pytest.raises(ValueError, match="JAX_NUM_PROCESSES='two' is not an integer"):
     distributed.settings(None, {"JAX_NUM_PROCESSES": "two"})
 
 
 def test_clusters_are_detected_only_when_complete():
-  slurm = dict(SLURM_JOB_ID="7", SLURM_STEP_NODELIST="n[1-2]", SLURM_NTASKS="2",
-               SLURM_PROCID="0", SLURM_LOCALID="0")
+  slurm = dict(
+    SLURM_JOB_ID="7",
+    SLURM_STEP_NODELIST="n[1-2]",
+    SLURM_NTASKS="2",
+    SLURM_PROCID="0",
+    SLURM_LOCALID="0",
+  )
   assert distributed.detected_cluster(slurm) == ("SLURM (srun)", 2)
   # Inside an allocation but outside an srun step: no step variables, not a cluster run.
   assert distributed.detected_cluster({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2"}) is None
@@ -76,10 +91,12 @@ def test_incomplete_settings_fail_before_starting_anything(monkeypatch):
     distributed.initialize(dict(coordinator_address="", num_processes=2, process_id=2))
   # Nothing set, or a single process: no jax.distributed at all.
   monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
-  assert distributed.initialize(dict(coordinator_address="", num_processes=0,
-                                     process_id=-1)) is False
-  assert distributed.initialize(dict(coordinator_address="h:1", num_processes=1,
-                                     process_id=0)) is False
+  assert (
+    distributed.initialize(dict(coordinator_address="", num_processes=0, process_id=-1)) is False
+  )
+  assert (
+    distributed.initialize(dict(coordinator_address="h:1", num_processes=1, process_id=0)) is False
+  )
   distributed.assert_same_on_every_process("anything", "a value")  # alone: nothing to compare
 
 
@@ -88,11 +105,13 @@ def test_calibration_batches_do_not_depend_on_the_process_count(tmp_path):
   from last_nnx import data
   from last_nnx.train.streams import calibration as calibration_batches
   from tests.test_train_loop import get_config
+
   c = get_config("listops", "s5,smoke").data
   c.cache_dir = str(tmp_path / "cache")
   one = data.build_task(c, batch_size=16, seed=0)
-  tasks = [one] + [dataclasses.replace(one, batch_size=8, process_index=i, process_count=2)
-                   for i in range(2)]
+  tasks = [one] + [
+    dataclasses.replace(one, batch_size=8, process_index=i, process_count=2) for i in range(2)
+  ]
   reads = [list(itertools.islice(calibration_batches(t, 3), 4)) for t in tasks]
   assert len(reads[0]) == 4 and reads[0][0][0].shape[0] == 16
   for other in reads[1:]:
@@ -112,29 +131,49 @@ def _free_port() -> int:
 
 
 def _env(tmp_path) -> dict:
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             JAX_PLATFORMS="cpu", LAST_NNX_CACHE=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+  env = dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    JAX_PLATFORMS="cpu",
+    LAST_NNX_CACHE=str(tmp_path / "cache"),
+    PYTHONPATH=ROOT,
+  )
   for var in list(distributed.ENV_VARS.values()) + list(CLUSTER_VARS):
     env.pop(var, None)
   return env
 
 
-def _launch(workdir, logs: str, n: int, env: dict, extra=(), launcher: str | None = None
-            ) -> list[subprocess.Popen]:
+def _launch(
+  workdir, logs: str, n: int, env: dict, extra=(), launcher: str | None = None
+) -> list[subprocess.Popen]:
   """``n`` processes of one run (n = 1: a plain single-process run); ``launcher``:
   Python code run as ``python -c launcher last_nnx.train ...`` (tests/test_divergence.py)."""
   port = _free_port()
   procs = []
   for i in range(n):
     program = ["-m", "last_nnx.train"] if launcher is None else ["-c", launcher, "last_nnx.train"]
-    args = [sys.executable, *program, "--config", CONFIG, "--workdir", str(workdir), *COMMON,
-            *extra]
+    args = [
+      sys.executable,
+      *program,
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(workdir),
+      *COMMON,
+      *extra,
+    ]
     if n > 1:
-      args += [f"--config.train.coordinator_address=127.0.0.1:{port}",
-               f"--config.train.num_processes={n}", f"--config.train.process_id={i}"]
+      args += [
+        f"--config.train.coordinator_address=127.0.0.1:{port}",
+        f"--config.train.num_processes={n}",
+        f"--config.train.process_id={i}",
+      ]
     with open(f"{logs}.p{i}.log", "w") as log:
-      procs.append(subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True))
+      procs.append(
+        subprocess.Popen(
+          args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+      )
   return procs
 
 
@@ -161,6 +200,7 @@ def _params(workdir) -> dict[str, np.ndarray]:
   from flax import nnx
 
   from last_nnx.train.checkpoint import flatten_state, load_model
+
   model, _, _ = load_model(str(workdir))
   return {k: np.asarray(v) for k, v in flatten_state(nnx.state(model)).items()}
 
@@ -219,9 +259,11 @@ def test_two_processes_killed_and_rerun_match_one_process(tmp_path):
   assert b["steps"] == a["steps"] == 18
   assert b["states_initial"] == a["states_initial"]
   assert b["states_final"] == a["states_final"] != a["states_initial"]
-  assert ([(e["status"], e["states_after"]) for e in b["pruning_events"]]
-          == [(e["status"], e["states_after"]) for e in a["pruning_events"]]
-          == [("applied", a["states_final"])])
+  assert (
+    [(e["status"], e["states_after"]) for e in b["pruning_events"]]
+    == [(e["status"], e["states_after"]) for e in a["pruning_events"]]
+    == [("applied", a["states_final"])]
+  )
   for split in ("val", "test"):
     for key in ("loss", "accuracy"):
       assert _close(a["final"][split][key], b["final"][split][key]), (split, key)
@@ -257,14 +299,19 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
     _kill(procs)
   lines = [open(f"{tmp_path}/run.p{i}.log").read().strip().splitlines()[-1] for i in range(2)]
   assert codes == [75, 75], lines
-  step = int(re.match(r"stopped by SIGTERM (to another process of the run )?at step (\d+)",
-                      lines[1]).group(2))
+  step = int(
+    re.match(r"stopped by SIGTERM (to another process of the run )?at step (\d+)", lines[1]).group(
+      2
+    )
+  )
   assert 4 < step < 18 and os.path.isdir(w / "checkpoints" / str(step)), lines
-  assert lines == [f"stopped by SIGTERM to another process of the run at step {step}: "
-                   f"checkpoint {w}/checkpoints/{step} is committed; rerun the same command "
-                   "to resume",
-                   f"stopped by SIGTERM at step {step}: checkpoint {w}/checkpoints/{step} is "
-                   "committed; rerun the same command to resume"]
+  assert lines == [
+    f"stopped by SIGTERM to another process of the run at step {step}: "
+    f"checkpoint {w}/checkpoints/{step} is committed; rerun the same command "
+    "to resume",
+    f"stopped by SIGTERM at step {step}: checkpoint {w}/checkpoints/{step} is "
+    "committed; rerun the same command to resume",
+  ]
   assert not os.path.exists(w / "run.lock")
 
 
@@ -272,13 +319,20 @@ def test_a_signal_to_one_process_stops_both_at_the_same_step(tmp_path):
 @pytest.mark.slow
 def test_incomplete_settings_end_the_command_in_one_line(tmp_path):
   env = dict(_env(tmp_path), JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}")
-  done = subprocess.run([sys.executable, "-m", "last_nnx.train", "--config", CONFIG,
-                         "--workdir", str(tmp_path / "w")], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    [sys.executable, "-m", "last_nnx.train", "--config", CONFIG, "--workdir", str(tmp_path / "w")],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert done.returncode != 0
   last = done.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: multi-host settings incomplete: train.coordinator_address "
-                         "(JAX_COORDINATOR_ADDRESS) given"), done.stderr[-2000:]
+  assert last.startswith(
+    "error: multi-host settings incomplete: train.coordinator_address "
+    "(JAX_COORDINATOR_ADDRESS) given"
+  ), done.stderr[-2000:]
 
 
 DISAGREE = r"""
@@ -301,9 +355,18 @@ else:
 def test_processes_that_disagree_on_a_keep_set_all_stop(tmp_path):
   env = _env(tmp_path)
   address = f"127.0.0.1:{_free_port()}"
-  procs = [subprocess.Popen([sys.executable, "-c", DISAGREE, address, str(i)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", DISAGREE, address, str(i)],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      start_new_session=True,
+    )
+    for i in range(2)
+  ]
   try:
     outs = [p.communicate(timeout=300) for p in procs]
   finally:
@@ -311,4 +374,5 @@ def test_processes_that_disagree_on_a_keep_set_all_stop(tmp_path):
   for i, (out, err) in enumerate(outs):
     assert procs[i].returncode == 0, err[-3000:]
     assert out.strip().splitlines()[-1] == (
-        f"RAISED the pruning event's keep set differs between processes (process {i})"), out
+      f"RAISED the pruning event's keep set differs between processes (process {i})"
+    ), out

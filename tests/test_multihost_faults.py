@@ -105,6 +105,7 @@ def _summary(workdir) -> dict:
 def _events(workdir) -> list[dict]:
   """The run's event records with their pruning reports (summary.json leaves those out)."""
   from last_nnx.train.checkpoint import Checkpointer
+
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
   events = ckpt.latest_usable()[1]["run"]["events"]
   ckpt.close()
@@ -145,11 +146,13 @@ def test_divergence_rolls_back_on_both_processes_and_goes_on(tmp_path):
   """A NaN after step 5 on both processes (2 epochs of 6 steps, no pruning): the sync at
   the epoch end sees it, both roll back to the checkpoint of step 4 and finish the run
   with the same parameters."""
-  env = dict(_env(tmp_path), LAST_NNX_TEST_NAN_AT="5",
-             LAST_NNX_TEST_DUMP=str(tmp_path / "final"))
+  env = dict(_env(tmp_path), LAST_NNX_TEST_NAN_AT="5", LAST_NNX_TEST_DUMP=str(tmp_path / "final"))
   for log in _run_both(tmp_path / "w", str(tmp_path / "w"), env, SHORT, launcher=LAUNCHER):
-    assert re.search(r"non-finite parameter .* at step 6: rolling back to the last checkpoint "
-                     r"and retrying with lr x0\.5", log), log[-3000:]
+    assert re.search(
+      r"non-finite parameter .* at step 6: rolling back to the last checkpoint "
+      r"and retrying with lr x0\.5",
+      log,
+    ), log[-3000:]
     assert re.search(r"resumed from \S+/checkpoints/4: continuing", log), log[-3000:]
   summary = _summary(tmp_path / "w")
   assert summary["steps"] == 12 and len(summary["epochs"]) == 2
@@ -172,8 +175,14 @@ def test_one_process_killed_in_the_event_checkpoint_then_both_rerun(calibrated, 
   two-process run ends."""
   env = _env(tmp_path)
   workdir = tmp_path / "w"
-  first = _launch(workdir, str(tmp_path / "first"), 2,
-                  dict(env, LAST_NNX_TEST_KILL_IN_EVENT_SAVE="1"), CALIBRATED, launcher=LAUNCHER)
+  first = _launch(
+    workdir,
+    str(tmp_path / "first"),
+    2,
+    dict(env, LAST_NNX_TEST_KILL_IN_EVENT_SAVE="1"),
+    CALIBRATED,
+    launcher=LAUNCHER,
+  )
   try:
     assert first[1].wait(timeout=900) == -9, open(f"{tmp_path}/first.p1.log").read()[-3000:]
     try:  # the survivor fails at its next collective, saying what to do
@@ -196,8 +205,9 @@ def test_one_process_killed_in_the_event_checkpoint_then_both_rerun(calibrated, 
   a, b = _summary(calibrated / "two"), _summary(workdir)
   assert b["steps"] == a["steps"] == 18
   assert b["states_final"] == a["states_final"] != a["states_initial"]
-  assert ([(e["status"], e["states_after"]) for e in b["pruning_events"]]
-          == [(e["status"], e["states_after"]) for e in a["pruning_events"]])
+  assert [(e["status"], e["states_after"]) for e in b["pruning_events"]] == [
+    (e["status"], e["states_after"]) for e in a["pruning_events"]
+  ]
   for split in ("val", "test"):
     for key in ("loss", "accuracy"):
       assert _close(a["final"][split][key], b["final"][split][key]), (split, key)

@@ -20,8 +20,16 @@ from last_nnx.ssm import S4D, S5, StateModes
 
 
 def _s5(bidirectional=True, conj_sym=True, seed=0, h=6, p=16):
-  return S5(h, p, blocks=2, conj_sym=conj_sym, bidirectional=bidirectional, dt_min=0.01,
-            dt_max=0.5, rngs=nnx.Rngs(seed))
+  return S5(
+    h,
+    p,
+    blocks=2,
+    conj_sym=conj_sym,
+    bidirectional=bidirectional,
+    dt_min=0.01,
+    dt_max=0.5,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _s4d(bidirectional=True, seed=0, h=6, n=8):
@@ -29,8 +37,15 @@ def _s4d(bidirectional=True, seed=0, h=6, n=8):
 
 
 def _model(ssm="s5", n_layers=3, seed=0):
-  return SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=n_layers, ssm=ssm,
-                       ssm_config=dict(state_size=16, bidirectional=True), rngs=nnx.Rngs(seed))
+  return SequenceModel(
+    n_classes=4,
+    vocab_size=11,
+    d_model=8,
+    n_layers=n_layers,
+    ssm=ssm,
+    ssm_config=dict(state_size=16, bidirectional=True),
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _random_modes(rng, s=12, h_in=5, h_out=3, directions=1, radius=(0.3, 0.99)):
@@ -38,19 +53,28 @@ def _random_modes(rng, s=12, h_in=5, h_out=3, directions=1, radius=(0.3, 0.99)):
   poles = rng.uniform(*radius, size=s) * np.exp(1j * rng.uniform(-np.pi, np.pi, size=s))
   b = rng.normal(size=(s, h_in)) + 1j * rng.normal(size=(s, h_in))
   c = rng.normal(size=(directions, h_out, s)) + 1j * rng.normal(size=(directions, h_out, s))
-  return StateModes(poles=jnp.asarray(poles, jnp.complex64), B=jnp.asarray(b, jnp.complex64),
-                    C=jnp.asarray(c, jnp.complex64), valid=jnp.ones(s, bool))
+  return StateModes(
+    poles=jnp.asarray(poles, jnp.complex64),
+    B=jnp.asarray(b, jnp.complex64),
+    C=jnp.asarray(c, jnp.complex64),
+    valid=jnp.ones(s, bool),
+  )
 
 
 # ----------------------------------------------------------------------------
 # Per-state norms: closed form vs the frequency sweep, and the numpy transcription.
 
 
-@pytest.mark.parametrize("layer_fn", [lambda: _s5(bidirectional=True, conj_sym=True),
-                                      lambda: _s5(bidirectional=False, conj_sym=False),
-                                      lambda: _s4d(bidirectional=True),
-                                      lambda: _s4d(bidirectional=False)],
-                         ids=["s5-conj-bidi", "s5-uni", "s4d-bidi", "s4d-uni"])
+@pytest.mark.parametrize(
+  "layer_fn",
+  [
+    lambda: _s5(bidirectional=True, conj_sym=True),
+    lambda: _s5(bidirectional=False, conj_sym=False),
+    lambda: _s4d(bidirectional=True),
+    lambda: _s4d(bidirectional=False),
+  ],
+  ids=["s5-conj-bidi", "s5-uni", "s4d-bidi", "s4d-uni"],
+)
 def test_closed_form_hinf_equals_frequency_sweep_on_layers(layer_fn):
   modes = layer_fn().state_modes()
   closed = np.asarray(hinf.hinf_norm(modes, eps=0.0))
@@ -61,21 +85,25 @@ def test_closed_form_hinf_equals_frequency_sweep_on_layers(layer_fn):
   if modes.bidirectional:
     c = np.asarray(modes.C)
     for i in slots[:2]:
-      fwd, bwd = (hinf.hinf_numeric(complex(modes.poles[i]), np.asarray(modes.B[i]), c[d, :, i])
-                  for d in range(2))
-      np.testing.assert_allclose(closed[i] ** 2, fwd ** 2 + bwd ** 2, rtol=2e-3)
+      fwd, bwd = (
+        hinf.hinf_numeric(complex(modes.poles[i]), np.asarray(modes.B[i]), c[d, :, i])
+        for d in range(2)
+      )
+      np.testing.assert_allclose(closed[i] ** 2, fwd**2 + bwd**2, rtol=2e-3)
 
 
 def test_closed_form_hinf_equals_sweep_on_random_stable_subsystems():
   rng = np.random.default_rng(0)
   for directions in (1, 2):
     modes = _random_modes(rng, s=10, directions=directions, radius=(0.2, 0.995))
-    np.testing.assert_allclose(hinf.hinf_norm(modes, eps=0.0), hinf.hinf_numeric_modes(modes),
-                               rtol=1e-3)
+    np.testing.assert_allclose(
+      hinf.hinf_norm(modes, eps=0.0), hinf.hinf_numeric_modes(modes), rtol=1e-3
+    )
   # Multi-SISO: scalar B and C.
   modes = _random_modes(rng, s=10, h_in=1, h_out=1)
-  np.testing.assert_allclose(hinf.hinf_norm(modes, eps=0.0), hinf.hinf_numeric_modes(modes),
-                             rtol=1e-3)
+  np.testing.assert_allclose(
+    hinf.hinf_norm(modes, eps=0.0), hinf.hinf_numeric_modes(modes), rtol=1e-3
+  )
 
 
 def test_conjugate_pair_has_about_the_norm_of_one_mode():
@@ -96,12 +124,12 @@ def _np_scores(modes, kind, reference=False):
   b = np.linalg.norm(np.asarray(modes.B, np.complex128), axis=1)
   c = np.linalg.norm(np.asarray(modes.C, np.complex128), axis=1)  # (D, S)
   if reference and c.shape[0] == 2:
-    cterm = (c[0] + c[1]) / 2 ** 2  # the reference's `(a + b)/2 **2`, as Python parses it
+    cterm = (c[0] + c[1]) / 2**2  # the reference's `(a + b)/2 **2`, as Python parses it
   else:
-    cterm = (c ** 2).sum(0)
+    cterm = (c**2).sum(0)
   if kind == "hinf":
-    return cterm * b ** 2 / ((1 - np.abs(lam)) ** 2 + 1e-8)
-  return cterm * b ** 2 / (1 - np.abs(lam) ** 2 + 1e-8)
+    return cterm * b**2 / ((1 - np.abs(lam)) ** 2 + 1e-8)
+  return cterm * b**2 / (1 - np.abs(lam) ** 2 + 1e-8)
 
 
 def _np_last(h):
@@ -127,11 +155,18 @@ def test_scores_match_numpy_transcription(layer_fn, reference):
 
 def test_reference_quirk_by_hand():
   # ||C_f|| = 3, ||C_b|| = 4, ||B|| = 2, |lam| = 0.5.
-  modes = StateModes(poles=jnp.asarray([0.5 + 0j]), B=jnp.asarray([[2.0 + 0j]]),
-                     C=jnp.asarray([[[3.0 + 0j]], [[4.0 + 0j]]]), valid=jnp.asarray([True]))
+  modes = StateModes(
+    poles=jnp.asarray([0.5 + 0j]),
+    B=jnp.asarray([[2.0 + 0j]]),
+    C=jnp.asarray([[[3.0 + 0j]], [[4.0 + 0j]]]),
+    valid=jnp.asarray([True]),
+  )
   np.testing.assert_allclose(hinf.hinf_squared(modes, eps=0.0), [25 * 4 / 0.25], rtol=1e-6)
-  np.testing.assert_allclose(hinf.hinf_squared(modes, bidirectional="reference", eps=0.0),
-                             [(3 + 4) / 4 * 4 / 0.25], rtol=1e-6)
+  np.testing.assert_allclose(
+    hinf.hinf_squared(modes, bidirectional="reference", eps=0.0),
+    [(3 + 4) / 4 * 4 / 0.25],
+    rtol=1e-6,
+  )
   np.testing.assert_allclose(hinf.h2_energy(modes, eps=0.0), [25 * 4 / 0.75], rtol=1e-6)
   np.testing.assert_allclose(hinf.hinf_norm(modes), [np.sqrt(25 * 4) / 0.5], rtol=1e-6)
   with pytest.raises(ValueError, match="bidirectional"):
@@ -143,33 +178,41 @@ def test_finite_horizon_norms_equal_the_truncated_impulse_response(horizon):
   """Peak gain (dense frequency sweep) and energy of h_t = C_i lam_i^t B_i, t < T."""
   modes = _random_modes(np.random.default_rng(3), s=6, directions=2, radius=(0.5, 0.9995))
   lam = np.asarray(modes.poles, np.complex128)
-  gain = np.sqrt((np.abs(np.asarray(modes.C)) ** 2).sum((0, 1))
-                 * (np.abs(np.asarray(modes.B)) ** 2).sum(1))  # ||C_i|| ||B_i|| (rank one)
+  gain = np.sqrt(
+    (np.abs(np.asarray(modes.C)) ** 2).sum((0, 1)) * (np.abs(np.asarray(modes.B)) ** 2).sum(1)
+  )  # ||C_i|| ||B_i|| (rank one)
   t = np.arange(horizon)
   for i in range(len(lam)):
     w = np.concatenate([np.linspace(-np.pi, np.pi, 4001), [np.angle(lam[i])]])
     response = np.exp(-1j * np.outer(w, t)) @ lam[i] ** t  # sum_t lam^t e^{-iwt}
     peak = gain[i] * np.abs(response).max()
     energy = gain[i] ** 2 * (np.abs(lam[i]) ** (2 * t)).sum()
-    np.testing.assert_allclose(np.sqrt(hinf.hinf_squared(modes, horizon=horizon)[i]), peak,
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+      np.sqrt(hinf.hinf_squared(modes, horizon=horizon)[i]), peak, rtol=1e-4
+    )
     np.testing.assert_allclose(hinf.h2_energy(modes, horizon=horizon)[i], energy, rtol=1e-4)
   # Long horizons recover the infinite-horizon norms.
-  np.testing.assert_allclose(hinf.hinf_squared(modes, horizon=10 ** 7),
-                             hinf.hinf_squared(modes, eps=0.0), rtol=1e-3)
+  np.testing.assert_allclose(
+    hinf.hinf_squared(modes, horizon=10**7), hinf.hinf_squared(modes, eps=0.0), rtol=1e-3
+  )
 
 
 def test_finite_horizon_demotes_states_slower_than_the_sequence():
   # State 0: |lam| = 0.9995 (time constant 2000 steps), small gain; state 1: |lam| = 0.9.
-  modes = StateModes(poles=jnp.asarray([0.9995 + 0j, 0.9 + 0j]), B=jnp.ones((2, 1), jnp.complex64),
-                     C=jnp.asarray([[[0.05 + 0j, 1.0 + 0j]]]), valid=jnp.ones(2, bool))
+  modes = StateModes(
+    poles=jnp.asarray([0.9995 + 0j, 0.9 + 0j]),
+    B=jnp.ones((2, 1), jnp.complex64),
+    C=jnp.asarray([[[0.05 + 0j, 1.0 + 0j]]]),
+    valid=jnp.ones(2, bool),
+  )
   rng = np.random.default_rng(0)
   infinite = criteria.layer_scores(modes, "last", rng=rng)
   short = criteria.layer_scores(modes, "last", rng=rng, horizon=64)
   assert infinite[0] == 1.0 and infinite[1] < 1.0  # 1/(1-|lam|) = 2000 wins
   assert short[1] == 1.0 and short[0] < 1.0  # over 64 steps state 0 gains 62 at most
-  np.testing.assert_array_equal(criteria.layer_scores(modes, "magnitude", rng=rng, horizon=64),
-                                np.abs(np.asarray(modes.poles)))  # ignored where irrelevant
+  np.testing.assert_array_equal(
+    criteria.layer_scores(modes, "magnitude", rng=rng, horizon=64), np.abs(np.asarray(modes.poles))
+  )  # ignored where irrelevant
   for bad in (0, -5, 2.5, True):
     with pytest.raises(ValueError, match="horizon"):
       criteria.layer_scores(modes, "last", rng=rng, horizon=bad)
@@ -179,8 +222,9 @@ def test_normalization_matches_formula_strongest_is_one_ties_deterministic():
   rng = np.random.default_rng(2)
   for _ in range(20):
     h = rng.pareto(1.0, size=rng.integers(1, 30))
-    np.testing.assert_allclose(criteria.layer_energy_normalize(h, np.ones(h.size, bool)),
-                               _np_last(h), rtol=1e-12)
+    np.testing.assert_allclose(
+      criteria.layer_energy_normalize(h, np.ones(h.size, bool)), _np_last(h), rtol=1e-12
+    )
   # Ties: the lower slot counts as the stronger one; invalid slots are ignored.
   h = np.array([4.0, 1.0, 1.0, 2.0, 9.0, 4.0])
   valid = np.array([True, True, True, True, False, True])
@@ -198,8 +242,9 @@ def test_strongest_state_of_every_layer_scores_one(ssm):
     live = s[np.isfinite(s)]
     assert live.max() == 1.0, path
     assert np.all((live > 0) & (live <= 1.0))
-    assert np.isneginf(s).sum() == (int(np.prod(layer.state_shape)) - live.size
-                                    if path == "blocks.1.ssm" else 0)
+    assert np.isneginf(s).sum() == (
+      int(np.prod(layer.state_shape)) - live.size if path == "blocks.1.ssm" else 0
+    )
 
 
 def test_random_scores_are_reproducible():
@@ -210,8 +255,12 @@ def test_random_scores_are_reproducible():
   assert all(np.array_equal(a[k], b[k]) for k in a)
   assert not np.array_equal(a["blocks.0.ssm"], a["blocks.1.ssm"])
   assert all(c[k].shape == a[k].shape for k in a)
-  assert all(np.array_equal(x, y) for x, y in zip(pruning.score(model, "random").values(),
-                                                   pruning.score(model, "random").values()))
+  assert all(
+    np.array_equal(x, y)
+    for x, y in zip(
+      pruning.score(model, "random").values(), pruning.score(model, "random").values()
+    )
+  )
 
 
 @pytest.fixture
@@ -238,15 +287,18 @@ def test_register_a_criterion(scratch_criteria):
   model = _model()
   report = pruning.prune(model, 0.5, criterion="test_b_norm", mode="mask")
   assert report.criterion == "test_b_norm" and report.states_after == 12
-  report = pruning.prune(model, 0.5, criterion="test_c_uniform", mode="mask",
-                         bidirectional="reference")
+  report = pruning.prune(
+    model, 0.5, criterion="test_c_uniform", mode="mask", bidirectional="reference"
+  )
   assert seen["bidirectional"] == "reference" and report.threshold is None
   assert [l.states_after for l in report.layers.values()] == [
-      max(1, l.states_before // 2) for l in report.layers.values()]
+    max(1, l.states_before // 2) for l in report.layers.values()
+  ]
 
   @pruning.register_criterion("test_bad_shape")
   def bad(modes, *, rng):
     return jnp.zeros(3)
+
   with pytest.raises(ValueError, match="one score per state slot"):
     pruning.score(model, "test_bad_shape")
   with pytest.raises(ValueError, match="allocation"):
@@ -287,8 +339,7 @@ def test_global_keeps_exactly_target_count_for_many_ratios():
     if pruned.size and t is not None:
       assert pruned.max() <= t
     # Deterministic.
-    again = allocate.allocate_global({k: s.copy() for k, s in scores.items()}, ratio,
-                                     min_per_layer)
+    again = allocate.allocate_global({k: s.copy() for k, s in scores.items()}, ratio, min_per_layer)
     assert all(np.array_equal(keep[k], again[k]) for k in keep)
 
 
@@ -318,8 +369,9 @@ def test_dead_slots_never_kept_and_ties_deterministic():
   keep = allocate.allocate_global({"a": np.array([1.0, 1.0, -np.inf, 1.0])}, 0.4)
   np.testing.assert_array_equal(keep["a"], [True, False, False, False])
   # Ties across layers: earlier layer first.
-  keep = allocate.allocate_global({"a": np.array([1.0, 2.0]), "b": np.array([2.0, 1.0])}, 0.5,
-                                  min_per_layer=0)
+  keep = allocate.allocate_global(
+    {"a": np.array([1.0, 2.0]), "b": np.array([2.0, 1.0])}, 0.5, min_per_layer=0
+  )
   assert keep["a"].tolist() == [False, True] and keep["b"].tolist() == [True, False]
 
 
@@ -362,29 +414,34 @@ def test_a_bare_layer_can_be_pruned():
 
 
 def test_schedule_cubic_and_linear_ramps():
-  s = pruning.PruningSchedule(kind="iterative", target_ratio=0.5, start_epoch=2, end_epoch=6,
-                              every=2, ramp="cubic")
+  s = pruning.PruningSchedule(
+    kind="iterative", target_ratio=0.5, start_epoch=2, end_epoch=6, every=2, ramp="cubic"
+  )
   events = s.events()
   assert list(events) == [2, 4, 6] and s.event_epochs() == [2, 4, 6]
   # Zhu & Gupta with t0 = start - every = 0, T = 6.
   for e in events:
     assert events[e] == pytest.approx(0.5 * (1 - (1 - e / 6) ** 3))
   assert events[6] == pytest.approx(0.5)
-  lin = pruning.PruningSchedule(kind="iterative", target_ratio=0.6, start_epoch=3, end_epoch=7,
-                                every=2, ramp="linear")
+  lin = pruning.PruningSchedule(
+    kind="iterative", target_ratio=0.6, start_epoch=3, end_epoch=7, every=2, ramp="linear"
+  )
   assert lin.events() == pytest.approx({3: 0.6 * 2 / 6, 5: 0.6 * 4 / 6, 7: 0.6})
-  odd = pruning.PruningSchedule(kind="iterative", target_ratio=0.4, start_epoch=1, end_epoch=6,
-                                every=2)
+  odd = pruning.PruningSchedule(
+    kind="iterative", target_ratio=0.4, start_epoch=1, end_epoch=6, every=2
+  )
   assert odd.event_epochs() == [1, 3, 5, 6] and odd.events()[6] == pytest.approx(0.4)
   assert np.all(np.diff(list(odd.events().values())) > 0)
   assert pruning.PruningSchedule(kind="none").events() == {}
   assert pruning.PruningSchedule(kind="one_shot", target_ratio=0.3, start_epoch=4).events() == {
-      4: 0.3}
+    4: 0.3
+  }
 
 
 def test_schedule_ratio_at_and_event_ratio():
-  s = pruning.PruningSchedule(kind="iterative", target_ratio=0.5, start_epoch=2, end_epoch=6,
-                              every=2)
+  s = pruning.PruningSchedule(
+    kind="iterative", target_ratio=0.5, start_epoch=2, end_epoch=6, every=2
+  )
   events = s.events()
   assert s.ratio_at(1) == 0.0 and s.ratio_at(2) == events[2] and s.ratio_at(3) == events[2]
   assert s.ratio_at(100) == pytest.approx(0.5)
@@ -434,8 +491,11 @@ def test_report_json_roundtrip_and_table():
   assert second.states_before == report.states_after
   assert second.ratio_achieved_total == pytest.approx(1 - second.states_after / 192)
   # Older JSON without the newer fields still loads.
-  old = {k: v for k, v in json.loads(report.to_json()).items()
-         if k not in ("allocation", "states_original", "ratio_achieved_total")}
+  old = {
+    k: v
+    for k, v in json.loads(report.to_json()).items()
+    if k not in ("allocation", "states_original", "ratio_achieved_total")
+  }
   assert pruning.PruneReport.from_dict(old).criterion == "energy"
 
 
@@ -447,8 +507,10 @@ def test_history_json_and_run_events():
   again = pruning.PruningHistory.from_json(history.to_json())
   assert again == history and again.dense_states == {f"blocks.{i}.ssm": 8 for i in range(3)}
   assert [e.criterion for e in again.events] == ["last", "random"]
-  events = [dict(status="applied", report=json.loads(r1.to_json())),
-            dict(status="rolled_back", report=json.loads(r2.to_json())),
-            dict(status="skipped")]
+  events = [
+    dict(status="applied", report=json.loads(r1.to_json())),
+    dict(status="rolled_back", report=json.loads(r2.to_json())),
+    dict(status="skipped"),
+  ]
   from_run = pruning.PruningHistory.from_run_events(events)
   assert len(from_run.events) == 1 and from_run.events[0].kept == history.events[0].kept

@@ -12,15 +12,23 @@ from last_nnx.model import SequenceModel
 from last_nnx.ssm import StateMask
 
 SSM_CONFIGS = {
-    "s5": dict(state_size=16, bidirectional=True, conj_sym=True, blocks=2),
-    "s4d": dict(state_size=8, bidirectional=True),
+  "s5": dict(state_size=16, bidirectional=True, conj_sym=True, blocks=2),
+  "s4d": dict(state_size=8, bidirectional=True),
 }
 
 
 def _model(ssm, *, seed=0, n_layers=2, norm="layer", vocab_size=11, in_dim=1):
-  return SequenceModel(n_classes=4, vocab_size=vocab_size, in_dim=in_dim, d_model=8,
-                       n_layers=n_layers, ssm=ssm, norm=norm, ssm_config=SSM_CONFIGS[ssm],
-                       rngs=nnx.Rngs(seed))
+  return SequenceModel(
+    n_classes=4,
+    vocab_size=vocab_size,
+    in_dim=in_dim,
+    d_model=8,
+    n_layers=n_layers,
+    ssm=ssm,
+    norm=norm,
+    ssm_config=SSM_CONFIGS[ssm],
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _inputs():
@@ -36,6 +44,7 @@ def _forward(model, x, lengths):
 def _train_step(model, optimizer, x, lengths, y):
   def loss(m):
     return optax.softmax_cross_entropy_with_integer_labels(m(x, lengths), y).mean()
+
   value, grads = nnx.value_and_grad(loss)(model)
   optimizer.update(model, grads)
   return value
@@ -43,31 +52,48 @@ def _train_step(model, optimizer, x, lengths, y):
 
 def _labels(params):
   """multi_transform groups: poles/steps, B/C, the rest (as the training system does)."""
+
   def label(path, leaf):
     name = str(getattr(path[-1], "key", path[-1]))
-    group = ("ssm" if name in ("Lambda_re", "Lambda_im", "log_step")
-             else "ssm_decay" if name in ("B", "C") else "regular")
+    group = (
+      "ssm"
+      if name in ("Lambda_re", "Lambda_im", "log_step")
+      else "ssm_decay"
+      if name in ("B", "C")
+      else "regular"
+    )
     return leaf.replace(group) if isinstance(leaf, nnx.Variable) else group
-  return jax.tree_util.tree_map_with_path(label, params,
-                                          is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+  return jax.tree_util.tree_map_with_path(
+    label, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )
 
 
 # One Adam for every test: optimizers built from the same transformation have equal graph
 # definitions, so models of equal shapes share one compiled `_train_step`.
 _ADAM = optax.adam(1e-2)
 TXS = {
-    "adam": lambda: _ADAM,
-    # MaskedNode leaves, inject_hyperparams state, adamw, an SGD trace, MultiSteps accumulators.
-    "multi": lambda: optax.MultiSteps(optax.multi_transform(
-        {"ssm": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
-         "ssm_decay": optax.adamw(1e-3, weight_decay=0.01),
-         "regular": optax.sgd(1e-2, momentum=0.9)}, _labels), every_k_schedule=1),
+  "adam": lambda: _ADAM,
+  # MaskedNode leaves, inject_hyperparams state, adamw, an SGD trace, MultiSteps accumulators.
+  "multi": lambda: optax.MultiSteps(
+    optax.multi_transform(
+      {
+        "ssm": optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+        "ssm_decay": optax.adamw(1e-3, weight_decay=0.01),
+        "regular": optax.sgd(1e-2, momentum=0.9),
+      },
+      _labels,
+    ),
+    every_k_schedule=1,
+  ),
 }
 
 
 def _param_shapes(model):
-  return {tuple(str(k) for k in p): tuple(v.shape)
-          for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  return {
+    tuple(str(k) for k in p): tuple(v.shape)
+    for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+  }
 
 
 def _mirroring_leaves(optimizer, param_path):
@@ -75,8 +101,11 @@ def _mirroring_leaves(optimizer, param_path):
   out = {}
   for path, node in nnx.iter_graph(optimizer.opt_state):
     key = tuple(str(k) for k in path)
-    if (isinstance(node, nnx.Variable) and key[-len(param_path):] == param_path
-        and getattr(node.get_value(), "ndim", 0) > 0):
+    if (
+      isinstance(node, nnx.Variable)
+      and key[-len(param_path) :] == param_path
+      and getattr(node.get_value(), "ndim", 0) > 0
+    ):
       out[key] = np.asarray(node.get_value())
   return out
 
@@ -96,8 +125,9 @@ def test_mask_and_compact_give_same_outputs(ssm):
     r_mask = pruning.prune(masked, ratio, criterion=criterion, mode="mask", seed=3)
     r_comp = pruning.prune(compact, ratio, criterion=criterion, mode="compact", seed=3)
     assert [l.kept for l in r_mask.layers.values()] == [l.kept for l in r_comp.layers.values()]
-    np.testing.assert_allclose(_forward(masked, x, lengths), _forward(compact, x, lengths),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      _forward(masked, x, lengths), _forward(compact, x, lengths), atol=1e-5
+    )
     assert not np.allclose(ref, _forward(compact, x, lengths), atol=1e-4)
     for path, layer in compact.prunable_layers().items():
       live = int(np.asarray(layer.state_modes().valid).sum())
@@ -106,7 +136,8 @@ def test_mask_and_compact_give_same_outputs(ssm):
         assert layer.state_shape == (live,)
       else:
         assert layer.state_shape[1] == max(
-            np.bincount(np.asarray(r_comp.layers[path].kept) // 4, minlength=8))
+          np.bincount(np.asarray(r_comp.layers[path].kept) // 4, minlength=8)
+        )
     n = r_comp.states_before
     assert n == (2 * 8 if ssm == "s5" else 2 * 8 * 4)
     if criterion == "uniform":
@@ -116,18 +147,24 @@ def test_mask_and_compact_give_same_outputs(ssm):
     if criterion == "last":  # pruning again compacts further and still agrees
       pruning.prune(masked, 0.5, mode="mask")
       pruning.prune(compact, 0.5, mode="compact")
-      np.testing.assert_allclose(_forward(masked, x, lengths), _forward(compact, x, lengths),
-                                 atol=1e-5)
+      np.testing.assert_allclose(
+        _forward(masked, x, lengths), _forward(compact, x, lengths), atol=1e-5
+      )
 
 
 # ----------------------------------------------------------------------------
 # Compaction carries the optimizer state along.
 
 
-@pytest.mark.parametrize("ssm,tx_name", [
-    ("s5", "adam"), ("s4d", "multi"),
+@pytest.mark.parametrize(
+  "ssm,tx_name",
+  [
+    ("s5", "adam"),
+    ("s4d", "multi"),
     pytest.param("s5", "multi", marks=pytest.mark.slow),
-    pytest.param("s4d", "adam", marks=pytest.mark.slow)])
+    pytest.param("s4d", "adam", marks=pytest.mark.slow),
+  ],
+)
 def test_compaction_slices_optimizer_state_and_training_continues(ssm, tx_name):
   model = _model(ssm, n_layers=1)  # the surgery is per layer: one keeps the compiles short
   optimizer = nnx.Optimizer(model, TXS[tx_name](), wrt=nnx.Param)
@@ -153,7 +190,7 @@ def test_compaction_slices_optimizer_state_and_training_continues(ssm, tx_name):
       n = 4
       for h in range(8):
         slots = kept[kept // n == h] % n
-        got = new[:, h, :len(slots)] if key[-1] == "C" else new[h, :len(slots)]
+        got = new[:, h, : len(slots)] if key[-1] == "C" else new[h, : len(slots)]
         want = old[:, h, slots] if key[-1] == "C" else old[h, slots]
         np.testing.assert_array_equal(got, want, err_msg=str(key))
   # Every optimizer leaf mirroring a parameter has the parameter's new shape.
@@ -165,7 +202,7 @@ def test_compaction_slices_optimizer_state_and_training_continues(ssm, tx_name):
       continue
     key = tuple(str(k) for k in path)
     for pk, shape in params.items():
-      if key[-len(pk):] == pk:
+      if key[-len(pk) :] == pk:
         assert value.shape == shape, (key, value.shape, shape)
         checked += 1
   assert checked >= 2 * len(params)
@@ -193,8 +230,9 @@ def test_mask_mode_persists_through_training():
     compact = nnx.clone(model)
     for layer in compact.prunable_layers().values():
       layer.prune_states(np.ones(int(np.prod(layer.state_shape)), bool))
-    np.testing.assert_allclose(_forward(model, x, lengths), _forward(compact, x, lengths),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+      _forward(model, x, lengths), _forward(compact, x, lengths), atol=1e-5
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -264,13 +302,15 @@ def test_history_replay_reproduces_the_pruned_model(ssm):
   replayed = nnx.clone(dense)
   pruning.replay(replayed, pruning.PruningHistory.from_json(history.to_json()))
   arrays = (nnx.Param, StateMask)
-  for (p1, a), (p2, b) in zip(nnx.to_flat_state(nnx.state(pruned, arrays)),
-                              nnx.to_flat_state(nnx.state(replayed, arrays))):
+  for (p1, a), (p2, b) in zip(
+    nnx.to_flat_state(nnx.state(pruned, arrays)), nnx.to_flat_state(nnx.state(replayed, arrays))
+  ):
     assert p1 == p2
     np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()))
   x, lengths = _inputs()
-  np.testing.assert_allclose(_forward(replayed, x, lengths), _forward(pruned, x, lengths),
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    _forward(replayed, x, lengths), _forward(pruned, x, lengths), atol=1e-6
+  )
   # Replaying onto an already pruned model is a clear error.
   with pytest.raises(ValueError, match="slots"):
     pruning.replay(replayed, history)

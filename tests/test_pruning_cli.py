@@ -11,13 +11,18 @@ import pytest
 from flax import nnx
 
 from last_nnx import pruning
-from last_nnx.sweeps import saved
 from last_nnx.model import build_model
 from last_nnx.ssm import StateMask
+from last_nnx.sweeps import saved
 from last_nnx.train import checkpoint
 
-MODEL = dict(d_model=8, n_layers=2, ssm="s5", norm="layer",
-             ssm_config=dict(state_size=16, bidirectional=True, blocks=2))
+MODEL = dict(
+  d_model=8,
+  n_layers=2,
+  ssm="s5",
+  norm="layer",
+  ssm_config=dict(state_size=16, bidirectional=True, blocks=2),
+)
 SPEC = dict(n_classes=4, vocab_size=11, in_dim=1, retrieval=False)
 
 
@@ -38,8 +43,9 @@ def _assert_same_model(a, b):
   flat_b = nnx.to_flat_state(nnx.state(b, arrays))
   assert [p for p, _ in flat_a] == [p for p, _ in flat_b]
   for (path, x), (_, y) in zip(flat_a, flat_b):
-    np.testing.assert_array_equal(np.asarray(x.get_value()), np.asarray(y.get_value()),
-                                  err_msg=str(path))
+    np.testing.assert_array_equal(
+      np.asarray(x.get_value()), np.asarray(y.get_value()), err_msg=str(path)
+    )
 
 
 class FakeCheckpoints:
@@ -50,8 +56,11 @@ class FakeCheckpoints:
 
   def load_model(self, workdir, which="latest"):
     self.loads += 1
-    return self.model, _config(), checkpoint.CheckpointMeta.from_dict(
-        json.loads(json.dumps(self.meta)))
+    return (
+      self.model,
+      _config(),
+      checkpoint.CheckpointMeta.from_dict(json.loads(json.dumps(self.meta))),
+    )
 
   def save_model(self, out_dir, model, config, meta, step=0):
     self.saved[out_dir] = (model, config, json.loads(json.dumps(meta.to_dict())))
@@ -64,6 +73,7 @@ def fake(monkeypatch):
     monkeypatch.setattr(checkpoint, "load_model", f.load_model)
     monkeypatch.setattr(checkpoint, "save_model", f.save_model)
     return f
+
   return install
 
 
@@ -71,8 +81,9 @@ def test_prunes_saves_and_records_history(fake, tmp_path):
   dense = _dense()
   f = fake(nnx.clone(dense), dict(model_spec=SPEC, run=dict(events=[], initial_states={})))
   out = str(tmp_path / "out")
-  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "last", "compact", out,
-                                    evaluate=False)
+  summary = saved.prune_saved_model(
+    str(tmp_path / "run"), 0.5, "last", "compact", out, evaluate=False
+  )
   model, _, meta = f.saved[out]
   assert summary["states_before"] == 16 and summary["states_after"] == 8
   assert sum(l.state_shape[0] for l in model.prunable_layers().values()) == 8  # compacted
@@ -94,9 +105,13 @@ def test_appends_to_a_training_runs_history_and_evaluates(fake, tmp_path):
   dense = _dense()
   trained = nnx.clone(dense)
   first = pruning.prune(trained, 0.25, mode="mask")
-  run = dict(initial_states={p: 8 for p in first.layers},
-             events=[dict(status="applied", report=json.loads(first.to_json())),
-                     dict(status="rolled_back", report=json.loads(first.to_json()))])
+  run = dict(
+    initial_states={p: 8 for p in first.layers},
+    events=[
+      dict(status="applied", report=json.loads(first.to_json())),
+      dict(status="rolled_back", report=json.loads(first.to_json())),
+    ],
+  )
   f = fake(trained, dict(model_spec=SPEC, run=run))
   calls = []
 
@@ -105,8 +120,15 @@ def test_appends_to_a_training_runs_history_and_evaluates(fake, tmp_path):
     return {s: dict(accuracy=0.5, loss=1.0) for s in splits}
 
   out = str(tmp_path / "out")
-  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "energy", "compact", out,
-                                    eval_splits=("val", "test"), evaluate_fn=evaluate_fn)
+  summary = saved.prune_saved_model(
+    str(tmp_path / "run"),
+    0.5,
+    "energy",
+    "compact",
+    out,
+    eval_splits=("val", "test"),
+    evaluate_fn=evaluate_fn,
+  )
   assert calls == [("val", "test")] * 2
   assert summary["before"] == dict(accuracy=0.5, loss=1.0)
   assert set(summary["splits"]) == {"val", "test"}
@@ -140,8 +162,9 @@ def test_horizon_reaches_the_scores_and_the_report(fake, tmp_path):
   dense = _dense()
   f = fake(nnx.clone(dense), dict(model_spec=SPEC, run=dict(events=[], initial_states={})))
   out = str(tmp_path / "out")
-  summary = saved.prune_saved_model(str(tmp_path / "run"), 0.5, "last@8", "mask", out,
-                                    evaluate=False)
+  summary = saved.prune_saved_model(
+    str(tmp_path / "run"), 0.5, "last@8", "mask", out, evaluate=False
+  )
   assert summary["report"]["horizon"] == 8
   expected = nnx.clone(dense)
   pruning.prune(expected, 0.5, mode="mask", horizon=8)
@@ -157,7 +180,8 @@ def test_real_checkpoint_round_trip(tmp_path):
   summary = saved.prune_saved_model(workdir, 0.5, "last", "compact", out, evaluate=False)
   model, _, meta = checkpoint.load_model(out)
   assert [l.state_shape for l in model.prunable_layers().values()] == [
-      (summary["report"]["layers"][p]["states_after"],) for p in model.prunable_layers()]
+    (summary["report"]["layers"][p]["states_after"],) for p in model.prunable_layers()
+  ]
   expected = nnx.clone(dense)
   pruning.replay(expected, pruning.PruningHistory.from_json(meta.pruning["history"]))
   _assert_same_model(model, expected)
@@ -170,15 +194,40 @@ def test_command_line(tmp_path):
   out = str(tmp_path / "pruned")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   result = subprocess.run(
-      [sys.executable, "-m", "last_nnx.cli.prune", f"--workdir={workdir}", "--ratio=0.5",
-       "--criterion=last", "--mode=mask", f"--out={out}", "--eval_splits="],
-      cwd=root, capture_output=True, text=True, timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "last_nnx.cli.prune",
+      f"--workdir={workdir}",
+      "--ratio=0.5",
+      "--criterion=last",
+      "--mode=mask",
+      f"--out={out}",
+      "--eval_splits=",
+    ],
+    cwd=root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr
   assert "total" in result.stdout and out in result.stdout
   model, _, _ = checkpoint.load_model(out)
-  assert sum(int(np.asarray(l.state_mask[...]).sum())
-             for l in model.prunable_layers().values()) == 8
-  bad = subprocess.run([sys.executable, "-m", "last_nnx.cli.prune", f"--workdir={workdir}",
-                        "--ratio=1.5", "--eval_splits="], cwd=root, capture_output=True,
-                       text=True, timeout=300)
+  assert (
+    sum(int(np.asarray(l.state_mask[...]).sum()) for l in model.prunable_layers().values()) == 8
+  )
+  bad = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "last_nnx.cli.prune",
+      f"--workdir={workdir}",
+      "--ratio=1.5",
+      "--eval_splits=",
+    ],
+    cwd=root,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert bad.returncode != 0 and "[0, 1)" in bad.stderr

@@ -39,11 +39,14 @@ def _numpy_hankel_sum(modes, n_channels):
   return float(np.sum(np.sqrt(np.abs(np.linalg.eigvals(p @ q)))))
 
 
-@pytest.mark.parametrize("layer_fn,channels", [
+@pytest.mark.parametrize(
+  "layer_fn,channels",
+  [
     (lambda: S5(4, 8, blocks=2, bidirectional=False, dt_min=0.05, dt_max=0.5, rngs=nnx.Rngs(0)), 4),
     (lambda: S5(4, 8, blocks=2, bidirectional=True, dt_min=0.05, dt_max=0.5, rngs=nnx.Rngs(1)), 4),
     (lambda: S4D(3, 6, bidirectional=True, dt_min=0.05, dt_max=0.5, rngs=nnx.Rngs(2)), 3),
-])
+  ],
+)
 def test_hankel_nuclear_matches_lyapunov_reference(layer_fn, channels):
   layer = layer_fn()
   modes = layer.state_modes()
@@ -53,40 +56,56 @@ def test_hankel_nuclear_matches_lyapunov_reference(layer_fn, channels):
 
 def test_modal_l1_values():
   modes = S5(4, 8, bidirectional=True, rngs=nnx.Rngs(0)).state_modes()
-  norms = np.sqrt(np.asarray(jnp.sum(jnp.abs(modes.C) ** 2, axis=(0, 1))) *
-                  np.asarray(jnp.sum(jnp.abs(modes.B) ** 2, axis=1)) /
-                  ((1 - np.abs(np.asarray(modes.poles))) ** 2 + 1e-8))
+  norms = np.sqrt(
+    np.asarray(jnp.sum(jnp.abs(modes.C) ** 2, axis=(0, 1)))
+    * np.asarray(jnp.sum(jnp.abs(modes.B) ** 2, axis=1))
+    / ((1 - np.abs(np.asarray(modes.poles))) ** 2 + 1e-8)
+  )
   modal = float(regularizers.modal_l1(modes, normalize="none"))
   assert modal == pytest.approx(norms.sum(), rel=1e-4)
-  ratio = norms.sum() / np.sqrt((norms ** 2).sum())
+  ratio = norms.sum() / np.sqrt((norms**2).sum())
   assert float(regularizers.modal_l1(modes)) == pytest.approx(ratio, rel=1e-4)
 
 
 def _modes_from(params, n_states=3, h=2, bidirectional=True, scale=2.0):
   re, im, b_re, b_im, c_re, c_im = params
-  return StateModes(poles=jax.lax.complex(re, im), B=jax.lax.complex(b_re, b_im),
-                    C=jax.lax.complex(c_re, c_im), valid=jnp.ones(n_states, bool),
-                    output_scale=scale)
+  return StateModes(
+    poles=jax.lax.complex(re, im),
+    B=jax.lax.complex(b_re, b_im),
+    C=jax.lax.complex(c_re, c_im),
+    valid=jnp.ones(n_states, bool),
+    output_scale=scale,
+  )
 
 
-@pytest.mark.parametrize("kind", ["modal_l1_hinf", "modal_l1_h2", "modal_l1_hinf_T16",
-                                  "modal_l1_h2_T16", "hankel"])
+@pytest.mark.parametrize(
+  "kind", ["modal_l1_hinf", "modal_l1_h2", "modal_l1_hinf_T16", "modal_l1_h2_T16", "hankel"]
+)
 def test_gradients_match_finite_differences(kind):
   with jax.enable_x64(True):
     rng = np.random.default_rng(0)
     radius = rng.uniform(0.3, 0.9, 3)
     angle = rng.uniform(0.2, 2.5, 3)
-    params = [jnp.asarray(v, jnp.float64) for v in (
-        radius * np.cos(angle), radius * np.sin(angle), rng.normal(size=(3, 2)),
-        rng.normal(size=(3, 2)), rng.normal(size=(2, 2, 3)), rng.normal(size=(2, 2, 3)))]
+    params = [
+      jnp.asarray(v, jnp.float64)
+      for v in (
+        radius * np.cos(angle),
+        radius * np.sin(angle),
+        rng.normal(size=(3, 2)),
+        rng.normal(size=(3, 2)),
+        rng.normal(size=(2, 2, 3)),
+        rng.normal(size=(2, 2, 3)),
+      )
+    ]
 
     def f(*p):
       modes = _modes_from(p)
       if kind == "hankel":
         return regularizers.hankel_nuclear(modes)
       horizon = 16 if kind.endswith("_T16") else None
-      return regularizers.modal_l1(modes, norm=kind.split("_")[2], normalize="layer",
-                                   horizon=horizon)
+      return regularizers.modal_l1(
+        modes, norm=kind.split("_")[2], normalize="layer", horizon=horizon
+      )
 
     grads = jax.jit(jax.grad(f, argnums=tuple(range(6))))(*params)
     f = jax.jit(f)  # the same function, compiled once for the ~50 evaluations below
@@ -118,12 +137,14 @@ def test_weight_schedules():
 
 @pytest.mark.parametrize("kind", ["modal_l1", "hankel"])
 def test_loop_logs_the_penalty_and_it_falls(kind, tmp_path, monkeypatch):
-  from tests.test_train_loop import _base
   from last_nnx.train import loop
+  from tests.test_train_loop import _base
+
   monkeypatch.setenv("LAST_NNX_CACHE", str(tmp_path / "cache"))
   # test_train_loop's BASE (one layer, 3 epochs), without pruning.
-  config = _base(tmp_path, **{"pruning.schedule": "none", "regularizer.kind": kind,
-                              "regularizer.weight": 1.0})
+  config = _base(
+    tmp_path, **{"pruning.schedule": "none", "regularizer.kind": kind, "regularizer.weight": 1.0}
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   penalties = [e["train/penalty"] for e in summary["epochs"]]
   assert all(np.isfinite(penalties)) and penalties[-1] < penalties[0]

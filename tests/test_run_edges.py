@@ -34,9 +34,13 @@ time.sleep(600)
 
 def _holder(path) -> subprocess.Popen:
   """A process that takes ``path``'s lock and sleeps (started in a fraction of a second)."""
-  proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-c", HOLD, str(path)],
+    cwd=ROOT,
+    env=dict(os.environ, PYTHONPATH=ROOT),
+    stdout=subprocess.PIPE,
+    text=True,
+  )
   assert proc.stdout.readline().strip() == "held"
   return proc
 
@@ -62,8 +66,9 @@ def test_a_live_holder_refuses_a_second_start_and_a_killed_one_is_taken_over(tmp
   lock = workdir.hold_for_run(str(w))
   try:
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any(m.startswith(f"taking over {w / workdir.LOCK_NAME} from process {proc.pid}")
-               for m in warnings), warnings
+    assert any(
+      m.startswith(f"taking over {w / workdir.LOCK_NAME} from process {proc.pid}") for m in warnings
+    ), warnings
     assert sorted(os.listdir(w / "checkpoints")) == ["3"]  # the half-written step is gone
     assert json.loads((w / workdir.LOCK_NAME).read_text())["pid"] == os.getpid()
   finally:
@@ -110,8 +115,10 @@ def test_a_stop_ends_in_one_line_and_its_own_exit_code():
   assert ckpt.waited and best.waited  # committed before the line says so, none in flight
   code, line = errors.run_ending(stopped, "/w", None)
   assert code == errors.EXIT_STOPPED == 75
-  assert line == ("stopped by SIGUSR1 at step 7: checkpoint /w/checkpoints/7 is committed; "
-                  "rerun the same command to resume")
+  assert line == (
+    "stopped by SIGUSR1 at step 7: checkpoint /w/checkpoints/7 is committed; "
+    "rerun the same command to resume"
+  )
 
 
 # ----------------------------------------------------------------------------
@@ -122,16 +129,21 @@ def test_a_full_disk_names_the_path_what_and_the_last_checkpoint(tmp_path):
   w = tmp_path / "run"
   os.makedirs(w / "checkpoints" / "4")
   os.makedirs(w / "checkpoints" / "8.orbax-checkpoint-tmp")
-  full = OSError(errno.ENOSPC, "No space left on device",
-                 str(w / "checkpoints" / "8.orbax-checkpoint-tmp" / "model"))
+  full = OSError(
+    errno.ENOSPC,
+    "No space left on device",
+    str(w / "checkpoints" / "8.orbax-checkpoint-tmp" / "model"),
+  )
   try:  # as orbax raises it: wrapped
     raise RuntimeError("save failed") from full
   except RuntimeError as e:
     code, line = errors.run_ending(e, str(w), None)
   assert code == errors.EXIT_NO_SPACE == 74
-  assert line == (f"cannot write {w}/checkpoints/8.orbax-checkpoint-tmp/model (the checkpoint "
-                  f"of step 8): no space left on the device; the last committed checkpoint is "
-                  f"{w}/checkpoints/4; free space, then rerun the same command to resume")
+  assert line == (
+    f"cannot write {w}/checkpoints/8.orbax-checkpoint-tmp/model (the checkpoint "
+    f"of step 8): no space left on the device; the last committed checkpoint is "
+    f"{w}/checkpoints/4; free space, then rerun the same command to resume"
+  )
   assert os.listdir(w / "checkpoints") == ["4"]  # nothing half-written for the rerun
   # TensorFlow's summary writer words it in its own error type.
   tf_like = Exception(f"{w}/events.out.tfevents.1.host; No space left on device")
@@ -161,29 +173,32 @@ def test_a_step_too_big_is_refused_with_the_batch_that_fits():
   with pytest.raises(memory.DoesNotFit) as e:
     memory.check_fits(_config(), measure, 64, seq_len=16)
   line = str(e.value)
-  assert line.startswith("the train step at train.batch_size=64 needs 2.0 GiB per device, "
-                         "over the 1.0 GiB of train.memory_budget_gb=1: "
-                         "train.batch_size=30 fits; optim.grad_accum=4 keeps the batch of 64 "
-                         "in micro-batches of 16; model.remat=True recomputes"), line
+  assert line.startswith(
+    "the train step at train.batch_size=64 needs 2.0 GiB per device, "
+    "over the 1.0 GiB of train.memory_budget_gb=1: "
+    "train.batch_size=30 fits; optim.grad_accum=4 keeps the batch of 64 "
+    "in micro-batches of 16; model.remat=True recomputes"
+  ), line
   assert memory.check_fits(_config(batch=16), measure, 16, seq_len=16) == 580 * 2**20
   assert memory.check_fits(_config(budget_gb=-1), measure, 64, seq_len=16) is None  # off
   # On two devices a batch splits evenly: the estimate rounds down to a multiple of 2.
   assert memory.largest_fitting(100, 30, 1024, 2) == 30
-  assert memory.largest_fitting(100, 30, 1000, 2) == 30 and memory.largest_fitting(
-      100, 30, 990, 4) == 28
+  assert (
+    memory.largest_fitting(100, 30, 1000, 2) == 30 and memory.largest_fitting(100, 30, 990, 4) == 28
+  )
 
 
 def test_out_of_memory_at_run_time_gets_the_same_line():
   error = RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 274915944888 bytes.")
   code, line = errors.run_ending(error, "/nowhere", _config(batch=512))
   assert code == errors.EXIT_FAILED
-  assert line == ("the train step at train.batch_size=512 asked for 256.0 GiB more and ran "
-                  "out of device memory: lower train.batch_size, or raise optim.grad_accum "
-                  "(same batch, smaller micro-batches); model.remat=True recomputes "
-                  "activations in the backward pass instead of storing them")
+  assert line == (
+    "the train step at train.batch_size=512 asked for 256.0 GiB more and ran "
+    "out of device memory: lower train.batch_size, or raise optim.grad_accum "
+    "(same batch, smaller micro-batches); model.remat=True recomputes "
+    "activations in the backward pass instead of storing them"
+  )
   assert errors.run_ending(RuntimeError("a bug"), "/nowhere", None) is None  # a traceback
-
-
 
 
 # ----------------------------------------------------------------------------
@@ -260,13 +275,24 @@ def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run
   half-written left); the next rerun ends with base_run's figures."""
   from tests.test_divergence import launcher
   from tests.test_train_loop import BASE_RUN
+
   config, reference, _, _ = base_run
   env = dict(os.environ, PYTHONPATH=ROOT, LAST_NNX_CACHE=config.data.cache_dir)
-  cmd = lambda w: ["last_nnx.train", "--config", "experiments/configs/listops.py:s5,smoke",
-                   "--workdir", str(w), *[f"--config.{k}={v}" for k, v in BASE_RUN.items()]]
-  run = lambda w, **hooks: subprocess.Popen([sys.executable, "-c", launcher(EDGES), *cmd(w)],
-                                            cwd=ROOT, env=dict(env, **hooks),
-                                            stderr=subprocess.PIPE, text=True)
+  cmd = lambda w: [
+    "last_nnx.train",
+    "--config",
+    "experiments/configs/listops.py:s5,smoke",
+    "--workdir",
+    str(w),
+    *[f"--config.{k}={v}" for k, v in BASE_RUN.items()],
+  ]
+  run = lambda w, **hooks: subprocess.Popen(
+    [sys.executable, "-c", launcher(EDGES), *cmd(w)],
+    cwd=ROOT,
+    env=dict(env, **hooks),
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
   def paused(w, gate):
     proc = run(w, LAST_NNX_TEST_PAUSE=f"2:{gate}")
@@ -279,15 +305,22 @@ def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run
   w, gate = tmp_path / "first", str(tmp_path / "gate1")
   first = paused(w, gate)
   try:
-    second = subprocess.run([sys.executable, "-m", *cmd(w)], cwd=ROOT, capture_output=True,
-                            text=True, env=env, timeout=300)
+    second = subprocess.run(
+      [sys.executable, "-m", *cmd(w)],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      env=env,
+      timeout=300,
+    )
     open(gate, "w").close()
     _, err = first.communicate(timeout=300)
   finally:
     first.kill()
   assert second.returncode == errors.EXIT_WORKDIR_BUSY == 73, second.stderr[-3000:]
-  assert _last_line(second.stderr).startswith(
-      f"error: {w} is in use by process {first.pid} on "), second.stderr[-2000:]
+  assert _last_line(second.stderr).startswith(f"error: {w} is in use by process {first.pid} on "), (
+    second.stderr[-2000:]
+  )
   assert "Traceback" not in second.stderr
   assert first.returncode == 0, err[-3000:]
   _same_figures(json.loads((w / "summary.json").read_text()), reference)
@@ -302,8 +335,10 @@ def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run
   finally:
     stopped.kill()
   assert stopped.returncode == errors.EXIT_STOPPED, err[-3000:]
-  assert _last_line(err) == (f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is "
-                             "committed; rerun the same command to resume"), err[-2000:]
+  assert _last_line(err) == (
+    f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is "
+    "committed; rerun the same command to resume"
+  ), err[-2000:]
   assert "SIGINT received again: still stopping" in err and "Traceback" not in err
   assert not (w / workdir.LOCK_NAME).exists() and not (w / "summary.json").exists()
 
@@ -311,9 +346,10 @@ def test_a_run_owns_its_workdir_stops_on_a_signal_and_resumes(tmp_path, base_run
   _, err = full.communicate(timeout=300)
   assert full.returncode == errors.EXIT_NO_SPACE, err[-3000:]
   assert _last_line(err) == (
-      f"error: cannot write {w}/checkpoints/6.orbax-checkpoint-tmp/model (the checkpoint of "
-      f"step 6): no space left on the device; the last committed checkpoint is "
-      f"{w}/checkpoints/2; free space, then rerun the same command to resume"), err[-2000:]
+    f"error: cannot write {w}/checkpoints/6.orbax-checkpoint-tmp/model (the checkpoint of "
+    f"step 6): no space left on the device; the last committed checkpoint is "
+    f"{w}/checkpoints/2; free space, then rerun the same command to resume"
+  ), err[-2000:]
   assert sorted(os.listdir(w / "checkpoints")) == ["2"] and "Traceback" not in err
 
   last = run(w)
@@ -337,11 +373,13 @@ def _same_figures(summary: dict, reference: dict) -> None:
 
 
 def test_sigterm_mid_epoch_then_a_full_disk_then_the_rerun_ends_as_if_uninterrupted(
-    tmp_path, base_run, monkeypatch):
+  tmp_path, base_run, monkeypatch
+):
   """In process (the CLI twin is above): SIGTERM after step 2 of 6, SIGINT while its
   checkpoint is written; the rerun's next checkpoint meets a full disk; the next rerun
   ends with the uninterrupted run's figures."""
   from last_nnx.train import checkpoint, loop, steps
+
   config, reference, _, _ = base_run
   w = tmp_path / "run"
   bound, save, taken = steps.bound_train_step, checkpoint.Checkpointer.save, [0]
@@ -354,6 +392,7 @@ def test_sigterm_mid_epoch_then_a_full_disk_then_the_rerun_ends_as_if_uninterrup
       if taken[0] == 2:
         os.kill(os.getpid(), signal.SIGTERM)
       return step(*args, **kwargs)
+
     return signalled
 
   def interrupted(self, step, *args):
@@ -371,21 +410,28 @@ def test_sigterm_mid_epoch_then_a_full_disk_then_the_rerun_ends_as_if_uninterrup
   finally:
     preemption.uninstall()
   assert request.count == 2 and e.value.step == 2
-  assert errors.run_ending(e.value, str(w), config) == (75, (
+  assert errors.run_ending(e.value, str(w), config) == (
+    75,
+    (
       f"stopped by SIGTERM at step 2: checkpoint {w}/checkpoints/2 is committed; rerun the "
-      "same command to resume"))
+      "same command to resume"
+    ),
+  )
 
   def full(self, step, *args):
     os.makedirs(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp"))
     raise OSError(errno.ENOSPC, "No space left on device", self.directory)
+
   with monkeypatch.context() as m:
     m.setattr(checkpoint.Checkpointer, "save", full)
     with pytest.raises(OSError) as e:
       loop.train_and_evaluate(config, str(w))
   code, line = errors.run_ending(e.value, str(w), config)
-  assert code == 74 and line.startswith(f"cannot write {w}/checkpoints (a checkpoint): no space "
-                                        f"left on the device; the last committed checkpoint "
-                                        f"is {w}/checkpoints/2; free space"), line
+  assert code == 74 and line.startswith(
+    f"cannot write {w}/checkpoints (a checkpoint): no space "
+    f"left on the device; the last committed checkpoint "
+    f"is {w}/checkpoints/2; free space"
+  ), line
   assert sorted(os.listdir(w / "checkpoints")) == ["2"]
 
   _same_figures(loop.train_and_evaluate(config, str(w)), reference)
@@ -395,14 +441,18 @@ def test_a_step_too_big_for_the_budget_is_refused_before_it_runs(tmp_path, base_
   """base_run's step (one S5 layer, batch 16) needs about 3.8 MiB, 0.24 MiB per example:
   a 3 MB budget holds 12 examples."""
   from last_nnx.train import loop
+
   config = ml_collections.ConfigDict(base_run[0].to_dict())
   config.train.memory_budget_gb = 0.003
   with pytest.raises(memory.DoesNotFit) as e:
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   code, line = errors.run_ending(e.value, str(tmp_path / "run"), config)
   assert code == errors.EXIT_FAILED
-  assert re.fullmatch(r"the train step at train.batch_size=16 needs 3\.\d MiB per device, over "
-                      r"the 3\.1 MiB of train.memory_budget_gb=0.003: train.batch_size=1[0-3] "
-                      r"fits; optim.grad_accum=2 keeps the batch of 16 in micro-batches of 8; "
-                      r"model.remat=True recomputes .*", line), line
+  assert re.fullmatch(
+    r"the train step at train.batch_size=16 needs 3\.\d MiB per device, over "
+    r"the 3\.1 MiB of train.memory_budget_gb=0.003: train.batch_size=1[0-3] "
+    r"fits; optim.grad_accum=2 keeps the batch of 16 in micro-batches of 8; "
+    r"model.remat=True recomputes .*",
+    line,
+  ), line
   assert not os.listdir(tmp_path / "run" / "checkpoints")  # refused before the first step

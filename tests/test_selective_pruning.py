@@ -15,13 +15,23 @@ OPTIONS = dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4)
 
 
 def _model(seed=0):
-  return SequenceModel(n_classes=3, vocab_size=9, d_model=8, n_layers=2, ssm="mamba2",
-                       ssm_config=OPTIONS, rngs=nnx.Rngs(seed))
+  return SequenceModel(
+    n_classes=3,
+    vocab_size=9,
+    d_model=8,
+    n_layers=2,
+    ssm="mamba2",
+    ssm_config=OPTIONS,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def _batch():
-  return (jax.random.randint(jax.random.key(0), (3, 12), 1, 9), jnp.array([12, 8, 5]),
-          jnp.array([0, 1, 2]))
+  return (
+    jax.random.randint(jax.random.key(0), (3, 12), 1, 9),
+    jnp.array([12, 8, 5]),
+    jnp.array([0, 1, 2]),
+  )
 
 
 def test_applicable_criteria_and_refusal():
@@ -68,6 +78,7 @@ def _eval(model):
 
 def test_compact_equals_mask_and_moments_shrink():
   from last_nnx.train import steps
+
   compact = _model()
   masked = nnx.clone(compact)
   optimizer = nnx.Optimizer(compact, optax.adam(1e-2), wrt=nnx.Param)
@@ -76,14 +87,15 @@ def test_compact_equals_mask_and_moments_shrink():
   r_m = pruning.prune(masked, 0.5, mode="mask", **kw)
   assert [l.kept for l in r_c.layers.values()] == [l.kept for l in r_m.layers.values()]
   np.testing.assert_allclose(_eval(compact), _eval(masked), atol=1e-5)
-  params = {tuple(str(k) for k in p): v.shape
-            for p, v in nnx.to_flat_state(nnx.state(compact, nnx.Param))}
+  params = {
+    tuple(str(k) for k in p): v.shape for p, v in nnx.to_flat_state(nnx.state(compact, nnx.Param))
+  }
   for path, node in nnx.iter_graph(optimizer.opt_state):
     value = node.get_value() if isinstance(node, nnx.Variable) else None
     if getattr(value, "ndim", 0):
       key = tuple(str(k) for k in path)
       for pk, shape in params.items():
-        if key[-len(pk):] == pk:
+        if key[-len(pk) :] == pk:
           assert value.shape == shape, (key, value.shape, shape)
   compact.train()
   loss = steps.fit(compact, optimizer, [_batch()]).metrics.compute()["loss"]

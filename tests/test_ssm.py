@@ -39,7 +39,8 @@ def s5_naive(layer: S5, u: np.ndarray) -> np.ndarray:
 def s4d_naive(layer: S4D, u: np.ndarray) -> np.ndarray:
   """S4D output: every channel its own SISO recurrence."""
   lam = np.minimum(np.asarray(layer.Lambda_re[...], np.float64), -1e-4) + 1j * np.asarray(
-      layer.Lambda_im[...], np.float64)
+    layer.Lambda_im[...], np.float64
+  )
   step = layer.step_rescale * np.exp(np.asarray(layer.log_step[...], np.float64))
   b = _pair(layer.B[...]) * np.asarray(layer.state_mask[...])
   c = _pair(layer.C[...])
@@ -47,7 +48,7 @@ def s4d_naive(layer: S4D, u: np.ndarray) -> np.ndarray:
   for h in range(u.shape[1]):
     lam_bar, b_bar = np_discretize(lam[h], b[h][:, None], step[h], layer.discretization)
     for d in range(c.shape[0]):
-      x = run_recurrence(lam_bar, b_bar, u[:, h:h + 1], reverse=(d == 1))
+      x = run_recurrence(lam_bar, b_bar, u[:, h : h + 1], reverse=(d == 1))
       y[:, h] += 2.0 * (x @ c[d, h]).real
   return y + np.asarray(layer.D[...]) * u
 
@@ -57,13 +58,30 @@ def _input(length=24, h=6, seed=0):
 
 
 def _make_s5(conj_sym, bidirectional, discretization, **kw):
-  return S5(6, 8, blocks=2, conj_sym=conj_sym, bidirectional=bidirectional,
-            discretization=discretization, dt_min=0.01, dt_max=0.5, rngs=nnx.Rngs(0), **kw)
+  return S5(
+    6,
+    8,
+    blocks=2,
+    conj_sym=conj_sym,
+    bidirectional=bidirectional,
+    discretization=discretization,
+    dt_min=0.01,
+    dt_max=0.5,
+    rngs=nnx.Rngs(0),
+    **kw,
+  )
 
 
 def _make_s4d(bidirectional, discretization):
-  layer = S4D(6, 8, bidirectional=bidirectional, discretization=discretization, dt_min=0.01,
-              dt_max=0.5, rngs=nnx.Rngs(1))
+  layer = S4D(
+    6,
+    8,
+    bidirectional=bidirectional,
+    discretization=discretization,
+    dt_min=0.01,
+    dt_max=0.5,
+    rngs=nnx.Rngs(1),
+  )
   # A non-trivial B, so that B_bar is not just the discretization factor.
   layer.B.set_value(jax.random.normal(jax.random.key(3), layer.B.shape))
   return layer
@@ -91,8 +109,12 @@ def test_s4d_equals_naive_recurrence(bidirectional, disc):
   np.testing.assert_allclose(_apply(layer, u), s4d_naive(layer, u), atol=2e-4, rtol=1e-4)
 
 
-_LAYER_MAKERS = [lambda: _make_s5(True, True, "zoh"), lambda: _make_s5(False, False, "bilinear"),
-                 lambda: _make_s4d(True, "zoh"), lambda: _make_s4d(False, "zoh")]
+_LAYER_MAKERS = [
+  lambda: _make_s5(True, True, "zoh"),
+  lambda: _make_s5(False, False, "bilinear"),
+  lambda: _make_s4d(True, "zoh"),
+  lambda: _make_s4d(False, "zoh"),
+]
 
 
 def _layers():
@@ -103,8 +125,9 @@ def _layers():
 def test_output_is_sum_of_state_modes(idx):
   layer = _LAYER_MAKERS[idx]()
   u = _input()
-  np.testing.assert_allclose(_apply(layer, u), modes_output(layer.state_modes(), u),
-                             atol=2e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    _apply(layer, u), modes_output(layer.state_modes(), u), atol=2e-4, rtol=1e-4
+  )
 
 
 @pytest.mark.parametrize("idx", range(4))
@@ -199,12 +222,14 @@ def test_find_prunable_layers_paths():
     def __init__(self):
       self.a = _make_s5(True, False, "zoh")
       self.b = nnx.List([_make_s4d(False, "zoh")])
+
   assert sorted(find_prunable_layers(Two())) == ["a", "b.0"]
 
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_scan_methods_agree(reverse):
   from last_nnx.ssm.scan import diagonal_recurrence
+
   rng = np.random.default_rng(0)
   lam = jnp.asarray(0.95 * np.exp(1j * rng.uniform(0, 3, 5)), jnp.complex64)
   bu = jnp.asarray(rng.normal(size=(2, 40, 5)) + 1j * rng.normal(size=(2, 40, 5)), jnp.complex64)
@@ -221,6 +246,7 @@ def test_parallel_scan_gradient_equals_autodiff_through_associative_scan(reverse
   """The associative path's hand-written transpose (a reverse scan) against JAX's own
   differentiation of ``lax.associative_scan``, for the poles and the driven inputs."""
   from last_nnx.ssm.scan import diagonal_recurrence
+
   rng = np.random.default_rng(1)
   lam = jnp.asarray(0.9 * np.exp(1j * rng.uniform(0, 3, 5)), jnp.complex64)
   bu = jnp.asarray(rng.normal(size=(2, 37, 5)) + 1j * rng.normal(size=(2, 37, 5)), jnp.complex64)
@@ -228,14 +254,16 @@ def test_parallel_scan_gradient_equals_autodiff_through_associative_scan(reverse
 
   def autodiff_scan(lam, bu):
     a = jnp.broadcast_to(lam, bu.shape)
-    return jax.lax.associative_scan(lambda l, r: (r[0] * l[0], r[0] * l[1] + r[1]), (a, bu),
-                                    axis=1, reverse=reverse)[1]
+    return jax.lax.associative_scan(
+      lambda l, r: (r[0] * l[0], r[0] * l[1] + r[1]), (a, bu), axis=1, reverse=reverse
+    )[1]
 
   def loss(scan):
     return lambda lam, bu: jnp.sum((scan(lam, bu) * w).real)
 
-  ours = jax.grad(loss(lambda l, b: diagonal_recurrence(l, b, reverse=reverse,
-                                                        method="associative")), (0, 1))(lam, bu)
+  ours = jax.grad(
+    loss(lambda l, b: diagonal_recurrence(l, b, reverse=reverse, method="associative")), (0, 1)
+  )(lam, bu)
   expected = jax.grad(loss(autodiff_scan), (0, 1))(lam, bu)
   for g, e in zip(ours, expected):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))))
@@ -246,13 +274,20 @@ def test_scan_methods_give_the_same_gradients(bidirectional):
   """A one-layer S5 model: loss and every parameter's gradient agree between the
   associative (GPU) and the sequential (CPU) scan."""
   from last_nnx.model import SequenceModel
+
   x = jax.random.randint(jax.random.key(2), (3, 48), 1, 11)
   lengths, labels = jnp.array([48, 30, 41]), jnp.array([0, 3, 1])
 
   def loss_and_grads(method):
-    model = SequenceModel(n_classes=4, d_model=8, n_layers=1, ssm="s5", vocab_size=11,
-                          ssm_config=dict(state_size=8, blocks=2, bidirectional=bidirectional,
-                                          scan_method=method), rngs=nnx.Rngs(1))
+    model = SequenceModel(
+      n_classes=4,
+      d_model=8,
+      n_layers=1,
+      ssm="s5",
+      vocab_size=11,
+      ssm_config=dict(state_size=8, blocks=2, bidirectional=bidirectional, scan_method=method),
+      rngs=nnx.Rngs(1),
+    )
 
     def loss(model):
       logits = model(x, lengths)
@@ -267,25 +302,35 @@ def test_scan_methods_give_the_same_gradients(bidirectional):
   assert grads_a.keys() == grads_s.keys()
   for path, g in grads_s.items():
     scale = float(np.max(np.abs(g))) + 1e-12
-    np.testing.assert_allclose(grads_a[path], g, rtol=1e-4, atol=1e-5 * scale,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      grads_a[path], g, rtol=1e-4, atol=1e-5 * scale, err_msg=jax.tree_util.keystr(path)
+    )
 
 
 # Both output layouts (narrow states side by side, wide states per direction) on the
 # associative path, where they differ; one case of each other branch.
-@pytest.mark.parametrize("states,channels,bidirectional,method", [
-    (3, 8, True, "associative"), (6, 4, True, "associative"), (3, 8, False, "associative"),
-    (3, 8, True, "sequential")])
-def test_mimo_system_output_and_gradients_in_both_output_layouts(states, channels, bidirectional,
-                                                                 method):
+@pytest.mark.parametrize(
+  "states,channels,bidirectional,method",
+  [
+    (3, 8, True, "associative"),
+    (6, 4, True, "associative"),
+    (3, 8, False, "associative"),
+    (3, 8, True, "sequential"),
+  ],
+)
+def test_mimo_system_output_and_gradients_in_both_output_layouts(
+  states, channels, bidirectional, method
+):
   """``mimo_diagonal_system`` (one matmul over both directions' states side by side when
   they are narrower than the output, else one per direction) against the plain form,
   one complex einsum per direction, differentiated by JAX: same outputs, same
   gradients for B, C and u."""
   from last_nnx.ssm.scan import diagonal_recurrence, mimo_diagonal_system
+
   rng = np.random.default_rng(4)
-  cplx = lambda *shape: jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape),
-                                    jnp.complex64)
+  cplx = lambda *shape: jnp.asarray(
+    rng.normal(size=shape) + 1j * rng.normal(size=shape), jnp.complex64
+  )
   lam = jnp.asarray(0.9 * np.exp(1j * rng.uniform(0, 3, states)), jnp.complex64)
   b, c = cplx(states, channels), cplx(2, channels, states)
   u = jnp.asarray(rng.normal(size=(2, 19, channels)), jnp.float32)
@@ -299,10 +344,10 @@ def test_mimo_system_output_and_gradients_in_both_output_layouts(states, channel
     back = diagonal_recurrence(lam, bu, reverse=True, method="sequential")
     return y + jnp.einsum("bls,hs->blh", back, c[1]).real
 
-  ours = lambda b, c, u: mimo_diagonal_system(lam, b, c, u, bidirectional=bidirectional,
-                                              method=method)
+  ours = lambda b, c, u: mimo_diagonal_system(
+    lam, b, c, u, bidirectional=bidirectional, method=method
+  )
   np.testing.assert_allclose(ours(b, c, u), plain(b, c, u), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), (0, 1, 2))(b, c, u)
-           for f in (ours, plain)]
+  grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), (0, 1, 2))(b, c, u) for f in (ours, plain)]
   for g, e in zip(*grads):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))))

@@ -11,18 +11,41 @@ from last_nnx.model import SequenceModel
 
 BATCH, LENGTH, VOCAB = 3, 10, 7
 SSM_CONFIGS = {
-    "s5": dict(state_size=16, blocks=2),
-    "s4d": dict(state_size=8),
-    "lru": dict(state_size=8),
+  "s5": dict(state_size=16, blocks=2),
+  "s4d": dict(state_size=8),
+  "lru": dict(state_size=8),
 }
 
 
-def _bare(ssm, *, pooling="mean", norm="batch", prenorm=True, activation="half_glu2",
-          bidirectional=False, vocab=VOCAB, seed=0, n_layers=2, **kw):
-  return SequenceModel(n_classes=4, d_model=8, n_layers=n_layers, ssm=ssm,
-                       ssm_config=dict(SSM_CONFIGS[ssm], bidirectional=bidirectional),
-                       vocab_size=vocab, in_dim=3, pooling=pooling, norm=norm, prenorm=prenorm,
-                       activation=activation, dropout=0.1, rngs=nnx.Rngs(seed), **kw)
+def _bare(
+  ssm,
+  *,
+  pooling="mean",
+  norm="batch",
+  prenorm=True,
+  activation="half_glu2",
+  bidirectional=False,
+  vocab=VOCAB,
+  seed=0,
+  n_layers=2,
+  **kw,
+):
+  return SequenceModel(
+    n_classes=4,
+    d_model=8,
+    n_layers=n_layers,
+    ssm=ssm,
+    ssm_config=dict(SSM_CONFIGS[ssm], bidirectional=bidirectional),
+    vocab_size=vocab,
+    in_dim=3,
+    pooling=pooling,
+    norm=norm,
+    prenorm=prenorm,
+    activation=activation,
+    dropout=0.1,
+    rngs=nnx.Rngs(seed),
+    **kw,
+  )
 
 
 def _model(ssm, *, vocab=VOCAB, seed=0, **kw):
@@ -47,9 +70,11 @@ def _inputs(vocab=VOCAB, seed=0):
 @nnx.jit
 def _stream(model, inputs):
   """Logits after every step, ``(B, L, n_classes)``, and the final state."""
+
   def body(state, x_t):
     state, logits = model.step(state, x_t)
     return state, logits
+
   state, logits = jax.lax.scan(body, model.init_state(inputs.shape[0]), jnp.swapaxes(inputs, 0, 1))
   return jnp.swapaxes(logits, 0, 1), state
 
@@ -97,12 +122,15 @@ def test_compacted_state_is_smaller():
   assert all(s.shape[1] < dense_shape[1] or s.shape == dense_shape for s in state["layers"])
 
 
-@pytest.mark.parametrize("options", [
+@pytest.mark.parametrize(
+  "options",
+  [
     dict(pooling="last"),
     dict(norm="layer", prenorm=False, activation="full_glu"),
     dict(activation="gelu", vocab=None),
     dict(activation="half_glu1", pooling="last", vocab=None),
-])
+  ],
+)
 def test_step_equals_forward_variants(options):
   model = _model("s5", **options)
   state = _assert_streams(model, options.get("vocab", VOCAB))
@@ -130,8 +158,9 @@ def test_rows_are_independent_streams():
   for t in range(4, LENGTH):
     state, logits = model.step(state, x[:, t])
     fresh, fresh_logits = model.step(fresh, x[1:2, t])
-  np.testing.assert_allclose(np.asarray(logits[1]), np.asarray(fresh_logits[0]), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(logits[1]), np.asarray(fresh_logits[0]), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("ssm", sorted(SSM_CONFIGS))

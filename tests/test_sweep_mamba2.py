@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from last_nnx import data, pruning, sweeps
-from last_nnx.sweeps.saved import how_far, how_far_table, prune_saved_model
 from last_nnx.model import build_model
+from last_nnx.sweeps.saved import how_far, how_far_table, prune_saved_model
 from last_nnx.train import checkpoint, events, steps, streams
 from last_nnx.train.optim import make_optimizer
 from tests.session_once import once_per_session
@@ -40,23 +40,33 @@ def _config(cache_dir: str):
 
 
 def _task(config):
-  return data.build_task(config.data, batch_size=config.train.batch_size,
-                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  return data.build_task(
+    config.data,
+    batch_size=config.train.batch_size,
+    eval_batch_size=config.train.eval_batch_size,
+    seed=config.seed,
+  )
 
 
 def _train_and_save(root) -> None:
   config = _config(str(root / "cache"))
   task = _task(config)
-  spec = dict(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
-              retrieval=task.retrieval)
+  spec = dict(
+    n_classes=task.n_classes,
+    vocab_size=task.vocab_size,
+    in_dim=task.in_dim,
+    retrieval=task.retrieval,
+  )
   model = build_model(config.model, seed=config.seed, **spec)
-  optimizer, _ = make_optimizer(model, config.optim, total_steps=task.steps_per_epoch,
-                                steps_per_epoch=task.steps_per_epoch)
+  optimizer, _ = make_optimizer(
+    model, config.optim, total_steps=task.steps_per_epoch, steps_per_epoch=task.steps_per_epoch
+  )
   model.train()
   steps.fit(model, optimizer, task.train_batches(0))
   model.eval()
-  checkpoint.save_model(str(root / "run"), model, config,
-                        dict(model_spec=spec, run=dict(events=[])))
+  checkpoint.save_model(
+    str(root / "run"), model, config, dict(model_spec=spec, run=dict(events=[]))
+  )
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +82,16 @@ def _load(workdir):
 
 
 def _per_group(model):
-  return [(np.asarray(l.state_mask[...]) > 0).sum(axis=1)
-          for l in model.prunable_layers().values()]
+  return [(np.asarray(l.state_mask[...]) > 0).sum(axis=1) for l in model.prunable_layers().values()]
 
 
 def test_one_shot_measures_every_selective_criterion(saved, tmp_path):
   model, config, task = _load(saved)
   assert pruning.applicable(model) == SELECTIVE
   store = sweeps.PointStore(str(tmp_path))
-  sweeps.one_shot(model, task, config, store, ratios=[0.5], seeds=2,
-                  calibration_batches=1)  # criteria: those that apply
+  sweeps.one_shot(
+    model, task, config, store, ratios=[0.5], seeds=2, calibration_batches=1
+  )  # criteria: those that apply
   points = [p for p in store.points.values() if p["criterion"] != "dense"]
   assert sorted({p["criterion"] for p in points}) == list(SELECTIVE)
   assert len(points) == 4 + 2  # random over 2 seeds
@@ -89,37 +99,63 @@ def test_one_shot_measures_every_selective_criterion(saved, tmp_path):
     assert sum(p["states"].values()) == 8 and p["ratio_achieved"] == pytest.approx(0.5)
     assert np.isfinite(p["val_accuracy"])
   assert sum(events.states_per_layer(model).values()) == 16  # the swept model is untouched
-  text = sweeps.write_report(store, str(tmp_path), synthetic=True, model=model,
-                             calibration=sweeps.max_drop.calibration(task))
+  text = sweeps.write_report(
+    store, str(tmp_path), synthetic=True, model=model, calibration=sweeps.max_drop.calibration(task)
+  )
   assert "| gramian |" in text and "| calibrated |" in text
   for name in ("accuracy_vs_ratio.png", "allocation.png", "scores.png"):
     assert os.path.getsize(tmp_path / name) > 0, name
-  assert "gramian" in sweeps.plot_curves(list(store.points.values()), str(tmp_path / "c.png"),
-                                        synthetic=True)
+  assert "gramian" in sweeps.plot_curves(
+    list(store.points.values()), str(tmp_path / "c.png"), synthetic=True
+  )
   # An LTI criterion, or a horizon, is refused before anything is measured.
-  for spec, match in (("last", "does not apply to selective.*calibrated, gramian"),
-                      ("calibrated@L", "horizon")):
+  for spec, match in (
+    ("last", "does not apply to selective.*calibrated, gramian"),
+    ("calibrated@L", "horizon"),
+  ):
     with pytest.raises(ValueError, match=match) as refused:
-      sweeps.one_shot(model, task, config, sweeps.PointStore(str(tmp_path / spec)),
-                      ratios=[0.5], criteria=[spec], seeds=1)
+      sweeps.one_shot(
+        model,
+        task,
+        config,
+        sweeps.PointStore(str(tmp_path / spec)),
+        ratios=[0.5],
+        criteria=[spec],
+        seeds=1,
+      )
     assert "\n" not in str(refused.value)
     assert not os.listdir(tmp_path / spec)  # nothing measured
 
 
-def test_iterative_calibrated_reads_calibration_batches_and_compacts(saved, tmp_path,
-                                                                     monkeypatch):
+def test_iterative_calibrated_reads_calibration_batches_and_compacts(saved, tmp_path, monkeypatch):
   model, config, task = _load(saved)
   sweeps.own_buffers(model)
   from last_nnx.train import optim
+
   read, built = [], []
   real, real_optimizer = streams.calibration, optim.make_optimizer
-  monkeypatch.setattr(streams, "calibration",
-                      lambda t, k: read.append(k) or real(t, k))
-  monkeypatch.setattr(optim, "make_optimizer", lambda m, c, **kw: built.append(
-      (kw["lr_scale"], c.warmup_epochs)) or real_optimizer(m, c, **kw))
+  monkeypatch.setattr(streams, "calibration", lambda t, k: read.append(k) or real(t, k))
+  monkeypatch.setattr(
+    optim,
+    "make_optimizer",
+    lambda m, c, **kw: (
+      built.append((kw["lr_scale"], c.warmup_epochs)) or real_optimizer(m, c, **kw)
+    ),
+  )
   store = sweeps.PointStore(str(tmp_path))
-  sweeps.iterative(model, task, config, store, criterion="calibrated", target=0.5, steps=2,
-                   finetune_epochs=1, splits=("val",), calibration_batches=1, lr_scale=0.1)
+  sweeps.iterative(
+    model,
+    task,
+    config,
+    store,
+    criterion="calibrated",
+    target=0.5,
+    steps=2,
+    finetune_epochs=1,
+    splits=("val",),
+    calibration_batches=1,
+    lr_scale=0.1,
+  )
   assert read == [0, 1]  # other rows at each step
   assert built == [(0.1, 0), (0.1, 0)]  # fine-tuned at a tenth of the rates, no warmup
   done = sorted(store.points.values(), key=lambda p: p["ratio"])
@@ -144,20 +180,25 @@ def test_max_drop_search_on_a_mamba2_workdir(saved, tmp_path):
     assert all(np.all(g == 1) for g in _per_group(model))
   assert "| gramian |" in how_far_table(summary)
   # prune_saved_model: no criterion named -> calibrated; an LTI one refused before evaluating.
-  result = prune_saved_model(saved, 0.5, None, out_dir=str(tmp_path / "p"),
-                                   evaluate=False, calibration_batches=1)
+  result = prune_saved_model(
+    saved, 0.5, None, out_dir=str(tmp_path / "p"), evaluate=False, calibration_batches=1
+  )
   assert result["report"]["criterion"] == "calibrated" and result["states_after"] == 8
   never = lambda *a: pytest.fail("evaluated before refusing")
   with pytest.raises(ValueError, match="does not apply to selective"):
     prune_saved_model(saved, 0.5, "last", out_dir=str(tmp_path / "q"), evaluate_fn=never)
   with pytest.raises(ValueError, match="truncates LTI norms"):
-    prune_saved_model(saved, 0.5, "gramian@L", out_dir=str(tmp_path / "q"),
-                            evaluate_fn=never)
+    prune_saved_model(saved, 0.5, "gramian@L", out_dir=str(tmp_path / "q"), evaluate_fn=never)
 
 
 def _refusal(saved, program, args, out):
-  proc = subprocess.run([sys.executable, "-m", program, f"--workdir={saved}", f"--out={out}",
-                         *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [sys.executable, "-m", program, f"--workdir={saved}", f"--out={out}", *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode != 0, proc.stdout
   lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
   assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -174,5 +215,6 @@ def test_sweep_cli_refuses_an_lti_criterion_on_mamba2_in_one_line(saved, tmp_pat
 @pytest.mark.slow
 def test_prune_cli_refuses_an_lti_criterion_on_mamba2_in_one_line(saved, tmp_path):
   _refusal(saved, "last_nnx.cli.prune", ["--criterion=last", "--eval_splits="], str(tmp_path / "p"))
-  _refusal(saved, "last_nnx.cli.prune", ["--criterion=gramian,last", "--max_drop=1"],
-           str(tmp_path / "far"))
+  _refusal(
+    saved, "last_nnx.cli.prune", ["--criterion=gramian,last", "--max_drop=1"], str(tmp_path / "far")
+  )

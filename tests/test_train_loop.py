@@ -21,7 +21,8 @@ TASKS = ("listops", "text", "retrieval", "image", "pathfinder", "pathx", "speech
 
 def get_config(task, arg):
   spec = importlib.util.spec_from_file_location(
-      f"cfg_{task}", os.path.join(ROOT, "experiments", "configs", f"{task}.py"))
+    f"cfg_{task}", os.path.join(ROOT, "experiments", "configs", f"{task}.py")
+  )
   module = importlib.util.module_from_spec(spec)
   sys.path.insert(0, ROOT)
   spec.loader.exec_module(module)
@@ -81,8 +82,11 @@ def base_run(tmp_path_factory):
   def fill(root):
     used, real = [], batchnorm.recalibrate_batch_norm
     with pytest.MonkeyPatch.context() as mp:
-      mp.setattr(batchnorm, "recalibrate_batch_norm",
-                 lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)))
+      mp.setattr(
+        batchnorm,
+        "recalibrate_batch_norm",
+        lambda m, b, max_batches: used.append(real(m, b, max_batches=max_batches)),
+      )
       loop.train_and_evaluate(config, str(root / "run"))
     (root / "used.json").write_text(json.dumps(used))
 
@@ -113,10 +117,19 @@ def _check_summary(summary, workdir):
 # test_smoke_listops_s5_..., s4d-listops in test_horizon_minus_one_...); the other pairs
 # run with `make test-all`.
 _SLOW = pytest.mark.slow
-@pytest.mark.parametrize("task,model", [
-    pytest.param("listops", "s5", marks=_SLOW), pytest.param("listops", "s4d", marks=_SLOW),
-    pytest.param("retrieval", "s5", marks=_SLOW), ("retrieval", "s4d"),
-    pytest.param("pathfinder", "s5", marks=_SLOW), ("pathfinder", "s4d")])
+
+
+@pytest.mark.parametrize(
+  "task,model",
+  [
+    pytest.param("listops", "s5", marks=_SLOW),
+    pytest.param("listops", "s4d", marks=_SLOW),
+    pytest.param("retrieval", "s5", marks=_SLOW),
+    ("retrieval", "s4d"),
+    pytest.param("pathfinder", "s5", marks=_SLOW),
+    ("pathfinder", "s4d"),
+  ],
+)
 def test_smoke_trains_and_prunes(task, model, tmp_path):
   # One layer: the task's data, encoder and the layer type end to end, compiled faster.
   config = _smoke(task, model, tmp_path, **{"model.n_layers": 1})
@@ -183,13 +196,21 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   The config is `base_run`'s (checkpoint cadence aside), so the CLI loads its compiled
   steps from the compilation cache when that ran first."""
   workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "last_nnx.train",
-         "--config", os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
-         "--workdir", str(workdir), "--config.train.checkpoint_every_steps=3"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "last_nnx.train",
+    "--config",
+    os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
+    "--workdir",
+    str(workdir),
+    "--config.train.checkpoint_every_steps=3",
+  ]
   cmd += [f"--config.{k}={v}" for k, v in BASE_RUN.items()]
   env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+  )
   killed = False
   for line in proc.stderr:
     if "fine-tune 1/1 after epoch 1/3:" in line:  # after the event: pruned shapes on disk
@@ -210,8 +231,9 @@ def test_kill_9_then_rerun_resumes_and_finishes(tmp_path):
   assert sum(summary["states_final"].values()) < sum(summary["states_initial"].values())
   assert len(summary["epochs"]) == 4
   # The same workdir with another experiment's config is refused, not silently resumed.
-  other = subprocess.run(cmd + ["--config.pruning.schedule=none"], cwd=ROOT, env=env,
-                         capture_output=True, text=True)
+  other = subprocess.run(
+    cmd + ["--config.pruning.schedule=none"], cwd=ROOT, env=env, capture_output=True, text=True
+  )
   assert other.returncode != 0
   assert "another config (pruning.schedule: 'one_shot' -> 'none')" in other.stderr
   assert "give a new --workdir" in other.stderr and "Traceback" not in other.stderr
@@ -224,9 +246,15 @@ def test_epoch_labels_count_training_epochs_and_fine_tuning_apart():
   config.pruning.finetune_epochs = 2
   plan = loop.epoch_plan(config)
   labels = [loop.epoch_label(plan, i) for i in range(len(plan))]
-  assert labels == ["epoch 1/3", "fine-tune 1/2 after epoch 1/3", "fine-tune 2/2 after epoch 1/3",
-                    "epoch 2/3", "fine-tune 1/2 after epoch 2/3", "fine-tune 2/2 after epoch 2/3",
-                    "epoch 3/3"]
+  assert labels == [
+    "epoch 1/3",
+    "fine-tune 1/2 after epoch 1/3",
+    "fine-tune 2/2 after epoch 1/3",
+    "epoch 2/3",
+    "fine-tune 1/2 after epoch 2/3",
+    "fine-tune 2/2 after epoch 2/3",
+    "epoch 3/3",
+  ]
 
 
 def test_resume_allows_logging_and_device_changes_only():
@@ -255,26 +283,32 @@ def test_divergence_names_parameter_and_rolls_back(tmp_path, monkeypatch, caplog
       layer = model.blocks[0].ssm
       layer.log_step.set_value(layer.log_step[...] * np.nan)
     return out
+
   monkeypatch.setattr(steps, "train_step", blow_up)
   if persistent:
-    with pytest.raises(steps.Diverged,
-                       match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*no retries left"):
+    with pytest.raises(
+      steps.Diverged, match=r"'blocks'\]\[0\]\['ssm'\]\['log_step'.*no retries left"
+    ):
       loop.train_and_evaluate(config, str(tmp_path))
   else:
     summary = loop.train_and_evaluate(config, str(tmp_path))
-    assert len(summary["epochs"]) == 4 and all(np.isfinite(e["train/loss"])
-                                               for e in summary["epochs"])
+    assert len(summary["epochs"]) == 4 and all(
+      np.isfinite(e["train/loss"]) for e in summary["epochs"]
+    )
   assert "non-finite parameter ['blocks'][0]['ssm']['log_step'] at step" in caplog.text
   assert "rolling back to the last checkpoint and retrying with lr x0.5" in caplog.text
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("pruning.target_ratio", 1.2, r"\[0, 1\)"),
     ("pruning.criterion", "nope", "registered"),
     ("pruning.start_epoch", 99, "after the last training epoch"),
     ("data.dir", "/does/not/exist", "does not exist"),
     ("pruning.horizon", -2, "pruning horizon -2"),
-])
+  ],
+)
 def test_bad_config_one_line_errors(tmp_path, field, value, message):
   config = _smoke("listops", "s5", tmp_path, **{field: value})
   with pytest.raises((ValueError, FileNotFoundError), match=message):
@@ -287,8 +321,10 @@ def test_bad_config_one_line_errors(tmp_path, field, value, message):
 
 @pytest.mark.parametrize("policy", ["rollback", "halve"])
 def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, policy):
-  config = _base(tmp_path, **{"pruning.max_acc_drop": 0.05, "pruning.on_violation": policy,
-                               "pruning.max_halvings": 2})
+  config = _base(
+    tmp_path,
+    **{"pruning.max_acc_drop": 0.05, "pruning.on_violation": policy, "pruning.max_halvings": 2},
+  )
   real_evaluate = steps.evaluate
   ratios, tried = [], []
 
@@ -299,11 +335,14 @@ def test_accuracy_guard_rail_undoes_a_harmful_event(tmp_path, monkeypatch, polic
       tried.append(sum(events.states_per_layer(model).values()))
     result["accuracy"] = 0.5 if 0 < len(ratios) < 3 else 1.0
     return result
+
   monkeypatch.setattr(steps, "evaluate", evaluate)
   real_prune = events.pruning.prune
-  monkeypatch.setattr(events.pruning, "prune",
-                      lambda model, ratio, **kw: (ratios.append(ratio)
-                                                  or real_prune(model, ratio, **kw)))
+  monkeypatch.setattr(
+    events.pruning,
+    "prune",
+    lambda model, ratio, **kw: ratios.append(ratio) or real_prune(model, ratio, **kw),
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path))
   event = summary["pruning_events"][0]
   assert summary["states_initial"] == {"blocks.0.ssm": 4}
@@ -320,9 +359,11 @@ def test_horizon_minus_one_scores_over_the_sequence_length(tmp_path, monkeypatch
   config = _smoke("listops", "s4d", tmp_path, **{"pruning.horizon": -1, "model.n_layers": 1})
   seen = []
   real_prune = events.pruning.prune
-  monkeypatch.setattr(events.pruning, "prune",
-                      lambda model, ratio, **kw: seen.append(kw["options"].horizon) or
-                      real_prune(model, ratio, **kw))
+  monkeypatch.setattr(
+    events.pruning,
+    "prune",
+    lambda model, ratio, **kw: seen.append(kw["options"].horizon) or real_prune(model, ratio, **kw),
+  )
   summary = loop.train_and_evaluate(config, str(tmp_path))
   assert seen == [256]  # the smoke preset's synthetic L
   _check_summary(summary, str(tmp_path))  # the s4d-listops smoke run, end to end
@@ -341,8 +382,16 @@ def _unstable_s5_model():
   from flax import nnx
 
   from last_nnx.model import SequenceModel
-  model = SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=1, ssm="s5",
-                        ssm_config=dict(state_size=4), rngs=nnx.Rngs(0))
+
+  model = SequenceModel(
+    n_classes=3,
+    vocab_size=7,
+    d_model=8,
+    n_layers=1,
+    ssm="s5",
+    ssm_config=dict(state_size=4),
+    rngs=nnx.Rngs(0),
+  )
   ssm = model.blocks[0].ssm
   ssm.Lambda_re[...] = ssm.Lambda_re[...].at[0].set(0.01)  # Re(lambda) > 0: |lambda_bar| > 1
   return model
@@ -350,6 +399,7 @@ def _unstable_s5_model():
 
 def test_shallow_listops_preset(tmp_path):
   from last_nnx import data
+
   config = get_config("listops", "s5,demo,shallow")
   config.data.cache_dir = os.environ["LAST_NNX_CACHE"]
   task = data.build_task(config.data, batch_size=32)

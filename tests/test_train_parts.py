@@ -12,19 +12,29 @@ from flax import nnx
 
 from last_nnx.model import SequenceModel
 from last_nnx.train import checkpoint as ckpt_lib
-from last_nnx.train.optim import (learning_rate_schedule, make_optimizer, param_labels,
-                                  param_roles)
+from last_nnx.train.optim import learning_rate_schedule, make_optimizer, param_labels, param_roles
 
 
 def _model(ssm="s5", **kw):
-  return SequenceModel(n_classes=3, vocab_size=7, d_model=8, n_layers=2, ssm=ssm,
-                       ssm_config=dict(state_size=8), dropout=0.1, rngs=nnx.Rngs(0), **kw)
+  return SequenceModel(
+    n_classes=3,
+    vocab_size=7,
+    d_model=8,
+    n_layers=2,
+    ssm=ssm,
+    ssm_config=dict(state_size=8),
+    dropout=0.1,
+    rngs=nnx.Rngs(0),
+    **kw,
+  )
 
 
 def _labels(opt_config, dt_global=False):
   labels = param_labels(nnx.state(_model(), nnx.Param), opt_config, dt_global)
-  return {jax.tree_util.keystr(p).split("'")[-2]: v
-          for p, v in jax.tree_util.tree_leaves_with_path(labels)}
+  return {
+    jax.tree_util.keystr(p).split("'")[-2]: v
+    for p, v in jax.tree_util.tree_leaves_with_path(labels)
+  }
 
 
 def test_param_groups_follow_reference_opt_configs():
@@ -46,15 +56,32 @@ def test_layer_types_declare_the_roles_of_their_parameters():
   roles = param_roles(model)
   assert roles == {"nu_log": "dynamics", "theta_log": "dynamics", "gamma_log": "input"}
   labels = param_labels(nnx.state(model, nnx.Param), "standard", False, roles)
-  by_name = {jax.tree_util.keystr(p).split("'")[-2]: v
-             for p, v in jax.tree_util.tree_leaves_with_path(labels)}
+  by_name = {
+    jax.tree_util.keystr(p).split("'")[-2]: v
+    for p, v in jax.tree_util.tree_leaves_with_path(labels)
+  }
   assert by_name["nu_log"] == by_name["theta_log"] == by_name["gamma_log"] == "ssm"
   assert by_name["C"] == by_name["D"] == "regular"
   # The optimizer built for the model uses them: nu_log is not decayed.
-  optimizer, _ = make_optimizer(model, ml_collections.ConfigDict(dict(
-      ssm_lr=1e-3, lr_factor=4.0, weight_decay=0.5, opt_config="standard", dt_global=False,
-      warmup_epochs=0.0, lr_min=0.0, schedule="cosine", grad_clip=0.0, grad_accum=1)),
-      total_steps=10, steps_per_epoch=5)
+  optimizer, _ = make_optimizer(
+    model,
+    ml_collections.ConfigDict(
+      dict(
+        ssm_lr=1e-3,
+        lr_factor=4.0,
+        weight_decay=0.5,
+        opt_config="standard",
+        dt_global=False,
+        warmup_epochs=0.0,
+        lr_min=0.0,
+        schedule="cosine",
+        grad_clip=0.0,
+        grad_accum=1,
+      )
+    ),
+    total_steps=10,
+    steps_per_epoch=5,
+  )
   before = np.asarray(model.blocks[0].ssm.nu_log[...]).copy()
   c_before = np.asarray(model.blocks[0].ssm.C[...]).copy()
   zero = jax.tree_util.tree_map(jnp.zeros_like, nnx.state(model, nnx.Param))
@@ -72,9 +99,18 @@ def test_warmup_then_cosine():
 
 
 def _optim_config(**kw):
-  c = dict(ssm_lr=1e-3, lr_factor=4.0, weight_decay=0.05, opt_config="standard",
-           dt_global=False, warmup_epochs=1.0, lr_min=0.0, schedule="cosine", grad_clip=0.0,
-           grad_accum=1)
+  c = dict(
+    ssm_lr=1e-3,
+    lr_factor=4.0,
+    weight_decay=0.05,
+    opt_config="standard",
+    dt_global=False,
+    warmup_epochs=1.0,
+    lr_min=0.0,
+    schedule="cosine",
+    grad_clip=0.0,
+    grad_accum=1,
+  )
   c.update(kw)
   return ml_collections.ConfigDict(c)
 
@@ -86,6 +122,7 @@ def _grads(model):
 
   def loss(m):
     return optax.softmax_cross_entropy_with_integer_labels(m(x, lengths), y).mean()
+
   return nnx.grad(loss)(model)
 
 
@@ -98,8 +135,9 @@ def test_ssm_params_not_decayed_and_get_ssm_lr():
   lam_before = np.asarray(model.blocks[0].ssm.Lambda_re[...])
   c_before = np.asarray(model.blocks[0].ssm.C[...])
   # Zero gradients isolate weight decay: only decayed groups move.
-  optimizer, _ = make_optimizer(model, _optim_config(weight_decay=0.5), total_steps=10,
-                                steps_per_epoch=1)
+  optimizer, _ = make_optimizer(
+    model, _optim_config(weight_decay=0.5), total_steps=10, steps_per_epoch=1
+  )
   zero = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
   optimizer.update(model, zero)
   np.testing.assert_array_equal(model.blocks[0].ssm.Lambda_re[...], lam_before)
@@ -112,8 +150,9 @@ def test_checkpoint_roundtrip_of_pruned_model_and_optimizer(tmp_path, accum):
   keep = np.random.default_rng(0).random(int(np.prod(model.blocks[0].ssm.state_shape))) < 0.5
   model.blocks[0].ssm.prune_states(keep)
   model.blocks[1].ssm.mask_states(~keep)
-  optimizer, _ = make_optimizer(model, _optim_config(grad_accum=accum), total_steps=10,
-                                steps_per_epoch=2)
+  optimizer, _ = make_optimizer(
+    model, _optim_config(grad_accum=accum), total_steps=10, steps_per_epoch=2
+  )
   _step(model, optimizer)  # moves the parameters off their (seed-0) initial values
   ck = ckpt_lib.Checkpointer(str(tmp_path / "ck"))
   ck.save(5, model, optimizer, {"hello": 1})
@@ -123,8 +162,9 @@ def test_checkpoint_roundtrip_of_pruned_model_and_optimizer(tmp_path, accum):
   step, meta = ck.latest_usable()
   assert step == 5 and meta["hello"] == 1
   ckpt_lib.resize_layers(fresh, meta["layer_shapes"])
-  fresh_opt, _ = make_optimizer(fresh, _optim_config(grad_accum=accum), total_steps=10,
-                                steps_per_epoch=2)
+  fresh_opt, _ = make_optimizer(
+    fresh, _optim_config(grad_accum=accum), total_steps=10, steps_per_epoch=2
+  )
   ck.restore(step, fresh, fresh_opt)
   for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(fresh))):
     # Restored arrays are as (un)committed as the model's: compiled steps do not recompile.

@@ -17,8 +17,13 @@ from last_nnx import pruning
 from last_nnx.cli import plot_watch
 from last_nnx.model import SequenceModel
 from last_nnx.pruning import allocate, criteria
-from last_nnx.pruning.schedule import (PruningSchedule, is_settled, jaccard, settle_targets,
-                                       settled_target)
+from last_nnx.pruning.schedule import (
+  PruningSchedule,
+  is_settled,
+  jaccard,
+  settle_targets,
+  settled_target,
+)
 from last_nnx.ssm.base import live_states
 from last_nnx.train import loop, plan, run_state, watch
 from tests.test_train_loop import ROOT, _cache, _smoke, get_config  # noqa: F401 (autouse fixture)
@@ -55,12 +60,13 @@ def test_settled_fires_when_stable_not_before_and_at_the_deadline():
   # Keep-set changes per epoch: unstable for 3 epochs, then stable.
   changes = [None, 0.4, 0.3, 0.02, 0.0, 0.0]
   kw = dict(targets=[0.5], tolerance=0.05, epochs=2, start_epoch=2, end_epoch=8)
-  fired = [settled_target(epoch=e, changes=changes[:e], steps_done=0, **kw)
-           for e in range(1, 7)]
+  fired = [settled_target(epoch=e, changes=changes[:e], steps_done=0, **kw) for e in range(1, 7)]
   assert fired == [None, None, None, None, 0.5, 0.5]  # epoch 5: two stable epochs in a row
   # Not before start_epoch, even when stable.
-  assert settled_target(epoch=3, changes=[None, 0.0, 0.0], steps_done=0,
-                        **dict(kw, start_epoch=4)) is None
+  assert (
+    settled_target(epoch=3, changes=[None, 0.0, 0.0], steps_done=0, **dict(kw, start_epoch=4))
+    is None
+  )
   # Never stable: the deadline prunes to the final target, nothing after it.
   never = [None] + [0.5] * 9
   assert settled_target(epoch=8, changes=never[:8], steps_done=0, **kw) == 0.5
@@ -85,20 +91,29 @@ def test_settled_plan_marks_the_window_and_fine_tunes_after_the_deadline():
   config.pruning.update(schedule="settled", start_epoch=2, end_epoch=4, finetune_epochs=1)
   p = plan.epoch_plan(config)
   assert [(s.train_epoch, s.finetune, s.settle) for s in p] == [
-      (1, False, False), (2, False, True), (3, False, True), (4, False, True), (4, True, False),
-      (5, False, False), (6, False, False)]
+    (1, False, False),
+    (2, False, True),
+    (3, False, True),
+    (4, False, True),
+    (4, True, False),
+    (5, False, False),
+    (6, False, False),
+  ]
   assert all(s.target_ratio is None for s in p)
   plan.validate_config(config)
 
 
-@pytest.mark.parametrize("field,value,message", [
+@pytest.mark.parametrize(
+  "field,value,message",
+  [
     ("pruning.criterion", "calibrated", "needs calibration data"),
     ("pruning.criterion", "balanced", "a projection"),
     ("watch.enabled", False, "watch.enabled is False"),
     ("pruning.settle_tolerance", 1.0, "settle_tolerance"),
     ("pruning.settle_epochs", 0, "settle_epochs"),
     ("watch.criterion", "nope", "watch.criterion='nope' is unknown"),
-])
+  ],
+)
 def test_settled_config_errors(field, value, message):
   config = get_config("listops", "s5,smoke")
   config.pruning.schedule = "settled"
@@ -123,16 +138,30 @@ def _observed_and_pruned(model, criterion: str, target: float):
   """The watch's record and scores at ``target``, its decoded keep sets, and the report
   of an event pruning a copy of ``model`` as far; and the model's initial live states."""
   initial = sum(live_states(l) for l in model.prunable_layers().values())
-  record, scores = watch.observe(model, criterion=criterion, target=target,
-                                 initial_states=initial, bidirectional="sum", horizon=None,
-                                 min_per_layer=1, seed=0)
+  record, scores = watch.observe(
+    model,
+    criterion=criterion,
+    target=target,
+    initial_states=initial,
+    bidirectional="sum",
+    horizon=None,
+    min_per_layer=1,
+    seed=0,
+  )
   report = pruning.prune(nnx.clone(model), target, criterion=criterion, mode="mask")
   return record, scores, watch.decode_keep(record["keep"], record["layout"]), report, initial
 
 
 def test_observe_predicts_the_keep_set_an_event_prunes_to():
-  model = SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=3, ssm="s5",
-                        ssm_config=dict(state_size=16, bidirectional=True), rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=4,
+    vocab_size=11,
+    d_model=8,
+    n_layers=3,
+    ssm="s5",
+    ssm_config=dict(state_size=16, bidirectional=True),
+    rngs=nnx.Rngs(0),
+  )
   record, scores, keep, report, initial = _observed_and_pruned(model, "last", 0.6)
   for path, layer in report.layers.items():
     assert np.flatnonzero(keep[path]).tolist() == layer.kept
@@ -146,9 +175,15 @@ def test_observe_predicts_the_keep_set_an_event_prunes_to():
 
 def test_observe_on_a_selective_model_keeps_a_state_per_group():
   """Mamba-2: the data-free `magnitude` is watched, allocated as an event would (>= 1 per group)."""
-  model = SequenceModel(n_classes=4, vocab_size=11, d_model=8, n_layers=2, ssm="mamba2",
-                        ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4,
-                                        bidirectional=False), rngs=nnx.Rngs(0))
+  model = SequenceModel(
+    n_classes=4,
+    vocab_size=11,
+    d_model=8,
+    n_layers=2,
+    ssm="mamba2",
+    ssm_config=dict(state_size=4, head_dim=4, n_groups=2, chunk_size=4, bidirectional=False),
+    rngs=nnx.Rngs(0),
+  )
   record, _, keep, report, _ = _observed_and_pruned(model, "magnitude", 0.8)
   for path, layer in report.layers.items():
     assert np.flatnonzero(keep[path]).tolist() == layer.kept
@@ -209,10 +244,22 @@ def scripted_scores(monkeypatch):
 
 
 def _settled_config(tmp_path):
-  return _smoke("listops", "s5", tmp_path, **{
-      "train.epochs": 6, "train.keep_checkpoints": 20, "pruning.schedule": "settled",
-      "pruning.start_epoch": 2, "pruning.end_epoch": 6, "pruning.settle_tolerance": 0.0,
-      "pruning.settle_epochs": 2, "pruning.finetune_epochs": 0, "model.dropout": 0.1})
+  return _smoke(
+    "listops",
+    "s5",
+    tmp_path,
+    **{
+      "train.epochs": 6,
+      "train.keep_checkpoints": 20,
+      "pruning.schedule": "settled",
+      "pruning.start_epoch": 2,
+      "pruning.end_epoch": 6,
+      "pruning.settle_tolerance": 0.0,
+      "pruning.settle_epochs": 2,
+      "pruning.finetune_epochs": 0,
+      "model.dropout": 0.1,
+    },
+  )
 
 
 @pytest.fixture
@@ -225,6 +272,7 @@ def settled_run(tmp_path, scripted_scores):
 def _tensors(workdir, tag):
   import tensorflow as tf
   from tensorboard.backend.event_processing import event_accumulator as ea
+
   acc = ea.EventAccumulator(str(workdir), size_guidance={ea.TENSORS: 0})
   acc.Reload()
   return [(t.step, tf.make_ndarray(t.tensor_proto)) for t in acc.Tensors(tag)]
@@ -235,7 +283,8 @@ def test_settled_run_end_to_end(settled_run, tmp_path, scripted_scores):
   summary, workdir = settled_run
   # Fires when stable (after epoch 5), not before: one applied event, at epoch 5.
   assert [(e["train_epoch"], e["status"], e["target"]) for e in summary["pruning_events"]] == [
-      (5, "applied", 0.5)]
+    (5, "applied", 0.5)
+  ]
   states = [e["states/total"] for e in summary["epochs"]]
   assert states == [8, 8, 8, 8, 8, 4]  # logged before the epoch's event
   # summary.json: one watch record per epoch, overlaps as scripted.
@@ -255,8 +304,9 @@ def test_settled_run_end_to_end(settled_run, tmp_path, scripted_scores):
   assert hist[0][1][:, 2].sum() == 4 and hist[-1][1][:, 2].sum() == 2  # (left, right, count)
   assert np.log10(4.0) == pytest.approx(hist[0][1][:, 1].max())
   overlap = [(s, float(v)) for s, v in _tensors(workdir, "watch/overlap_prev")]
-  assert overlap == [(r["step"], r["overlap_prev"]) for r in records
-                     if r["overlap_prev"] is not None]
+  assert overlap == [
+    (r["step"], r["overlap_prev"]) for r in records if r["overlap_prev"] is not None
+  ]
   kept = _tensors(workdir, "watch/states_kept/blocks.1.ssm")
   assert [int(v) for _, v in kept] == [2] * 6
   # The figure.
@@ -290,15 +340,26 @@ def test_settled_run_killed_in_the_settling_window_resumes_and_decides_the_same(
   """A real SIGKILL after epoch 2 of a settled run (mid-epoch checkpoints on), then the
   same command: the watch history comes back, the event fires once, where the history says."""
   workdir = tmp_path / "run"
-  cmd = [sys.executable, "-m", "last_nnx.train",
-         "--config", os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
-         "--workdir", str(workdir), "--config.train.epochs=6",
-         "--config.pruning.schedule=settled", "--config.pruning.start_epoch=2",
-         "--config.pruning.end_epoch=5", "--config.pruning.finetune_epochs=0",
-         "--config.train.max_steps_per_epoch=8", "--config.train.checkpoint_every_steps=3"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "last_nnx.train",
+    "--config",
+    os.path.join(ROOT, "experiments/configs/listops.py") + ":s5,smoke",
+    "--workdir",
+    str(workdir),
+    "--config.train.epochs=6",
+    "--config.pruning.schedule=settled",
+    "--config.pruning.start_epoch=2",
+    "--config.pruning.end_epoch=5",
+    "--config.pruning.finetune_epochs=0",
+    "--config.train.max_steps_per_epoch=8",
+    "--config.train.checkpoint_every_steps=3",
+  ]
   env = dict(os.environ, PYTHONPATH=ROOT)
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+  )
   killed = False
   for line in proc.stderr:
     assert "settled schedule:" not in line, "pruned before the kill"
@@ -319,8 +380,20 @@ def test_settled_run_killed_in_the_settling_window_resumes_and_decides_the_same(
   assert len(events) == 1 and events[0]["status"] == "applied"
   # The event epoch is the first one at which the recorded history says "settled".
   changes = [None if r["overlap_prev"] is None else 1 - r["overlap_prev"] for r in records]
-  expected = next(e for e in range(1, 7) if settled_target(
-      epoch=e, changes=changes[:e], steps_done=0, targets=[0.5], tolerance=0.05, epochs=2,
-      start_epoch=2, end_epoch=5) is not None)
+  expected = next(
+    e
+    for e in range(1, 7)
+    if settled_target(
+      epoch=e,
+      changes=changes[:e],
+      steps_done=0,
+      targets=[0.5],
+      tolerance=0.05,
+      epochs=2,
+      start_epoch=2,
+      end_epoch=5,
+    )
+    is not None
+  )
   assert events[0]["train_epoch"] == expected
   assert f"keep set stable after epoch {expected}" in done.stderr or expected == 5

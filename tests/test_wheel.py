@@ -37,17 +37,42 @@ def installed(tmp_path_factory) -> pathlib.Path:
     else:
       (src / name).parent.mkdir(parents=True, exist_ok=True)
       shutil.copy(ROOT / name, src / name)
-  _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-        "--wheel-dir", str(tmp / "dist"), str(src)])
+  _run(
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "wheel",
+      "--quiet",
+      "--no-deps",
+      "--no-build-isolation",
+      "--wheel-dir",
+      str(tmp / "dist"),
+      str(src),
+    ]
+  )
   wheel = next((tmp / "dist").glob("last_nnx-*.whl"))
   venv = tmp / "venv"
   _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
   python = venv / "bin" / "python"
   site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
   pathlib.Path(site.stdout.strip(), "_dependencies.pth").write_text(
-      sysconfig.get_paths()["purelib"] + "\n")
-  _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-        "--no-deps", "--no-index", str(wheel)])
+    sysconfig.get_paths()["purelib"] + "\n"
+  )
+  _run(
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "--python",
+      str(python),
+      "install",
+      "--quiet",
+      "--no-deps",
+      "--no-index",
+      str(wheel),
+    ]
+  )
   return venv / "bin"
 
 
@@ -61,16 +86,34 @@ def _env() -> dict:
 def test_the_wheel_trains_a_shipped_config_outside_the_repository(installed, tmp_path):
   away = tmp_path / "elsewhere"
   away.mkdir()
-  where = _run([str(installed / "python"), "-c", "import last_nnx, last_nnx.configs; "
-                "print(last_nnx.__file__); print(last_nnx.configs.__file__)"],
-               cwd=away, env=_env()).stdout.split()
+  where = _run(
+    [
+      str(installed / "python"),
+      "-c",
+      "import last_nnx, last_nnx.configs; "
+      "print(last_nnx.__file__); print(last_nnx.configs.__file__)",
+    ],
+    cwd=away,
+    env=_env(),
+  ).stdout.split()
   assert all(str(installed.parent) in path for path in where), where
   listing = _run([str(installed / "last-nnx"), "--help"], cwd=away, env=_env()).stdout
   assert "train" in listing and "check-data" in listing
   tasks = _run([str(installed / "last-nnx"), "help"], cwd=away, env=_env()).stdout
   assert "listops" in tasks and "digits" in tasks  # read from the shipped configs
-  _run([str(installed / "last-nnx"), "train", "--config",
-        "experiments/configs/listops.py:s5,smoke", "--workdir", "run",
-        "--config.train.epochs=1", "--config.pruning.schedule=none"], cwd=away, env=_env())
+  _run(
+    [
+      str(installed / "last-nnx"),
+      "train",
+      "--config",
+      "experiments/configs/listops.py:s5,smoke",
+      "--workdir",
+      "run",
+      "--config.train.epochs=1",
+      "--config.pruning.schedule=none",
+    ],
+    cwd=away,
+    env=_env(),
+  )
   summary = json.loads((away / "run" / "summary.json").read_text())
   assert summary and not (away / "experiments").exists()

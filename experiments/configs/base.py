@@ -25,11 +25,14 @@ def parse_arg(arg: str | None) -> tuple[str, set[str]]:
   words = {w.strip() for w in (arg or "").split(",") if w.strip()}
   unknown = words - set(MODEL_TYPES) - set(PRESETS)
   if unknown:
-    close = [m for w in sorted(unknown)
-             for m in difflib.get_close_matches(w, MODEL_TYPES + PRESETS, n=1)]
-    raise ValueError(f"unknown config option(s) {sorted(unknown)}: expected a model type "
-                     f"{MODEL_TYPES} and/or presets {PRESETS}, e.g. 'listops.py:s4d,smoke'"
-                     + (f"; did you mean {', '.join(close)}?" if close else ""))
+    close = [
+      m for w in sorted(unknown) for m in difflib.get_close_matches(w, MODEL_TYPES + PRESETS, n=1)
+    ]
+    raise ValueError(
+      f"unknown config option(s) {sorted(unknown)}: expected a model type "
+      f"{MODEL_TYPES} and/or presets {PRESETS}, e.g. 'listops.py:s4d,smoke'"
+      + (f"; did you mean {', '.join(close)}?" if close else "")
+    )
   models = words & set(MODEL_TYPES)
   if len(models) > 1:
     raise ValueError(f"choose one model type, got {sorted(models)}")
@@ -163,9 +166,16 @@ def set_model_type(c: ml_collections.ConfigDict, model: str) -> None:
   c.model.ssm = model
   s = c.model.ssm_config
   if model == "s4d":
-    c.model.ssm_config = ml_collections.ConfigDict(dict(
-        state_size=64, init="inv", bidirectional=s.bidirectional,
-        discretization="zoh", dt_min=s.dt_min, dt_max=s.dt_max))
+    c.model.ssm_config = ml_collections.ConfigDict(
+      dict(
+        state_size=64,
+        init="inv",
+        bidirectional=s.bidirectional,
+        discretization="zoh",
+        dt_min=s.dt_min,
+        dt_max=s.dt_max,
+      )
+    )
   elif model == "lru":
     # LRU (last_nnx/ssm/lru.py): state_size = the task's P, stored as P complex states
     # without conjugate pairs (S5 with conj_sym stores P/2 pairs), so an LRU layer has
@@ -174,18 +184,33 @@ def set_model_type(c: ml_collections.ConfigDict, model: str) -> None:
     # [0, 2 pi]); the LRU paper (Orvieto et al. 2023) tunes r_min/r_max/max_phase
     # per task (radii closer to 1 and a smaller max_phase on the Path tasks), and
     # those per-task values are not transcribed here: set them per task file.
-    c.model.ssm_config = ml_collections.ConfigDict(dict(
-        state_size=s.state_size, r_min=0.9, r_max=0.999, max_phase=6.283185307179586,
-        bidirectional=s.bidirectional))
+    c.model.ssm_config = ml_collections.ConfigDict(
+      dict(
+        state_size=s.state_size,
+        r_min=0.9,
+        r_max=0.999,
+        max_phase=6.283185307179586,
+        bidirectional=s.bidirectional,
+      )
+    )
   elif model == "mamba2":
     # Mamba-2 (last_nnx/ssm/mamba2.py): causal only. state_size = N per group; heads of
     # head_dim 16 filling expand * d_model = 2 d_model channels; conv width 4, A in
     # [1, 16] and dt in [1e-3, 0.1] as state-spaces/mamba Mamba2 (chunk 64, not 256: our
     # sequences are short and CPU-bound). Mamba-2 trains with one learning rate: the
     # task's global rate, which A_log, dt_bias and D (no weight decay) then share.
-    c.model.ssm_config = ml_collections.ConfigDict(dict(
-        state_size=s.state_size, head_dim=16, n_groups=1, expand=2, conv_width=4,
-        chunk_size=64, dt_min=s.dt_min, dt_max=s.dt_max))
+    c.model.ssm_config = ml_collections.ConfigDict(
+      dict(
+        state_size=s.state_size,
+        head_dim=16,
+        n_groups=1,
+        expand=2,
+        conv_width=4,
+        chunk_size=64,
+        dt_min=s.dt_min,
+        dt_max=s.dt_max,
+      )
+    )
     c.optim.ssm_lr = c.optim.lr_factor * c.optim.ssm_lr
     c.optim.lr_factor = 1.0
 

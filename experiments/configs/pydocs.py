@@ -23,6 +23,7 @@ from experiments.configs import base
 
 MODEL_TYPES = ("mamba2",)  # the layer types this task takes (a Mamba-2 LM)
 
+
 def lm_model_config() -> ml_collections.ConfigDict:
   """The ``model`` section of a Mamba-2 LM (`last_nnx.train.objectives.lm_config`).
 
@@ -36,8 +37,9 @@ def lm_model_config() -> ml_collections.ConfigDict:
   m.d_model = 128
   m.n_layers = 4
   m.tie_embeddings = True
-  m.ssm_config = ml_collections.ConfigDict(dict(
-      state_size=32, head_dim=32, n_groups=1, expand=2, conv_width=4, chunk_size=32))
+  m.ssm_config = ml_collections.ConfigDict(
+    dict(state_size=32, head_dim=32, n_groups=1, expand=2, conv_width=4, chunk_size=32)
+  )
   return m
 
 
@@ -50,8 +52,10 @@ def lm_config(task: str, arg: str | None):
   words = {w.strip() for w in (arg or "").split(",") if w.strip()}
   others = sorted(words & set(base.MODEL_TYPES) - set(MODEL_TYPES))
   if others:
-    raise ValueError(f"{task} trains a Mamba-2 language model, not {others[0]}: use "
-                     f"{task}.py:mamba2 (MODEL=mamba2)")
+    raise ValueError(
+      f"{task} trains a Mamba-2 language model, not {others[0]}: use "
+      f"{task}.py:mamba2 (MODEL=mamba2)"
+    )
   _, presets = base.parse_arg(arg)
   c = base.base_config(task)
   c.model = lm_model_config()

@@ -11,8 +11,8 @@ import os
 import platform
 import sys
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 from absl import app, flags
 
@@ -35,35 +35,64 @@ class Section:
 
 def _call(ref: str, *args):
   import importlib
+
   module, fn = ref.split(":")
   return getattr(importlib.import_module(f"last_nnx.bench.{module}"), fn)(*args)
 
 
 # In results.md order.
 SECTIONS = (
-    Section("train", "train_step",
-            lambda f: _call("steps:bench_train_steps", f.tasks, f.batch, f.repeats),
-            "steps:train_step_markdown"),
-    Section("pruning", "pruning_event", lambda f: _call("steps:bench_pruning_event", f.repeats),
-            "steps:pruning_event_markdown"),
-    Section("forward", "forward_latency", lambda f: _call("steps:bench_forward", f.repeats),
-            "steps:forward_markdown"),
-    Section("memory", "memory",
-            lambda f: _call("steps:bench_memory", [int(l) for l in f.lengths], f.repeats),
-            "steps:memory_markdown"),
-    Section("loop", "loop", lambda f: _call("loop:bench_loop_section", f.batch, f.repeats),
-            "loop:loop_markdown"),
-    Section("capacity", "capacity", lambda f: _call("capacity:bench_capacity", f.capacity_gib),
-            "capacity:capacity_markdown"),
-    Section("streaming", "streaming",
-            lambda f: _call("deploy:bench_streaming", max(f.repeats, 5)), "deploy:markdown"),
-    Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats),
-            "mamba2:markdown"),
-    Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
-    Section("lm", "lm", lambda f: _call("lm:bench_lm", min(f.repeats, 2)), "lm:markdown"),
-    Section("lm_pruned", "lm_pruned",
-            lambda f: _call("lm_pruned:bench_lm_pruned", min(f.repeats, 2)),
-            "lm_pruned:markdown"),
+  Section(
+    "train",
+    "train_step",
+    lambda f: _call("steps:bench_train_steps", f.tasks, f.batch, f.repeats),
+    "steps:train_step_markdown",
+  ),
+  Section(
+    "pruning",
+    "pruning_event",
+    lambda f: _call("steps:bench_pruning_event", f.repeats),
+    "steps:pruning_event_markdown",
+  ),
+  Section(
+    "forward",
+    "forward_latency",
+    lambda f: _call("steps:bench_forward", f.repeats),
+    "steps:forward_markdown",
+  ),
+  Section(
+    "memory",
+    "memory",
+    lambda f: _call("steps:bench_memory", [int(l) for l in f.lengths], f.repeats),
+    "steps:memory_markdown",
+  ),
+  Section(
+    "loop",
+    "loop",
+    lambda f: _call("loop:bench_loop_section", f.batch, f.repeats),
+    "loop:loop_markdown",
+  ),
+  Section(
+    "capacity",
+    "capacity",
+    lambda f: _call("capacity:bench_capacity", f.capacity_gib),
+    "capacity:capacity_markdown",
+  ),
+  Section(
+    "streaming",
+    "streaming",
+    lambda f: _call("deploy:bench_streaming", max(f.repeats, 5)),
+    "deploy:markdown",
+  ),
+  Section("mamba2", "mamba2", lambda f: _call("mamba2:bench_mamba2", f.repeats), "mamba2:markdown"),
+  Section("cost", "cost", lambda f: _call("cost:bench_cost", f.tasks), "cost:markdown"),
+  Section("lm", "lm", lambda f: _call("lm:bench_lm", min(f.repeats, 2)), "lm:markdown"),
+  Section(
+    "lm_pruned",
+    "lm_pruned",
+    lambda f: _call("lm_pruned:bench_lm_pruned", min(f.repeats, 2)),
+    "lm_pruned:markdown",
+  ),
 )
 NAMES = tuple(s.name for s in SECTIONS)
 
@@ -82,15 +111,22 @@ def _define_flags() -> None:
   flags.DEFINE_integer("batch", 2, "Batch size of the train-step benchmark.")
   flags.DEFINE_integer("repeats", 3, "Timed repetitions (median).")
   flags.DEFINE_list("lengths", ["1024", "2048", "4096", "8192", "16384"], "Memory benchmark L.")
-  flags.DEFINE_list("sections", list(NAMES), "Sections to run; the others keep their "
-                    "figures from an existing results.json.")
-  flags.DEFINE_float("capacity_gib", 16.0, "Memory assumed by the capacity section where the "
-                     "device does not report its limit (CPU).")
+  flags.DEFINE_list(
+    "sections",
+    list(NAMES),
+    "Sections to run; the others keep their figures from an existing results.json.",
+  )
+  flags.DEFINE_float(
+    "capacity_gib",
+    16.0,
+    "Memory assumed by the capacity section where the device does not report its limit (CPU).",
+  )
 
 
 def _validate_flags() -> None:
   """Unknown tasks, sections or bad lengths fail in one line, before minutes of benchmarks."""
   from last_nnx.cli import errors
+
   FLAGS = flags.FLAGS
   errors.check_choices("sections", FLAGS.sections, list(NAMES))
   errors.check_choices("tasks", FLAGS.tasks, list(TASK_SHAPES))
@@ -102,6 +138,7 @@ def _validate_flags() -> None:
 def main(argv):
   del argv
   import jax
+
   FLAGS = flags.FLAGS
   os.makedirs(FLAGS.out, exist_ok=True)
   t0 = time.time()
@@ -111,8 +148,9 @@ def main(argv):
   if chosen != set(NAMES) and os.path.exists(path):
     with open(path) as f:
       results = json.load(f)  # a partial run replaces its own sections only
-  results["machine"] = (f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-                        f"({jax.default_backend()})")
+  results["machine"] = (
+    f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} ({jax.default_backend()})"
+  )
   for section in SECTIONS:
     if section.name in chosen:
       results[section.key] = section.run(FLAGS)
@@ -129,4 +167,5 @@ if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
   from last_nnx.cli import errors
+
   app.run(main, flags_parser=errors.flags_parser(validate=_validate_flags))

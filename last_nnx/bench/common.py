@@ -6,21 +6,30 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from last_nnx.bench.shapes import TASK_SHAPES  # noqa: F401  (re-exported)
 from last_nnx.model import SequenceModel
 from last_nnx.train.steps import TrainCarry, train_step
-from last_nnx.bench.shapes import TASK_SHAPES  # noqa: F401  (re-exported)
 
 
 def build_model(shape, ssm: str, seed: int = 0, remat: bool = False) -> SequenceModel:
   if ssm == "s5":
-    d_model, ssm_config = shape["H"], dict(state_size=shape["P"], blocks=shape["J"],
-                                           bidirectional=True)
+    d_model, ssm_config = (
+      shape["H"],
+      dict(state_size=shape["P"], blocks=shape["J"], bidirectional=True),
+    )
   else:
     d_model, ssm_config = shape["s4d_H"], dict(state_size=64, bidirectional=True)
-  return SequenceModel(n_classes=shape["classes"], d_model=d_model, n_layers=shape["layers"],
-                       ssm=ssm, ssm_config=ssm_config, vocab_size=shape["vocab"],
-                       retrieval=shape.get("retrieval", False), remat=remat,
-                       rngs=nnx.Rngs(seed))
+  return SequenceModel(
+    n_classes=shape["classes"],
+    d_model=d_model,
+    n_layers=shape["layers"],
+    ssm=ssm,
+    ssm_config=ssm_config,
+    vocab_size=shape["vocab"],
+    retrieval=shape.get("retrieval", False),
+    remat=remat,
+    rngs=nnx.Rngs(seed),
+  )
 
 
 def one_train_step(model, optimizer, x, lengths, y):

@@ -48,8 +48,10 @@ PREFILL_LENGTHS = (512, 2048)
 DECODE_BATCHES = (1, 16)
 THEIR_STEPS = 3
 # What users would pick instead, measured on this 2-core CPU (batch 1, L 512, 24 layers).
-QUOTED = {"bonsai": {"prefill": 223.0, "decode": 2.2},
-          "transformers_cpu": {"prefill": 272.0, "decode": 12.8}}
+QUOTED = {
+  "bonsai": {"prefill": 223.0, "decode": 2.2},
+  "transformers_cpu": {"prefill": 272.0, "decode": 12.8},
+}
 
 
 def _best(fn, repeats: int) -> float:
@@ -65,11 +67,20 @@ def _best(fn, repeats: int) -> float:
 def mamba2_jax_from(model: Mamba2LM):
   """The ``mamba2_jax.Mamba2ForCausalLM`` with ``model``'s weights (one group, tied)."""
   import mamba2_jax
+
   c = model.config
   cfg = mamba2_jax.Mamba2Config(
-      vocab_size=c.vocab_size, hidden_size=c.d_model, state_size=c.state_size,
-      head_dim=c.head_dim, chunk_size=c.chunk_size, expand=c.expand, conv_kernel=c.conv_width,
-      num_hidden_layers=c.n_layers, layer_norm_epsilon=c.norm_eps, tie_word_embeddings=True)
+    vocab_size=c.vocab_size,
+    hidden_size=c.d_model,
+    state_size=c.state_size,
+    head_dim=c.head_dim,
+    chunk_size=c.chunk_size,
+    expand=c.expand,
+    conv_kernel=c.conv_width,
+    num_hidden_layers=c.n_layers,
+    layer_norm_epsilon=c.norm_eps,
+    tie_word_embeddings=True,
+  )
   theirs = nnx.eval_shape(lambda: mamba2_jax.Mamba2ForCausalLM(cfg, rngs=nnx.Rngs(0)))
   theirs.backbone.embedder.embedding.set_value(model.embedding[...])
   theirs.backbone.final_norm.weight.set_value(model.norm_f.weight[...])
@@ -104,16 +115,19 @@ def _ours(model):
       token = jnp.argmax(logits, -1).astype(jnp.int32)
       state, logits = m.step(state, token)
       return (state, logits), token
+
     return jax.lax.scan(body, (state, logits), steps_like)[1]
 
   @jax.jit
   def logits(params, tokens):
     return nnx.merge(graphdef, params)(tokens)
+
   return params, prefill, decode, logits
 
 
 def _theirs(model, cfg):
   import mamba2_jax
+
   graphdef, params = nnx.split(model)
 
   def last_logits(m, tokens, cache):
@@ -136,11 +150,13 @@ def _theirs(model, cfg):
       token = jnp.argmax(logits, -1).astype(jnp.int32)
       cache, logits = last_logits(m, token[:, None], cache)
       return (cache, logits), token
+
     return jax.lax.scan(body, (cache, logits), steps_like)[1]
 
   @jax.jit
   def logits(params, tokens):
     return nnx.merge(graphdef, params)(tokens)["logits"]
+
   return params, prefill, decode, logits
 
 
@@ -160,8 +176,14 @@ def _load() -> float:
   return round(os.getloadavg()[0], 2)
 
 
-def bench_lm(repeats: int = 2, *, config: Mamba2LMConfig | None = None, steps: int = 32,
-             prefill_lengths=PREFILL_LENGTHS, decode_batches=DECODE_BATCHES) -> dict:
+def bench_lm(
+  repeats: int = 2,
+  *,
+  config: Mamba2LMConfig | None = None,
+  steps: int = 32,
+  prefill_lengths=PREFILL_LENGTHS,
+  decode_batches=DECODE_BATCHES,
+) -> dict:
   """The figures of the module docstring, JSON-able."""
   config = config or Mamba2LMConfig.mamba2_130m()
   load_before = _load()
@@ -177,11 +199,20 @@ def bench_lm(repeats: int = 2, *, config: Mamba2LMConfig | None = None, steps: i
   rng = np.random.default_rng(0)
   check = jnp.asarray(rng.integers(0, config.vocab_size, (1, 300)), jnp.int32)
   ref = np.asarray(impls["ours"][3](impls["ours"][0], check))
-  result = {"shape": {"d_model": config.d_model, "layers": config.n_layers,
-                      "state_size": config.state_size, "head_dim": config.head_dim,
-                      "vocab": config.vocab_size},
-            "weight_bytes": weight_bytes, "state_bytes": model.state_bytes(1),
-            "steps": steps, "repeats": repeats, "impls": {}}
+  result = {
+    "shape": {
+      "d_model": config.d_model,
+      "layers": config.n_layers,
+      "state_size": config.state_size,
+      "head_dim": config.head_dim,
+      "vocab": config.vocab_size,
+    },
+    "weight_bytes": weight_bytes,
+    "state_bytes": model.state_bytes(1),
+    "steps": steps,
+    "repeats": repeats,
+    "impls": {},
+  }
   for name, (params, prefill, decode, logits) in impls.items():
     # mamba2-jax decodes a token by the chunked scan padded to a whole chunk (256x the
     # work of a step): a few steps and one repeat measure it well enough.
@@ -211,36 +242,51 @@ def bench_lm(repeats: int = 2, *, config: Mamba2LMConfig | None = None, steps: i
 
 def markdown(result: dict) -> list[str]:
   s = result["shape"]
-  lines = ["## Mamba-2 LM at the mamba2-130m shape (`--sections lm`)", "",
-           f"d_model {s['d_model']}, {s['layers']} layers, N {s['state_size']}, head_dim "
-           f"{s['head_dim']}, vocab {s['vocab']}, random weights; best of {result['repeats']}; "
-           f"load average {result['load_before']} before, {result['load_after']} after.", "",
-           "| implementation | prefill L=512 (tok/s) | prefill L=2048 | decode B=1 (tok/s) "
-           "| decode B=16 | logits vs ours |", "|---|---|---|---|---|---|"]
+  lines = [
+    "## Mamba-2 LM at the mamba2-130m shape (`--sections lm`)",
+    "",
+    f"d_model {s['d_model']}, {s['layers']} layers, N {s['state_size']}, head_dim "
+    f"{s['head_dim']}, vocab {s['vocab']}, random weights; best of {result['repeats']}; "
+    f"load average {result['load_before']} before, {result['load_after']} after.",
+    "",
+    "| implementation | prefill L=512 (tok/s) | prefill L=2048 | decode B=1 (tok/s) "
+    "| decode B=16 | logits vs ours |",
+    "|---|---|---|---|---|---|",
+  ]
   for name, row in result["impls"].items():
     diff = f"{row['max_rel_diff']:.1e}" if "max_rel_diff" in row else "-"
-    lines.append(f"| {name} | {row.get('prefill_512', 0):.0f} | {row.get('prefill_2048', 0):.0f} "
-                 f"| {row.get('decode_b1', 0):.1f} | {row.get('decode_b16', 0):.1f} | {diff} |")
+    lines.append(
+      f"| {name} | {row.get('prefill_512', 0):.0f} | {row.get('prefill_2048', 0):.0f} "
+      f"| {row.get('decode_b1', 0):.1f} | {row.get('decode_b16', 0):.1f} | {diff} |"
+    )
   measured = result.get("transformers_measured")  # scripts/bench_transformers_cpu.py
   if measured:
-    lines.append(f"| transformers {measured['version']} CPU torch (measured right after, "
-                 f"load {measured['load']}) | {measured.get('prefill_512', 0):.0f} "
-                 f"| {measured.get('prefill_2048', 0):.0f} | {measured.get('decode_b1', 0):.2f} "
-                 f"| - | - |")
+    lines.append(
+      f"| transformers {measured['version']} CPU torch (measured right after, "
+      f"load {measured['load']}) | {measured.get('prefill_512', 0):.0f} "
+      f"| {measured.get('prefill_2048', 0):.0f} | {measured.get('decode_b1', 0):.2f} "
+      f"| - | - |"
+    )
   for name, q in result["quoted"].items():
-    lines.append(f"| {name} (quoted, same CPU) | {q['prefill']:.0f} | - | {q['decode']:.1f} "
-                 "| - | - |")
+    lines.append(
+      f"| {name} (quoted, same CPU) | {q['prefill']:.0f} | - | {q['decode']:.1f} | - | - |"
+    )
   ours = result["impls"]["ours"]
-  lines += ["", f"Weights {result['weight_bytes'] / 1e9:.2f} GB float32; decode state "
-            f"{result['state_bytes'] / 1e6:.1f} MB per stream."]
+  lines += [
+    "",
+    f"Weights {result['weight_bytes'] / 1e9:.2f} GB float32; decode state "
+    f"{result['state_bytes'] / 1e6:.1f} MB per stream.",
+  ]
   if "limit_tokens_per_s" in result:
     read_gbs = ours.get("decode_b1", 0) * result["weight_bytes"] / 1e9
-    lines[-1] += (f" A matrix-vector product over 0.5 GiB of float32, timed right after our "
-                  f"batch-1 decode, read {result['bandwidth_gbs']:.1f} GB/s, so batch-1 decode "
-                  f"can reach about {result['limit_tokens_per_s']:.1f} tok/s: ours ran at "
-                  f"{ours.get('decode_b1', 0) / result['limit_tokens_per_s']:.0%} of that "
-                  f"(its weights read at {read_gbs:.1f} GB/s; on a loaded machine the two "
-                  "moments differ).")
+    lines[-1] += (
+      f" A matrix-vector product over 0.5 GiB of float32, timed right after our "
+      f"batch-1 decode, read {result['bandwidth_gbs']:.1f} GB/s, so batch-1 decode "
+      f"can reach about {result['limit_tokens_per_s']:.1f} tok/s: ours ran at "
+      f"{ours.get('decode_b1', 0) / result['limit_tokens_per_s']:.0%} of that "
+      f"(its weights read at {read_gbs:.1f} GB/s; on a loaded machine the two "
+      "moments differ)."
+    )
   for note in result.get("notes", []):
     lines += ["", note]
   return lines + [""]

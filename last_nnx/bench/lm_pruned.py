@@ -49,20 +49,23 @@ def ragged_sizes(n: int, layers: int, ratio: float) -> tuple[int, ...]:
 def variants(config: Mamba2LMConfig, ratios=RATIOS) -> dict[str, Mamba2LMConfig]:
   """``{name: config}``: dense, and per ratio uniform and ragged N."""
   import dataclasses
+
   out = {"dense": config}
   n, layers = config.state_size, config.n_layers
   for r in ratios:
     m = max(1, int(n * (1 - r)))
     out[f"uniform {int(100 * r)}%"] = dataclasses.replace(config, state_size=m)
     sizes = ragged_sizes(n, layers, r)
-    out[f"ragged {int(100 * r)}%"] = dataclasses.replace(config, state_size=max(sizes),
-                                                         layer_state_sizes=sizes)
+    out[f"ragged {int(100 * r)}%"] = dataclasses.replace(
+      config, state_size=max(sizes), layer_state_sizes=sizes
+    )
   return out
 
 
 def weight_bytes(model: nnx.Module) -> int:
-  return int(sum(np.prod(x.shape) * x.dtype.itemsize
-                 for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+  return int(
+    sum(np.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  )
 
 
 def _decoder(model, batch: int, steps: int):
@@ -76,8 +79,10 @@ def _decoder(model, batch: int, steps: int):
       state, tok = carry
       state, logits = m.step(state, tok)
       return (state, jnp.argmax(logits, -1).astype(jnp.int32)), None
+
     (_state, tok), _ = jax.lax.scan(body, (m.init_state(batch), tokens), None, length=steps)
     return tok
+
   tokens = jnp.zeros((batch,), jnp.int32)
   return lambda: run(params, tokens).block_until_ready()
 
@@ -89,8 +94,10 @@ def _prefiller(model, length: int):
   def run(params, tokens):
     state, logits = nnx.merge(graphdef, params).prefill(tokens)
     return logits, state
-  tokens = jnp.asarray(np.random.default_rng(0).integers(0, model.config.vocab_size,
-                                                         (1, length)), jnp.int32)
+
+  tokens = jnp.asarray(
+    np.random.default_rng(0).integers(0, model.config.vocab_size, (1, length)), jnp.int32
+  )
   return lambda: jax.block_until_ready(run(params, tokens))
 
 
@@ -108,9 +115,9 @@ def _best(fns: dict, repeats: int) -> dict:
 
 def bandwidth(mb: int = 256, repeats: int = 5) -> float:
   """Bytes/s of a reduction over an ``mb`` MB float32 array (one read)."""
-  x = jnp.ones((mb * 2 ** 18,), jnp.float32)
+  x = jnp.ones((mb * 2**18,), jnp.float32)
   fn = jax.jit(jnp.sum)
-  return mb * 2 ** 20 / _best({"x": lambda: fn(x).block_until_ready()}, repeats)["x"]
+  return mb * 2**20 / _best({"x": lambda: fn(x).block_until_ready()}, repeats)["x"]
 
 
 def matmul_flops(repeats: int = 3) -> float:
@@ -121,9 +128,17 @@ def matmul_flops(repeats: int = 3) -> float:
   return 2 * 64 * 768 * 3352 / _best({"x": lambda: fn(a, b).block_until_ready()}, repeats)["x"]
 
 
-def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
-                    prefill_len: int = 2048, config: Mamba2LMConfig | None = None,
-                    ratios=RATIOS, only=None, prefill_only=None) -> dict:
+def bench_lm_pruned(
+  repeats: int = 3,
+  *,
+  batches=(1, 16, 64),
+  steps: int = 8,
+  prefill_len: int = 2048,
+  config: Mamba2LMConfig | None = None,
+  ratios=RATIOS,
+  only=None,
+  prefill_only=None,
+) -> dict:
   """The section's result (module docstring): per variant, state bytes, decode and prefill.
 
   ``only``: the variant names to run (None: all); ``prefill_only``: those whose prefill
@@ -135,25 +150,47 @@ def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
   w = weight_bytes(models["dense"])
   bw = bandwidth()
   flops = matmul_flops()
-  out = {"shape": {"d_model": config.d_model, "layers": config.n_layers, "N": config.state_size,
-                       "head_dim": config.head_dim, "vocab": config.vocab_size},
-         "weight_bytes": w, "bandwidth_bytes_per_s": bw, "matmul_flops_per_s": flops,
-         "steps": steps, "prefill_len": prefill_len, "variants": {}}
+  out = {
+    "shape": {
+      "d_model": config.d_model,
+      "layers": config.n_layers,
+      "N": config.state_size,
+      "head_dim": config.head_dim,
+      "vocab": config.vocab_size,
+    },
+    "weight_bytes": w,
+    "bandwidth_bytes_per_s": bw,
+    "matmul_flops_per_s": flops,
+    "steps": steps,
+    "prefill_len": prefill_len,
+    "variants": {},
+  }
   for name, m in models.items():
-    out["variants"][name] = {"state_sizes": list(m.state_sizes()),
-                             "state_bytes_per_stream": m.state_bytes(1),
-                             "crossover_batch": w / m.state_bytes(1), "decode": {}}
+    out["variants"][name] = {
+      "state_sizes": list(m.state_sizes()),
+      "state_bytes_per_stream": m.state_bytes(1),
+      "crossover_batch": w / m.state_bytes(1),
+      "decode": {},
+    }
   for b in batches:
     times = _best({k: _decoder(m, b, steps) for k, m in models.items()}, repeats)
     for name, t in times.items():
       s = models[name].state_bytes(b)
       out["variants"][name]["decode"][str(b)] = {
-          "tokens_per_s": b * steps / t, "state_bytes": s,
-          "bandwidth_limit_tokens_per_s": b * bw / (w + 2 * s),
-          "flops_limit_tokens_per_s": flops / (2 * w / 4)}
+        "tokens_per_s": b * steps / t,
+        "state_bytes": s,
+        "bandwidth_limit_tokens_per_s": b * bw / (w + 2 * s),
+        "flops_limit_tokens_per_s": flops / (2 * w / 4),
+      }
   if prefill_len:
-    times = _best({k: _prefiller(m, prefill_len) for k, m in models.items()
-                   if prefill_only is None or k in prefill_only}, repeats)
+    times = _best(
+      {
+        k: _prefiller(m, prefill_len)
+        for k, m in models.items()
+        if prefill_only is None or k in prefill_only
+      },
+      repeats,
+    )
     for name, t in times.items():
       out["variants"][name]["prefill_tokens_per_s"] = prefill_len / t
   return out
@@ -161,17 +198,27 @@ def bench_lm_pruned(repeats: int = 3, *, batches=(1, 16, 64), steps: int = 8,
 
 def markdown(r: dict) -> list[str]:
   s = r["shape"]
-  lines = [(f"### Pruned Mamba-2 LM decode (random weights; shape d_model "
-           f"{s['d_model']}, {s['layers']} layers, N {s['N']}, head_dim {s['head_dim']}, vocab "
-           f"{s['vocab']})"), "",
-           (f"Weights {r['weight_bytes'] / 2 ** 20:.0f} MiB; measured bandwidth "
-           f"{r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, matmul "
-           f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; decode {r['steps']} steps in one scan."),
-           ""]
+  lines = [
+    (
+      f"### Pruned Mamba-2 LM decode (random weights; shape d_model "
+      f"{s['d_model']}, {s['layers']} layers, N {s['N']}, head_dim {s['head_dim']}, vocab "
+      f"{s['vocab']})"
+    ),
+    "",
+    (
+      f"Weights {r['weight_bytes'] / 2**20:.0f} MiB; measured bandwidth "
+      f"{r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, matmul "
+      f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s; decode {r['steps']} steps in one scan."
+    ),
+    "",
+  ]
   batches = list(next(iter(r["variants"].values()))["decode"])
-  head = "| variant | state MiB/stream | state > weights at B | " + " | ".join(
-      f"decode B={b} tok/s (vs dense; bw limit)" for b in batches) + " | prefill L=" \
-      f"{r['prefill_len']} tok/s |"
+  head = (
+    "| variant | state MiB/stream | state > weights at B | "
+    + " | ".join(f"decode B={b} tok/s (vs dense; bw limit)" for b in batches)
+    + " | prefill L="
+    f"{r['prefill_len']} tok/s |"
+  )
   lines += [head, "|" + "---|" * (4 + len(batches))]
   dense = r["variants"]["dense"]
   for name, v in r["variants"].items():
@@ -179,9 +226,13 @@ def markdown(r: dict) -> list[str]:
     for b in batches:
       d = v["decode"][b]
       speedup = d["tokens_per_s"] / dense["decode"][b]["tokens_per_s"]
-      cells.append(f"{d['tokens_per_s']:.1f} ({speedup:.2f}x;"
-                   f" {d['bandwidth_limit_tokens_per_s']:.0f})")
-    lines.append(f"| {name} | {v['state_bytes_per_stream'] / 2 ** 20:.2f} | "
-                 f"{v['crossover_batch']:.0f} | " + " | ".join(cells) +
-                 f" | {v.get('prefill_tokens_per_s', float('nan')):.0f} |")
+      cells.append(
+        f"{d['tokens_per_s']:.1f} ({speedup:.2f}x; {d['bandwidth_limit_tokens_per_s']:.0f})"
+      )
+    lines.append(
+      f"| {name} | {v['state_bytes_per_stream'] / 2**20:.2f} | "
+      f"{v['crossover_batch']:.0f} | "
+      + " | ".join(cells)
+      + f" | {v.get('prefill_tokens_per_s', float('nan')):.0f} |"
+    )
   return lines + [""]

@@ -43,8 +43,15 @@ _undonated_step = nnx.jit(steps.train_step_fn, static_argnames=("reg",))
 
 @jax.jit
 def _all_finite(params) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)
-                            if jnp.issubdtype(x.dtype, jnp.inexact)]))
+  return jnp.all(
+    jnp.stack(
+      [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+      ]
+    )
+  )
 
 
 def _host_batches(batch, n: int):
@@ -58,8 +65,11 @@ def _compiled_step(model_fn, batch, bound: bool = True):
   device_batch)``, the step bound (`steps.bound_train_step`) or through `nnx.jit`
   with the model and optimizer as arguments."""
   model, optimizer = model_fn()
-  step = (steps.bound_train_step(model, optimizer) if bound
-          else functools.partial(steps.train_step, model, optimizer))
+  step = (
+    steps.bound_train_step(model, optimizer)
+    if bound
+    else functools.partial(steps.train_step, model, optimizer)
+  )
   device_batch = tuple(jax.device_put(np.asarray(a)) for a in batch)
   carry = jax.block_until_ready(step(steps.TrainCarry.start(model), *device_batch))
   return model, step, carry, device_batch
@@ -165,6 +175,7 @@ def loop_overhead(config, windows: int = 2, rounds: int = 3) -> dict:
   """
   from last_nnx import data  # pylint: disable=import-outside-toplevel
   from last_nnx.train import loop, run_state  # pylint: disable=import-outside-toplevel
+
   config = config.copy_and_resolve_references()
   config.pruning.schedule = "none"
   config.train.epochs = 1
@@ -172,11 +183,17 @@ def loop_overhead(config, windows: int = 2, rounds: int = 3) -> dict:
   every = config.train.log_every_steps
   config.train.max_steps_per_epoch = (windows + 1) * every
   n_steps = windows * every
-  task = data.build_task(config.data, batch_size=config.train.batch_size,
-                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  task = data.build_task(
+    config.data,
+    batch_size=config.train.batch_size,
+    eval_batch_size=config.train.eval_batch_size,
+    seed=config.seed,
+  )
   if task.steps_per_epoch < config.train.max_steps_per_epoch:
-    raise ValueError(f"the train split gives {task.steps_per_epoch} batches; the loop "
-                     f"overhead needs {config.train.max_steps_per_epoch}")
+    raise ValueError(
+      f"the train split gives {task.steps_per_epoch} batches; the loop "
+      f"overhead needs {config.train.max_steps_per_epoch}"
+    )
   plan = loop.epoch_plan(config)
   batch = next(task.train_batches(0))
   model_fn = lambda: run_state.build(config, task, plan)[:2]
@@ -189,13 +206,22 @@ def loop_overhead(config, windows: int = 2, rounds: int = 3) -> dict:
       loop_s.append((times[windows] - times[0]) / n_steps)
       bare_s.append(bare_step_s(model_fn, batch, n_steps))
   loop_step, bare_step = float(np.median(loop_s)), float(np.median(bare_s))
-  return dict(batch=config.train.batch_size, seq_len=task.seq_len,
-              d_model=config.model.d_model, n_layers=config.model.n_layers,
-              log_every_steps=every, window_steps=n_steps, rounds=rounds,
-              loop_step_s=loop_step, bare_step_s=bare_step,
-              loop_steps_per_s=1 / loop_step, bare_steps_per_s=1 / bare_step,
-              loop_vs_bare=bare_step / loop_step, loop_step_s_rounds=loop_s,
-              bare_step_s_rounds=bare_s)
+  return dict(
+    batch=config.train.batch_size,
+    seq_len=task.seq_len,
+    d_model=config.model.d_model,
+    n_layers=config.model.n_layers,
+    log_every_steps=every,
+    window_steps=n_steps,
+    rounds=rounds,
+    loop_step_s=loop_step,
+    bare_step_s=bare_step,
+    loop_steps_per_s=1 / loop_step,
+    bare_steps_per_s=1 / bare_step,
+    loop_vs_bare=bare_step / loop_step,
+    loop_step_s_rounds=loop_s,
+    bare_step_s_rounds=bare_s,
+  )
 
 
 def compiled_step_bytes(model, optimizer, batch, *, donate: bool) -> int:
@@ -210,11 +236,15 @@ def compiled_step_bytes(model, optimizer, batch, *, donate: bool) -> int:
     return nnx.state((model, optimizer)), carry
 
   abstract = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-  compiled = jax.jit(step, donate_argnums=(0, 1) if donate else ()).lower(
-      abstract(state), abstract(carry), *abstract(tuple(batch))).compile()
+  compiled = (
+    jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    .lower(abstract(state), abstract(carry), *abstract(tuple(batch)))
+    .compile()
+  )
   m = compiled.memory_analysis()
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-             + m.temp_size_in_bytes)
+  return int(
+    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  )
 
 
 def largest_batch(make, batch_fn, *, donate: bool, limit_bytes: int, probes=(4, 8)) -> dict:
@@ -237,10 +267,21 @@ def largest_batch(make, batch_fn, *, donate: bool, limit_bytes: int, probes=(4, 
     if need <= limit_bytes or guess == 1:
       break
     guess = max(1, int(guess * 0.95))
-  logging.info("largest batch (donate=%s): %d (%.1f GiB of %.1f)", donate, guess, need / 2**30,
-               limit_bytes / 2**30)
-  return dict(donate=donate, largest_batch=guess, bytes_at_largest=need,
-              per_example_bytes=per_example, fixed_bytes=fixed, probes=dict(zip(probes, sizes)))
+  logging.info(
+    "largest batch (donate=%s): %d (%.1f GiB of %.1f)",
+    donate,
+    guess,
+    need / 2**30,
+    limit_bytes / 2**30,
+  )
+  return dict(
+    donate=donate,
+    largest_batch=guess,
+    bytes_at_largest=need,
+    per_example_bytes=per_example,
+    fixed_bytes=fixed,
+    probes=dict(zip(probes, sizes)),
+  )
 
 
 def device_memory_limit() -> int | None:
@@ -258,6 +299,7 @@ def bench_loop_section(batch: int, repeats: int) -> dict:
   out = {}
   if importlib.util.find_spec("tensorflow") is not None:  # the loop's data and writers
     from experiments.configs import listops
+
     config = listops.get_config("s5,smoke")
     config.data.cache_dir = os.path.join(tempfile.gettempdir(), "last_nnx_bench_cache")
     config.model.d_model, config.model.n_layers = 64, 4
@@ -267,13 +309,16 @@ def bench_loop_section(batch: int, repeats: int) -> dict:
     config.train.eval_test = False
     windows = 2  # timed steps: windows * log_every_steps, after the first sync point
     n_train = (windows + 1) * config.train.log_every_steps * config.train.batch_size
-    config.data.synthetic.update(dict(seq_len=512, max_length=512, n_train=n_train, n_val=16,
-                                      n_test=16))
+    config.data.synthetic.update(
+      dict(seq_len=512, max_length=512, n_train=n_train, n_val=16, n_test=16)
+    )
     out["loop"] = loop_overhead(config, windows=windows, rounds=repeats)
     logging.info("loop: %.1f%% of the bare step's speed", 100 * out["loop"]["loop_vs_bare"])
   else:
-    logging.warning("TensorFlow is not installed: the real loop (data pipeline, CLU "
-                    "writers) is not benchmarked here; feeding habits only")
+    logging.warning(
+      "TensorFlow is not installed: the real loop (data pipeline, CLU "
+      "writers) is not benchmarked here; feeding habits only"
+    )
   shape = TASK_SHAPES["listops"]
   make = lambda: (lambda m: (m, adam_optimizer(m)))(build_model(shape, "s5"))
   habits = feeding_habits(make, make_batch(shape, batch), n_steps=10 * repeats)
@@ -286,27 +331,38 @@ def loop_markdown(r: dict) -> list[str]:
   lines = ["## Training loop overhead", ""]
   if "loop" in r:
     o = r["loop"]
-    lines += [f"`train_and_evaluate` vs the bare donated step, same shape (S5, H={o['d_model']}, "
-              f"{o['n_layers']} layers, L={o['seq_len']}, batch {o['batch']}): loop "
-              f"{o['loop_steps_per_s']:.2f} steps/s, bare {o['bare_steps_per_s']:.2f} steps/s: "
-              f"**{100 * o['loop_vs_bare']:.1f}%** of the bare step's speed. The loop's "
-              f"time per step is read between its own sync points ({o['window_steps']} steps, "
-              f"logging every {o['log_every_steps']}, so compilation, evaluation and "
-              f"checkpoints are outside the window), each round followed by the bare step for "
-              f"as many steps; medians over {o['rounds']} rounds.", ""]
+    lines += [
+      f"`train_and_evaluate` vs the bare donated step, same shape (S5, H={o['d_model']}, "
+      f"{o['n_layers']} layers, L={o['seq_len']}, batch {o['batch']}): loop "
+      f"{o['loop_steps_per_s']:.2f} steps/s, bare {o['bare_steps_per_s']:.2f} steps/s: "
+      f"**{100 * o['loop_vs_bare']:.1f}%** of the bare step's speed. The loop's "
+      f"time per step is read between its own sync points ({o['window_steps']} steps, "
+      f"logging every {o['log_every_steps']}, so compilation, evaluation and "
+      f"checkpoints are outside the window), each round followed by the bare step for "
+      f"as many steps; medians over {o['rounds']} rounds.",
+      "",
+    ]
   h = r["habits_listops"]
-  lines += [f"Feeding the ListOps-shape S5 step (L={h['seq_len']}, batch {h['batch']}):", "",
-            "| feeding | s/step | share of bare speed |", "|---|---|---|",
-            f"| bare (resident batch, back to back) | {h['bare_step_s']:.4f} | 100% |",
-            f"| old habits (sync put, no donation, host NaN check per step) | "
-            f"{h['old_habits_step_s']:.4f} | {100 * h['old_vs_bare']:.1f}% |",
-            f"| new habits (prefetch 2, donation, bound step, device-side NaN latch) | "
-            f"{h['new_habits_step_s']:.4f} | {100 * h['new_vs_bare']:.1f}% |", ""]
+  lines += [
+    f"Feeding the ListOps-shape S5 step (L={h['seq_len']}, batch {h['batch']}):",
+    "",
+    "| feeding | s/step | share of bare speed |",
+    "|---|---|---|",
+    f"| bare (resident batch, back to back) | {h['bare_step_s']:.4f} | 100% |",
+    f"| old habits (sync put, no donation, host NaN check per step) | "
+    f"{h['old_habits_step_s']:.4f} | {100 * h['old_vs_bare']:.1f}% |",
+    f"| new habits (prefetch 2, donation, bound step, device-side NaN latch) | "
+    f"{h['new_habits_step_s']:.4f} | {100 * h['new_vs_bare']:.1f}% |",
+    "",
+  ]
   if "dispatch_listops" in r:
     d = r["dispatch_listops"]
-    lines += [f"Host time to dispatch that step (the call returns before the step runs): "
-              f"{1e3 * d['nnx_jit_dispatch_s']:.1f} ms through `nnx.jit` with the model and "
-              f"optimizer as arguments (their graphs walked on every call), "
-              f"{1e3 * d['bound_dispatch_s']:.1f} ms for the bound step the loop uses "
-              "(`steps.bound_train_step`).", ""]
+    lines += [
+      f"Host time to dispatch that step (the call returns before the step runs): "
+      f"{1e3 * d['nnx_jit_dispatch_s']:.1f} ms through `nnx.jit` with the model and "
+      f"optimizer as arguments (their graphs walked on every call), "
+      f"{1e3 * d['bound_dispatch_s']:.1f} ms for the bound step the loop uses "
+      "(`steps.bound_train_step`).",
+      "",
+    ]
   return lines

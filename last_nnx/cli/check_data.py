@@ -45,13 +45,21 @@ def _define_flags() -> None:
   """Defined only when run as a program, so importing this module defines no flags."""
   flags.DEFINE_enum("task", None, list(TASKS), "Task to check.")
   flags.DEFINE_string("dir", None, "The folder you pass as --config.data.dir.")
-  flags.DEFINE_string("variant", "curv_contour_length_14",
-                      "Pathfinder/Path-X difficulty folder (default: the hard one LRA uses).")
+  flags.DEFINE_string(
+    "variant",
+    "curv_contour_length_14",
+    "Pathfinder/Path-X difficulty folder (default: the hard one LRA uses).",
+  )
   flags.DEFINE_integer("resolution", None, "Pathfinder image side (default 32; Path-X 128).")
-  flags.DEFINE_enum("splits", "default", list(splits_lib.MODES),
-                    "Count the splits as data.splits would ('reference': the paper's code's).")
-  flags.DEFINE_bool("expect_full", False,
-                    "Require the full release: a smaller (if consistent) folder exits 2.")
+  flags.DEFINE_enum(
+    "splits",
+    "default",
+    list(splits_lib.MODES),
+    "Count the splits as data.splits would ('reference': the paper's code's).",
+  )
+  flags.DEFINE_bool(
+    "expect_full", False, "Require the full release: a smaller (if consistent) folder exits 2."
+  )
 
 
 @dataclasses.dataclass
@@ -108,8 +116,15 @@ def _listops(report: Report, base: str, **_) -> None:
 
 
 def _aan(report: Report, base: str, **_) -> None:
-  _files(report, base, {s: f"new_aan_pairs.{f}.tsv" for s, f in
-                        (("train", "train"), ("val", "eval"), ("test", "test"))}, header=False)
+  _files(
+    report,
+    base,
+    {
+      s: f"new_aan_pairs.{f}.tsv"
+      for s, f in (("train", "train"), ("val", "eval"), ("test", "test"))
+    },
+    header=False,
+  )
 
 
 def _imdb(report: Report, base: str, **_) -> None:
@@ -139,13 +154,18 @@ def _cifar(report: Report, base: str, **_) -> None:
       return 0
 
   train = sum(labels(f"data_batch_{i}") for i in range(1, 6))
-  report.counts["train"], report.counts["val"] = splits_lib.held_out_sizes(train, 0.1,
-                                                                           report.splits)
+  report.counts["train"], report.counts["val"] = splits_lib.held_out_sizes(
+    train, 0.1, report.splits
+  )
   report.counts["test"] = labels("test_batch")
-  how = ("torch's random_split, seed 42, as the reference" if report.splits == "reference"
-         else "a numpy permutation, seed 42")
-  report.notes.append(f"{train} training images; 10% held out as val by {how} "
-                      "(data.val_fraction, data.split_seed)")
+  how = (
+    "torch's random_split, seed 42, as the reference"
+    if report.splits == "reference"
+    else "a numpy permutation, seed 42"
+  )
+  report.notes.append(
+    f"{train} training images; 10% held out as val by {how} (data.val_fraction, data.split_seed)"
+  )
 
 
 def _pathfinder(report: Report, base: str, task: str, fmt: dict) -> None:
@@ -157,15 +177,21 @@ def _pathfinder(report: Report, base: str, task: str, fmt: dict) -> None:
   lines = len(entries)
   reference = report.splits == "reference"
   if reference:
-    entries = [e for e in entries if not splits_lib.reference_pathfinder_skipped(
-        fmt["res"], fmt["variant"], os.path.relpath(e[0], base).replace(os.sep, "/"))]
+    entries = [
+      e
+      for e in entries
+      if not splits_lib.reference_pathfinder_skipped(
+        fmt["res"], fmt["variant"], os.path.relpath(e[0], base).replace(os.sep, "/")
+      )
+    ]
   missing = np.array([not os.path.isfile(p) for p, _ in entries], bool)
-  empty = np.array([not m and os.path.getsize(p) == 0 for (p, _), m in zip(entries, missing)],
-                   bool)
+  empty = np.array([not m and os.path.getsize(p) == 0 for (p, _), m in zip(entries, missing)], bool)
   if missing.any():
-    report.problems.append(f"{missing.sum()} of {len(entries)} images listed in "
-                           f"{base}/metadata are missing, e.g. "
-                           f"{entries[int(np.argmax(missing))][0]}")
+    report.problems.append(
+      f"{missing.sum()} of {len(entries)} images listed in "
+      f"{base}/metadata are missing, e.g. "
+      f"{entries[int(np.argmax(missing))][0]}"
+    )
   if empty.any():
     report.notes.append(f"{empty.sum()} zero-byte images will be skipped (LRA drops them too)")
   gone = missing | empty
@@ -178,8 +204,9 @@ def _pathfinder(report: Report, base: str, task: str, fmt: dict) -> None:
     sizes = splits_lib.pathfinder_sizes(int((~gone).sum()), "default")
     rule = "split 80/10/10 in order"
   report.counts.update(zip(("train", "val", "test"), sizes))
-  report.notes.append(f"{lines} metadata lines in {len(pathfinder_speech.metadata_files(base))} files; "
-                      + rule)
+  report.notes.append(
+    f"{lines} metadata lines in {len(pathfinder_speech.metadata_files(base))} files; " + rule
+  )
 
 
 def _speech(report: Report, base: str, **_) -> None:
@@ -195,25 +222,41 @@ def _speech(report: Report, base: str, **_) -> None:
   missing = [w for w in pathfinder_speech.SPEECH_WORDS if not os.path.isdir(os.path.join(base, w))]
   if missing:
     report.problems.append(f"missing word folders under {base}: {', '.join(missing)}")
-  present = {f"{w}/{os.path.basename(p)}" for w in pathfinder_speech.SPEECH_WORDS
-             for p in glob.glob(os.path.join(base, w, "*.wav"))}
+  present = {
+    f"{w}/{os.path.basename(p)}"
+    for w in pathfinder_speech.SPEECH_WORDS
+    for p in glob.glob(os.path.join(base, w, "*.wav"))
+  }
   for split in ("val", "test"):
     absent = lists[split] - present
     if absent:  # the reader takes the files that are there: a partial copy, not an error
-      report.short.append(f"{len(absent)} files of the {split} list are not there, e.g. "
-                          f"{sorted(absent)[0]}")
+      report.short.append(
+        f"{len(absent)} files of the {split} list are not there, e.g. {sorted(absent)[0]}"
+      )
     report.counts[split] = len(lists[split] & present)
   report.counts["train"] = len(present - lists["val"] - lists["test"])
   if report.splits == "reference":
     report.notes.append("classes numbered in the reference's word order (bed 0, cat 1, ...)")
 
 
-_COUNTERS = {"listops": _listops, "text": _imdb, "retrieval": _aan, "image": _cifar,
-             "pathfinder": _pathfinder, "pathx": _pathfinder, "speech": _speech}
+_COUNTERS = {
+  "listops": _listops,
+  "text": _imdb,
+  "retrieval": _aan,
+  "image": _cifar,
+  "pathfinder": _pathfinder,
+  "pathx": _pathfinder,
+  "speech": _speech,
+}
 
 
-def check(task: str, root: str, variant: str = "curv_contour_length_14",
-          resolution: int | None = None, splits: str = "default") -> Report:
+def check(
+  task: str,
+  root: str,
+  variant: str = "curv_contour_length_14",
+  resolution: int | None = None,
+  splits: str = "default",
+) -> Report:
   """Finds ``task``'s release under ``root`` and counts its splits under the rule set
   ``splits`` ('default' or 'reference', as ``data.splits``)."""
   fmt = {}
@@ -236,8 +279,9 @@ def check(task: str, root: str, variant: str = "curv_contour_length_14",
     if n == 0:
       report.problems.append(f"{split}: no examples")
     elif n < expected:
-      report.short.append(f"{split}: {n} examples, the release has {expected} "
-                          f"({expected - n} fewer)")
+      report.short.append(
+        f"{split}: {n} examples, the release has {expected} ({expected - n} fewer)"
+      )
     elif n > expected:
       report.notes.append(f"{split}: {n} examples, more than the release's {expected}")
   return report
@@ -246,20 +290,30 @@ def check(task: str, root: str, variant: str = "curv_contour_length_14",
 def format_report(report: Report, expect_full: bool = False) -> str:
   """The report as the command prints it; the last lines give the verdict."""
   r = layout.release(report.task, **report.fmt)
-  lines = [f"{report.task}: {r.name}", f"  expected layout: {r.layout}",
-           f"  found: {report.base or '-'}", f"  splits: {report.splits}"]
+  lines = [
+    f"{report.task}: {r.name}",
+    f"  expected layout: {r.layout}",
+    f"  found: {report.base or '-'}",
+    f"  splits: {report.splits}",
+  ]
   if report.counts:
     lines.append(f"  {'split':<6} {'found':>8} {'expected':>9}")
     for split in ("train", "val", "test"):
       if split in report.counts or split in report.expected:
-        lines.append(f"  {split:<6} {report.counts.get(split, 0):>8} "
-                     f"{report.expected.get(split, '-'):>9}")
+        lines.append(
+          f"  {split:<6} {report.counts.get(split, 0):>8} {report.expected.get(split, '-'):>9}"
+        )
   lines += [f"  note: {n}" for n in report.notes]
   status = report.exit_status(expect_full)
   if report.short:
-    lines.append("WARNING: smaller than the release" + (
+    lines.append(
+      "WARNING: smaller than the release"
+      + (
         " (fine for a subset; --expect_full requires the full release):"
-        if status == EXIT_READY else ":"))
+        if status == EXIT_READY
+        else ":"
+      )
+    )
     lines += [f"  - {s}" for s in report.short]
   if status == EXIT_BROKEN:
     lines.append("NOT READY:")
@@ -274,8 +328,11 @@ def format_report(report: Report, expect_full: bool = False) -> str:
 def main(argv):
   del argv
   if not FLAGS.task or not FLAGS.dir:
-    print("usage: python -m last_nnx.cli.check_data --task TASK --dir DATA_DIR [--splits "
-          f"reference] [--expect_full] (TASK in {', '.join(TASKS)})", file=sys.stderr)
+    print(
+      "usage: python -m last_nnx.cli.check_data --task TASK --dir DATA_DIR [--splits "
+      f"reference] [--expect_full] (TASK in {', '.join(TASKS)})",
+      file=sys.stderr,
+    )
     sys.exit(EXIT_BROKEN)
   report = check(FLAGS.task, FLAGS.dir, FLAGS.variant, FLAGS.resolution, FLAGS.splits)
   print(format_report(report, FLAGS.expect_full))  # the report is this tool's output

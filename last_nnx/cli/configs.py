@@ -77,7 +77,7 @@ def locate_in_argv(argv: list[str], name: str = "config") -> list[str]:
   for i, a in enumerate(out):
     for flag in (f"--{name}", f"-{name}"):
       if a.startswith(flag + "="):
-        out[i] = flag + "=" + locate(a[len(flag) + 1:])
+        out[i] = flag + "=" + locate(a[len(flag) + 1 :])
       elif a == flag and i + 1 < len(out):
         out[i + 1] = locate(out[i + 1])
   return out

@@ -20,8 +20,8 @@ import importlib.util
 import os
 import re
 import sys
-from typing import NoReturn
 from collections.abc import Callable, Iterable, Sequence
+from typing import NoReturn
 
 from last_nnx.cli import usage
 
@@ -31,8 +31,18 @@ EXIT_USAGE = 2  # a command-line mistake
 EXIT_WORKDIR_BUSY = 73  # another run holds the workdir (sysexits' EX_CANTCREAT)
 EXIT_NO_SPACE = 74  # the workdir cannot be written: free space, rerun (EX_IOERR)
 EXIT_STOPPED = 75  # stopped on a signal after a checkpoint: rerun (EX_TEMPFAIL, "try again")
-HELP_FLAGS = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort", "--helpfull",
-              "-helpfull", "--helpxml", "-helpxml")
+HELP_FLAGS = (
+  "-h",
+  "-?",
+  "--help",
+  "-help",
+  "--helpshort",
+  "-helpshort",
+  "--helpfull",
+  "-helpfull",
+  "--helpxml",
+  "-helpxml",
+)
 
 
 class CommandLineError(ValueError):
@@ -65,13 +75,20 @@ def check_choices(flag: str, values: Iterable[str], choices: Sequence[str]) -> N
   """Each of ``values`` (of ``--flag``) must be one of ``choices``."""
   for v in values:
     if v not in choices:
-      raise CommandLineError(f"unknown {v!r} in --{flag}: choose from {', '.join(choices)}"
-                             f"{did_you_mean(v, choices)}")
+      raise CommandLineError(
+        f"unknown {v!r} in --{flag}: choose from {', '.join(choices)}{did_you_mean(v, choices)}"
+      )
 
 
-def parse_numbers(flag: str, values: Iterable[str], kind: type = float, *,
-                  low: float | None = None, high: float | None = None,
-                  high_open: bool = False) -> list:
+def parse_numbers(
+  flag: str,
+  values: Iterable[str],
+  kind: type = float,
+  *,
+  low: float | None = None,
+  high: float | None = None,
+  high_open: bool = False,
+) -> list:
   """``--flag`` values as ``kind`` within ``[low, high]`` (``[low, high)`` with
   ``high_open``; a bound of None is no bound), or a `CommandLineError` naming the
   bad one."""
@@ -80,8 +97,9 @@ def parse_numbers(flag: str, values: Iterable[str], kind: type = float, *,
     try:
       x = kind(v)
     except (TypeError, ValueError):
-      raise CommandLineError(f"--{flag}: {v!r} is not {'an integer' if kind is int else 'a number'}"
-                             ) from None
+      raise CommandLineError(
+        f"--{flag}: {v!r} is not {'an integer' if kind is int else 'a number'}"
+      ) from None
     too_high = high is not None and (x >= high if high_open else x > high)
     if high is None and low is not None and x < low:
       raise CommandLineError(f"--{flag}: {v} must be at least {low:g}")
@@ -131,19 +149,24 @@ def _task_hint(root: str = ".") -> str:
 def check_config_file(path: str) -> None:
   """The config file must exist; a missing task config names the tasks."""
   if not path:
-    raise CommandLineError("--config is empty: give a config file, e.g. "
-                           "--config experiments/configs/listops.py:s5,smoke")
+    raise CommandLineError(
+      "--config is empty: give a config file, e.g. --config experiments/configs/listops.py:s5,smoke"
+    )
   if os.path.isfile(path):
     return
   in_tasks = os.path.abspath(os.path.dirname(path)) == os.path.abspath(usage.config_dir())
   if in_tasks:
     task = os.path.splitext(os.path.basename(path))[0]
     tasks = usage.available_tasks()
-    raise CommandLineError(f"no task {task!r} (no file {path}): {_task_hint()}"
-                           f"{did_you_mean(task, tasks)} (make train TASK=NAME)")
-  raise CommandLineError(f"config file {path} does not exist; the task configs are "
-                         f"{usage.CONFIG_DIR}/TASK.py where TASK is one of "
-                         f"{', '.join(usage.available_tasks())}")
+    raise CommandLineError(
+      f"no task {task!r} (no file {path}): {_task_hint()}"
+      f"{did_you_mean(task, tasks)} (make train TASK=NAME)"
+    )
+  raise CommandLineError(
+    f"config file {path} does not exist; the task configs are "
+    f"{usage.CONFIG_DIR}/TASK.py where TASK is one of "
+    f"{', '.join(usage.available_tasks())}"
+  )
 
 
 def load_config(spec: str):
@@ -199,11 +222,13 @@ def _check_field(config, path: str) -> None:
     section = _get(config, parent) if parent else config
   except KeyError:  # no such section: the nearest full paths
     hint = did_you_mean(path, field_paths(config)) or (
-        f"; the config has {', '.join(config.keys())}")
+      f"; the config has {', '.join(config.keys())}"
+    )
   else:
     if not hasattr(section, "keys"):
-      raise CommandLineError(f"unknown field {path}: {parent} is a value, not a section "
-                             f"(--config.{parent}=VALUE)")
+      raise CommandLineError(
+        f"unknown field {path}: {parent} is a value, not a section (--config.{parent}=VALUE)"
+      )
     fields = list(section.keys())
     hint = did_you_mean(key, fields).replace("mean ", "mean " + (parent + "." if parent else ""))
     hint = hint or f"; {parent or 'the config'} has {', '.join(fields)}"
@@ -213,6 +238,7 @@ def _check_field(config, path: str) -> None:
 def _check_value(config, path: str, value: str | None) -> None:
   """The override must parse as the field's type (bool, int, float)."""
   from absl import flags
+
   current = _get(config, path)
   if isinstance(current, bool):
     parser, what = flags.BooleanParser(), "true or false"
@@ -223,15 +249,17 @@ def _check_value(config, path: str, value: str | None) -> None:
   else:
     return
   if value is None and not isinstance(current, bool):
-    raise CommandLineError(f"--config.{path} needs a value ({what}), e.g. "
-                           f"--config.{path}={current!r}")
+    raise CommandLineError(
+      f"--config.{path} needs a value ({what}), e.g. --config.{path}={current!r}"
+    )
   if value is None:
     return
   try:
     parser.parse(value)
   except (TypeError, ValueError):
-    raise CommandLineError(f"bad value {value!r} for {path}: expected {what}, like its "
-                           f"current value {current!r}") from None
+    raise CommandLineError(
+      f"bad value {value!r} for {path}: expected {what}, like its current value {current!r}"
+    ) from None
 
 
 def check_override(config, path: str, value: str | None) -> None:
@@ -248,8 +276,10 @@ def check_config_argv(argv: Sequence[str], name: str = "config") -> None:
   """
   spec = _flag_value(argv, name)
   if spec is None:
-    raise CommandLineError(f"--{name} is required, e.g. --{name} "
-                           f"experiments/configs/listops.py:s5,smoke ({_task_hint()})")
+    raise CommandLineError(
+      f"--{name} is required, e.g. --{name} "
+      f"experiments/configs/listops.py:s5,smoke ({_task_hint()})"
+    )
   config = load_config(spec)
   args = list(argv)
   for path, value in config_overrides(argv, name):
@@ -269,8 +299,9 @@ def asks_for_help(argv: Sequence[str]) -> bool:
   return any(a in HELP_FLAGS for a in argv)
 
 
-def flags_parser(check: Callable[[Sequence[str]], None] | None = None,
-                 validate: Callable[[], None] | None = None):
+def flags_parser(
+  check: Callable[[Sequence[str]], None] | None = None, validate: Callable[[], None] | None = None
+):
   """A ``flags_parser`` for ``absl.app.run(main, flags_parser=...)``.
 
   Runs ``check(argv)`` on the raw arguments (unless help is asked for), parses
@@ -281,8 +312,10 @@ def flags_parser(check: Callable[[Sequence[str]], None] | None = None,
   Returns:
     The arguments left after the flags, as absl's default parser does.
   """
+
   def parse(argv):
     from absl import flags
+
     try:
       if check is not None and not asks_for_help(argv):
         check(argv)
@@ -292,6 +325,7 @@ def flags_parser(check: Callable[[Sequence[str]], None] | None = None,
       return rest
     except (CommandLineError, flags.Error) as e:
       fail(str(e))
+
   return parse
 
 
@@ -310,6 +344,7 @@ def run_ending(error: BaseException, workdir: str, config) -> tuple[int, str] | 
   """
   from last_nnx.train import memory, preemption, steps
   from last_nnx.train import workdir as workdir_lib
+
   if isinstance(error, preemption.Stopped):
     return EXIT_STOPPED, str(error)
   if isinstance(error, workdir_lib.WorkdirBusy):

@@ -16,8 +16,9 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Output directory.")
   flags.DEFINE_list("formats", list(FORMATS), "Artifacts to write.")
   flags.DEFINE_list("platforms", ["cpu", "cuda"], "jax.export lowering platforms.")
-  flags.DEFINE_integer("seq_len", None, "Sequence length of the exported forward "
-                       "(default: the training data's).")
+  flags.DEFINE_integer(
+    "seq_len", None, "Sequence length of the exported forward (default: the training data's)."
+  )
   flags.DEFINE_bool("compact", True, "Remove masked (pruned) state slots before exporting.")
   flags.mark_flags_as_required(["workdir", "out"])
 
@@ -28,17 +29,27 @@ def main(argv):
   FLAGS = flags.FLAGS
   logging.set_verbosity(logging.WARNING)  # orbax logs dozens of INFO lines per restore
   try:
-    manifest = export_workdir(FLAGS.workdir, FLAGS.out, which=FLAGS.which,
-                              seq_len=FLAGS.seq_len, formats=FLAGS.formats,
-                              platforms=FLAGS.platforms, compact=FLAGS.compact)
+    manifest = export_workdir(
+      FLAGS.workdir,
+      FLAGS.out,
+      which=FLAGS.which,
+      seq_len=FLAGS.seq_len,
+      formats=FLAGS.formats,
+      platforms=FLAGS.platforms,
+      compact=FLAGS.compact,
+    )
   except (ValueError, FileNotFoundError) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
   if manifest["step_refused"]:
     logging.warning("no step.jax: %s", manifest["step_refused"])
-  summary = dict(out=os.path.abspath(FLAGS.out), files=manifest["files"],
-                 states_total=manifest["states_total"], streaming=manifest["streaming"],
-                 layers={k: v["state_shape"] for k, v in manifest["layers"].items()})
+  summary = dict(
+    out=os.path.abspath(FLAGS.out),
+    files=manifest["files"],
+    states_total=manifest["states_total"],
+    streaming=manifest["streaming"],
+    layers={k: v["state_shape"] for k, v in manifest["layers"].items()},
+  )
   print(json.dumps(summary, indent=2))
 
 

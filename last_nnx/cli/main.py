@@ -17,23 +17,32 @@ import sys
 
 # word -> (module run as __main__, what it does)
 PROGRAMS = {
-    "train": ("last_nnx.cli.train", "train one task, pruning on the config's schedule"),
-    "prune": ("last_nnx.cli.prune", "prune a trained workdir (--ratio or --max_drop)"),
-    "sweep": ("last_nnx.cli.sweep", "prune copies of a trained workdir at many ratios"),
-    "export": ("last_nnx.cli.export", "write a trained model as files that need no last_nnx"),
-    "bench": ("last_nnx.bench", "train-step, pruning, latency and memory benchmarks"),
-    "plot-watch": ("last_nnx.cli.plot_watch", "plot a run's watched state energies"),
-    "check-data": ("last_nnx.cli.check_data", "check a data folder before a long run"),
-    "throughput": ("last_nnx.cli.throughput", "time the input pipeline alone"),
-    "help": ("last_nnx.cli.usage", "the tasks, model types, presets and most used flags"),
+  "train": ("last_nnx.cli.train", "train one task, pruning on the config's schedule"),
+  "prune": ("last_nnx.cli.prune", "prune a trained workdir (--ratio or --max_drop)"),
+  "sweep": ("last_nnx.cli.sweep", "prune copies of a trained workdir at many ratios"),
+  "export": ("last_nnx.cli.export", "write a trained model as files that need no last_nnx"),
+  "bench": ("last_nnx.bench", "train-step, pruning, latency and memory benchmarks"),
+  "plot-watch": ("last_nnx.cli.plot_watch", "plot a run's watched state energies"),
+  "check-data": ("last_nnx.cli.check_data", "check a data folder before a long run"),
+  "throughput": ("last_nnx.cli.throughput", "time the input pipeline alone"),
+  "help": ("last_nnx.cli.usage", "the tasks, model types, presets and most used flags"),
 }
 
 
 def usage() -> str:
   width = max(map(len, PROGRAMS)) + 2
   rows = [f"  {word.ljust(width)}{what}" for word, (_, what) in PROGRAMS.items()]
-  return "\n".join(["usage: last-nnx PROGRAM [FLAGS]   (last-nnx PROGRAM --help: its flags)",
-                    "", "programs:", *rows]) + "\n"
+  return (
+    "\n".join(
+      [
+        "usage: last-nnx PROGRAM [FLAGS]   (last-nnx PROGRAM --help: its flags)",
+        "",
+        "programs:",
+        *rows,
+      ]
+    )
+    + "\n"
+  )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,10 +53,12 @@ def main(argv: list[str] | None = None) -> None:
   word = argv[1]
   if word not in PROGRAMS:
     import difflib
+
     close = difflib.get_close_matches(word, PROGRAMS, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    sys.exit(f"error: last-nnx has no program {word!r}{hint} (the programs are "
-             f"{', '.join(PROGRAMS)})")
+    sys.exit(
+      f"error: last-nnx has no program {word!r}{hint} (the programs are {', '.join(PROGRAMS)})"
+    )
   sys.argv = [f"last-nnx {word}", *argv[2:]]
   runpy.run_module(PROGRAMS[word][0], run_name="__main__", alter_sys=True)
 

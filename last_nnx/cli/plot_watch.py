@@ -23,8 +23,12 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "a training run's workdir (summary.json and "
-                      f"{watch.SCORES_FILE})", required=True)
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    f"a training run's workdir (summary.json and {watch.SCORES_FILE})",
+    required=True,
+  )
   flags.DEFINE_string("out", None, "output image (default: WORKDIR/watch.png)")
   flags.DEFINE_integer("top", 4, "states per layer whose score trajectories are drawn")
 
@@ -37,8 +41,10 @@ def load(workdir: str) -> tuple[dict, list[dict]]:
   with open(path) as f:
     summary = json.load(f)
   if not summary.get("watch") or not os.path.exists(os.path.join(workdir, watch.SCORES_FILE)):
-    raise ValueError(f"{workdir} has no watch records: train with watch.enabled=True and a "
-                     "data-free criterion (watch.criterion)")
+    raise ValueError(
+      f"{workdir} has no watch records: train with watch.enabled=True and a "
+      "data-free criterion (watch.criterion)"
+    )
   return summary, watch.read_scores(workdir)
 
 
@@ -61,33 +67,38 @@ def top_trajectories(scores: list[dict], top: int) -> dict[str, dict[int, list]]
   for layer, s in last.items():
     values = np.array([-np.inf if v is None else v for v in s])
     slots = np.argsort(-values, kind="stable")[:top]
-    out[layer] = {int(i): [d["scores"][layer][i] for d in scores] for i in slots
-                  if np.isfinite(values[i])}
+    out[layer] = {
+      int(i): [d["scores"][layer][i] for d in scores] for i in slots if np.isfinite(values[i])
+    }
   return out
 
 
 def plot(summary: dict, scores: list[dict], path: str, top: int = 4) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   from matplotlib.ticker import MaxNLocator
+
   records = summary["watch"]
   layers = list(scores[0]["scores"])
-  fig, axes = plt.subplots(1 + len(layers), 1, figsize=(7, 2.6 + 1.9 * len(layers)),
-                           squeeze=False)
+  fig, axes = plt.subplots(1 + len(layers), 1, figsize=(7, 2.6 + 1.9 * len(layers)), squeeze=False)
   ax = axes[0, 0]
   epochs = [r["epoch"] for r in records]
   prev = [np.nan if r["overlap_prev"] is None else r["overlap_prev"] for r in records]
   ax.plot(epochs, prev, "o-", label="with the previous epoch")
-  ax.plot(epochs, [r["overlap_final"] for r in records], "s--",
-          label="with the final one (same size)")
+  ax.plot(
+    epochs, [r["overlap_final"] for r in records], "s--", label="with the final one (same size)"
+  )
   by_step = {r["step"]: r["epoch"] for r in records}
   for e in summary.get("pruning_events", []):
     if e["status"] == "applied" and e["step"] in by_step:
       ax.axvline(by_step[e["step"]] + 0.5, color="gray", lw=1, ls=":")
   synthetic = " (synthetic data)" if summary.get("synthetic_data") else ""
-  ax.set_title(f"{summary['task']} {summary['model']}{synthetic}: keep set of "
-               f"{records[0]['criterion']} at {100 * records[0]['target']:.0f}% pruned")
+  ax.set_title(
+    f"{summary['task']} {summary['model']}{synthetic}: keep set of "
+    f"{records[0]['criterion']} at {100 * records[0]['target']:.0f}% pruned"
+  )
   ax.set_xlabel("epoch (run order; dotted: pruning events)")
   ax.set_ylabel("Jaccard overlap")
   ax.set_ylim(-0.02, 1.02)

@@ -35,30 +35,52 @@ FLAGS = flags.FLAGS
 
 def define_flags(prune: bool) -> None:
   """The LM flags of `prune` (``prune=True``) or `sweep`, beside their own."""
-  flags.DEFINE_string("text", "pydocs", "LM checkpoint directories: the text to calibrate and "
-                      "evaluate on: 'pydocs' (CPython's prose) or .txt/.jsonl files (a path, "
-                      "folder or glob).")
+  flags.DEFINE_string(
+    "text",
+    "pydocs",
+    "LM checkpoint directories: the text to calibrate and "
+    "evaluate on: 'pydocs' (CPython's prose) or .txt/.jsonl files (a path, "
+    "folder or glob).",
+  )
   flags.DEFINE_integer("seq_len", 128, "LM checkpoint directories: window length of the text.")
   flags.DEFINE_integer("calibration_windows", 128, "LM: calibration windows (GHOST: 128).")
   flags.DEFINE_integer("calibration_length", 128, "LM: tokens per calibration window.")
-  flags.DEFINE_integer("eval_windows", 0, "LM: evaluate on the first this many windows of a "
-                       "split (0: all).")
+  flags.DEFINE_integer(
+    "eval_windows", 0, "LM: evaluate on the first this many windows of a split (0: all)."
+  )
   if prune:
-    flags.DEFINE_enum("allocation", None, ["global", "uniform"], "LM: global (LAST's one "
-                      "threshold) or uniform (same fraction per layer); default global.")
-    flags.DEFINE_bool("sequential", False, "LM: re-score each layer on the model with the "
-                      "earlier layers pruned (GHOST).")
-    flags.DEFINE_enum("format", "transformers", ["transformers", "mamba_ssm"],
-                      "LM: checkpoint format of the pruned model.")
-    flags.DEFINE_enum("layout", "padded", ["padded", "native"], "LM: layer-adaptive sizes "
-                      "zero-padded (stock loaders) or native (per-layer N, last-nnx).")
+    flags.DEFINE_enum(
+      "allocation",
+      None,
+      ["global", "uniform"],
+      "LM: global (LAST's one threshold) or uniform (same fraction per layer); default global.",
+    )
+    flags.DEFINE_bool(
+      "sequential",
+      False,
+      "LM: re-score each layer on the model with the earlier layers pruned (GHOST).",
+    )
+    flags.DEFINE_enum(
+      "format",
+      "transformers",
+      ["transformers", "mamba_ssm"],
+      "LM: checkpoint format of the pruned model.",
+    )
+    flags.DEFINE_enum(
+      "layout",
+      "padded",
+      ["padded", "native"],
+      "LM: layer-adaptive sizes zero-padded (stock loaders) or native (per-layer N, last-nnx).",
+    )
 
 
 # ---- what is pruned -------------------------------------------------------------------
 
+
 def is_checkpoint_dir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, "config.json")) and any(
-      os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES)
+    os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES
+  )
 
 
 def is_lm_workdir(path: str) -> bool:
@@ -71,8 +93,11 @@ def is_lm_workdir(path: str) -> bool:
     pass
   for sub in ("checkpoints", "best"):
     directory = os.path.join(path, sub)
-    steps = sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True) \
-        if os.path.isdir(directory) else []
+    steps = (
+      sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True)
+      if os.path.isdir(directory)
+      else []
+    )
     for step in steps:
       try:
         with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
@@ -89,8 +114,10 @@ def is_lm_target(path: str | None) -> bool:
 def load(path: str, *, which: str = "latest", text: str = "pydocs", seq_len: int = 128):
   """``(model, data config)`` of an LM workdir or checkpoint directory (module docstring)."""
   from last_nnx.data import text as text_lib
+
   if is_checkpoint_dir(path):
     from last_nnx.lm import hub
+
     model = hub.load_pretrained(path)
     c = text_lib.default_config("pydocs" if text == "pydocs" else "text_files")
     if text != "pydocs":
@@ -98,14 +125,18 @@ def load(path: str, *, which: str = "latest", text: str = "pydocs", seq_len: int
     vocab = model.config.vocab_size
     if vocab > 256:
       if not os.path.isfile(os.path.join(path, "tokenizer.json")):
-        raise ValueError(f"{path} has a vocab of {vocab} but no tokenizer.json: put the "
-                         "checkpoint's tokenizer.json beside its config.json")
+        raise ValueError(
+          f"{path} has a vocab of {vocab} but no tokenizer.json: put the "
+          "checkpoint's tokenizer.json beside its config.json"
+        )
       c.tokenizer = path
     c.seq_len = seq_len
     return model, c
   from last_nnx.train.checkpoint import load_model
+
   model, config, _ = load_model(path, which=which)
   from last_nnx.lm import Mamba2LM
+
   if not isinstance(model, Mamba2LM):
     raise ValueError(f"{path} holds a {type(model).__name__}, not a Mamba-2 LM")
   return model, config.data
@@ -114,17 +145,20 @@ def load(path: str, *, which: str = "latest", text: str = "pydocs", seq_len: int
 def text_splits(c) -> tuple[dict, dict]:
   """``({split: (n, L + 1) int32 windows}, {split: bytes per token})`` of data config ``c``."""
   from last_nnx.data import text as text_lib
+
   splits, per_token, _, _ = text_lib.load_splits(c)
   return {k: np.asarray(s.inputs, np.int32) for k, s in splits.items()}, per_token
 
 
 def _eval(model, rows, per_token) -> dict:
   from last_nnx.sweeps.lm import _metrics
+
   return _metrics(model, rows, per_token, 16)
 
 
 def method_of(criterion: str | None, allocation: str | None, sequential: bool):
   from last_nnx.sweeps.lm import parse_method
+
   spec = criterion or "calibrated"
   if "/" not in spec:
     spec = f"{spec}/{allocation or 'global'}" + ("/seq" if sequential else "")
@@ -132,6 +166,7 @@ def method_of(criterion: str | None, allocation: str | None, sequential: bool):
 
 
 # ---- programs -------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class TextOptions:
@@ -145,30 +180,53 @@ class TextOptions:
 
   @classmethod
   def from_flags(cls) -> "TextOptions":
-    return cls(FLAGS.text, FLAGS.seq_len, FLAGS.calibration_windows, FLAGS.calibration_length,
-               FLAGS.eval_windows)
+    return cls(
+      FLAGS.text,
+      FLAGS.seq_len,
+      FLAGS.calibration_windows,
+      FLAGS.calibration_length,
+      FLAGS.eval_windows,
+    )
 
 
 def _data(path: str, which: str, opts: TextOptions, seed: int = 0):
   """``(model, rows, bytes per token, calibration windows)`` of the LM at ``path``."""
   from last_nnx.lm.prune import calibration_windows
+
   model, c = load(path, which=which, text=opts.text, seq_len=opts.seq_len)
   rows, per_token = text_splits(c)
   if opts.eval_windows:
-    rows = {k: (v if k == "train" else v[:opts.eval_windows]) for k, v in rows.items()}
-  calib = calibration_windows(rows["train"], opts.calibration_windows,
-                              min(opts.calibration_length, rows["train"].shape[1]), seed=seed)
+    rows = {k: (v if k == "train" else v[: opts.eval_windows]) for k, v in rows.items()}
+  calib = calibration_windows(
+    rows["train"],
+    opts.calibration_windows,
+    min(opts.calibration_length, rows["train"].shape[1]),
+    seed=seed,
+  )
   return model, rows, per_token, calib
 
 
-def prune_program(path: str, *, ratio: float, criterion: str | None, allocation, sequential,
-                  out: str | None, which: str, seed: int, fmt: str, layout: str,
-                  eval_splits, max_drop: float = -1.0,
-                  opts: TextOptions = TextOptions()) -> dict:
+def prune_program(
+  path: str,
+  *,
+  ratio: float,
+  criterion: str | None,
+  allocation,
+  sequential,
+  out: str | None,
+  which: str,
+  seed: int,
+  fmt: str,
+  layout: str,
+  eval_splits,
+  max_drop: float = -1.0,
+  opts: TextOptions = TextOptions(),
+) -> dict:
   """Prunes (or, with ``max_drop >= 0``, searches) the LM at ``path``; writes and returns the
   summary (``prune_report.json`` beside the pruned checkpoint)."""
   from last_nnx.lm import hub
   from last_nnx.sweeps import lm as lm_sweep
+
   methods = [method_of(s, allocation, sequential) for s in (criterion or "calibrated").split(",")]
   model, rows, per_token, calib = _data(path, which, opts, seed)
   before = {s: _eval(model, rows[s], per_token[s]) for s in eval_splits}
@@ -182,19 +240,28 @@ def prune_program(path: str, *, ratio: float, criterion: str | None, allocation,
       r = found["ratio"]
     pruned, report = lm_sweep.prune_point(model, method, r, calib, seed=seed, mode="compact")
     after = {s: _eval(pruned, rows[s], per_token[s]) for s in eval_splits}
-    target = out or os.path.join(path if not is_checkpoint_dir(path) else
-                                 os.path.dirname(os.path.abspath(path)),
-                                 f"pruned-{method.name.replace('/', '-')}-{r:g}")
+    target = out or os.path.join(
+      path if not is_checkpoint_dir(path) else os.path.dirname(os.path.abspath(path)),
+      f"pruned-{method.name.replace('/', '-')}-{r:g}",
+    )
     if max_drop >= 0 and len(methods) > 1 and out:
       target = os.path.join(out, method.name.replace("/", "-"))
     hub.save_pretrained(pruned, target, format=fmt, layout=layout)
-    summary = {"source": path, "method": method.name, "ratio": r,
-               "ratio_achieved": report.ratio_achieved, "per_layer": report.per_layer(),
-               "states": [report.states_before, report.states_after],
-               "state_bytes_per_stream": [model.state_bytes(1), pruned.state_bytes(1)],
-               "splits": {s: {"before": before[s], "after": after[s]} for s in eval_splits},
-               "calibration": [int(calib.shape[0]), int(calib.shape[1])], "format": fmt,
-               "layout": layout, "out_dir": target, "wall_s": time.time() - t0}
+    summary = {
+      "source": path,
+      "method": method.name,
+      "ratio": r,
+      "ratio_achieved": report.ratio_achieved,
+      "per_layer": report.per_layer(),
+      "states": [report.states_before, report.states_after],
+      "state_bytes_per_stream": [model.state_bytes(1), pruned.state_bytes(1)],
+      "splits": {s: {"before": before[s], "after": after[s]} for s in eval_splits},
+      "calibration": [int(calib.shape[0]), int(calib.shape[1])],
+      "format": fmt,
+      "layout": layout,
+      "out_dir": target,
+      "wall_s": time.time() - t0,
+    }
     if found is not None:
       summary["max_drop"] = found
     with open(os.path.join(target, "prune_report.json"), "w") as f:
@@ -210,45 +277,78 @@ def prune_lines(summary: dict) -> list[str]:
     head = f"{r['method']}: {100 * r['ratio_achieved']:.1f}% of states pruned"
     if "max_drop" in r:
       m = r["max_drop"]
-      head += (f" (largest within {m['tolerance']:g}% of dense val perplexity "
-               f"{m['dense']:.3f}: {m['perplexity']:.3f})")
+      head += (
+        f" (largest within {m['tolerance']:g}% of dense val perplexity "
+        f"{m['dense']:.3f}: {m['perplexity']:.3f})"
+      )
     lines.append(head)
-    lines.append(f"  states per layer {r['per_layer']}; state bytes per stream "
-                 f"{r['state_bytes_per_stream'][0]} -> {r['state_bytes_per_stream'][1]}")
+    lines.append(
+      f"  states per layer {r['per_layer']}; state bytes per stream "
+      f"{r['state_bytes_per_stream'][0]} -> {r['state_bytes_per_stream'][1]}"
+    )
     for split, m in r["splits"].items():
       b, a = m["before"], m["after"]
-      extra = (f", bits per byte {b['bits_per_byte']:.4f} -> {a['bits_per_byte']:.4f}"
-               if "bits_per_byte" in b else "")
-      lines.append(f"  {split}: perplexity {b['perplexity']:.4f} -> {a['perplexity']:.4f}"
-                   + extra)
+      extra = (
+        f", bits per byte {b['bits_per_byte']:.4f} -> {a['bits_per_byte']:.4f}"
+        if "bits_per_byte" in b
+        else ""
+      )
+      lines.append(f"  {split}: perplexity {b['perplexity']:.4f} -> {a['perplexity']:.4f}" + extra)
     lines.append(f"  written to {r['out_dir']}")
   return lines
 
 
-def sweep_program(path: str, *, out: str | None, which: str, ratios, methods, seeds: int,
-                  opts: TextOptions = TextOptions()) -> str:
+def sweep_program(
+  path: str,
+  *,
+  out: str | None,
+  which: str,
+  ratios,
+  methods,
+  seeds: int,
+  opts: TextOptions = TextOptions(),
+) -> str:
   """Perplexity (and bits per byte) curves of the LM at ``path`` into ``out``; the report."""
   from last_nnx.sweeps import lm as lm_sweep
+
   model, rows, per_token, calib = _data(path, which, opts)
   val = rows["val"]
   out = out or os.path.join(path, "sweep-lm")
   os.makedirs(out, exist_ok=True)
   t0 = time.time()
-  points = lm_sweep.curves(model, calib, val, ratios=ratios, methods=methods or
-                           lm_sweep.DEFAULT_METHODS, seeds=seeds,
-                           bytes_per_token=per_token["val"],
-                           log=lambda r: logging.info("%s %.2f: ppl %.4f", r["method"],
-                                                      r["ratio"], r["perplexity"]))
+  points = lm_sweep.curves(
+    model,
+    calib,
+    val,
+    ratios=ratios,
+    methods=methods or lm_sweep.DEFAULT_METHODS,
+    seeds=seeds,
+    bytes_per_token=per_token["val"],
+    log=lambda r: logging.info("%s %.2f: ppl %.4f", r["method"], r["ratio"], r["perplexity"]),
+  )
   with open(os.path.join(out, "points.json"), "w") as f:
-    json.dump({"source": path, "calibration": list(calib.shape), "val_windows": list(val.shape),
-               "wall_s": time.time() - t0, "points": points}, f, indent=1)
+    json.dump(
+      {
+        "source": path,
+        "calibration": list(calib.shape),
+        "val_windows": list(val.shape),
+        "wall_s": time.time() - t0,
+        "points": points,
+      },
+      f,
+      indent=1,
+    )
   key = "bits_per_byte"
-  text = "\n\n".join([
+  text = "\n\n".join(
+    [
       f"One-shot state pruning of {path} (no fine-tuning), val split, "
       f"{len(val)} windows of {val.shape[1] - 1} predicted tokens; calibration "
       f"{calib.shape[0]} x {calib.shape[1]} train tokens.",
-      lm_sweep.table(points, key, "{:.4f}"), lm_sweep.table(points, "perplexity", "{:.3f}"),
-      "States kept per layer:\n\n" + lm_sweep.allocation_table(points)])
+      lm_sweep.table(points, key, "{:.4f}"),
+      lm_sweep.table(points, "perplexity", "{:.3f}"),
+      "States kept per layer:\n\n" + lm_sweep.allocation_table(points),
+    ]
+  )
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write(text + "\n")
   lm_sweep.plot(points, os.path.join(out, "bits_per_byte.png"), key=key)

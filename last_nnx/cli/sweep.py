@@ -18,9 +18,15 @@ from absl import app, flags, logging
 from flax import nnx
 
 from last_nnx.pruning.calibration import DEFAULT_BATCHES
-from last_nnx.sweeps.max_drop import (calibration, check_specs, default_criterion,
-                                      max_drop_points, own_buffers, parse_criterion,
-                                      resolve_criteria)
+from last_nnx.sweeps.max_drop import (
+  calibration,
+  check_specs,
+  default_criterion,
+  max_drop_points,
+  own_buffers,
+  parse_criterion,
+  resolve_criteria,
+)
 from last_nnx.sweeps.points import CRITERIA, DEFAULT_RATIOS, PointStore, iterative, one_shot
 from last_nnx.sweeps.report import average_compressibility, write_report
 
@@ -33,29 +39,53 @@ def _define_flags() -> None:
   flags.DEFINE_string("out", None, "Sweep directory (default: WORKDIR/sweep).")
   flags.DEFINE_enum("which", "latest", ["latest", "best"], "Which checkpoint to sweep.")
   flags.DEFINE_list("ratios", [str(r) for r in DEFAULT_RATIOS], "Pruning ratios in [0, 1).")
-  flags.DEFINE_list("criteria", [], "Criteria to compare: registered names, or name@T / "
-                    "name@L (LTI norms over T steps / the sequence length). Default: those "
-                    f"that apply to the model ({', '.join(CRITERIA)} on an LTI one; every "
-                    "applicable one on a selective one).")
+  flags.DEFINE_list(
+    "criteria",
+    [],
+    "Criteria to compare: registered names, or name@T / "
+    "name@L (LTI norms over T steps / the sequence length). Default: those "
+    f"that apply to the model ({', '.join(CRITERIA)} on an LTI one; every "
+    "applicable one on a selective one).",
+  )
   flags.DEFINE_integer("seeds", 3, "Seeds for the random criterion.")
-  flags.DEFINE_integer("recalibrate_batches", 0, "One-shot: re-estimate BatchNorm statistics "
-                       "of each pruned copy on this many training batches (0: off).")
-  flags.DEFINE_integer("calibration_batches", DEFAULT_BATCHES,
-                       "Training batches calibrated criteria read.")
-  flags.DEFINE_float("max_drop", -1.0, "Also search, per criterion, the largest ratio within "
-                     "this many accuracy points of dense on val (bisection); < 0: off.")
-  flags.DEFINE_list("max_drop_finetune", ["0"], "Fine-tuning epochs after pruning in the "
-                    "--max_drop search (one search per value, e.g. 0,1).")
+  flags.DEFINE_integer(
+    "recalibrate_batches",
+    0,
+    "One-shot: re-estimate BatchNorm statistics "
+    "of each pruned copy on this many training batches (0: off).",
+  )
+  flags.DEFINE_integer(
+    "calibration_batches", DEFAULT_BATCHES, "Training batches calibrated criteria read."
+  )
+  flags.DEFINE_float(
+    "max_drop",
+    -1.0,
+    "Also search, per criterion, the largest ratio within "
+    "this many accuracy points of dense on val (bisection); < 0: off.",
+  )
+  flags.DEFINE_list(
+    "max_drop_finetune",
+    ["0"],
+    "Fine-tuning epochs after pruning in the --max_drop search (one search per value, e.g. 0,1).",
+  )
   flags.DEFINE_bool("iterative", False, "Also run an iterative prune-and-fine-tune schedule.")
   flags.DEFINE_float("target", 0.8, "Iterative: final fraction of states pruned.")
   flags.DEFINE_integer("steps", 4, "Iterative: number of pruning steps.")
   flags.DEFINE_integer("finetune_epochs", 1, "Iterative: fine-tuning epochs after each step.")
-  flags.DEFINE_float("iterative_lr_scale", 0.0, "Iterative: fine-tune at this fraction of "
-                     "the run's learning rates, no warmup (0: the run's rates and warmup).")
-  flags.DEFINE_string("iterative_criterion", None, "Iterative: the criterion (default: last "
-                      "on an LTI model, calibrated on a selective one).")
-  flags.DEFINE_multi_string("report", None, "Only report: average compressibility over these "
-                            "sweep directories.")
+  flags.DEFINE_float(
+    "iterative_lr_scale",
+    0.0,
+    "Iterative: fine-tune at this fraction of "
+    "the run's learning rates, no warmup (0: the run's rates and warmup).",
+  )
+  flags.DEFINE_string(
+    "iterative_criterion",
+    None,
+    "Iterative: the criterion (default: last on an LTI model, calibrated on a selective one).",
+  )
+  flags.DEFINE_multi_string(
+    "report", None, "Only report: average compressibility over these sweep directories."
+  )
 
 
 def main(argv):
@@ -66,21 +96,29 @@ def main(argv):
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
   from last_nnx.cli import prune_lm
+
   if prune_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
     try:
-      print(prune_lm.sweep_program(FLAGS.workdir, out=FLAGS.out, which=FLAGS.which,
-                                   ratios=[float(r) for r in FLAGS.ratios],
-                                   methods=FLAGS.criteria, seeds=FLAGS.seeds,
-                                   opts=prune_lm.TextOptions.from_flags()))
+      print(
+        prune_lm.sweep_program(
+          FLAGS.workdir,
+          out=FLAGS.out,
+          which=FLAGS.which,
+          ratios=[float(r) for r in FLAGS.ratios],
+          methods=FLAGS.criteria,
+          seeds=FLAGS.seeds,
+          opts=prune_lm.TextOptions.from_flags(),
+        )
+      )
     except (ValueError, FileNotFoundError) as e:
       sys.exit(f"error: {e}")
     return
   from last_nnx import data
   from last_nnx.cli import errors
   from last_nnx.train.checkpoint import load_model
+
   try:  # one-line errors (exit 2): bad flags, a wrong workdir
-    ratios = errors.parse_numbers("ratios", FLAGS.ratios, low=0.0, high=1.0,
-                                         high_open=True)
+    ratios = errors.parse_numbers("ratios", FLAGS.ratios, low=0.0, high=1.0, high_open=True)
     for spec in list(FLAGS.criteria) + [FLAGS.iterative_criterion or "last"]:
       parse_criterion(spec, 1)  # a misspelt name fails before any loading
     model, config, _ = load_model(FLAGS.workdir, which=FLAGS.which)
@@ -90,38 +128,73 @@ def main(argv):
       check_specs(model, [iterative_criterion])
   except (ValueError, FileNotFoundError) as e:
     errors.fail(str(e))
-  task = data.build_task(config.data, batch_size=config.train.batch_size,
-                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  task = data.build_task(
+    config.data,
+    batch_size=config.train.batch_size,
+    eval_batch_size=config.train.eval_batch_size,
+    seed=config.seed,
+  )
   out = FLAGS.out or os.path.join(FLAGS.workdir, "sweep")
   store = PointStore(out)
-  other = {p.get("recalibrate_batches", 0) for p in store.points.values()
-           if p["kind"] == "one_shot" and p["criterion"] != "dense"} - {FLAGS.recalibrate_batches}
+  other = {
+    p.get("recalibrate_batches", 0)
+    for p in store.points.values()
+    if p["kind"] == "one_shot" and p["criterion"] != "dense"
+  } - {FLAGS.recalibrate_batches}
   if other:
-    sys.exit(f"error: {out} holds points measured with --recalibrate_batches={other.pop()}: "
-             "give another --out")
-  logging.info("sweep of %s into %s (%d points already measured)", FLAGS.workdir, out,
-               len(store.points))
+    sys.exit(
+      f"error: {out} holds points measured with --recalibrate_batches={other.pop()}: "
+      "give another --out"
+    )
+  logging.info(
+    "sweep of %s into %s (%d points already measured)", FLAGS.workdir, out, len(store.points)
+  )
   try:  # fine-tuning (--iterative, --max_drop_finetune) can diverge: one line, points kept
-    one_shot(model, task, config, store, ratios=ratios, criteria=criteria,
-             seeds=FLAGS.seeds, recalibrate_batches=FLAGS.recalibrate_batches,
-             calibration_batches=FLAGS.calibration_batches)
+    one_shot(
+      model,
+      task,
+      config,
+      store,
+      ratios=ratios,
+      criteria=criteria,
+      seeds=FLAGS.seeds,
+      recalibrate_batches=FLAGS.recalibrate_batches,
+      calibration_batches=FLAGS.calibration_batches,
+    )
     if FLAGS.max_drop >= 0:
-      max_drop_points(model, task, config, store, criteria=criteria,
-                      max_drop=FLAGS.max_drop,
-                      finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
-                      calibration_batches=FLAGS.calibration_batches)
+      max_drop_points(
+        model,
+        task,
+        config,
+        store,
+        criteria=criteria,
+        max_drop=FLAGS.max_drop,
+        finetune_epochs=[int(e) for e in FLAGS.max_drop_finetune],
+        calibration_batches=FLAGS.calibration_batches,
+      )
     if FLAGS.iterative:
       copy = nnx.clone(model)
       own_buffers(copy)  # fine-tuning donates buffers `clone` shares with `model`
-      iterative(copy, task, config, store, criterion=iterative_criterion,
-                target=FLAGS.target, steps=FLAGS.steps, finetune_epochs=FLAGS.finetune_epochs,
-                calibration_batches=FLAGS.calibration_batches,
-                lr_scale=FLAGS.iterative_lr_scale or None)
+      iterative(
+        copy,
+        task,
+        config,
+        store,
+        criterion=iterative_criterion,
+        target=FLAGS.target,
+        steps=FLAGS.steps,
+        finetune_epochs=FLAGS.finetune_epochs,
+        calibration_batches=FLAGS.calibration_batches,
+        lr_scale=FLAGS.iterative_lr_scale or None,
+      )
   except FloatingPointError as e:  # train.steps.Diverged
-    sys.exit(f"error: fine-tuning diverged: {errors.one_line(str(e))}; the points measured so "
-             f"far are kept in {out} (lower optim.ssm_lr or --finetune_epochs, then rerun)")
-  text = write_report(store, out, synthetic=task.synthetic, model=model,
-                      calibration=calibration(task))
+    sys.exit(
+      f"error: fine-tuning diverged: {errors.one_line(str(e))}; the points measured so "
+      f"far are kept in {out} (lower optim.ssm_lr or --finetune_epochs, then rerun)"
+    )
+  text = write_report(
+    store, out, synthetic=task.synthetic, model=model, calibration=calibration(task)
+  )
   print(text)
 
 
@@ -129,5 +202,6 @@ if __name__ == "__main__":
   sys.path.insert(0, os.getcwd())
   _define_flags()
   from last_nnx.cli import errors, prune_lm
+
   prune_lm.define_flags(prune=False)
   app.run(main, flags_parser=errors.flags_parser())  # one-line flag errors

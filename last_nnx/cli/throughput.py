@@ -39,8 +39,13 @@ def measure(task: data.Task, epochs: int) -> dict:
     n = sum(len(batch[2]) for batch in task.train_batches(epoch))
     times.append(time.perf_counter() - start)
   steady = statistics.median(times[1:]) if len(times) > 1 else times[0]
-  return {"examples_per_epoch": n, "first_epoch_s": times[0], "epoch_s": steady,
-          "examples_per_s": n / steady, "ms_per_batch": 1000 * steady / task.steps_per_epoch}
+  return {
+    "examples_per_epoch": n,
+    "first_epoch_s": times[0],
+    "epoch_s": steady,
+    "examples_per_s": n / steady,
+    "ms_per_batch": 1000 * steady / task.steps_per_epoch,
+  }
 
 
 def main(argv):
@@ -61,8 +66,14 @@ def main(argv):
   task = data.build_task(c, batch_size=FLAGS.batch_size)
   built = time.perf_counter() - start
   result = measure(task, FLAGS.epochs)
-  logging.info("%s L=%d batch %d: built in %.2f s; %s", FLAGS.task, task.seq_len,
-               FLAGS.batch_size, built, {k: round(v, 2) for k, v in result.items()})
+  logging.info(
+    "%s L=%d batch %d: built in %.2f s; %s",
+    FLAGS.task,
+    task.seq_len,
+    FLAGS.batch_size,
+    built,
+    {k: round(v, 2) for k, v in result.items()},
+  )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,18 @@ from ml_collections import config_flags  # noqa: E402
 from last_nnx.cli import configs, errors  # noqa: E402
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Task config file, e.g. "
-                                "experiments/configs/listops.py:s4d,smoke", lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and "
-                    "summary.json; rerunning with the same directory resumes.")
+config_flags.DEFINE_config_file(
+  "config",
+  None,
+  "Task config file, e.g. experiments/configs/listops.py:s4d,smoke",
+  lock_config=True,
+)
+flags.DEFINE_string(
+  "workdir",
+  None,
+  "Directory for checkpoints, TensorBoard logs and "
+  "summary.json; rerunning with the same directory resumes.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,6 +46,7 @@ class _QuietLibraries(pylogging.Filter):
       return True
     if record.exc_info and record.exc_info[1] is not None:
       from last_nnx.train import workdir
+
       if workdir.disk_error(record.exc_info[1]) is not None:
         return False
     return record.levelno >= pylogging.WARNING
@@ -51,6 +60,7 @@ def _main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from last_nnx.train import distributed, preemption, workdir
+
   quiet_library_logs()
   # A full disk fails every write of the log file too: one line at the end, not a
   # "--- Logging error ---" traceback per log line.
@@ -62,15 +72,23 @@ def _main(argv):
     preemption.install()  # SIGTERM/SIGINT/SIGUSR1: a checkpoint, then errors.EXIT_STOPPED
     from last_nnx.train import console
     from last_nnx.train.loop import train_and_evaluate  # after the lock: a quick refusal
+
     log_file = console.route_logs(FLAGS.workdir, FLAGS.config.train.get("console", "story"))
-    logging.info("full log (per-step scalars, histograms, hyperparameters): %s; "
-                 "TensorBoard: tensorboard --logdir %s", log_file, FLAGS.workdir)
+    logging.info(
+      "full log (per-step scalars, histograms, hyperparameters): %s; "
+      "TensorBoard: tensorboard --logdir %s",
+      log_file,
+      FLAGS.workdir,
+    )
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except Exception as e:  # those a user can act on end in one line; a bug keeps its traceback
     if distributed.lost_peer(e):
-      _exit_now(f"{str(e).splitlines()[0]} -- another process of this run has stopped: rerun "
-                "all of them with the same commands; they resume from the last committed "
-                "checkpoint", lock=lock)
+      _exit_now(
+        f"{str(e).splitlines()[0]} -- another process of this run has stopped: rerun "
+        "all of them with the same commands; they resume from the last committed "
+        "checkpoint",
+        lock=lock,
+      )
     ending = errors.run_ending(e, FLAGS.workdir, FLAGS.config)
     if ending is None:
       raise

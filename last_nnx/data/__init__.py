@@ -38,9 +38,15 @@ from last_nnx.data.table import (
 default_data_config = default_config  # the name configs and tests know
 
 
-def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
-               eval_batch_size: int | None = None, seed: int = 0, process_index: int = 0,
-               process_count: int = 1) -> Task:
+def build_task(
+  c: ml_collections.ConfigDict,
+  *,
+  batch_size: int,
+  eval_batch_size: int | None = None,
+  seed: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Task:
   """Loads (or generates) the data of ``c.task`` and wraps it in a batching `Task`.
 
   Args:
@@ -54,28 +60,68 @@ def build_task(c: ml_collections.ConfigDict, *, batch_size: int,
   c, source, splits, meta, encoding = table.load(c)
   synthetic_data = source.synthetic
   n_classes = meta["n_classes"]
-  fields = dict(name=c.task, n_classes=n_classes, vocab_size=encoding.vocab_size,
-                in_dim=encoding.in_dim, seq_len=c.seq_len,
-                retrieval=c.task in SPECS and SPECS[c.task].retrieval,
-                synthetic=synthetic_data, splits=splits, encoding=encoding,
-                batch_size=batch_size, eval_batch_size=eval_batch_size or batch_size, seed=seed,
-                process_index=process_index, process_count=process_count)
+  fields = dict(
+    name=c.task,
+    n_classes=n_classes,
+    vocab_size=encoding.vocab_size,
+    in_dim=encoding.in_dim,
+    seq_len=c.seq_len,
+    retrieval=c.task in SPECS and SPECS[c.task].retrieval,
+    synthetic=synthetic_data,
+    splits=splits,
+    encoding=encoding,
+    batch_size=batch_size,
+    eval_batch_size=eval_batch_size or batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
   # A source whose batches are not (inputs, lengths, labels) rows makes its own Task
   # (text: next-token targets).
   make_task = getattr(source, "make_task", None)
   task = make_task(meta, **fields) if make_task else Task(**fields)
   if task.steps_per_epoch < 1:
-    raise ValueError(f"{len(splits['train'])} training examples over {process_count} "
-                     f"process(es) cannot fill one batch of {batch_size}: lower "
-                     "train.batch_size" + (" or raise data.synthetic.n_train"
-                                           if synthetic_data else ""))
-  logging.info("data %s: %s examples, L=%d, %d classes, %d steps per epoch", c.task,
-               task.num_examples, task.seq_len, n_classes, task.steps_per_epoch)
+    raise ValueError(
+      f"{len(splits['train'])} training examples over {process_count} "
+      f"process(es) cannot fill one batch of {batch_size}: lower "
+      "train.batch_size" + (" or raise data.synthetic.n_train" if synthetic_data else "")
+    )
+  logging.info(
+    "data %s: %s examples, L=%d, %d classes, %d steps per epoch",
+    c.task,
+    task.num_examples,
+    task.seq_len,
+    n_classes,
+    task.steps_per_epoch,
+  )
   return task
 
 
-__all__ = ["ArrayError", "BYTE_VOCAB", "Batch", "Continuous", "DataError", "Features",
-           "Resolved", "SPECS", "SPLITS", "Source", "Split", "TASKS", "TFDS_TASKS", "Task",
-           "Tokens", "build_task", "choose", "default_config", "default_data_config",
-           "effective_seq_len", "from_arrays", "is_synthetic", "register", "resolve",
-           "save_arrays", "tasks"]
+__all__ = [
+  "ArrayError",
+  "BYTE_VOCAB",
+  "Batch",
+  "Continuous",
+  "DataError",
+  "Features",
+  "Resolved",
+  "SPECS",
+  "SPLITS",
+  "Source",
+  "Split",
+  "TASKS",
+  "TFDS_TASKS",
+  "Task",
+  "Tokens",
+  "build_task",
+  "choose",
+  "default_config",
+  "default_data_config",
+  "effective_seq_len",
+  "from_arrays",
+  "is_synthetic",
+  "register",
+  "resolve",
+  "save_arrays",
+  "tasks",
+]

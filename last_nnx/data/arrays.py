@@ -67,20 +67,27 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as f:
       return {k: f[k] for k in f.files}
   except FileNotFoundError as e:
-    raise ArrayError(f"{path}: no such file (data.path takes a .npz with named splits or a "
-                     "folder holding train.npz, val.npz, test.npz)") from e
+    raise ArrayError(
+      f"{path}: no such file (data.path takes a .npz with named splits or a "
+      "folder holding train.npz, val.npz, test.npz)"
+    ) from e
   except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise ArrayError(f"{path}: not a readable .npz archive ({e}); write it with "
-                     "numpy.savez or last_nnx.data.save_arrays") from e
+    raise ArrayError(
+      f"{path}: not a readable .npz archive ({e}); write it with "
+      "numpy.savez or last_nnx.data.save_arrays"
+    ) from e
 
 
-def _split_fields(found: dict[str, np.ndarray], split: str, where: str,
-                  prefix: str = "") -> dict[str, np.ndarray]:
+def _split_fields(
+  found: dict[str, np.ndarray], split: str, where: str, prefix: str = ""
+) -> dict[str, np.ndarray]:
   """``inputs``, ``labels`` (and ``lengths``) of one split out of an archive's arrays."""
   missing = [f"{prefix}{k}" for k in FIELDS[:2] if f"{prefix}{k}" not in found]
   if missing:
-    raise ArrayError(f"{where}: the {split} split needs arrays {', '.join(missing)}; the file "
-                     f"holds {', '.join(sorted(found)) or 'nothing'}")
+    raise ArrayError(
+      f"{where}: the {split} split needs arrays {', '.join(missing)}; the file "
+      f"holds {', '.join(sorted(found)) or 'nothing'}"
+    )
   return {k: found[f"{prefix}{k}"] for k in FIELDS if f"{prefix}{k}" in found}
 
 
@@ -94,12 +101,17 @@ def read_files(path: str) -> dict[str, dict[str, np.ndarray]]:
       if os.path.isfile(file):
         splits[split] = _split_fields(_load_npz(file), split, file)
       elif split != "val":
-        raise ArrayError(f"{path}: no {split}.npz (the folder needs train.npz and test.npz, "
-                         "val.npz optional, each with 'inputs' and 'labels')")
+        raise ArrayError(
+          f"{path}: no {split}.npz (the folder needs train.npz and test.npz, "
+          "val.npz optional, each with 'inputs' and 'labels')"
+        )
     return splits
   found = _load_npz(path)
-  splits = {s: _split_fields(found, s, path, f"{s}_") for s in SPLITS
-            if s != "val" or any(k.startswith("val_") for k in found)}
+  splits = {
+    s: _split_fields(found, s, path, f"{s}_")
+    for s in SPLITS
+    if s != "val" or any(k.startswith("val_") for k in found)
+  }
   return splits
 
 
@@ -126,12 +138,11 @@ def _as_fields(splits: dict) -> dict[str, dict[str, np.ndarray]]:
     elif isinstance(value, (tuple, list)) and len(value) in (2, 3):
       fields = dict(zip(FIELDS, value))
     else:
-      raise ArrayError(f"{split}: give (inputs, labels) or (inputs, labels, lengths), or a "
-                       "dict with those keys")
+      raise ArrayError(
+        f"{split}: give (inputs, labels) or (inputs, labels, lengths), or a dict with those keys"
+      )
     out[split] = {k: np.asarray(v) for k, v in fields.items() if v is not None}
   return out
-
-
 
 
 # ----------------------------------------------------------------------------
@@ -141,8 +152,11 @@ def _as_fields(splits: dict) -> dict[str, dict[str, np.ndarray]]:
 def _stored(f: dict[str, np.ndarray], info: dict) -> Split:
   x = f["inputs"]
   if info["kind"] == "tokens":
-    dtype = np.uint8 if info["vocab_size"] <= 256 else (
-        np.uint16 if info["vocab_size"] <= 65536 else np.int32)
+    dtype = (
+      np.uint8
+      if info["vocab_size"] <= 256
+      else (np.uint16 if info["vocab_size"] <= 65536 else np.int32)
+    )
     x = x.astype(dtype, copy=False)
   else:
     x = x.astype(np.float32, copy=False).reshape(len(x), info["seq_len"], info["in_dim"])
@@ -162,14 +176,18 @@ def _feature_stats(train: Split) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def arrays_of(c: ml_collections.ConfigDict) -> dict[str, dict[str, np.ndarray]]:
   """The raw splits ``c`` names: from ``data.path`` or from `from_arrays`."""
   if (c.path is None) == (c.memory is None):
-    raise ArrayError("the arrays task needs exactly one of data.path (a .npz or a folder of "
-                     "them) and data.memory (set by last_nnx.data.from_arrays)")
+    raise ArrayError(
+      "the arrays task needs exactly one of data.path (a .npz or a folder of "
+      "them) and data.memory (set by last_nnx.data.from_arrays)"
+    )
   if c.path is not None:
     return read_files(c.path)
   if c.memory not in _MEMORY:
-    raise ArrayError(f"data.memory={c.memory}: no such arrays in this process (from_arrays "
-                     "keeps them in memory only); save them with data.save_arrays and set "
-                     "data.path instead")
+    raise ArrayError(
+      f"data.memory={c.memory}: no such arrays in this process (from_arrays "
+      "keeps them in memory only); save them with data.save_arrays and set "
+      "data.path instead"
+    )
   return _MEMORY[c.memory]
 
 
@@ -180,16 +198,23 @@ def read(c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
   splits = {s: _stored(f, info) for s, f in raw.items()}
   if "val" not in splits:
     if not 0 < c.val_fraction < 1:
-      raise ArrayError(f"no val split and data.val_fraction={c.val_fraction}: give val "
-                       "arrays or a fraction in (0, 1) of train to hold out")
+      raise ArrayError(
+        f"no val split and data.val_fraction={c.val_fraction}: give val "
+        "arrays or a fraction in (0, 1) of train to hold out"
+      )
     splits["train"], splits["val"] = hold_out(splits["train"], c.val_fraction, c.split_seed)
     if not len(splits["val"]) or not len(splits["train"]):
-      raise ArrayError(f"data.val_fraction={c.val_fraction} of {len(raw['train']['labels'])} "
-                       "training examples leaves an empty split: give val arrays")
+      raise ArrayError(
+        f"data.val_fraction={c.val_fraction} of {len(raw['train']['labels'])} "
+        "training examples leaves an empty split: give val arrays"
+      )
   meta = dict(info, source=c.path or "memory")
   if info["kind"] == "features":
-    stats = _feature_stats(splits["train"]) if c.standardize else (
-        (0.0,) * info["in_dim"], (1.0,) * info["in_dim"])
+    stats = (
+      _feature_stats(splits["train"])
+      if c.standardize
+      else ((0.0,) * info["in_dim"], (1.0,) * info["in_dim"])
+    )
     meta["mean"], meta["std"] = stats
   return splits, meta
 
@@ -214,8 +239,9 @@ class Arrays(Source):
   def resolve(self, c: ml_collections.ConfigDict) -> Resolved:
     """L of the arrays ``c`` names (reads and checks them)."""
     raw = arrays_of(c)
-    return Resolved(check(raw, n_classes=c.n_classes, vocab_size=c.vocab_size,
-                          seq_len=c.seq_len)["seq_len"])
+    return Resolved(
+      check(raw, n_classes=c.n_classes, vocab_size=c.vocab_size, seq_len=c.seq_len)["seq_len"]
+    )
 
   def load(self, c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
     return read(c)
@@ -235,8 +261,9 @@ def _digest(splits: dict[str, dict[str, np.ndarray]]) -> str:
   return h.hexdigest()[:20]
 
 
-def from_arrays(train, test, val=None, *, n_classes: int | None = None,
-                vocab_size: int | None = None, **overrides) -> ml_collections.ConfigDict:
+def from_arrays(
+  train, test, val=None, *, n_classes: int | None = None, vocab_size: int | None = None, **overrides
+) -> ml_collections.ConfigDict:
   """The ``data`` section of a task made of numpy arrays, checked now, kept in memory.
 
   Args:
@@ -251,8 +278,10 @@ def from_arrays(train, test, val=None, *, n_classes: int | None = None,
   c = default_config()
   for k, v in overrides.items():
     if k not in ("standardize", "val_fraction", "split_seed"):
-      raise ArrayError(f"from_arrays: unknown option {k!r}; it takes train, val, test, "
-                       "n_classes, vocab_size, standardize, val_fraction, split_seed")
+      raise ArrayError(
+        f"from_arrays: unknown option {k!r}; it takes train, val, test, "
+        "n_classes, vocab_size, standardize, val_fraction, split_seed"
+      )
     c[k] = v
   splits = _as_fields(dict(train=train, val=val, test=test))
   check(splits, n_classes=n_classes, vocab_size=vocab_size)

@@ -35,8 +35,10 @@ def load(path: str) -> tuple[dict[str, Split], dict] | None:
   try:
     with open(os.path.join(path, "meta.json")) as f:
       meta = json.load(f)
-    splits = {s: Split(*(np.load(os.path.join(path, f"{s}.{a}.npy"), mmap_mode="r")
-                         for a in _FIELDS)) for s in SPLITS}
+    splits = {
+      s: Split(*(np.load(os.path.join(path, f"{s}.{a}.npy"), mmap_mode="r") for a in _FIELDS))
+      for s in SPLITS
+    }
   except (OSError, ValueError) as e:
     logging.warning("ignoring the damaged cache entry %s (%s)", path, e)
     return None
@@ -65,8 +67,10 @@ def save(path: str, splits: dict[str, Split], meta: dict) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached(path: str | None, build: Callable[[], tuple[dict[str, Split], dict]],
-           ) -> tuple[dict[str, Split], dict]:
+def cached(
+  path: str | None,
+  build: Callable[[], tuple[dict[str, Split], dict]],
+) -> tuple[dict[str, Split], dict]:
   """``build()``'s ``(splits, meta)``, from the entry at ``path`` when it exists.
 
   ``path=None`` disables the cache. After a first build the splits are

@@ -65,30 +65,66 @@ _PIXELS_CIFAR = Continuous(mean=122.6, std=61.0)  # S4/S5's grayscale CIFAR stat
 _PIXELS_PATHFINDER = Continuous(mean=127.5, std=127.5)  # S4/S5: Normalize(0.5, 0.5)
 
 SPECS = {
-    "listops": TaskSpec(
-        "ListOps", 2048, 10, Tokens(listops_lib.VOCAB_SIZE),
-        dict(n_train=5000, n_val=500, n_test=500, max_depth=10, max_args=10, min_length=500,
-             max_length=2000)),
-    "text": TaskSpec(
-        "IMDB text", 4096, 2, Tokens(BYTE_VOCAB, offset=1),
-        dict(n_train=5000, n_val=500, n_test=500, density=0.05)),
-    "retrieval": TaskSpec(
-        "AAN retrieval", 4000, 2, Tokens(BYTE_VOCAB, offset=1),
-        dict(n_train=5000, n_val=500, n_test=500, motifs=32, motif_length=8), retrieval=True),
-    "image": TaskSpec(
-        "CIFAR-10 image", 1024, 10, _PIXELS_CIFAR,
-        dict(n_train=10000, n_val=1000, n_test=1000, n_classes=10, noise=0.15)),
-    "pathfinder": TaskSpec(
-        "Pathfinder", 1024, 2, _PIXELS_PATHFINDER,
-        dict(n_train=10000, n_val=1000, n_test=1000, distractors=4, segments=8,
-             curvature=0.35), resolution=32),
-    "pathx": TaskSpec(
-        "Path-X", 16384, 2, _PIXELS_PATHFINDER,
-        dict(n_train=4000, n_val=500, n_test=500, distractors=4, segments=8, curvature=0.35),
-        resolution=128),
-    "speech": TaskSpec(
-        "Speech Commands", 16000, 35, None,
-        dict(n_train=3500, n_val=350, n_test=350, n_classes=10, noise=0.05)),
+  "listops": TaskSpec(
+    "ListOps",
+    2048,
+    10,
+    Tokens(listops_lib.VOCAB_SIZE),
+    dict(
+      n_train=5000,
+      n_val=500,
+      n_test=500,
+      max_depth=10,
+      max_args=10,
+      min_length=500,
+      max_length=2000,
+    ),
+  ),
+  "text": TaskSpec(
+    "IMDB text",
+    4096,
+    2,
+    Tokens(BYTE_VOCAB, offset=1),
+    dict(n_train=5000, n_val=500, n_test=500, density=0.05),
+  ),
+  "retrieval": TaskSpec(
+    "AAN retrieval",
+    4000,
+    2,
+    Tokens(BYTE_VOCAB, offset=1),
+    dict(n_train=5000, n_val=500, n_test=500, motifs=32, motif_length=8),
+    retrieval=True,
+  ),
+  "image": TaskSpec(
+    "CIFAR-10 image",
+    1024,
+    10,
+    _PIXELS_CIFAR,
+    dict(n_train=10000, n_val=1000, n_test=1000, n_classes=10, noise=0.15),
+  ),
+  "pathfinder": TaskSpec(
+    "Pathfinder",
+    1024,
+    2,
+    _PIXELS_PATHFINDER,
+    dict(n_train=10000, n_val=1000, n_test=1000, distractors=4, segments=8, curvature=0.35),
+    resolution=32,
+  ),
+  "pathx": TaskSpec(
+    "Path-X",
+    16384,
+    2,
+    _PIXELS_PATHFINDER,
+    dict(n_train=4000, n_val=500, n_test=500, distractors=4, segments=8, curvature=0.35),
+    resolution=128,
+  ),
+  "speech": TaskSpec(
+    "Speech Commands",
+    16000,
+    35,
+    None,
+    dict(n_train=3500, n_val=350, n_test=350, n_classes=10, noise=0.05),
+  ),
 }
 
 

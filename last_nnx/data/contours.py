@@ -13,8 +13,9 @@ def reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
   return lo + width - np.abs(y - width)
 
 
-def contours(rng, n: int, count: int, segments: int, res: int, step: float,
-              curvature: float, margin: float) -> np.ndarray:
+def contours(
+  rng, n: int, count: int, segments: int, res: int, step: float, curvature: float, margin: float
+) -> np.ndarray:
   """Smooth random walks: ``(n, count, segments + 1, 2)`` float (row, col) vertices."""
   start = rng.uniform(margin, res - 1 - margin, size=(n, count, 1, 2))
   heading = rng.uniform(0, 2 * np.pi, size=(n, count, 1))
@@ -47,8 +48,8 @@ def stroke_pixels(vertices: np.ndarray, res: int, dash: float, thickness: int) -
 def disc_pixels(centers: np.ndarray, res: int, radius: float) -> np.ndarray:
   """Flat pixel indices ``(n, P)`` of filled discs around ``(n, m, 2)`` centers."""
   r = int(np.ceil(radius))
-  dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-  inside = dy ** 2 + dx ** 2 <= radius ** 2 + 0.25
+  dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+  inside = dy**2 + dx**2 <= radius**2 + 0.25
   dy, dx = dy[inside], dx[inside]
   c = np.floor(centers + 0.5).astype(np.int64)
   rows = np.clip(c[..., 0:1] + dy, 0, res - 1)

@@ -44,8 +44,10 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
   try:
     from sklearn import datasets  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ImportError("the digits task reads scikit-learn's embedded digits: "
-                      "pip install 'scikit-learn>=1.5' (or `pip install -e .`)") from e
+    raise ImportError(
+      "the digits task reads scikit-learn's embedded digits: "
+      "pip install 'scikit-learn>=1.5' (or `pip install -e .`)"
+    ) from e
   bunch = datasets.load_digits()
   return bunch.data.astype(np.uint8), bunch.target.astype(np.int32)
 
@@ -53,8 +55,9 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
 def seq_len(c: ml_collections.ConfigDict) -> int:
   """64; any other ``data.seq_len`` is an error."""
   if c.seq_len != SEQ_LEN:
-    raise ValueError(f"data.seq_len={c.seq_len}: the digits are 8x8 images read pixel by "
-                     f"pixel, L is {SEQ_LEN}")
+    raise ValueError(
+      f"data.seq_len={c.seq_len}: the digits are 8x8 images read pixel by pixel, L is {SEQ_LEN}"
+    )
   return SEQ_LEN
 
 
@@ -64,14 +67,20 @@ def read(c: ml_collections.ConfigDict) -> tuple[dict[str, Split], dict]:
   x, y = load_images()
   n_eval = c.n_val + c.n_test
   if min(c.n_val, c.n_test) < 1 or n_eval >= len(y):
-    raise ValueError(f"data.n_val={c.n_val}, data.n_test={c.n_test}: each must be at least 1 "
-                     f"and together fewer than the {len(y)} images")
+    raise ValueError(
+      f"data.n_val={c.n_val}, data.n_test={c.n_test}: each must be at least 1 "
+      f"and together fewer than the {len(y)} images"
+    )
   order = np.random.default_rng(c.split_seed).permutation(len(y))
   n_train = len(y) - n_eval
-  parts = {"train": order[:n_train], "val": order[n_train:n_train + c.n_val],
-           "test": order[n_train + c.n_val:]}
-  splits = {name: Split(x[i], np.full(len(i), SEQ_LEN, np.int32), y[i])
-            for name, i in parts.items()}
+  parts = {
+    "train": order[:n_train],
+    "val": order[n_train : n_train + c.n_val],
+    "test": order[n_train + c.n_val :],
+  }
+  splits = {
+    name: Split(x[i], np.full(len(i), SEQ_LEN, np.int32), y[i]) for name, i in parts.items()
+  }
   return splits, {"n_classes": N_CLASSES}
 
 

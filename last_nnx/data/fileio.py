@@ -24,8 +24,7 @@ def parallel_map(fn: Callable, items: list) -> list:
 def fill(items: list, out: np.ndarray, read: Callable) -> np.ndarray:
   """Runs ``read(item, out[i])`` for every item on a few threads, writing rows in place
   (no second copy of a multi-GB split); returns ``read``'s int results ``(N,)``."""
-  return np.asarray(parallel_map(lambda i: read(items[i], out[i]), range(len(items))),
-                    np.int64)
+  return np.asarray(parallel_map(lambda i: read(items[i], out[i]), range(len(items))), np.int64)
 
 
 def read_bytes(path: str, task: str) -> bytes:
@@ -37,8 +36,12 @@ def read_bytes(path: str, task: str) -> bytes:
     raise error(task, path, f"cannot read ({e.strerror})") from e
 
 
-def tsv_rows(path: str, task: str, n_fields: int, header: tuple | None = None,
-              ) -> Iterator[tuple[int, list[bytes]]]:
+def tsv_rows(
+  path: str,
+  task: str,
+  n_fields: int,
+  header: tuple | None = None,
+) -> Iterator[tuple[int, list[bytes]]]:
   """``(line_no, fields)`` of a tab-separated file streamed as bytes, no quoting (LRA's
   ``use_quote_delim=False``); checks the header and the field count of every row."""
   require(path, task)
@@ -51,20 +54,23 @@ def tsv_rows(path: str, task: str, n_fields: int, header: tuple | None = None,
       line = line.rstrip(b"\r\n")
       if line_no == 1 and header is not None:
         got = tuple(x.strip().decode(errors="replace") for x in line.split(b"\t"))
-        if got[:len(header)] != header:
-          raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got "
-                      f"{line[:80]!r}")
+        if got[: len(header)] != header:
+          raise error(
+            task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, got {line[:80]!r}"
+          )
         continue
       if not line.strip():
         continue
       fields = line.split(b"\t")
       if len(fields) < n_fields:
-        raise error(task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, "
-                    f"got {len(fields)}")
+        raise error(
+          task, f"{path}:{line_no}", f"expected {n_fields} tab-separated fields, got {len(fields)}"
+        )
       yield line_no, fields
     if header is not None and f.tell() == 0:
-      raise error(task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, the "
-                  "file is empty")
+      raise error(
+        task, f"{path}:1", f"expected the header {'<TAB>'.join(header)!r}, the file is empty"
+      )
 
 
 def label(text: bytes, where: str, task: str, n_classes: int) -> int:

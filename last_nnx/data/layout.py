@@ -14,8 +14,10 @@ import os
 
 from absl import logging
 
-LRA_HINT = ("download lra_release.gz from github.com/google-research/long-range-arena, "
-            "extract it (tar xzf) and set --config.data.dir to the extracted folder")
+LRA_HINT = (
+  "download lra_release.gz from github.com/google-research/long-range-arena, "
+  "extract it (tar xzf) and set --config.data.dir to the extracted folder"
+)
 MAX_DEPTH = 6  # levels searched below data.dir
 _SKIP = {"imgs", "metadata", "__pycache__", "_background_noise_"}  # never searched inside
 _MAX_ENTRIES = 5000  # entries of one folder scanned while searching
@@ -44,43 +46,65 @@ class Release:
   expected: dict
 
 
-_PATHFINDER_LAYOUT = ("lra_release/pathfinder{res}/{variant}/metadata/*.npy (lines "
-                      "'<dir> <file> <n> <label> ...') and .../imgs/<k>/sample_<i>.png")
+_PATHFINDER_LAYOUT = (
+  "lra_release/pathfinder{res}/{variant}/metadata/*.npy (lines "
+  "'<dir> <file> <n> <label> ...') and .../imgs/<k>/sample_<i>.png"
+)
 RELEASES = {
-    "listops": Release(
-        "LRA ListOps", "basic_train.tsv",
-        "lra_release/listops-1000/basic_{train,val,test}.tsv (header 'Source<TAB>Target')",
-        LRA_HINT, {"train": 96000, "val": 2000, "test": 2000}),
-    "text": Release(
-        "IMDB reviews (LRA Text)", "aclImdb",
-        "aclImdb/{train,test}/{pos,neg}/*.txt (the aclImdb_v1.tar.gz archive)",
-        "download aclImdb_v1.tar.gz from ai.stanford.edu/~amaas/data/sentiment, extract it "
-        "and set --config.data.dir to the folder holding aclImdb",
-        {"train": 25000, "test": 25000}),
-    "retrieval": Release(
-        "LRA AAN retrieval", "new_aan_pairs.train.tsv",
-        "lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv (no header; columns "
-        "label, id1, id2, text1, text2)",
-        LRA_HINT, {"train": 147086, "val": 18090, "test": 17437}),
-    "image": Release(
-        "CIFAR-10 (LRA Image)", "cifar-10-batches-py",
-        "cifar-10-batches-py/{data_batch_1..5,test_batch} (the CIFAR-10 python archive)",
-        "download cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz/cifar.html, extract "
-        "it and set --config.data.dir to the folder holding cifar-10-batches-py",
-        {"train": 45000, "val": 5000, "test": 10000}),
-    "pathfinder": Release(
-        "LRA Pathfinder", "pathfinder{res}/{variant}", _PATHFINDER_LAYOUT, LRA_HINT,
-        {"train": 160000, "val": 20000, "test": 20000}),
-    "pathx": Release(
-        "LRA Path-X", "pathfinder{res}/{variant}", _PATHFINDER_LAYOUT, LRA_HINT,
-        {"train": 160000, "val": 20000, "test": 20000}),
-    "speech": Release(
-        "Speech Commands v0.02", "testing_list.txt",
-        "speech_commands_v0.02/<word>/*.wav (35 words, 16 kHz 16-bit mono) with "
-        "validation_list.txt and testing_list.txt",
-        "download speech_commands_v0.02.tar.gz (download.tensorflow.org/data), extract it "
-        "into a folder and set --config.data.dir to it",
-        {"train": 84843, "val": 9981, "test": 11005}),
+  "listops": Release(
+    "LRA ListOps",
+    "basic_train.tsv",
+    "lra_release/listops-1000/basic_{train,val,test}.tsv (header 'Source<TAB>Target')",
+    LRA_HINT,
+    {"train": 96000, "val": 2000, "test": 2000},
+  ),
+  "text": Release(
+    "IMDB reviews (LRA Text)",
+    "aclImdb",
+    "aclImdb/{train,test}/{pos,neg}/*.txt (the aclImdb_v1.tar.gz archive)",
+    "download aclImdb_v1.tar.gz from ai.stanford.edu/~amaas/data/sentiment, extract it "
+    "and set --config.data.dir to the folder holding aclImdb",
+    {"train": 25000, "test": 25000},
+  ),
+  "retrieval": Release(
+    "LRA AAN retrieval",
+    "new_aan_pairs.train.tsv",
+    "lra_release/tsv_data/new_aan_pairs.{train,eval,test}.tsv (no header; columns "
+    "label, id1, id2, text1, text2)",
+    LRA_HINT,
+    {"train": 147086, "val": 18090, "test": 17437},
+  ),
+  "image": Release(
+    "CIFAR-10 (LRA Image)",
+    "cifar-10-batches-py",
+    "cifar-10-batches-py/{data_batch_1..5,test_batch} (the CIFAR-10 python archive)",
+    "download cifar-10-python.tar.gz from www.cs.toronto.edu/~kriz/cifar.html, extract "
+    "it and set --config.data.dir to the folder holding cifar-10-batches-py",
+    {"train": 45000, "val": 5000, "test": 10000},
+  ),
+  "pathfinder": Release(
+    "LRA Pathfinder",
+    "pathfinder{res}/{variant}",
+    _PATHFINDER_LAYOUT,
+    LRA_HINT,
+    {"train": 160000, "val": 20000, "test": 20000},
+  ),
+  "pathx": Release(
+    "LRA Path-X",
+    "pathfinder{res}/{variant}",
+    _PATHFINDER_LAYOUT,
+    LRA_HINT,
+    {"train": 160000, "val": 20000, "test": 20000},
+  ),
+  "speech": Release(
+    "Speech Commands v0.02",
+    "testing_list.txt",
+    "speech_commands_v0.02/<word>/*.wav (35 words, 16 kHz 16-bit mono) with "
+    "validation_list.txt and testing_list.txt",
+    "download speech_commands_v0.02.tar.gz (download.tensorflow.org/data), extract it "
+    "into a folder and set --config.data.dir to it",
+    {"train": 84843, "val": 9981, "test": 11005},
+  ),
 }
 
 
@@ -95,8 +119,7 @@ def release(task: str, **fmt) -> Release:
 def error(task: str, path: str, problem: str, **fmt) -> DataError:
   """A `DataError` naming ``path``, the problem, the expected layout and what to do."""
   r = release(task, **fmt)
-  return DataError(f"{path}: {problem}. {r.name} expects {r.layout} under data.dir; "
-                   f"{r.hint}.")
+  return DataError(f"{path}: {problem}. {r.name} expects {r.layout} under data.dir; {r.hint}.")
 
 
 def _tail_match(root: str, probe: str) -> str | None:
@@ -167,8 +190,13 @@ def find(root: str, task: str, **fmt) -> str:
   if not hits:
     raise error(task, root, f"no {r.probe} found (searched {MAX_DEPTH} levels down)", **fmt)
   if len(hits) > 1:
-    logging.warning("several copies of %s under %s; using %s (others: %s)", r.probe, root,
-                    hits[0], ", ".join(hits[1:]))
+    logging.warning(
+      "several copies of %s under %s; using %s (others: %s)",
+      r.probe,
+      root,
+      hits[0],
+      ", ".join(hits[1:]),
+    )
   return hits[0]
 
 

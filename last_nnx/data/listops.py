@@ -78,9 +78,11 @@ def evaluate(tokens: list[str]) -> int:
 
 def uniform_stream(rng: np.random.Generator, block: int = 1 << 16) -> Callable[[], float]:
   """A cheap ``() -> float`` in [0, 1) drawing from ``rng`` in blocks (Python-call speed)."""
+
   def blocks() -> Iterator[float]:
     while True:
       yield from rng.random(block).tolist()
+
   return blocks().__next__
 
 
@@ -88,8 +90,15 @@ class TooLong(Exception):
   """Raised while sampling once an expression passes the length limit."""
 
 
-def sample(u: Callable[[], float], *, max_depth: int, max_args: int, limit: int,
-           out: list[int], depth: int = 1) -> int:
+def sample(
+  u: Callable[[], float],
+  *,
+  max_depth: int,
+  max_args: int,
+  limit: int,
+  out: list[int],
+  depth: int = 1,
+) -> int:
   """Appends one random expression's token ids to ``out``; returns its value.
 
   Follows LRA's generator: the root sits at depth 1; below ``max_depth`` a node
@@ -101,8 +110,10 @@ def sample(u: Callable[[], float], *, max_depth: int, max_args: int, limit: int,
     k = int(u() * len(OPERATORS))
     out.append(OPERATOR_IDS[k])
     n_args = 2 + int(u() * (max_args - 1))
-    values = [sample(u, max_depth=max_depth, max_args=max_args, limit=limit, out=out,
-                     depth=depth + 1) for _ in range(n_args)]
+    values = [
+      sample(u, max_depth=max_depth, max_args=max_args, limit=limit, out=out, depth=depth + 1)
+      for _ in range(n_args)
+    ]
     out.append(CLOSE_ID)
     if len(out) > limit:
       raise TooLong

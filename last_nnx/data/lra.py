@@ -35,10 +35,12 @@ class _LRASource(Source):
     return config.lra_config(task)
 
   def _length(self, c: ml_collections.ConfigDict) -> int:
-    if "resolution" in c and c.seq_len != c.resolution ** 2:
-      raise ValueError(f"data.seq_len={c.seq_len} but data.resolution={c.resolution}: an "
-                       f"image is read row by row, so L must be {c.resolution ** 2} (set "
-                       "only data.resolution; seq_len follows it)")
+    if "resolution" in c and c.seq_len != c.resolution**2:
+      raise ValueError(
+        f"data.seq_len={c.seq_len} but data.resolution={c.resolution}: an "
+        f"image is read row by row, so L must be {c.resolution**2} (set "
+        "only data.resolution; seq_len follows it)"
+      )
     return c.seq_len
 
   def resolve(self, c: ml_collections.ConfigDict) -> Resolved:
@@ -56,8 +58,12 @@ class _LRASource(Source):
       return fixed
     return Continuous(mean=meta["mean"], std=meta["std"] + 1e-5 * 32768)
 
-  def _with_stats(self, c, splits: dict[str, Split], meta: dict,
-                  ) -> tuple[dict[str, Split], dict]:
+  def _with_stats(
+    self,
+    c,
+    splits: dict[str, Split],
+    meta: dict,
+  ) -> tuple[dict[str, Split], dict]:
     """Adds the train statistics to ``meta`` for tasks standardized by them (speech)."""
     if SPECS[c.task].encoding is None:
       meta = dict(meta, **_audio_stats(splits["train"]))
@@ -68,7 +74,7 @@ def _audio_stats(train: Split) -> dict:
   """Mean and standard deviation of the train split's samples (chunked: it may be mmapped)."""
   total, total_sq, count = 0.0, 0.0, 0
   for start in range(0, len(train), 1024):
-    x = np.asarray(train.inputs[start:start + 1024], np.float64)
+    x = np.asarray(train.inputs[start : start + 1024], np.float64)
     total, total_sq, count = total + x.sum(), total_sq + (x * x).sum(), count + x.size
   mean = total / max(count, 1)
   return {"mean": mean, "std": float(np.sqrt(max(total_sq / max(count, 1) - mean * mean, 0.0)))}
@@ -86,8 +92,10 @@ class Synthetic(_LRASource):
     if length is None:
       return super()._length(c)
     if "resolution" in c and math.isqrt(length) ** 2 != length:
-      raise ValueError(f"data.synthetic.seq_len={length}: an image is read row by row, so it "
-                       "must be a square (e.g. 256 = 16 x 16)")
+      raise ValueError(
+        f"data.synthetic.seq_len={length}: an image is read row by row, so it "
+        "must be a square (e.g. 256 = 16 x 16)"
+      )
     return length
 
   def cache_key(self, c) -> dict:
@@ -98,9 +106,11 @@ class Synthetic(_LRASource):
     spec = SPECS[c.task]
     title = spec.title + (f" ({c.resolution} px)" if "resolution" in c else "")
     real = "Speech Commands" if c.task == "speech" else "LRA"
-    return (f"no data.dir given: using synthetic {title} ({c.synthetic.n_train} train "
-            f"examples, L={c.seq_len}) -- numbers on it are not {real} results; set "
-            f"--config.data.dir to the real data ({layout.RELEASES[c.task].name})")
+    return (
+      f"no data.dir given: using synthetic {title} ({c.synthetic.n_train} train "
+      f"examples, L={c.seq_len}) -- numbers on it are not {real} results; set "
+      f"--config.data.dir to the real data ({layout.RELEASES[c.task].name})"
+    )
 
   def load(self, c) -> tuple[dict[str, Split], dict]:
     """All three splits; each split has its own random stream."""
@@ -121,20 +131,32 @@ def _synthetic_knobs(c) -> dict:
   ListOps' ``min_length`` is lowered to a quarter of ``max_length`` when a short
   ``seq_len`` leaves no room for it (e.g. the smoke preset's L=256).
   """
-  knobs = {k: v for k, v in c.synthetic.items()
-           if k not in ("n_train", "n_val", "n_test", "seed", "seq_len")}
-  known = [p.name for p in inspect.signature(synthetic.GENERATORS[c.task]).parameters.values()
-           if p.kind == p.KEYWORD_ONLY]
+  knobs = {
+    k: v
+    for k, v in c.synthetic.items()
+    if k not in ("n_train", "n_val", "n_test", "seed", "seq_len")
+  }
+  known = [
+    p.name
+    for p in inspect.signature(synthetic.GENERATORS[c.task]).parameters.values()
+    if p.kind == p.KEYWORD_ONLY
+  ]
   unknown = sorted(set(knobs) - set(known))
   if unknown:
-    raise ValueError(f"data.synthetic.{unknown[0]} is not a knob of the synthetic {c.task} "
-                     f"generator; it has n_train, n_val, n_test, seed, seq_len, {', '.join(known)}")
+    raise ValueError(
+      f"data.synthetic.{unknown[0]} is not a knob of the synthetic {c.task} "
+      f"generator; it has n_train, n_val, n_test, seed, seq_len, {', '.join(known)}"
+    )
   if c.task == "listops":
     top = min(knobs["max_length"], c.seq_len + 1)
     if knobs["min_length"] >= top - 1:
       lowered = top // 4
-      logging.info("synthetic ListOps: min_length %d does not fit L=%d; using %d",
-                   knobs["min_length"], c.seq_len, lowered)
+      logging.info(
+        "synthetic ListOps: min_length %d does not fit L=%d; using %d",
+        knobs["min_length"],
+        c.seq_len,
+        lowered,
+      )
       knobs["min_length"] = lowered
   return knobs
 
@@ -151,9 +173,16 @@ class Release(_LRASource):
     if not c.cache_real:
       return None
     base = self._base(c)
-    key = dict(kind="real", task=c.task, base=os.path.realpath(base), seq_len=c.seq_len,
-               val_fraction=c.val_fraction, split_seed=c.split_seed, version=VERSION,
-               files=layout.fingerprint(base, readers.READERS[c.task].depth))
+    key = dict(
+      kind="real",
+      task=c.task,
+      base=os.path.realpath(base),
+      seq_len=c.seq_len,
+      val_fraction=c.val_fraction,
+      split_seed=c.split_seed,
+      version=VERSION,
+      files=layout.fingerprint(base, readers.READERS[c.task].depth),
+    )
     if c.get("splits", "default") != "default":  # default entries keep their old keys
       key["splits"] = c.splits
     return key
@@ -172,12 +201,16 @@ class TFDS(_LRASource):
 
   def resolve(self, c) -> Resolved:
     if c.dir is not None:
-      raise ValueError(f"data.source=tfds and data.dir={c.dir!r} are both set: keep one (TFDS "
-                       "reads from data.tfds_dir)")
+      raise ValueError(
+        f"data.source=tfds and data.dir={c.dir!r} are both set: keep one (TFDS "
+        "reads from data.tfds_dir)"
+      )
     if c.get("splits", "default") != "default":
-      raise ValueError(f"data.splits={c.splits!r} reproduces the reference code's splits of "
-                       "the original releases; TFDS has its own: leave data.splits='default' "
-                       "with data.source=tfds, or read the release with data.dir")
+      raise ValueError(
+        f"data.splits={c.splits!r} reproduces the reference code's splits of "
+        "the original releases; TFDS has its own: leave data.splits='default' "
+        "with data.source=tfds, or read the release with data.dir"
+      )
     return super().resolve(c)
 
   def cache_key(self, c) -> dict | None:

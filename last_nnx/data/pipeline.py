@@ -50,8 +50,10 @@ def have_tensorflow() -> bool:
   try:
     tf()
   except ImportError:
-    logging.warning("TensorFlow is not installed: batches are read by the numpy "
-                    "fallback (same order and contents as the tf.data pipeline)")
+    logging.warning(
+      "TensorFlow is not installed: batches are read by the numpy "
+      "fallback (same order and contents as the tf.data pipeline)"
+    )
     return False
   return True
 
@@ -60,6 +62,7 @@ def have_tensorflow() -> bool:
 def tf():
   """TensorFlow, imported on first use: CPU only, quiet, few threads."""
   import tensorflow  # pylint: disable=import-outside-toplevel
+
   try:  # fails once TF's runtime is initialized elsewhere: then leave it be
     tensorflow.config.set_visible_devices([], "GPU")
     tensorflow.config.threading.set_inter_op_parallelism_threads(_TF_THREADS)
@@ -85,8 +88,10 @@ class Split:
   def __post_init__(self):
     n = len(self.labels)
     if len(self.inputs) != n or len(self.lengths) != n:
-      raise ValueError(f"split arrays disagree in size: {len(self.inputs)} inputs, "
-                       f"{len(self.lengths)} lengths, {n} labels")
+      raise ValueError(
+        f"split arrays disagree in size: {len(self.inputs)} inputs, "
+        f"{len(self.lengths)} lengths, {n} labels"
+      )
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -102,7 +107,7 @@ def hold_out(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
   Both parts keep the original order; the choice depends only on ``seed``.
   """
   held = np.zeros(len(split), bool)
-  held[np.random.default_rng(seed).permutation(len(split))[:int(round(len(split) * fraction))]] = 1
+  held[np.random.default_rng(seed).permutation(len(split))[: int(round(len(split) * fraction))]] = 1
   return split.take(np.flatnonzero(~held)), split.take(np.flatnonzero(held))
 
 
@@ -157,7 +162,8 @@ class Features:
 
   def __call__(self, rows: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     x = (rows.astype(np.float32) - np.asarray(self.mean, np.float32)) / np.asarray(
-        self.std, np.float32)
+      self.std, np.float32
+    )
     inside = np.arange(rows.shape[-2]) < lengths[..., None]
     return np.where(inside[..., None], x, np.float32(0)).astype(np.float32)
 
@@ -194,8 +200,9 @@ class Task:
     if missing:
       raise ValueError(f"task {self.name!r} lacks splits {sorted(missing)}")
     if min(self.batch_size, self.eval_batch_size) < 1:
-      raise ValueError(f"batch sizes must be positive, got {self.batch_size}, "
-                       f"{self.eval_batch_size}")
+      raise ValueError(
+        f"batch sizes must be positive, got {self.batch_size}, {self.eval_batch_size}"
+      )
     if not 0 <= self.process_index < self.process_count:
       raise ValueError(f"process_index {self.process_index} outside 0..{self.process_count - 1}")
 
@@ -223,11 +230,13 @@ class Task:
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f"start_step {start_step} outside 0..{self.steps_per_epoch}")
     if not have_tensorflow():
-      order = self.epoch_order(epoch)[self.process_index::self.process_count]
+      order = self.epoch_order(epoch)[self.process_index :: self.process_count]
       size = self.batch_size
-      return _read_numpy((order[k * size:(k + 1) * size]
-                          for k in range(start_step, self.steps_per_epoch)),
-                         self.splits["train"], self.encoding)
+      return _read_numpy(
+        (order[k * size : (k + 1) * size] for k in range(start_step, self.steps_per_epoch)),
+        self.splits["train"],
+        self.encoding,
+      )
     ds = tf().data.Dataset.from_tensor_slices(self.epoch_order(epoch))
     ds = ds.shard(self.process_count, self.process_index)
     ds = ds.batch(self.batch_size, drop_remainder=True).take(self.steps_per_epoch)
@@ -242,10 +251,11 @@ class Task:
       raise ValueError(f"eval_batches takes 'val' or 'test', got {split!r}")
     data = self.splits[split]
     if not have_tensorflow():
-      order = np.arange(len(data))[self.process_index::self.process_count]
+      order = np.arange(len(data))[self.process_index :: self.process_count]
       size = self.eval_batch_size
-      return _read_numpy((order[k:k + size] for k in range(0, len(order), size)), data,
-                         self.encoding)
+      return _read_numpy(
+        (order[k : k + size] for k in range(0, len(order), size)), data, self.encoding
+      )
     ds = tf().data.Dataset.range(len(data)).shard(self.process_count, self.process_index)
     return self._read(ds.batch(self.eval_batch_size), data)
 
@@ -261,8 +271,9 @@ class Task:
     feature = (encoding.in_dim,) if isinstance(encoding, Continuous) else ()
 
     def fetch(idx):
-      x, lengths, labels = t.numpy_function(gather, [idx], [in_dtype, t.int32, t.int32],
-                                            stateful=False)
+      x, lengths, labels = t.numpy_function(
+        gather, [idx], [in_dtype, t.int32, t.int32], stateful=False
+      )
       x.set_shape((None, *row_shape, *feature))
       lengths.set_shape((None, *data.lengths.shape[1:]))
       labels.set_shape((None,))
@@ -291,8 +302,11 @@ def autotune_prefetch(cpu_count: int | None = None) -> bool:
 def gather_rows(idx: np.ndarray, data: Split, encoding) -> Batch:
   """The encoded batch ``(inputs, lengths, labels)`` of rows ``idx`` (``(B,)`` int) of ``data``."""
   lengths = np.asarray(data.lengths[idx], np.int32)
-  return (encoding(np.asarray(data.inputs[idx]), lengths), lengths,
-          np.asarray(data.labels[idx], np.int32))
+  return (
+    encoding(np.asarray(data.inputs[idx]), lengths),
+    lengths,
+    np.asarray(data.labels[idx], np.int32),
+  )
 
 
 def _read_numpy(index_batches, data: Split, encoding) -> Iterator[Batch]:
@@ -318,6 +332,6 @@ def pad_rows(sequences: list, seq_len: int, dtype=np.uint8) -> tuple[np.ndarray,
   lengths = np.ones(len(sequences), np.int32)
   for i, seq in enumerate(sequences):
     values = np.frombuffer(seq[:seq_len], np.uint8) if isinstance(seq, bytes) else seq[:seq_len]
-    rows[i, :len(values)] = values
+    rows[i, : len(values)] = values
     lengths[i] = max(1, len(values))
   return rows, lengths

@@ -38,6 +38,7 @@ _SKIP_DIRS = ("test", "tests", "idle_test", "site-packages", "dist-packages", "_
 def topic_documents() -> list[str]:
   """The reference manual's topics, sorted by name."""
   from pydoc_data.topics import topics  # pylint: disable=import-outside-toplevel
+
   return [topics[k].strip("\n") for k in sorted(topics)]
 
 
@@ -98,15 +99,20 @@ def documents(cache_dir: str | None) -> tuple[list[str], dict]:
     except (OSError, ValueError):
       logging.warning("ignoring the damaged cache entry %s", path)
   if docs is None:
-    logging.info("pydocs: reading the docstrings of Python %s's standard library (%s)",
-                 version, root)
+    logging.info(
+      "pydocs: reading the docstrings of Python %s's standard library (%s)", version, root
+    )
     docs = extract(root)
     if path:
       _write_atomic(path, docs)
   digest = hashlib.sha256("\0".join(docs).encode("utf-8")).hexdigest()
-  return docs, dict(corpus=f"CPython {version} reference topics and stdlib docstrings",
-                    python=version, documents=len(docs),
-                    characters=sum(len(d) for d in docs), sha256=digest)
+  return docs, dict(
+    corpus=f"CPython {version} reference topics and stdlib docstrings",
+    python=version,
+    documents=len(docs),
+    characters=sum(len(d) for d in docs),
+    sha256=digest,
+  )
 
 
 def _write_atomic(path: str, docs: list[str]) -> None:

@@ -36,6 +36,7 @@ from last_nnx.data import splits as splits_lib
 from last_nnx.data.layout import error, require
 from last_nnx.data.pipeline import Split, hold_out, pad_rows
 
+
 @dataclasses.dataclass(frozen=True)
 class Reader:
   """How one task's release is found and parsed.
@@ -65,8 +66,11 @@ def _listops_split(path: str, seq_len: int) -> Split:
     try:
       seqs.append([listops_lib.TOKEN_ID[t] for t in listops_lib.tokenize(source.decode())])
     except (KeyError, UnicodeDecodeError) as e:
-      raise error("listops", f"{path}:{line_no}", f"unknown token {e} (ListOps has 0-9, "
-                  "[MAX, [MIN, [MED, [SM, ] and parentheses)") from e
+      raise error(
+        "listops",
+        f"{path}:{line_no}",
+        f"unknown token {e} (ListOps has 0-9, [MAX, [MIN, [MED, [SM, ] and parentheses)",
+      ) from e
     labels.append(fileio.label(target, f"{path}:{line_no}", "listops", 10))
   rows, lengths = pad_rows(seqs, seq_len)
   return Split(rows, lengths, np.asarray(labels, np.int32))
@@ -74,8 +78,10 @@ def _listops_split(path: str, seq_len: int) -> Split:
 
 def _listops_read(base: str, c) -> tuple[dict[str, Split], int]:
   splits_lib.mode(c)  # checked; both rules read the release's own three files
-  return {s: _listops_split(os.path.join(base, f"basic_{s}.tsv"), c.seq_len)
-          for s in ("train", "val", "test")}, 10
+  return {
+    s: _listops_split(os.path.join(base, f"basic_{s}.tsv"), c.seq_len)
+    for s in ("train", "val", "test")
+  }, 10
 
 
 # ----------------------------------------------------------------------------
@@ -98,8 +104,10 @@ def _imdb_split(base: str, name: str, seq_len: int) -> Split:
 
 def _imdb_read(base: str, c) -> tuple[dict[str, Split], int]:
   if splits_lib.mode(c) == "reference" and c.val_fraction > 0:
-    raise ValueError("data.splits='reference' validates IMDB on test, as the paper's code "
-                     "does (its val_split is 0): set data.val_fraction=0")
+    raise ValueError(
+      "data.splits='reference' validates IMDB on test, as the paper's code "
+      "does (its val_split is 0): set data.val_fraction=0"
+    )
   train, test = (_imdb_split(base, s, c.seq_len) for s in ("train", "test"))
   if c.val_fraction > 0:
     train, val = hold_out(train, c.val_fraction, c.split_seed)
@@ -124,7 +132,7 @@ def _aan_split(path: str, seq_len: int) -> Split:
     labels[i] = fileio.label(fields[0], f"{path}:{line_no}", "retrieval", 2)
     for d, text in enumerate(fields[3:5]):
       doc = np.frombuffer(text[:seq_len], np.uint8)
-      rows[i, d, :len(doc)] = doc
+      rows[i, d, : len(doc)] = doc
       lengths[i, d] = max(1, len(doc))
   return Split(rows, lengths, labels)
 
@@ -132,8 +140,9 @@ def _aan_split(path: str, seq_len: int) -> Split:
 def _aan_read(base: str, c) -> tuple[dict[str, Split], int]:
   splits_lib.mode(c)  # checked; both rules read the release's own three files
   names = {"train": "train", "val": "eval", "test": "test"}
-  return {s: _aan_split(os.path.join(base, f"new_aan_pairs.{f}.tsv"), c.seq_len)
-          for s, f in names.items()}, 2
+  return {
+    s: _aan_split(os.path.join(base, f"new_aan_pairs.{f}.tsv"), c.seq_len) for s, f in names.items()
+  }, 2
 
 
 # ----------------------------------------------------------------------------
@@ -160,11 +169,15 @@ def _cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   except layout.DataError:
     raise
   except Exception as e:  # unpickling garbage raises almost anything
-    raise error("image", path, f"not a CIFAR-10 python batch ({type(e).__name__}: {e}); "
-                "re-extract the archive") from e
+    raise error(
+      "image",
+      path,
+      f"not a CIFAR-10 python batch ({type(e).__name__}: {e}); re-extract the archive",
+    ) from e
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-    raise error("image", path, f"expected 'data' (N, 3072) and N 'labels', got {data.shape} "
-                f"and {len(labels)}")
+    raise error(
+      "image", path, f"expected 'data' (N, 3072) and N 'labels', got {data.shape} and {len(labels)}"
+    )
   return grayscale(data), labels
 
 
@@ -176,20 +189,22 @@ def _cifar_read(base: str, c) -> tuple[dict[str, Split], int]:
 
   train = load([f"data_batch_{i}" for i in range(1, 6)])
   if splits_lib.mode(c) == "reference":
-    train, val = (train.take(i) for i in splits_lib.reference_held_out(
-        len(train), c.val_fraction, c.split_seed))
+    train, val = (
+      train.take(i) for i in splits_lib.reference_held_out(len(train), c.val_fraction, c.split_seed)
+    )
   else:
     train, val = hold_out(train, c.val_fraction, c.split_seed)
   return {"train": train, "val": val, "test": load(["test_batch"])}, 10
 
 
 READERS = {
-    "listops": Reader(_listops_locate, _listops_read),
-    "text": Reader(lambda root, c: layout.find(root, "text"), _imdb_read, depth=2),
-    "retrieval": Reader(lambda root, c: os.path.dirname(layout.find(root, "retrieval")),
-                        _aan_read),
-    "image": Reader(lambda root, c: layout.find(root, "image"), _cifar_read),
-    "pathfinder": Reader(pathfinder_speech.pathfinder_locate, pathfinder_speech.pathfinder_read, depth=2),
-    "pathx": Reader(pathfinder_speech.pathfinder_locate, pathfinder_speech.pathfinder_read, depth=2),
-    "speech": Reader(pathfinder_speech.speech_locate, pathfinder_speech.speech_read),
+  "listops": Reader(_listops_locate, _listops_read),
+  "text": Reader(lambda root, c: layout.find(root, "text"), _imdb_read, depth=2),
+  "retrieval": Reader(lambda root, c: os.path.dirname(layout.find(root, "retrieval")), _aan_read),
+  "image": Reader(lambda root, c: layout.find(root, "image"), _cifar_read),
+  "pathfinder": Reader(
+    pathfinder_speech.pathfinder_locate, pathfinder_speech.pathfinder_read, depth=2
+  ),
+  "pathx": Reader(pathfinder_speech.pathfinder_locate, pathfinder_speech.pathfinder_read, depth=2),
+  "speech": Reader(pathfinder_speech.speech_locate, pathfinder_speech.speech_read),
 }

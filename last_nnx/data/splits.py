@@ -35,25 +35,59 @@ MODES = ("default", "reference")
 # The 35 words of Speech Commands v0.02 in the order the reference code numbers them
 # (its ``ALL_CLASSES``: the 10-word subset's neighbours first, then the rest).
 REFERENCE_SPEECH_WORDS = (
-    "bed", "cat", "down", "five", "forward", "go", "house", "left", "marvin", "no", "on",
-    "right", "sheila", "tree", "up", "visual", "yes", "backward", "bird", "dog", "eight",
-    "follow", "four", "happy", "learn", "nine", "off", "one", "seven", "six", "stop", "three",
-    "two", "wow", "zero")
+  "bed",
+  "cat",
+  "down",
+  "five",
+  "forward",
+  "go",
+  "house",
+  "left",
+  "marvin",
+  "no",
+  "on",
+  "right",
+  "sheila",
+  "tree",
+  "up",
+  "visual",
+  "yes",
+  "backward",
+  "bird",
+  "dog",
+  "eight",
+  "follow",
+  "four",
+  "happy",
+  "learn",
+  "nine",
+  "off",
+  "one",
+  "seven",
+  "six",
+  "stop",
+  "three",
+  "two",
+  "wow",
+  "zero",
+)
 
 # Images the reference's Pathfinder reader leaves out before splitting (S4's blacklist: an
 # empty file), as ``pathfinder<res>/<variant>/<folder>/<file>``.
 REFERENCE_PATHFINDER_SKIPPED = frozenset({"pathfinder32/curv_baseline/imgs/0/sample_172.png"})
 
 # torch.randperm switches to another algorithm from this n on (never reached here).
-_RANDPERM_SMALL = (2 ** 32 - 1) // 20
+_RANDPERM_SMALL = (2**32 - 1) // 20
 
 
 def mode(c: ml_collections.ConfigDict) -> str:
   """``c.splits`` ('default' when absent), checked."""
   value = c.get("splits", "default")
   if value not in MODES:
-    raise ValueError(f"data.splits={value!r}: use 'default' (this package's splits) or "
-                     "'reference' (the paper's code: its random splits and class ids)")
+    raise ValueError(
+      f"data.splits={value!r}: use 'default' (this package's splits) or "
+      "'reference' (the paper's code: its random splits and class ids)"
+    )
   return value
 
 

@@ -61,8 +61,16 @@ def _compact(chars: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarra
 # ListOps: the LRA grammar, answers stratified to be balanced.
 
 
-def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 10,
-            max_args: int = 10, min_length: int = 500, max_length: int = 2000) -> Split:
+def listops(
+  n: int,
+  seq_len: int,
+  rng: np.random.Generator,
+  *,
+  max_depth: int = 10,
+  max_args: int = 10,
+  min_length: int = 500,
+  max_length: int = 2000,
+) -> Split:
   """Random expressions of the LRA grammar, each answer 0-9 equally frequent.
 
   Trees are drawn as LRA draws them and kept when ``min_length < tokens <
@@ -73,8 +81,10 @@ def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 
   """
   max_length = min(max_length, seq_len + 1)
   if min_length >= max_length - 1:
-    raise ValueError(f"ListOps length window ({min_length}, {max_length}) is empty: lower "
-                     "data.synthetic.min_length below data.seq_len")
+    raise ValueError(
+      f"ListOps length window ({min_length}, {max_length}) is empty: lower "
+      "data.synthetic.min_length below data.seq_len"
+    )
   per_class = -(-n // 10)
   buckets: list[list[list[int]]] = [[] for _ in range(10)]
   u = listops_lib.uniform_stream(rng)
@@ -84,17 +94,20 @@ def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 
       break
     tokens: list[int] = []
     try:
-      value = listops_lib.sample(u, max_depth=max_depth, max_args=max_args,
-                                 limit=max_length - 1, out=tokens)
+      value = listops_lib.sample(
+        u, max_depth=max_depth, max_args=max_args, limit=max_length - 1, out=tokens
+      )
     except listops_lib.TooLong:
       continue
     if len(tokens) > min_length and len(buckets[value]) < per_class:
       buckets[value].append(tokens)
   else:
     counts = [len(b) for b in buckets]
-    raise RuntimeError(f"ListOps generator could not fill every answer ({counts} of "
-                       f"{per_class} each) with max_depth={max_depth}, max_args={max_args} "
-                       f"and lengths in ({min_length}, {max_length}): widen the window")
+    raise RuntimeError(
+      f"ListOps generator could not fill every answer ({counts} of "
+      f"{per_class} each) with max_depth={max_depth}, max_args={max_args} "
+      f"and lengths in ({min_length}, {max_length}): widen the window"
+    )
   labels = balanced_labels(n, 10, rng)
   taken = [0] * 10
   rows = np.zeros((n, seq_len), np.uint8)
@@ -102,7 +115,7 @@ def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 
   for i, label in enumerate(labels):
     tokens = buckets[label][taken[label]]
     taken[label] += 1
-    rows[i, :len(tokens)] = tokens
+    rows[i, : len(tokens)] = tokens
     lengths[i] = len(tokens)
   return Split(rows, lengths, labels)
 
@@ -111,8 +124,15 @@ def listops(n: int, seq_len: int, rng: np.random.Generator, *, max_depth: int = 
 # Pathfinder: are the two markers the ends of one contour?
 
 
-def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: int = 4,
-               segments: int = 8, curvature: float = 0.35) -> Split:
+def pathfinder(
+  n: int,
+  seq_len: int,
+  rng: np.random.Generator,
+  *,
+  distractors: int = 4,
+  segments: int = 8,
+  curvature: float = 0.35,
+) -> Split:
   """Pathfinder-style images, ``seq_len = res**2``: label 1 iff the markers share a contour.
 
   Every image has two long dashed contours of ``segments`` paddles, each
@@ -141,8 +161,9 @@ def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: i
   for rows in _chunks(n):
     m = rows.stop - rows.start
     long = contours(rng, m, 2, segments, res, step, curvature, margin)
-    short = contours(rng, m, max(distractors, 0), max(1, segments // 3), res, step, curvature,
-                      margin)
+    short = contours(
+      rng, m, max(distractors, 0), max(1, segments // 3), res, step, curvature, margin
+    )
     positive = labels[rows].astype(bool)[:, None]
     far_end = np.where(positive, long[:, 0, -1], long[:, 1, -1])
     markers = np.stack([long[:, 0, 0], far_end], axis=1)
@@ -158,10 +179,17 @@ def pathfinder(n: int, seq_len: int, rng: np.random.Generator, *, distractors: i
 # ----------------------------------------------------------------------------
 # Text: byte-level "reviews" whose label is the majority sentiment.
 
-POSITIVE_WORDS = (b"good", b"great", b"superb", b"fine", b"lovely", b"brilliant", b"excellent",
-                  b"enjoyable")
-NEGATIVE_WORDS = (b"bad", b"awful", b"boring", b"poor", b"dull", b"terrible", b"weak",
-                  b"horrible")
+POSITIVE_WORDS = (
+  b"good",
+  b"great",
+  b"superb",
+  b"fine",
+  b"lovely",
+  b"brilliant",
+  b"excellent",
+  b"enjoyable",
+)
+NEGATIVE_WORDS = (b"bad", b"awful", b"boring", b"poor", b"dull", b"terrible", b"weak", b"horrible")
 _MAX_WORD = 10  # longest word ("brilliant", "enjoyable", ...) plus its space
 
 
@@ -182,7 +210,7 @@ def _lexicon(n_filler: int = 400) -> tuple[np.ndarray, np.ndarray]:
   table = np.zeros((len(words), _MAX_WORD), np.uint8)
   sizes = np.zeros(len(words), np.int64)
   for i, w in enumerate(words):
-    table[i, :len(w) + 1] = np.frombuffer(w + b" ", np.uint8)
+    table[i, : len(w) + 1] = np.frombuffer(w + b" ", np.uint8)
     sizes[i] = len(w) + 1
   return table, sizes
 
@@ -220,7 +248,7 @@ def text(n: int, seq_len: int, rng: np.random.Generator, *, density: float = 0.0
     keep &= np.repeat(np.arange(max_words) < n_words[:, None], _MAX_WORD, axis=1)
     packed, count = _compact(chars, keep)
     packed[np.arange(m), count - 1] = 0  # drop the last word's space
-    rows[sl, :packed.shape[1]] = packed
+    rows[sl, : packed.shape[1]] = packed
     lengths[sl] = count - 1
   return Split(rows, lengths, labels)
 
@@ -229,8 +257,9 @@ def text(n: int, seq_len: int, rng: np.random.Generator, *, density: float = 0.0
 # Retrieval: do two documents share a planted motif?
 
 
-def retrieval(n: int, seq_len: int, rng: np.random.Generator, *, motifs: int = 32,
-              motif_length: int = 8) -> Split:
+def retrieval(
+  n: int, seq_len: int, rng: np.random.Generator, *, motifs: int = 32, motif_length: int = 8
+) -> Split:
   """Pairs of byte documents, each with one planted motif; label 1 iff the motifs match.
 
   Backgrounds are lowercase letters and spaces, motifs uppercase letters and
@@ -263,8 +292,9 @@ def retrieval(n: int, seq_len: int, rng: np.random.Generator, *, motifs: int = 3
 # Image: class-dependent gratings.
 
 
-def image(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10,
-          noise: float = 0.15) -> Split:
+def image(
+  n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10, noise: float = 0.15
+) -> Split:
   """Grayscale ``side x side`` gratings (``seq_len = side**2``); the class sets orientation
   and spatial frequency, phase and contrast are random, pixel noise added.
 
@@ -293,8 +323,9 @@ def image(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10
 # Speech: class-dependent chirps.
 
 
-def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10,
-           noise: float = 0.05) -> Split:
+def speech(
+  n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 10, noise: float = 0.05
+) -> Split:
   """int16 "utterances": one Hann-windowed linear chirp per clip in noise.
 
   The class sets the start frequency (spread over 0.02-0.38 cycles per sample)
@@ -315,7 +346,7 @@ def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 1
     onset = rng.integers(0, seq_len - duration + 1)
     tr = t - onset
     inside = (tr >= 0) & (tr < duration)
-    phase = 2 * np.pi * (f0 * tr + (f1 - f0) * tr ** 2 / (2 * duration))
+    phase = 2 * np.pi * (f0 * tr + (f1 - f0) * tr**2 / (2 * duration))
     window = np.where(inside, np.sin(np.pi * np.clip(tr, 0, None) / duration) ** 2, 0.0)
     loud = rng.uniform(0.3, 0.8, size=(m, 1))
     wave = loud * window * np.sin(phase) + noise * rng.normal(size=(m, seq_len))
@@ -325,11 +356,11 @@ def speech(n: int, seq_len: int, rng: np.random.Generator, *, n_classes: int = 1
 
 # task -> generate(n, seq_len, rng, **knobs) -> Split
 GENERATORS: dict[str, Callable[..., Split]] = {
-    "listops": listops,
-    "text": text,
-    "retrieval": retrieval,
-    "image": image,
-    "pathfinder": pathfinder,
-    "pathx": pathfinder,
-    "speech": speech,
+  "listops": listops,
+  "text": text,
+  "retrieval": retrieval,
+  "image": image,
+  "pathfinder": pathfinder,
+  "pathx": pathfinder,
+  "speech": speech,
 }

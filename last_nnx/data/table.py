@@ -37,8 +37,10 @@ def register(source: Source, *, tasks: tuple[str, ...], how: str | None = None) 
   """
   for task in tasks:
     if (task, how) in _TABLE:
-      raise ValueError(f"data source row ({task!r}, {how!r}) is already taken by "
-                       f"{_TABLE[task, how].name}; register under another task or how")
+      raise ValueError(
+        f"data source row ({task!r}, {how!r}) is already taken by "
+        f"{_TABLE[task, how].name}; register under another task or how"
+      )
     _TABLE[task, how] = source
 
 
@@ -60,13 +62,13 @@ def choose(c: ml_collections.ConfigDict) -> Source:
   how = _how(c)
   if (c.task, how) not in _TABLE:
     named = sorted(h for t, h in _TABLE if t == c.task and h not in (None, "dir"))
-    choices = "leave it unset" + ("" if (c.task, "dir") not in _TABLE else
-                                  " (data.dir, or synthetic data)")
+    choices = "leave it unset" + (
+      "" if (c.task, "dir") not in _TABLE else " (data.dir, or synthetic data)"
+    )
     choices += "".join(f" or set {h!r}" for h in named)
     readers = sorted(t for t, h in _TABLE if h == how)
     where = f" (tasks it reads: {', '.join(readers)})" if readers else ""
-    raise ValueError(f"data.source={how!r} does not apply to the {c.task} task{where}; "
-                     f"{choices}")
+    raise ValueError(f"data.source={how!r} does not apply to the {c.task} task{where}; {choices}")
   return _TABLE[c.task, how]
 
 
@@ -92,8 +94,9 @@ def is_synthetic(c: ml_collections.ConfigDict) -> bool:
   return choose(c).synthetic
 
 
-def load(c: ml_collections.ConfigDict,
-         ) -> tuple[ml_collections.ConfigDict, Source, dict[str, Split], dict, Encoding]:
+def load(
+  c: ml_collections.ConfigDict,
+) -> tuple[ml_collections.ConfigDict, Source, dict[str, Split], dict, Encoding]:
   """``(resolved config, source, splits, meta, encoding)`` of ``c``, through the cache.
 
   The resolved config is a copy of ``c`` whose ``seq_len`` (and ``resolution``)

@@ -56,6 +56,8 @@ from last_nnx.data.source import Resolved, Source
 from last_nnx.data.tokenize import BYTES, load_tokenizer
 
 TEXT_TASKS = ("pydocs", "text_files")
+
+
 def default_config(task: str) -> ml_collections.ConfigDict:
   """The ``data`` section of a text task (``'pydocs'`` or ``'text_files'``)."""
   if task not in TEXT_TASKS:
@@ -87,8 +89,10 @@ def _files(spec: str) -> list[str]:
 def read_documents(c: ml_collections.ConfigDict) -> list[str]:
   """The non-empty documents of ``data.path`` (see the module docstring), in file order."""
   if not c.get("path"):
-    raise ValueError("data.path is not set: give your .txt or .jsonl files (a file, a folder "
-                     "or a glob), e.g. --config.data.path=corpus/")
+    raise ValueError(
+      "data.path is not set: give your .txt or .jsonl files (a file, a folder "
+      "or a glob), e.g. --config.data.path=corpus/"
+    )
   files = _files(c.path)
   if not files:
     raise FileNotFoundError(f"data.path={c.path!r} holds no .txt or .jsonl file")
@@ -106,23 +110,31 @@ def read_documents(c: ml_collections.ConfigDict) -> list[str]:
         try:
           docs.append(str(json.loads(line)[c.text_field]))
         except (json.JSONDecodeError, KeyError, TypeError):
-          raise ValueError(f"{name}:{i} is not a JSON object with a {c.text_field!r} field: "
-                           "give one object per line, or set data.text_field") from None
+          raise ValueError(
+            f"{name}:{i} is not a JSON object with a {c.text_field!r} field: "
+            "give one object per line, or set data.text_field"
+          ) from None
   return [d for d in docs if d.strip()]
 
 
-def split_documents(n_docs: int, val_fraction: float, test_fraction: float,
-                    seed: int) -> dict[str, np.ndarray]:
+def split_documents(
+  n_docs: int, val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
   """Document indices of each split (sorted: each split keeps the original order)."""
   if n_docs < 3:
-    raise ValueError(f"the text has {n_docs} document(s): splitting by document needs at least "
-                     "3 (train, val, test); give more documents, or separate them (.txt: by "
-                     "blank lines, data.doc_separator)")
+    raise ValueError(
+      f"the text has {n_docs} document(s): splitting by document needs at least "
+      "3 (train, val, test); give more documents, or separate them (.txt: by "
+      "blank lines, data.doc_separator)"
+    )
   n_val = min(max(1, round(val_fraction * n_docs)), n_docs - 2)
   n_test = min(max(1, round(test_fraction * n_docs)), n_docs - 1 - n_val)
   order = np.random.default_rng(seed).permutation(n_docs)
-  parts = {"val": order[:n_val], "test": order[n_val:n_val + n_test],
-           "train": order[n_val + n_test:]}
+  parts = {
+    "val": order[:n_val],
+    "test": order[n_val : n_val + n_test],
+    "train": order[n_val + n_test :],
+  }
   return {k: np.sort(v) for k, v in parts.items()}
 
 
@@ -171,19 +183,22 @@ class TextTask(Task):
     """As `Task.train_batches` (same order and sharding), targets ``(B, L)``."""
     if not 0 <= start_step <= self.steps_per_epoch:
       raise ValueError(f"start_step {start_step} outside 0..{self.steps_per_epoch}")
-    order = self.epoch_order(epoch)[self.process_index::self.process_count]
+    order = self.epoch_order(epoch)[self.process_index :: self.process_count]
     size = self.batch_size
-    return self._batches(self.splits["train"], (order[k * size:(k + 1) * size]
-                                                for k in range(start_step, self.steps_per_epoch)))
+    return self._batches(
+      self.splits["train"],
+      (order[k * size : (k + 1) * size] for k in range(start_step, self.steps_per_epoch)),
+    )
 
   def eval_batches(self, split: str) -> Iterator[Batch]:
     """As `Task.eval_batches`: windows in order, this process's share, last batch smaller."""
     if split not in ("val", "test"):
       raise ValueError(f"eval_batches takes 'val' or 'test', got {split!r}")
-    order = np.arange(len(self.splits[split]))[self.process_index::self.process_count]
+    order = np.arange(len(self.splits[split]))[self.process_index :: self.process_count]
     size = self.eval_batch_size
-    return self._batches(self.splits[split], (order[k:k + size]
-                                              for k in range(0, len(order), size)))
+    return self._batches(
+      self.splits[split], (order[k : k + size] for k in range(0, len(order), size))
+    )
 
 
 def ngram_baselines(splits: dict[str, Split], vocab: int) -> dict[str, dict[str, float]]:
@@ -194,6 +209,7 @@ def ngram_baselines(splits: dict[str, Split], vocab: int) -> dict[str, dict[str,
   interpolation with it, ``p(y|x) = (c(x, y) + T(x) p(y)) / (c(x) + T(x))``, ``T(x)``
   the number of distinct tokens seen after ``x`` (no parameter to tune).
   """
+
   def pairs(split):
     rows = np.asarray(split.inputs, np.int64)
     return rows[:, :-1].ravel(), rows[:, 1:].ravel()
@@ -243,15 +259,22 @@ def load_splits(c: ml_collections.ConfigDict):
       n_bytes += len(docs[i].encode("utf-8")) + 1
     stream = np.concatenate(pieces).astype(dtype)
     if len(stream) < c.seq_len + 1:
-      raise ValueError(f"the {name} split has {len(stream)} tokens ({len(parts[name])} "
-                       f"documents), fewer than one window of data.seq_len + 1 = "
-                       f"{c.seq_len + 1}: give more text, or lower data.seq_len")
+      raise ValueError(
+        f"the {name} split has {len(stream)} tokens ({len(parts[name])} "
+        f"documents), fewer than one window of data.seq_len + 1 = "
+        f"{c.seq_len + 1}: give more text, or lower data.seq_len"
+      )
     rows = windows(stream, c.seq_len)
-    splits[name] = Split(rows, np.full(len(rows), c.seq_len, np.int32),
-                         np.zeros(len(rows), np.int32))
+    splits[name] = Split(
+      rows, np.full(len(rows), c.seq_len, np.int32), np.zeros(len(rows), np.int32)
+    )
     per_token[name] = n_bytes / len(stream)
-    counts[name] = dict(documents=int(len(parts[name])), tokens=int(len(stream)),
-                        bytes=int(n_bytes), windows=int(len(rows)))
+    counts[name] = dict(
+      documents=int(len(parts[name])),
+      tokens=int(len(stream)),
+      bytes=int(n_bytes),
+      windows=int(len(rows)),
+    )
   info = dict(info, tokenizer=tokenizer.name, vocab_size=tokenizer.vocab_size, splits=counts)
   return splits, per_token, info, tokenizer.vocab_size
 
@@ -280,14 +303,21 @@ class Text(Source):
     splits, per_token, info, vocab = load_splits(c)
     bits = ngram_baselines(splits, vocab)
     info["baselines_bits_per_byte"] = {
-        model: {s: b / per_token[s] for s, b in by_split.items()}
-        for model, by_split in bits.items()}
+      model: {s: b / per_token[s] for s, b in by_split.items()} for model, by_split in bits.items()
+    }
     b = info["baselines_bits_per_byte"]
-    logging.info("text %s: tokenizer %s (vocab %d), %s documents, %s windows of L=%d; test "
-                 "bits per byte of a unigram %.3f and a bigram %.3f model", c.task,
-                 info["tokenizer"], vocab, [info["splits"][s]["documents"] for s in SPLITS],
-                 [info["splits"][s]["windows"] for s in SPLITS], c.seq_len,
-                 b["unigram"]["test"], b["bigram"]["test"])
+    logging.info(
+      "text %s: tokenizer %s (vocab %d), %s documents, %s windows of L=%d; test "
+      "bits per byte of a unigram %.3f and a bigram %.3f model",
+      c.task,
+      info["tokenizer"],
+      vocab,
+      [info["splits"][s]["documents"] for s in SPLITS],
+      [info["splits"][s]["windows"] for s in SPLITS],
+      c.seq_len,
+      b["unigram"]["test"],
+      b["bigram"]["test"],
+    )
     return splits, {"n_classes": vocab, "bytes_per_token": per_token, "info": info}
 
   def encoding(self, c: ml_collections.ConfigDict, meta: dict) -> Window:

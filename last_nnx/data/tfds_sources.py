@@ -35,21 +35,25 @@ def _tfds():
   try:
     import tensorflow_datasets  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    raise ImportError("data.source=tfds needs tensorflow-datasets: pip install "
-                      "'tensorflow-datasets>=4.9.7,<5' (or `pip install -e .`)") from e
+    raise ImportError(
+      "data.source=tfds needs tensorflow-datasets: pip install "
+      "'tensorflow-datasets>=4.9.7,<5' (or `pip install -e .`)"
+    ) from e
   return tensorflow_datasets
 
 
 def tfds_root(c) -> str:
   """The folder TFDS reads: ``data.tfds_dir``, ``$TFDS_DATA_DIR`` or its default."""
-  return os.path.expanduser(c.tfds_dir or os.environ.get("TFDS_DATA_DIR")
-                            or "~/tensorflow_datasets")
+  return os.path.expanduser(
+    c.tfds_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  )
 
 
 def _name(c) -> str:
   if c.task not in DATASETS:
-    raise ValueError(f"data.source=tfds: task {c.task!r} has no TFDS source; tasks with one: "
-                     f"{', '.join(DATASETS)}")
+    raise ValueError(
+      f"data.source=tfds: task {c.task!r} has no TFDS source; tasks with one: {', '.join(DATASETS)}"
+    )
   return DATASETS[c.task]
 
 
@@ -58,22 +62,31 @@ def _builder(c):
   try:
     return _tfds().builder(name, data_dir=tfds_root(c))
   except Exception as e:  # an unreadable folder or an unknown version: say where it looked
-    raise DataError(f"tfds: cannot open {name} under {tfds_root(c)} ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else ''}); {_hint(name, c)}") from e
+    raise DataError(
+      f"tfds: cannot open {name} under {tfds_root(c)} ({type(e).__name__}: "
+      f"{str(e).splitlines()[0] if str(e) else ''}); {_hint(name, c)}"
+    ) from e
 
 
 def _hint(name: str, c) -> str:
   root = tfds_root(c)
-  return (f"on a machine with network run `tfds build {name} --data_dir {root}` (it downloads "
-          f"and prepares it), copy {root}/{name} here and set --config.data.tfds_dir to the "
-          "folder holding it")
+  return (
+    f"on a machine with network run `tfds build {name} --data_dir {root}` (it downloads "
+    f"and prepares it), copy {root}/{name} here and set --config.data.tfds_dir to the "
+    "folder holding it"
+  )
 
 
 def cache_key(c) -> dict:
   """What identifies the prepared data: dataset, version, folder, L, split choices."""
   builder = _builder(c)
-  return dict(dataset=builder.info.full_name, root=os.path.realpath(tfds_root(c)),
-              seq_len=c.seq_len, val_fraction=c.val_fraction, split_seed=c.split_seed)
+  return dict(
+    dataset=builder.info.full_name,
+    root=os.path.realpath(tfds_root(c)),
+    seq_len=c.seq_len,
+    val_fraction=c.val_fraction,
+    split_seed=c.split_seed,
+  )
 
 
 def _examples(builder, split: str, c):
@@ -82,8 +95,10 @@ def _examples(builder, split: str, c):
   try:
     ds = builder.as_dataset(split=split, shuffle_files=False)
   except AssertionError as e:  # TFDS's "could not find data in ..."
-    raise DataError(f"tfds: {name} is not prepared under {tfds_root(c)} (data.tfds_dir) and "
-                    f"this package never downloads; {_hint(name, c)}") from e
+    raise DataError(
+      f"tfds: {name} is not prepared under {tfds_root(c)} (data.tfds_dir) and "
+      f"this package never downloads; {_hint(name, c)}"
+    ) from e
   try:
     count = builder.info.splits[split].num_examples or None
   except KeyError:
@@ -91,8 +106,9 @@ def _examples(builder, split: str, c):
   return _tfds().as_numpy(ds), count
 
 
-def _rows(examples, count, seq_len: int, dtype, field: str) -> tuple[np.ndarray, np.ndarray,
-                                                                     np.ndarray]:
+def _rows(
+  examples, count, seq_len: int, dtype, field: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Variable-length ``field`` of each example into zero-padded rows ``(N, seq_len)``.
 
   Returns rows of ``dtype``, lengths int32 ``(N,)`` (cut at ``seq_len``, at
@@ -106,7 +122,7 @@ def _rows(examples, count, seq_len: int, dtype, field: str) -> tuple[np.ndarray,
     value = ex[field]
     value = np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.asarray(value)
     value = value.reshape(-1)[:seq_len]
-    rows[i, :len(value)] = value
+    rows[i, : len(value)] = value
     lengths.append(max(1, len(value)))
     labels.append(int(ex["label"]))
   n = len(labels)
@@ -165,7 +181,8 @@ def read(c) -> tuple[dict[str, Split], dict]:
   splits = _READ[c.task](builder, c)
   for split, data in splits.items():
     if not len(data):
-      raise DataError(f"tfds: the {split} split of {builder.info.name} under {tfds_root(c)} is "
-                      "empty; rebuild it")
+      raise DataError(
+        f"tfds: the {split} split of {builder.info.name} under {tfds_root(c)} is empty; rebuild it"
+      )
   n_classes = int(builder.info.features["label"].num_classes)
   return splits, {"n_classes": n_classes, "source": f"tfds:{builder.info.full_name}"}

@@ -37,13 +37,16 @@ class JsonTokenizer:
     try:
       import tokenizers  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError("reading tokenizer.json needs the tokenizers package: "
-                        "pip install tokenizers") from e
+      raise ImportError(
+        "reading tokenizer.json needs the tokenizers package: pip install tokenizers"
+      ) from e
     try:
       self._tok = tokenizers.Tokenizer.from_file(path)
     except Exception as e:  # the package raises its own Exception type on a bad file
-      raise ValueError(f"{path} is not a readable tokenizer.json ({str(e).splitlines()[0]}): "
-                       "use the file that came with the checkpoint") from None
+      raise ValueError(
+        f"{path} is not a readable tokenizer.json ({str(e).splitlines()[0]}): "
+        "use the file that came with the checkpoint"
+      ) from None
     self.name = path
     self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
     eos = [self._tok.token_to_id(t) for t in _EOS_NAMES]
@@ -65,8 +68,10 @@ def load_tokenizer(spec: str) -> ByteTokenizer | JsonTokenizer:
   if os.path.isdir(path):
     path = os.path.join(path, "tokenizer.json")
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"data.tokenizer={spec!r}: no tokenizer.json there; give 'bytes' "
-                            "or the checkpoint's tokenizer.json (or its folder)")
+    raise FileNotFoundError(
+      f"data.tokenizer={spec!r}: no tokenizer.json there; give 'bytes' "
+      "or the checkpoint's tokenizer.json (or its folder)"
+    )
   return JsonTokenizer(path)
 
 
@@ -78,7 +83,9 @@ def check_vocab(tokenizer_vocab: int, model_vocab: int, tokenizer_name: str = ""
   if tokenizer_vocab <= model_vocab <= padded:
     return
   name = f" ({tokenizer_name})" if tokenizer_name else ""
-  raise ValueError(f"the tokenizer{name} has {tokenizer_vocab} tokens but the model's "
-                   f"vocabulary has {model_vocab}: use the tokenizer.json that came with the "
-                   "checkpoint (data.tokenizer=DIR), or data.tokenizer=bytes for a model with "
-                   "vocab 256")
+  raise ValueError(
+    f"the tokenizer{name} has {tokenizer_vocab} tokens but the model's "
+    f"vocabulary has {model_vocab}: use the tokenizer.json that came with the "
+    "checkpoint (data.tokenizer=DIR), or data.tokenizer=bytes for a model with "
+    "vocab 256"
+  )

@@ -64,25 +64,37 @@ class Mamba2LMConfig:
 
   def __post_init__(self):
     if self.gated_norm not in GATED_NORMS:
-      raise ValueError(f"Mamba2LMConfig.gated_norm = {self.gated_norm!r}; expected one of "
-                       f"{GATED_NORMS}")
+      raise ValueError(
+        f"Mamba2LMConfig.gated_norm = {self.gated_norm!r}; expected one of {GATED_NORMS}"
+      )
     if self.layer_state_sizes is not None:
       sizes = tuple(int(n) for n in self.layer_state_sizes)
       if len(sizes) != self.n_layers or min(sizes) < 1:
-        raise ValueError(f"Mamba2LMConfig.layer_state_sizes has {len(sizes)} entries "
-                         f"{sizes}; expected n_layers = {self.n_layers} sizes >= 1")
+        raise ValueError(
+          f"Mamba2LMConfig.layer_state_sizes has {len(sizes)} entries "
+          f"{sizes}; expected n_layers = {self.n_layers} sizes >= 1"
+        )
       object.__setattr__(self, "layer_state_sizes", sizes)
     if self.heads * self.head_dim != self.d_inner or self.heads % self.n_groups:
-      raise ValueError(f"Mamba2LMConfig: {self.heads} heads of {self.head_dim} must fill "
-                       f"d_inner = {self.d_inner} and be a multiple of n_groups = "
-                       f"{self.n_groups}")
+      raise ValueError(
+        f"Mamba2LMConfig: {self.heads} heads of {self.head_dim} must fill "
+        f"d_inner = {self.d_inner} and be a multiple of n_groups = "
+        f"{self.n_groups}"
+      )
     object.__setattr__(self, "dt_limit", (float(self.dt_limit[0]), float(self.dt_limit[1])))
 
   @classmethod
   def tiny(cls, **overrides) -> "Mamba2LMConfig":
     """A model for tests: vocab 64, D 32, 2 layers, N 8, 4 heads of 16, chunks of 16."""
-    fields = dict(vocab_size=64, d_model=32, n_layers=2, state_size=8, head_dim=16,
-                  chunk_size=16, pad_vocab_size_multiple=8)
+    fields = dict(
+      vocab_size=64,
+      d_model=32,
+      n_layers=2,
+      state_size=8,
+      head_dim=16,
+      chunk_size=16,
+      pad_vocab_size_multiple=8,
+    )
     return cls(**{**fields, **overrides})
 
   @classmethod
@@ -104,9 +116,14 @@ class Mamba2LMConfig:
 
   def mixer_options(self, i: int) -> dict:
     """Keyword options of layer ``i``'s `last_nnx.ssm.Mamba2`."""
-    return dict(state_size=self.layer_state_size(i), n_heads=self.heads, head_dim=self.head_dim,
-                n_groups=self.n_groups, conv_width=self.conv_width,
-                chunk_size=self.scan_chunk or min(self.chunk_size, 128),
-                dt_limit=self.dt_limit,
-                norm_groups=self.n_groups if self.gated_norm == "group" else 1,
-                norm_eps=self.norm_eps)
+    return dict(
+      state_size=self.layer_state_size(i),
+      n_heads=self.heads,
+      head_dim=self.head_dim,
+      n_groups=self.n_groups,
+      conv_width=self.conv_width,
+      chunk_size=self.scan_chunk or min(self.chunk_size, 128),
+      dt_limit=self.dt_limit,
+      norm_groups=self.n_groups if self.gated_norm == "group" else 1,
+      norm_eps=self.norm_eps,
+    )

@@ -34,11 +34,15 @@ import numpy as np
 from last_nnx.lm.config import Mamba2LMConfig
 
 FORMATS = ("mamba_ssm", "transformers")
-EMBEDDING_KEY = {"mamba_ssm": "backbone.embedding.weight",
-                 "transformers": "backbone.embeddings.weight"}
+EMBEDDING_KEY = {
+  "mamba_ssm": "backbone.embedding.weight",
+  "transformers": "backbone.embeddings.weight",
+}
 EXTRA_FIELD = "last_nnx"
-SUPPORTED = ("mamba_ssm's MambaLMHeadModel with ssm_cfg.layer = 'Mamba2' (state-spaces/mamba2-*) "
-             "or transformers' Mamba2ForCausalLM")
+SUPPORTED = (
+  "mamba_ssm's MambaLMHeadModel with ssm_cfg.layer = 'Mamba2' (state-spaces/mamba2-*) "
+  "or transformers' Mamba2ForCausalLM"
+)
 
 
 class CheckpointError(ValueError):
@@ -46,6 +50,7 @@ class CheckpointError(ValueError):
 
 
 # ---- configs ---------------------------------------------------------------------------
+
 
 def detect_format(raw: dict) -> str:
   """``'mamba_ssm'`` or ``'transformers'`` from a parsed config.json, else CheckpointError."""
@@ -55,19 +60,24 @@ def detect_format(raw: dict) -> str:
   if "d_model" in raw and "n_layer" in raw and "model_type" not in raw:
     layer = (raw.get("ssm_cfg") or {}).get("layer", "Mamba1")
     if layer != "Mamba2":
-      raise CheckpointError(f"config.json describes a mamba_ssm model with ssm_cfg.layer = "
-                            f"{layer!r} (Mamba-1 when unset); last-nnx loads Mamba-2 LMs only: "
-                            f"{SUPPORTED}")
+      raise CheckpointError(
+        f"config.json describes a mamba_ssm model with ssm_cfg.layer = "
+        f"{layer!r} (Mamba-1 when unset); last-nnx loads Mamba-2 LMs only: "
+        f"{SUPPORTED}"
+      )
     return "mamba_ssm"
   kind = raw.get("model_type") or ", ".join(archs) or "unknown"
-  raise CheckpointError(f"config.json describes a {kind!r} model, not a Mamba-2 LM; last-nnx "
-                        f"loads {SUPPORTED}")
+  raise CheckpointError(
+    f"config.json describes a {kind!r} model, not a Mamba-2 LM; last-nnx loads {SUPPORTED}"
+  )
 
 
 def _refuse_unless(ok: bool, what: str) -> None:
   if not ok:
-    raise CheckpointError(f"config.json sets {what}, which last-nnx's Mamba-2 LM does not "
-                          "implement (pure Mamba-2 blocks with RMS norms and no biases only)")
+    raise CheckpointError(
+      f"config.json sets {what}, which last-nnx's Mamba-2 LM does not "
+      "implement (pure Mamba-2 blocks with RMS norms and no biases only)"
+    )
 
 
 def _layer_sizes(raw: dict):
@@ -103,71 +113,123 @@ def config_from_dict(raw: dict) -> tuple[Mamba2LMConfig, str]:
     pad = int(raw.get("pad_vocab_size_multiple", 8))
     vocab = int(raw["vocab_size"])
     config = Mamba2LMConfig(
-        vocab_size=vocab + (-vocab) % pad, d_model=d_model, n_layers=int(raw["n_layer"]),
-        state_size=int(ssm.get("d_state", 128)), layer_state_sizes=_layer_sizes(raw),
-        head_dim=int(ssm.get("headdim", 64)), n_groups=int(ssm.get("ngroups", 1)),
-        expand=expand, conv_width=int(ssm.get("d_conv", 4)),
-        chunk_size=int(ssm.get("chunk_size", 256)),
-        dt_limit=_dt_limit(ssm.get("dt_limit")), gated_norm="group",
-        norm_eps=float(raw.get("norm_epsilon", 1e-5)),
-        tie_embeddings=bool(raw.get("tie_embeddings", True)), pad_vocab_size_multiple=pad)
+      vocab_size=vocab + (-vocab) % pad,
+      d_model=d_model,
+      n_layers=int(raw["n_layer"]),
+      state_size=int(ssm.get("d_state", 128)),
+      layer_state_sizes=_layer_sizes(raw),
+      head_dim=int(ssm.get("headdim", 64)),
+      n_groups=int(ssm.get("ngroups", 1)),
+      expand=expand,
+      conv_width=int(ssm.get("d_conv", 4)),
+      chunk_size=int(ssm.get("chunk_size", 256)),
+      dt_limit=_dt_limit(ssm.get("dt_limit")),
+      gated_norm="group",
+      norm_eps=float(raw.get("norm_epsilon", 1e-5)),
+      tie_embeddings=bool(raw.get("tie_embeddings", True)),
+      pad_vocab_size_multiple=pad,
+    )
     return config, fmt
   _refuse_unless(not raw.get("use_bias", False), "use_bias = true")
   _refuse_unless(raw.get("hidden_act", "silu") == "silu", f"hidden_act = {raw.get('hidden_act')!r}")
   _refuse_unless(raw.get("rms_norm", True), "rms_norm = false")
   hidden, heads = int(raw.get("hidden_size", 4096)), int(raw.get("num_heads", 128))
   config = Mamba2LMConfig(
-      vocab_size=int(raw.get("vocab_size", 32768)), d_model=hidden,
-      n_layers=int(raw.get("num_hidden_layers", 64)), state_size=int(raw.get("state_size", 128)),
-      layer_state_sizes=_layer_sizes(raw), head_dim=int(raw.get("head_dim", 64)),
-      n_heads=heads, n_groups=int(raw.get("n_groups", 8)), expand=int(raw.get("expand", 2)),
-      conv_width=int(raw.get("conv_kernel", 4)), chunk_size=int(raw.get("chunk_size", 256)),
-      dt_limit=_dt_limit(raw.get("time_step_limit")), gated_norm="group",
-      norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
-      tie_embeddings=bool(raw.get("tie_word_embeddings", False)), pad_vocab_size_multiple=1)
+    vocab_size=int(raw.get("vocab_size", 32768)),
+    d_model=hidden,
+    n_layers=int(raw.get("num_hidden_layers", 64)),
+    state_size=int(raw.get("state_size", 128)),
+    layer_state_sizes=_layer_sizes(raw),
+    head_dim=int(raw.get("head_dim", 64)),
+    n_heads=heads,
+    n_groups=int(raw.get("n_groups", 8)),
+    expand=int(raw.get("expand", 2)),
+    conv_width=int(raw.get("conv_kernel", 4)),
+    chunk_size=int(raw.get("chunk_size", 256)),
+    dt_limit=_dt_limit(raw.get("time_step_limit")),
+    gated_norm="group",
+    norm_eps=float(raw.get("layer_norm_epsilon", 1e-5)),
+    tie_embeddings=bool(raw.get("tie_word_embeddings", False)),
+    pad_vocab_size_multiple=1,
+  )
   return config, fmt
 
 
-def config_to_dict(config: Mamba2LMConfig, fmt: str, state_size: int,
-                   layer_state_sizes: tuple[int, ...] | None) -> dict:
+def config_to_dict(
+  config: Mamba2LMConfig, fmt: str, state_size: int, layer_state_sizes: tuple[int, ...] | None
+) -> dict:
   """The config.json of ``config`` in ``fmt`` with N = ``state_size`` in every layer.
 
   ``layer_state_sizes`` (native layer-adaptive files) goes into the extra field.
   """
   if config.gated_norm != "group" and config.n_groups > 1:
-    raise CheckpointError("this model's gated norm spans the whole width with n_groups > 1; "
-                          "both formats normalize per group: it cannot be saved exactly")
+    raise CheckpointError(
+      "this model's gated norm spans the whole width with n_groups > 1; "
+      "both formats normalize per group: it cannot be saved exactly"
+    )
   if fmt == "mamba_ssm":
     if config.heads * config.head_dim != config.expand * config.d_model:
-      raise CheckpointError(f"mamba_ssm's format derives the heads from expand * d_model / "
-                            f"headdim; this model has {config.heads} heads: save "
-                            "format='transformers'")
-    ssm = {"layer": "Mamba2", "d_state": state_size, "d_conv": config.conv_width,
-           "expand": config.expand, "headdim": config.head_dim, "ngroups": config.n_groups,
-           "chunk_size": config.chunk_size}
+      raise CheckpointError(
+        f"mamba_ssm's format derives the heads from expand * d_model / "
+        f"headdim; this model has {config.heads} heads: save "
+        "format='transformers'"
+      )
+    ssm = {
+      "layer": "Mamba2",
+      "d_state": state_size,
+      "d_conv": config.conv_width,
+      "expand": config.expand,
+      "headdim": config.head_dim,
+      "ngroups": config.n_groups,
+      "chunk_size": config.chunk_size,
+    }
     if config.dt_limit != (0.0, math.inf):
       ssm["dt_limit"] = list(config.dt_limit)
     pad = config.pad_vocab_size_multiple
-    raw = {"d_model": config.d_model, "d_intermediate": 0, "n_layer": config.n_layers,
-           "vocab_size": config.vocab_size, "ssm_cfg": ssm, "attn_layer_idx": [],
-           "attn_cfg": {}, "rms_norm": True, "residual_in_fp32": True, "fused_add_norm": True,
-           "pad_vocab_size_multiple": pad if config.vocab_size % pad == 0 else 1,
-           "tie_embeddings": config.tie_embeddings, "norm_epsilon": config.norm_eps}
+    raw = {
+      "d_model": config.d_model,
+      "d_intermediate": 0,
+      "n_layer": config.n_layers,
+      "vocab_size": config.vocab_size,
+      "ssm_cfg": ssm,
+      "attn_layer_idx": [],
+      "attn_cfg": {},
+      "rms_norm": True,
+      "residual_in_fp32": True,
+      "fused_add_norm": True,
+      "pad_vocab_size_multiple": pad if config.vocab_size % pad == 0 else 1,
+      "tie_embeddings": config.tie_embeddings,
+      "norm_epsilon": config.norm_eps,
+    }
   else:
-    raw = {"architectures": ["Mamba2ForCausalLM"], "model_type": "mamba2",
-           "vocab_size": config.vocab_size, "hidden_size": config.d_model,
-           "num_hidden_layers": config.n_layers, "state_size": state_size,
-           "n_groups": config.n_groups, "head_dim": config.head_dim,
-           "num_heads": config.heads, "expand": config.d_inner // config.d_model,
-           "conv_kernel": config.conv_width, "chunk_size": config.chunk_size,
-           "time_step_limit": list(config.dt_limit), "layer_norm_epsilon": config.norm_eps,
-           "tie_word_embeddings": config.tie_embeddings, "use_bias": False,
-           "use_conv_bias": True, "hidden_act": "silu", "residual_in_fp32": True,
-           "rms_norm": True}
+    raw = {
+      "architectures": ["Mamba2ForCausalLM"],
+      "model_type": "mamba2",
+      "vocab_size": config.vocab_size,
+      "hidden_size": config.d_model,
+      "num_hidden_layers": config.n_layers,
+      "state_size": state_size,
+      "n_groups": config.n_groups,
+      "head_dim": config.head_dim,
+      "num_heads": config.heads,
+      "expand": config.d_inner // config.d_model,
+      "conv_kernel": config.conv_width,
+      "chunk_size": config.chunk_size,
+      "time_step_limit": list(config.dt_limit),
+      "layer_norm_epsilon": config.norm_eps,
+      "tie_word_embeddings": config.tie_embeddings,
+      "use_bias": False,
+      "use_conv_bias": True,
+      "hidden_act": "silu",
+      "residual_in_fp32": True,
+      "rms_norm": True,
+    }
     if config.d_inner != raw["expand"] * config.d_model:
-      raise CheckpointError(f"transformers' format needs num_heads * head_dim = expand * "
-                            f"hidden_size; this model has d_inner {config.d_inner} and "
-                            f"d_model {config.d_model}")
+      raise CheckpointError(
+        f"transformers' format needs num_heads * head_dim = expand * "
+        f"hidden_size; this model has d_inner {config.d_inner} and "
+        f"d_model {config.d_model}"
+      )
   if layer_state_sizes is not None:
     raw[EXTRA_FIELD] = {"layer_state_sizes": list(layer_state_sizes)}
   return raw
@@ -175,19 +237,33 @@ def config_to_dict(config: Mamba2LMConfig, fmt: str, state_size: int,
 
 # ---- tensors ---------------------------------------------------------------------------
 
+
 def expected_shapes(config: Mamba2LMConfig, fmt: str) -> dict[str, tuple[int, ...]]:
   """Every tensor a checkpoint of ``config`` holds, with its PyTorch shape."""
-  d, e, nh, g, w = (config.d_model, config.d_inner, config.heads, config.n_groups,
-                    config.conv_width)
+  d, e, nh, g, w = (
+    config.d_model,
+    config.d_inner,
+    config.heads,
+    config.n_groups,
+    config.conv_width,
+  )
   shapes = {EMBEDDING_KEY[fmt]: (config.vocab_size, d), "backbone.norm_f.weight": (d,)}
   for i in range(config.n_layers):
     n = config.layer_state_size(i)
     p = f"backbone.layers.{i}."
-    shapes.update({
-        p + "norm.weight": (d,), p + "mixer.in_proj.weight": (2 * e + 2 * g * n + nh, d),
-        p + "mixer.conv1d.weight": (e + 2 * g * n, 1, w), p + "mixer.conv1d.bias": (e + 2 * g * n,),
-        p + "mixer.dt_bias": (nh,), p + "mixer.A_log": (nh,), p + "mixer.D": (nh,),
-        p + "mixer.norm.weight": (e,), p + "mixer.out_proj.weight": (d, e)})
+    shapes.update(
+      {
+        p + "norm.weight": (d,),
+        p + "mixer.in_proj.weight": (2 * e + 2 * g * n + nh, d),
+        p + "mixer.conv1d.weight": (e + 2 * g * n, 1, w),
+        p + "mixer.conv1d.bias": (e + 2 * g * n,),
+        p + "mixer.dt_bias": (nh,),
+        p + "mixer.A_log": (nh,),
+        p + "mixer.D": (nh,),
+        p + "mixer.norm.weight": (e,),
+        p + "mixer.out_proj.weight": (d, e),
+      }
+    )
   if not config.tie_embeddings:
     shapes["lm_head.weight"] = (config.vocab_size, d)
   return shapes
@@ -202,16 +278,23 @@ def mixer_params(tensors: dict, prefix: str, config: Mamba2LMConfig, n: int) -> 
   bias = np.zeros(kernel.shape[1], np.float32) if bias is None else bias
   gn, wd = g * n, kernel.shape[0]
   return {
-      "in_z": w_in[:, :e], "in_x": w_in[:, e:2 * e],
-      "in_B": w_in[:, 2 * e:2 * e + gn].reshape(d, g, n),
-      "in_C": w_in[:, 2 * e + gn:2 * e + 2 * gn].reshape(d, g, n),
-      "in_dt": w_in[:, 2 * e + 2 * gn:],
-      "conv_x": kernel[:, :e], "conv_x_bias": bias[:e],
-      "conv_B": kernel[:, e:e + gn].reshape(wd, g, n), "conv_B_bias": bias[e:e + gn].reshape(g, n),
-      "conv_C": kernel[:, e + gn:].reshape(wd, g, n), "conv_C_bias": bias[e + gn:].reshape(g, n),
-      "dt_bias": tensors[prefix + "dt_bias"], "A_log": tensors[prefix + "A_log"],
-      "D": tensors[prefix + "D"], "norm_scale": tensors[prefix + "norm.weight"],
-      "out": tensors[prefix + "out_proj.weight"].T}
+    "in_z": w_in[:, :e],
+    "in_x": w_in[:, e : 2 * e],
+    "in_B": w_in[:, 2 * e : 2 * e + gn].reshape(d, g, n),
+    "in_C": w_in[:, 2 * e + gn : 2 * e + 2 * gn].reshape(d, g, n),
+    "in_dt": w_in[:, 2 * e + 2 * gn :],
+    "conv_x": kernel[:, :e],
+    "conv_x_bias": bias[:e],
+    "conv_B": kernel[:, e : e + gn].reshape(wd, g, n),
+    "conv_B_bias": bias[e : e + gn].reshape(g, n),
+    "conv_C": kernel[:, e + gn :].reshape(wd, g, n),
+    "conv_C_bias": bias[e + gn :].reshape(g, n),
+    "dt_bias": tensors[prefix + "dt_bias"],
+    "A_log": tensors[prefix + "A_log"],
+    "D": tensors[prefix + "D"],
+    "norm_scale": tensors[prefix + "norm.weight"],
+    "out": tensors[prefix + "out_proj.weight"].T,
+  }
 
 
 def mixer_tensors(params: dict, mask: np.ndarray, prefix: str, n: int) -> dict:
@@ -231,16 +314,41 @@ def mixer_tensors(params: dict, mask: np.ndarray, prefix: str, n: int) -> dict:
 
   d = params["in_z"].shape[0]
   wd = params["conv_x"].shape[0]
-  w_in = np.concatenate([params["in_z"], params["in_x"], states(params["in_B"], 1).reshape(d, -1),
-                         states(params["in_C"], 1).reshape(d, -1), params["in_dt"]], axis=1)
-  kernel = np.concatenate([params["conv_x"], states(params["conv_B"], 1).reshape(wd, -1),
-                           states(params["conv_C"], 1).reshape(wd, -1)], axis=1)
-  bias = np.concatenate([params["conv_x_bias"], states(params["conv_B_bias"], 0).reshape(-1),
-                         states(params["conv_C_bias"], 0).reshape(-1)])
-  return {prefix + "in_proj.weight": w_in.T, prefix + "conv1d.weight": kernel.T[:, None, :],
-          prefix + "conv1d.bias": bias, prefix + "dt_bias": params["dt_bias"],
-          prefix + "A_log": params["A_log"], prefix + "D": params["D"],
-          prefix + "norm.weight": params["norm_scale"], prefix + "out_proj.weight": params["out"].T}
+  w_in = np.concatenate(
+    [
+      params["in_z"],
+      params["in_x"],
+      states(params["in_B"], 1).reshape(d, -1),
+      states(params["in_C"], 1).reshape(d, -1),
+      params["in_dt"],
+    ],
+    axis=1,
+  )
+  kernel = np.concatenate(
+    [
+      params["conv_x"],
+      states(params["conv_B"], 1).reshape(wd, -1),
+      states(params["conv_C"], 1).reshape(wd, -1),
+    ],
+    axis=1,
+  )
+  bias = np.concatenate(
+    [
+      params["conv_x_bias"],
+      states(params["conv_B_bias"], 0).reshape(-1),
+      states(params["conv_C_bias"], 0).reshape(-1),
+    ]
+  )
+  return {
+    prefix + "in_proj.weight": w_in.T,
+    prefix + "conv1d.weight": kernel.T[:, None, :],
+    prefix + "conv1d.bias": bias,
+    prefix + "dt_bias": params["dt_bias"],
+    prefix + "A_log": params["A_log"],
+    prefix + "D": params["D"],
+    prefix + "norm.weight": params["norm_scale"],
+    prefix + "out_proj.weight": params["out"].T,
+  }
 
 
 def dead_states(params: dict) -> np.ndarray:
@@ -248,5 +356,8 @@ def dead_states(params: dict) -> np.ndarray:
 
   Such a state is never read (``C_t[n] = silu(0) = 0``): a pruned or padding slot.
   """
-  return ((params["in_C"] == 0).all(axis=0) & (params["conv_C"] == 0).all(axis=0)
-          & (params["conv_C_bias"] == 0))
+  return (
+    (params["in_C"] == 0).all(axis=0)
+    & (params["conv_C"] == 0).all(axis=0)
+    & (params["conv_C_bias"] == 0)
+  )

@@ -29,18 +29,20 @@ from flax import nnx
 from last_nnx.lm.generate import token_nll
 
 
-def kl_loss(student_logits: jax.Array, teacher_logits: jax.Array,
-            temperature: float = 1.0) -> jax.Array:
+def kl_loss(
+  student_logits: jax.Array, teacher_logits: jax.Array, temperature: float = 1.0
+) -> jax.Array:
   """Mean over tokens of ``T^2 KL(softmax(t / T) || softmax(s / T))``; logits ``(..., V)``."""
   t = jax.nn.log_softmax(teacher_logits / temperature, axis=-1)
   s = jax.nn.log_softmax(student_logits / temperature, axis=-1)
-  return temperature ** 2 * jnp.mean(jnp.sum(jnp.exp(t) * (t - s), axis=-1))
+  return temperature**2 * jnp.mean(jnp.sum(jnp.exp(t) * (t - s), axis=-1))
 
 
 @nnx.jit(static_argnames=("temperature",))
 def _distill_step(student, optimizer, inputs, teacher_logits, temperature):
   def loss_fn(m):
     return kl_loss(m(inputs), teacher_logits, temperature)
+
   loss, grads = nnx.value_and_grad(loss_fn)(student)
   optimizer.update(student, grads)
   return loss
@@ -50,6 +52,7 @@ def _distill_step(student, optimizer, inputs, teacher_logits, temperature):
 def _ce_step(student, optimizer, inputs, targets):
   def loss_fn(m):
     return jnp.mean(token_nll(m(inputs), targets))
+
   loss, grads = nnx.value_and_grad(loss_fn)(student)
   optimizer.update(student, grads)
   return loss
@@ -60,10 +63,19 @@ def _logits(model, inputs):
   return model(inputs)
 
 
-def finetune(student: nnx.Module, windows, *, teacher: nnx.Module | None = None,
-             steps: int = 300, lr: float = 3e-4, batch_size: int = 16,
-             temperature: float = 1.0, weight_decay: float = 0.0, seed: int = 0,
-             log_every: int = 50) -> list[tuple[int, float]]:
+def finetune(
+  student: nnx.Module,
+  windows,
+  *,
+  teacher: nnx.Module | None = None,
+  steps: int = 300,
+  lr: float = 3e-4,
+  batch_size: int = 16,
+  temperature: float = 1.0,
+  weight_decay: float = 0.0,
+  seed: int = 0,
+  log_every: int = 50,
+) -> list[tuple[int, float]]:
   """Fine-tunes ``student`` in place (module docstring); ``windows (n, L + 1)`` int32.
 
   Returns ``[(step, mean loss since the previous entry), ...]`` every ``log_every``
@@ -74,8 +86,7 @@ def finetune(student: nnx.Module, windows, *, teacher: nnx.Module | None = None,
     raise ValueError(f"finetune: windows have shape {windows.shape}; pass (n, L + 1) tokens")
   if steps < 1 or not lr > 0:
     raise ValueError(f"finetune: steps = {steps}, lr = {lr}; pass steps >= 1 and lr > 0")
-  tx = optax.chain(optax.clip_by_global_norm(1.0),
-                   optax.adamw(lr, weight_decay=weight_decay))
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=weight_decay))
   optimizer = nnx.Optimizer(student, tx, wrt=nnx.Param)
   rng = np.random.default_rng(seed)
   history, running = [], []
@@ -83,8 +94,7 @@ def finetune(student: nnx.Module, windows, *, teacher: nnx.Module | None = None,
     rows = jnp.asarray(windows[rng.integers(0, len(windows), batch_size)])
     inputs, targets = rows[:, :-1], rows[:, 1:]
     if teacher is not None:
-      loss = _distill_step(student, optimizer, inputs, _logits(teacher, inputs),
-                           float(temperature))
+      loss = _distill_step(student, optimizer, inputs, _logits(teacher, inputs), float(temperature))
     else:
       loss = _ce_step(student, optimizer, inputs, targets)
     running.append(loss)

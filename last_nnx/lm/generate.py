@@ -25,8 +25,9 @@ import numpy as np
 from flax import nnx
 
 
-def sample_token(logits: jax.Array, key: jax.Array, temperature: float = 0.0,
-                 top_k: int | None = None) -> jax.Array:
+def sample_token(
+  logits: jax.Array, key: jax.Array, temperature: float = 0.0, top_k: int | None = None
+) -> jax.Array:
   """``logits (B, V)`` float32 -> tokens ``(B,)`` int32 (module docstring, steps 1-3)."""
   if temperature == 0.0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
@@ -54,8 +55,15 @@ def _generate(graphdef, params, prompt, key, steps, temperature, top_k):
   return tokens.T  # (B, steps)
 
 
-def generate(model: nnx.Module, prompt, max_new_tokens: int, *, temperature: float = 0.0,
-             top_k: int | None = None, seed: int = 0) -> np.ndarray:
+def generate(
+  model: nnx.Module,
+  prompt,
+  max_new_tokens: int,
+  *,
+  temperature: float = 0.0,
+  top_k: int | None = None,
+  seed: int = 0,
+) -> np.ndarray:
   """Continues each row of ``prompt (B, L)`` int32 by ``max_new_tokens`` tokens.
 
   Greedy when ``temperature == 0`` (the default), else sampled (module docstring).
@@ -63,16 +71,21 @@ def generate(model: nnx.Module, prompt, max_new_tokens: int, *, temperature: flo
   """
   prompt = jnp.asarray(prompt, jnp.int32)
   if prompt.ndim != 2 or prompt.shape[1] < 1:
-    raise ValueError(f"generate: prompt has shape {prompt.shape}; pass (batch, length >= 1) "
-                     "int32 tokens")
+    raise ValueError(
+      f"generate: prompt has shape {prompt.shape}; pass (batch, length >= 1) int32 tokens"
+    )
   if max_new_tokens < 1:
     return np.zeros((prompt.shape[0], 0), np.int32)
   if top_k is not None and not 1 <= top_k <= model.config.vocab_size:
-    raise ValueError(f"generate: top_k = {top_k}; pass 1 <= top_k <= vocab size "
-                     f"{model.config.vocab_size} or None")
+    raise ValueError(
+      f"generate: top_k = {top_k}; pass 1 <= top_k <= vocab size {model.config.vocab_size} or None"
+    )
   graphdef, params = nnx.split(model)
-  return np.asarray(_generate(graphdef, params, prompt, jax.random.key(seed), max_new_tokens,
-                              float(temperature), top_k))
+  return np.asarray(
+    _generate(
+      graphdef, params, prompt, jax.random.key(seed), max_new_tokens, float(temperature), top_k
+    )
+  )
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -97,11 +110,12 @@ def evaluate(model: nnx.Module, windows, batch_size: int = 8) -> dict:
   """
   windows = np.asarray(windows, np.int32)
   if windows.ndim != 2 or windows.shape[1] < 2 or len(windows) == 0:
-    raise ValueError(f"evaluate: windows have shape {windows.shape}; pass (n >= 1, L >= 2) "
-                     "int32 tokens")
+    raise ValueError(
+      f"evaluate: windows have shape {windows.shape}; pass (n >= 1, L >= 2) int32 tokens"
+    )
   total = 0.0
   for start in range(0, len(windows), batch_size):
-    total += float(_window_nll_sum(model, jnp.asarray(windows[start:start + batch_size])))
+    total += float(_window_nll_sum(model, jnp.asarray(windows[start : start + batch_size])))
   count = windows.shape[0] * (windows.shape[1] - 1)
   loss = total / count
   return {"loss": loss, "perplexity": float(np.exp(loss)), "tokens": count}

@@ -41,23 +41,28 @@ from last_nnx.lm.model import Mamba2LM
 from last_nnx.ssm.base import compaction_index, gather_states
 
 LAYOUTS = ("padded", "native")
-DOWNLOAD_HINT = ("download one with e.g. `huggingface-cli download state-spaces/mamba2-130m "
-                 "--local-dir DIR`")
+DOWNLOAD_HINT = (
+  "download one with e.g. `huggingface-cli download state-spaces/mamba2-130m --local-dir DIR`"
+)
 
 
 def _convert_command(path: pathlib.Path) -> str:
-  return (f"python -c \"import torch; from safetensors.torch import save_file; "
-          f"sd = torch.load('{path}', map_location='cpu', weights_only=True); "
-          f"save_file({{k: v.float().clone() for k, v in sd.items()}}, "
-          f"'{path.parent / 'model.safetensors'}', metadata={{'format': 'pt'}})\"")
+  return (
+    f'python -c "import torch; from safetensors.torch import save_file; '
+    f"sd = torch.load('{path}', map_location='cpu', weights_only=True); "
+    f"save_file({{k: v.float().clone() for k, v in sd.items()}}, "
+    f"'{path.parent / 'model.safetensors'}', metadata={{'format': 'pt'}})\""
+  )
 
 
 def read_config(directory) -> tuple[Mamba2LMConfig, str]:
   """``(config, format)`` of the checkpoint in ``directory`` (`convert.config_from_dict`)."""
   path = pathlib.Path(directory) / "config.json"
   if not path.is_file():
-    raise CheckpointError(f"{directory} has no config.json: pass the directory a Mamba-2 "
-                          f"checkpoint was downloaded to ({DOWNLOAD_HINT})")
+    raise CheckpointError(
+      f"{directory} has no config.json: pass the directory a Mamba-2 "
+      f"checkpoint was downloaded to ({DOWNLOAD_HINT})"
+    )
   try:
     raw = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -67,26 +72,33 @@ def read_config(directory) -> tuple[Mamba2LMConfig, str]:
   except (KeyError, TypeError, ValueError) as e:
     if isinstance(e, CheckpointError):
       raise
-    raise CheckpointError(f"{path} lacks or mistypes a field ({e!r}): it is not a Mamba-2 "
-                          "config this loader understands") from None
+    raise CheckpointError(
+      f"{path} lacks or mistypes a field ({e!r}): it is not a Mamba-2 "
+      "config this loader understands"
+    ) from None
 
 
 def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
   from safetensors import safe_open
+
   try:
     with safe_open(str(path), framework="np") as f:
       return {k: np.asarray(f.get_tensor(k), np.float32) for k in f.keys()}
   except Exception as e:  # the package raises its own SafetensorError (or OSError) kinds
     reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise CheckpointError(f"{path} is truncated or corrupt ({reason}): download or write it "
-                          "again") from None
+    raise CheckpointError(
+      f"{path} is truncated or corrupt ({reason}): download or write it again"
+    ) from None
 
 
 def read_tensors(directory) -> dict[str, np.ndarray]:
   """Every tensor of the checkpoint in ``directory``, as float32 numpy arrays."""
   root = pathlib.Path(directory)
-  single, index, binary = (root / "model.safetensors", root / "model.safetensors.index.json",
-                           root / "pytorch_model.bin")
+  single, index, binary = (
+    root / "model.safetensors",
+    root / "model.safetensors.index.json",
+    root / "pytorch_model.bin",
+  )
   if single.is_file():
     return _read_safetensors(single)
   if index.is_file():
@@ -101,24 +113,30 @@ def read_tensors(directory) -> dict[str, np.ndarray]:
     try:
       import torch
     except ImportError:
-      raise CheckpointError(f"{binary} is a PyTorch pickle and torch is not installed: "
-                            f"convert it once where torch is, with {_convert_command(binary)}"
-                            ) from None
+      raise CheckpointError(
+        f"{binary} is a PyTorch pickle and torch is not installed: "
+        f"convert it once where torch is, with {_convert_command(binary)}"
+      ) from None
     state = torch.load(str(binary), map_location="cpu", weights_only=True)
     return {k: v.float().numpy() for k, v in state.items()}
-  raise CheckpointError(f"{root} has no weights (model.safetensors or pytorch_model.bin): "
-                        f"{DOWNLOAD_HINT}")
+  raise CheckpointError(
+    f"{root} has no weights (model.safetensors or pytorch_model.bin): {DOWNLOAD_HINT}"
+  )
 
 
 def _check_shapes(tensors: dict, config: Mamba2LMConfig, fmt: str, directory) -> None:
   for key, shape in convert.expected_shapes(config, fmt).items():
     if key not in tensors:
-      raise CheckpointError(f"{directory} lacks tensor {key} that its {fmt} config.json "
-                            "implies: the weights and the config do not belong together")
+      raise CheckpointError(
+        f"{directory} lacks tensor {key} that its {fmt} config.json "
+        "implies: the weights and the config do not belong together"
+      )
     if tuple(tensors[key].shape) != shape:
-      raise CheckpointError(f"tensor {key} in {directory} has shape {tuple(tensors[key].shape)}"
-                            f", expected {shape} from config.json: the weights and the config "
-                            "do not belong together")
+      raise CheckpointError(
+        f"tensor {key} in {directory} has shape {tuple(tensors[key].shape)}"
+        f", expected {shape} from config.json: the weights and the config "
+        "do not belong together"
+      )
 
 
 def _set(var, array) -> None:
@@ -144,8 +162,7 @@ def load_pretrained(directory, *, compact: bool = True) -> Mamba2LM:
   for i, block in enumerate(model.layers):
     prefix = f"backbone.layers.{i}."
     _set(block.norm.weight, tensors[prefix + "norm.weight"])
-    params = convert.mixer_params(tensors, prefix + "mixer.", config,
-                                  config.layer_state_size(i))
+    params = convert.mixer_params(tensors, prefix + "mixer.", config, config.layer_state_size(i))
     for name, value in params.items():
       _set(getattr(block.mixer, name), value)
     dead = convert.dead_states(params)
@@ -154,7 +171,8 @@ def load_pretrained(directory, *, compact: bool = True) -> Mamba2LM:
       block.mixer.prune_states(~dead)
   sizes = model.state_sizes()
   model.config = dataclasses.replace(
-      config, state_size=max(sizes), layer_state_sizes=sizes if len(set(sizes)) > 1 else None)
+    config, state_size=max(sizes), layer_state_sizes=sizes if len(set(sizes)) > 1 else None
+  )
   return model
 
 
@@ -165,8 +183,24 @@ def _mixer_arrays(mixer) -> tuple[dict, np.ndarray]:
   states first, the width the largest live count of a group (ragged groups padded
   and masked, as `DiagonalSSM.prune_states` compacts).
   """
-  names = ("in_z", "in_x", "in_B", "in_C", "in_dt", "conv_x", "conv_x_bias", "conv_B",
-           "conv_B_bias", "conv_C", "conv_C_bias", "dt_bias", "A_log", "D", "norm_scale", "out")
+  names = (
+    "in_z",
+    "in_x",
+    "in_B",
+    "in_C",
+    "in_dt",
+    "conv_x",
+    "conv_x_bias",
+    "conv_B",
+    "conv_B_bias",
+    "conv_C",
+    "conv_C_bias",
+    "dt_bias",
+    "A_log",
+    "D",
+    "norm_scale",
+    "out",
+  )
   index, mask = compaction_index(np.asarray(mixer.state_mask[...]) > 0)
   params = {}
   for name in names:
@@ -199,18 +233,22 @@ def save_pretrained(model: Mamba2LM, directory, *, format: str, layout: str = "p
   n_max = max(sizes)
   native = layout == "native" and len(set(sizes)) > 1
   raw = convert.config_to_dict(model.config, format, n_max, sizes if native else None)
-  tensors = {convert.EMBEDDING_KEY[format]: np.asarray(model.embedding[...]),
-             "backbone.norm_f.weight": np.asarray(model.norm_f.weight[...])}
+  tensors = {
+    convert.EMBEDDING_KEY[format]: np.asarray(model.embedding[...]),
+    "backbone.norm_f.weight": np.asarray(model.norm_f.weight[...]),
+  }
   for i, (block, (params, mask)) in enumerate(zip(model.layers, mixers)):
     prefix = f"backbone.layers.{i}."
     tensors[prefix + "norm.weight"] = np.asarray(block.norm.weight[...])
-    tensors.update(convert.mixer_tensors(params, mask, prefix + "mixer.",
-                                         sizes[i] if native else n_max))
+    tensors.update(
+      convert.mixer_tensors(params, mask, prefix + "mixer.", sizes[i] if native else n_max)
+    )
   if model.lm_head is not None:
     tensors["lm_head.weight"] = np.asarray(model.lm_head[...])
   elif format == "mamba_ssm":  # its state dict lists the tied head too
     tensors["lm_head.weight"] = tensors[convert.EMBEDDING_KEY[format]]
   from safetensors.numpy import save_file
+
   root = pathlib.Path(directory)
   root.mkdir(parents=True, exist_ok=True)
   tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()}

@@ -83,8 +83,11 @@ class Mamba2LM(nnx.Module):
     for block in self.layers:
       block.mixer.out.set_value(block.mixer.out.get_value() * scale)
     self.norm_f = RMSNorm(d, config.norm_eps)
-    self.lm_head = (None if config.tie_embeddings else
-                    nnx.Param(0.02 * jax.random.normal(rngs.params(), (v, d), jnp.float32)))
+    self.lm_head = (
+      None
+      if config.tie_embeddings
+      else nnx.Param(0.02 * jax.random.normal(rngs.params(), (v, d), jnp.float32))
+    )
 
   # ---- pieces --------------------------------------------------------------------------
 

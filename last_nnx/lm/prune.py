@@ -26,8 +26,9 @@ CALIBRATION_LENGTH = 128
 CALIBRATION_BATCH = 16
 
 
-def calibration_windows(tokens, count: int = CALIBRATION_COUNT, length: int = CALIBRATION_LENGTH,
-                        seed: int = 0) -> np.ndarray:
+def calibration_windows(
+  tokens, count: int = CALIBRATION_COUNT, length: int = CALIBRATION_LENGTH, seed: int = 0
+) -> np.ndarray:
   """``count`` windows ``(count, length)`` int32 drawn from ``tokens``.
 
   ``tokens``: a 1-D token stream, or windows ``(n, L)`` with ``L >= length`` (each
@@ -37,17 +38,22 @@ def calibration_windows(tokens, count: int = CALIBRATION_COUNT, length: int = CA
   tokens = np.asarray(tokens)
   rng = np.random.default_rng(seed)
   if count < 1 or length < 2:
-    raise ValueError(f"calibration needs count >= 1 windows of length >= 2 tokens; got "
-                     f"{count} x {length}")
+    raise ValueError(
+      f"calibration needs count >= 1 windows of length >= 2 tokens; got {count} x {length}"
+    )
   if tokens.ndim == 1:
     if tokens.size < length:
-      raise ValueError(f"calibration text has {tokens.size} tokens, fewer than one window of "
-                       f"{length}: pass more text or a smaller --calibration_length")
+      raise ValueError(
+        f"calibration text has {tokens.size} tokens, fewer than one window of "
+        f"{length}: pass more text or a smaller --calibration_length"
+      )
     starts = rng.integers(0, tokens.size - length + 1, size=count)
-    return np.stack([tokens[s:s + length] for s in starts]).astype(np.int32)
+    return np.stack([tokens[s : s + length] for s in starts]).astype(np.int32)
   if tokens.ndim != 2 or tokens.shape[1] < length:
-    raise ValueError(f"calibration windows have shape {tokens.shape}; pass a token stream or "
-                     f"(n, L >= {length}) windows")
+    raise ValueError(
+      f"calibration windows have shape {tokens.shape}; pass a token stream or "
+      f"(n, L >= {length}) windows"
+    )
   rows = rng.choice(len(tokens), size=count, replace=count > len(tokens))
   return np.asarray(tokens[rows, :length], np.int32)
 
@@ -55,9 +61,13 @@ def calibration_windows(tokens, count: int = CALIBRATION_COUNT, length: int = CA
 def as_batches(windows: np.ndarray, batch_size: int = CALIBRATION_BATCH) -> list:
   """``[(tokens (b, L) int32, lengths (b,) int32), ...]``: what calibration reads."""
   windows = np.asarray(windows, np.int32)
-  return [(windows[i:i + batch_size], np.full(len(windows[i:i + batch_size]), windows.shape[1],
-                                              np.int32))
-          for i in range(0, len(windows), batch_size)]
+  return [
+    (
+      windows[i : i + batch_size],
+      np.full(len(windows[i : i + batch_size]), windows.shape[1], np.int32),
+    )
+    for i in range(0, len(windows), batch_size)
+  ]
 
 
 def state_counts(model: nnx.Module) -> tuple[int, ...]:
@@ -74,20 +84,37 @@ def pruned_config(model: nnx.Module) -> Mamba2LMConfig:
   return dataclasses.replace(config, state_size=max(sizes), layer_state_sizes=sizes)
 
 
-def prune_lm(model: nnx.Module, ratio: float, *, criterion: str = "calibrated",
-             allocation: str | None = None, sequential: bool = False, calibration=None,
-             batch_size: int = CALIBRATION_BATCH, rng=None, mode: str = "compact",
-             min_per_layer: int = 1) -> SequentialReport:
+def prune_lm(
+  model: nnx.Module,
+  ratio: float,
+  *,
+  criterion: str = "calibrated",
+  allocation: str | None = None,
+  sequential: bool = False,
+  calibration=None,
+  batch_size: int = CALIBRATION_BATCH,
+  rng=None,
+  mode: str = "compact",
+  min_per_layer: int = 1,
+) -> SequentialReport:
   """Prunes ``ratio`` of ``model``'s states in place; ``calibration``: windows ``(n, L)``.
 
   See `last_nnx.pruning.sequential.prune_selective` for the options. With
   ``mode='compact'`` the model's config is updated to its new state sizes.
   """
   batches = as_batches(calibration, batch_size) if calibration is not None else None
-  report = prune_selective(model, ratio, criterion=criterion, allocation=allocation,
-                           sequential=sequential, calibration=batches,
-                           calibration_batches=len(batches or ()), rng=rng, mode=mode,
-                           min_per_layer=min_per_layer)
+  report = prune_selective(
+    model,
+    ratio,
+    criterion=criterion,
+    allocation=allocation,
+    sequential=sequential,
+    calibration=batches,
+    calibration_batches=len(batches or ()),
+    rng=rng,
+    mode=mode,
+    min_per_layer=min_per_layer,
+  )
   if mode == "compact":
     model.config = pruned_config(model)
   return report

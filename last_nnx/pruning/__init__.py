@@ -23,8 +23,12 @@ records and replay), `schedule` (when and how much), `report`.
 """
 
 from last_nnx.pruning import balanced, selective  # noqa: F401 (register their criteria)
-from last_nnx.pruning.criteria import (Criterion, get_criterion, register_criterion,
-                                       registered_criteria)
+from last_nnx.pruning.criteria import (
+  Criterion,
+  get_criterion,
+  register_criterion,
+  registered_criteria,
+)
 from last_nnx.pruning.history import EventRecord, PruningEvent, PruningHistory, replay
 from last_nnx.pruning.options import PruneOptions
 from last_nnx.pruning.pipeline import applicable, needs_calibration, prune, score
@@ -32,21 +36,21 @@ from last_nnx.pruning.report import LayerReport, PruneReport
 from last_nnx.pruning.schedule import PruningSchedule, event_ratio
 
 __all__ = [
-    "Criterion",
-    "EventRecord",
-    "LayerReport",
-    "PruneOptions",
-    "PruneReport",
-    "PruningEvent",
-    "PruningHistory",
-    "PruningSchedule",
-    "applicable",
-    "event_ratio",
-    "get_criterion",
-    "needs_calibration",
-    "prune",
-    "register_criterion",
-    "registered_criteria",
-    "replay",
-    "score",
+  "Criterion",
+  "EventRecord",
+  "LayerReport",
+  "PruneOptions",
+  "PruneReport",
+  "PruningEvent",
+  "PruningHistory",
+  "PruningSchedule",
+  "applicable",
+  "event_ratio",
+  "get_criterion",
+  "needs_calibration",
+  "prune",
+  "register_criterion",
+  "registered_criteria",
+  "replay",
+  "score",
 ]

@@ -43,8 +43,10 @@ def check_ratio(ratio: float) -> float:
   except (TypeError, ValueError):
     raise ValueError(f"pruning ratio must be a number in [0, 1), got {ratio!r}") from None
   if math.isnan(ratio) or not 0.0 <= ratio < 1.0:
-    raise ValueError(f"pruning ratio {ratio} is outside [0, 1): it is the fraction of the live "
-                     "states to remove (0.3 removes 30% and keeps 70%); use 0 to prune nothing")
+    raise ValueError(
+      f"pruning ratio {ratio} is outside [0, 1): it is the fraction of the live "
+      "states to remove (0.3 removes 30% and keeps 70%); use 0 to prune nothing"
+    )
   return ratio
 
 
@@ -69,11 +71,12 @@ def top_slots(scores: np.ndarray, k: int) -> np.ndarray:
   scores = np.asarray(scores, np.float64)
   live = np.flatnonzero(np.isfinite(scores))
   order = live[np.lexsort((live, -scores[live]))]
-  return order[:max(0, k)]
+  return order[: max(0, k)]
 
 
-def forced_keeps(s: np.ndarray, min_per_layer: int, group: np.ndarray | None = None,
-                 min_per_group: int = 1) -> np.ndarray:
+def forced_keeps(
+  s: np.ndarray, min_per_layer: int, group: np.ndarray | None = None, min_per_group: int = 1
+) -> np.ndarray:
   """``(S,)`` bool: a layer's ``min_per_layer`` strongest states, and each group's
   ``min_per_group`` strongest when ``group`` (``(S,)`` ids) is given."""
   keep = np.zeros(s.shape, bool)
@@ -86,9 +89,13 @@ def forced_keeps(s: np.ndarray, min_per_layer: int, group: np.ndarray | None = N
   return keep
 
 
-def allocate_global(scores: dict[str, np.ndarray], ratio: float,
-                    min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
-                    min_per_group: int = 1) -> dict[str, np.ndarray]:
+def allocate_global(
+  scores: dict[str, np.ndarray],
+  ratio: float,
+  min_per_layer: int = 1,
+  groups: dict[str, np.ndarray] | None = None,
+  min_per_group: int = 1,
+) -> dict[str, np.ndarray]:
   """Keep masks ``{layer: (S,) bool}`` under one global threshold (module docstring).
 
   Args:
@@ -107,8 +114,10 @@ def allocate_global(scores: dict[str, np.ndarray], ratio: float,
   names = list(scores)
   n_live = sum(int(np.isfinite(s).sum()) for s in scores.values())
   k = target_count(n_live, ratio)
-  keep = {name: forced_keeps(s, min_per_layer, groups.get(name), min_per_group)
-          for name, s in scores.items()}
+  keep = {
+    name: forced_keeps(s, min_per_layer, groups.get(name), min_per_group)
+    for name, s in scores.items()
+  }
   remaining = k - sum(int(m.sum()) for m in keep.values())
   if remaining > 0:
     layer_idx = np.concatenate([np.full(s.shape, i) for i, s in enumerate(scores.values())])
@@ -116,16 +125,21 @@ def allocate_global(scores: dict[str, np.ndarray], ratio: float,
     flat = np.concatenate(list(scores.values()))
     already = np.concatenate([keep[n] for n in names])
     candidates = np.flatnonzero(np.isfinite(flat) & ~already)
-    order = candidates[np.lexsort((slot[candidates], layer_idx[candidates],
-                                   -flat[candidates]))][:remaining]
+    order = candidates[np.lexsort((slot[candidates], layer_idx[candidates], -flat[candidates]))][
+      :remaining
+    ]
     for j in order:
       keep[names[layer_idx[j]]][slot[j]] = True
   return keep
 
 
-def allocate_uniform(scores: dict[str, np.ndarray], ratio: float,
-                     min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
-                     min_per_group: int = 1) -> dict[str, np.ndarray]:
+def allocate_uniform(
+  scores: dict[str, np.ndarray],
+  ratio: float,
+  min_per_layer: int = 1,
+  groups: dict[str, np.ndarray] | None = None,
+  min_per_group: int = 1,
+) -> dict[str, np.ndarray]:
   """Keep masks with the same fraction kept in every layer (module docstring)."""
   ratio = check_ratio(ratio)
   min_per_layer = check_min_per_layer(min_per_layer)
@@ -142,9 +156,14 @@ def allocate_uniform(scores: dict[str, np.ndarray], ratio: float,
   return keep
 
 
-def allocate(scores: dict[str, np.ndarray], ratio: float, rule: str = "global",
-             min_per_layer: int = 1, groups: dict[str, np.ndarray] | None = None,
-             min_per_group: int = 1) -> dict[str, np.ndarray]:
+def allocate(
+  scores: dict[str, np.ndarray],
+  ratio: float,
+  rule: str = "global",
+  min_per_layer: int = 1,
+  groups: dict[str, np.ndarray] | None = None,
+  min_per_group: int = 1,
+) -> dict[str, np.ndarray]:
   """Dispatches to `allocate_global` or `allocate_uniform` by ``rule``."""
   if rule not in RULES:
     raise ValueError(f"unknown allocation rule {rule!r}; expected one of {RULES}")

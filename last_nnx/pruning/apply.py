@@ -57,9 +57,12 @@ def _optimizer_state(optimizer):
   return optimizer.opt_state if hasattr(optimizer, "opt_state") else optimizer
 
 
-def compact_optimizer_state(optimizer, layer_path: str,
-                            gathers: dict[str, Callable[[jax.Array], jax.Array]],
-                            shapes_before: dict[str, tuple[int, ...]]) -> int:
+def compact_optimizer_state(
+  optimizer,
+  layer_path: str,
+  gathers: dict[str, Callable[[jax.Array], jax.Array]],
+  shapes_before: dict[str, tuple[int, ...]],
+) -> int:
   """Applies a layer's per-parameter gathers to the optimizer leaves mirroring them.
 
   Args:
@@ -85,21 +88,27 @@ def compact_optimizer_state(optimizer, layer_path: str,
       continue
     key = _key(path)
     for suffix, name in suffixes.items():
-      if len(key) < len(suffix) or key[-len(suffix):] != suffix:
+      if len(key) < len(suffix) or key[-len(suffix) :] != suffix:
         continue
       if tuple(shape) == tuple(shapes_before[name]):
         node.set_value(gathers[name](value))
         rewritten += 1
       else:
-        logging.warning("optimizer leaf %s has shape %s, not the shape %s of parameter %s: "
-                        "it cannot be sliced and is left as is (the next update may fail; "
-                        "rebuild the optimizer or prune with mode='mask')", "/".join(key),
-                        tuple(shape), tuple(shapes_before[name]), ".".join(suffix))
+        logging.warning(
+          "optimizer leaf %s has shape %s, not the shape %s of parameter %s: "
+          "it cannot be sliced and is left as is (the next update may fail; "
+          "rebuild the optimizer or prune with mode='mask')",
+          "/".join(key),
+          tuple(shape),
+          tuple(shapes_before[name]),
+          ".".join(suffix),
+        )
   return rewritten
 
 
-def apply_keep(model: nnx.Module, keep: dict[str, np.ndarray], *, mode: str = "compact",
-               optimizer=None) -> dict[str, int]:
+def apply_keep(
+  model: nnx.Module, keep: dict[str, np.ndarray], *, mode: str = "compact", optimizer=None
+) -> dict[str, int]:
   """Prunes every layer in ``keep`` in place.
 
   Args:

@@ -53,10 +53,10 @@ from absl import logging
 from flax import nnx
 
 from last_nnx.pruning.apply import _variable_shapes, compact_optimizer_state
-from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.calibrated import layer_states
 from last_nnx.pruning.calibration import DEFAULT_BATCHES, mean_over_steps
 from last_nnx.pruning.criteria import layer_energy_normalize, register_criterion
+from last_nnx.pruning.layers import prunable_layers
 from last_nnx.ssm.base import StateModes
 
 MAX_RADIUS = 1.0 - 1e-6  # reduced poles are pulled inside this radius (stability)
@@ -73,7 +73,7 @@ def gram_kernel(poles: np.ndarray, horizon: int | None = None) -> np.ndarray:
     return 1.0 / (1.0 - z)
   near = np.abs(1.0 - z) < 1e-12
   safe = np.where(near, 0.5, z)
-  return np.where(near, float(horizon), (1.0 - safe ** horizon) / (1.0 - safe))
+  return np.where(near, float(horizon), (1.0 - safe**horizon) / (1.0 - safe))
 
 
 def gramians(poles, b, c, horizon: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -125,8 +125,12 @@ def truncate(poles, b, c, k: int, p: np.ndarray, q: np.ndarray):
   sigma, u, v, lc, lo = hankel_factors(p, q)
   rank = max(1, int(np.sum(sigma > 1e-12 * max(sigma[0], 1e-300))))
   if k > rank:
-    logging.warning("balanced truncation: %d states asked, the Hankel operator has numerical "
-                    "rank %d: keeping %d", k, rank, rank)
+    logging.warning(
+      "balanced truncation: %d states asked, the Hankel operator has numerical rank %d: keeping %d",
+      k,
+      rank,
+      rank,
+    )
     k = rank
   scale = sigma[:k] ** -0.5
   t = (lc @ v[:, :k]) * scale[None, :]
@@ -143,9 +147,13 @@ def truncate(poles, b, c, k: int, p: np.ndarray, q: np.ndarray):
   b_new, c_new = b_new * f[:, None], c_new / f[None, None, :]
   radius = np.abs(lam)
   if (radius > MAX_RADIUS).any():
-    logging.warning("balanced truncation: %d reduced poles on or outside the unit circle "
-                    "(|lam| up to %.6f) pulled to radius %.6f", int((radius > MAX_RADIUS).sum()),
-                    float(radius.max()), MAX_RADIUS)
+    logging.warning(
+      "balanced truncation: %d reduced poles on or outside the unit circle "
+      "(|lam| up to %.6f) pulled to radius %.6f",
+      int((radius > MAX_RADIUS).sum()),
+      float(radius.max()),
+      MAX_RADIUS,
+    )
     lam = np.where(radius > MAX_RADIUS, lam / radius * MAX_RADIUS, lam)
   return lam, b_new, c_new, sigma
 
@@ -174,8 +182,9 @@ def state_covariances(model: nnx.Module, batches, max_batches: int = DEFAULT_BAT
   parts = {path: groups(m) for path, m in modes.items()}
 
   def add(totals, recorded, lengths):
-    weight = (jnp.arange(next(iter(recorded.values())).shape[1])[None, :]
-              < lengths[:, None]).astype(jnp.float32)
+    weight = (
+      jnp.arange(next(iter(recorded.values())).shape[1])[None, :] < lengths[:, None]
+    ).astype(jnp.float32)
     for path, u in recorded.items():
       m = modes[path]
       for d in range(int(m.C.shape[0])):
@@ -184,9 +193,13 @@ def state_covariances(model: nnx.Module, batches, max_batches: int = DEFAULT_BAT
         for i, g in enumerate(parts[path]):
           totals[path][i] += x[:, g].T @ x[:, g].conj()
 
-  return mean_over_steps(model, batches, max_batches,
-                         {path: [np.zeros((len(g), len(g)), np.complex128) for g in parts[path]]
-                          for path in layers}, add)
+  return mean_over_steps(
+    model,
+    batches,
+    max_batches,
+    {path: [np.zeros((len(g), len(g)), np.complex128) for g in parts[path]] for path in layers},
+    add,
+  )
 
 
 def group_systems(modes: StateModes):
@@ -235,7 +248,8 @@ def _calibrated_balanced_scores(modes: StateModes, *, rng, calibration, horizon=
 
 # ``calibrated_balanced``, then a least-squares refit of the output columns (`refit`).
 register_criterion("balanced_refit", norm="h2", reduction=True, calibrated=True)(
-    _calibrated_balanced_scores)
+  _calibrated_balanced_scores
+)
 
 
 # ----------------------------------------------------------------------------
@@ -262,16 +276,20 @@ def reduce_layer(modes: StateModes, systems, hsv2: np.ndarray, mask: np.ndarray)
         bound += 2.0 * float(np.sqrt(hsv2[g]).sum())
       continue
     lam, b_r, c_r, sigma = truncate(poles, b, c, k, p, q)
-    bound += 2.0 * float(sigma[len(lam):].sum())
+    bound += 2.0 * float(sigma[len(lam) :].sum())
     new_poles.append(lam)
     new_b.append(b_r)
     new_c.append(c_r / modes.output_scale)
     channel.append(np.full(len(lam), h, np.int32))
   reduced = StateModes(
-      poles=np.concatenate(new_poles), B=np.concatenate(new_b, axis=0),
-      C=np.concatenate(new_c, axis=2), valid=np.ones(sum(map(len, new_poles)), bool),
-      channel=None if modes.channel is None else np.concatenate(channel),
-      output_scale=modes.output_scale, feedthrough=modes.feedthrough)
+    poles=np.concatenate(new_poles),
+    B=np.concatenate(new_b, axis=0),
+    C=np.concatenate(new_c, axis=2),
+    valid=np.ones(sum(map(len, new_poles)), bool),
+    channel=None if modes.channel is None else np.concatenate(channel),
+    output_scale=modes.output_scale,
+    feedthrough=modes.feedthrough,
+  )
   return reduced, bound
 
 

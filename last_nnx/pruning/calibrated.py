@@ -66,8 +66,11 @@ def _energy_sums(poles, b, c, valid, channel, u, lengths):
     sbb = jnp.sum(im * im * weight, axis=(0, 1))
     sab = jnp.sum(re * im * weight, axis=(0, 1))
     cr, ci = c[d].real, c[d].imag  # (H_out, S)
-    total = total + (saa * jnp.sum(cr * cr, axis=0) + sbb * jnp.sum(ci * ci, axis=0)
-                     - 2.0 * sab * jnp.sum(cr * ci, axis=0))
+    total = total + (
+      saa * jnp.sum(cr * cr, axis=0)
+      + sbb * jnp.sum(ci * ci, axis=0)
+      - 2.0 * sab * jnp.sum(cr * ci, axis=0)
+    )
   return jnp.maximum(total, 0.0), jnp.sum(steps)
 
 
@@ -77,13 +80,15 @@ def output_energy_sums(modes: StateModes, u: jax.Array, lengths: jax.Array):
   See the module docstring; ``y_i`` includes the layer's output scale, and the
   steps ``t >= lengths[b]`` (padding) are left out.
   """
-  total, count = _energy_sums(modes.poles, modes.B, modes.C, modes.valid, modes.channel,
-                              jnp.asarray(u), jnp.asarray(lengths))
-  return modes.output_scale ** 2 * total, count
+  total, count = _energy_sums(
+    modes.poles, modes.B, modes.C, modes.valid, modes.channel, jnp.asarray(u), jnp.asarray(lengths)
+  )
+  return modes.output_scale**2 * total, count
 
 
-def output_energies(model: nnx.Module, batches: Iterable,
-                    max_batches: int = DEFAULT_BATCHES) -> dict[str, np.ndarray]:
+def output_energies(
+  model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_BATCHES
+) -> dict[str, np.ndarray]:
   """``{layer_path: (S,) float64}`` mean output energy of every state slot on ``batches``.
 
   LTI layers only (selective layers: `last_nnx.pruning.selective.statistics`).
@@ -99,6 +104,7 @@ def output_energies(model: nnx.Module, batches: Iterable,
       e, _ = output_energy_sums(modes[path], recorded[path], lengths)
       totals[path] += np.asarray(e, np.float64)
 
-  means = mean_over_steps(model, batches, max_batches,
-                          {path: np.zeros(m.num_slots) for path, m in modes.items()}, add)
+  means = mean_over_steps(
+    model, batches, max_batches, {path: np.zeros(m.num_slots) for path, m in modes.items()}, add
+  )
   return {path: np.where(np.asarray(modes[path].valid), s, 0.0) for path, s in means.items()}

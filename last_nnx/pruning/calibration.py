@@ -68,9 +68,11 @@ def capture_inputs(model: nnx.Module, batches: Iterable, max_batches: int = DEFA
         recorded = {}
         for path, layer in layers.items():
           if path not in sown:
-            raise ValueError(f"layer {path} ({type(layer).__name__}) recorded no input: its "
-                             "__call__ must call self.record_input(u) first (see "
-                             "last_nnx.ssm.base.StateSpaceLayer.record_input)")
+            raise ValueError(
+              f"layer {path} ({type(layer).__name__}) recorded no input: its "
+              "__call__ must call self.record_input(u) first (see "
+              "last_nnx.ssm.base.StateSpaceLayer.record_input)"
+            )
           recorded[path] = sown[path]
         seen += 1
         yield recorded, lengths.reshape(-1)
@@ -80,8 +82,10 @@ def capture_inputs(model: nnx.Module, batches: Iterable, max_batches: int = DEFA
         delattr(layer, RECORDED_INPUT)
       del layer.recording_input
   if seen == 0:
-    raise ValueError("calibration needs at least one batch of (inputs, lengths): pass a few "
-                     "training batches as calibration=")
+    raise ValueError(
+      "calibration needs at least one batch of (inputs, lengths): pass a few "
+      "training batches as calibration="
+    )
 
 
 def valid_steps(u: jax.Array, lengths) -> float:
@@ -89,8 +93,13 @@ def valid_steps(u: jax.Array, lengths) -> float:
   return float(np.minimum(np.asarray(lengths), u.shape[1]).sum())
 
 
-def mean_over_steps(model: nnx.Module, batches: Iterable, max_batches: int, totals: dict,
-                    add: Callable[[dict, dict, jax.Array], None]) -> dict:
+def mean_over_steps(
+  model: nnx.Module,
+  batches: Iterable,
+  max_batches: int,
+  totals: dict,
+  add: Callable[[dict, dict, jax.Array], None],
+) -> dict:
   """The one calibration accumulator (module docstring).
 
   Args:

@@ -102,8 +102,9 @@ class Criterion:
   @property
   def kinds(self) -> tuple[str, ...]:
     """The layer kinds (``'lti'``, ``'selective'``) this criterion applies to."""
-    return tuple(k for k, fn in (("lti", self.score_fn), ("selective", self.selective_fn))
-                 if fn is not None)
+    return tuple(
+      k for k, fn in (("lti", self.score_fn), ("selective", self.selective_fn)) if fn is not None
+    )
 
   def needs_data(self, kind: str) -> bool:
     """Whether scoring a layer of ``kind`` needs calibration batches."""
@@ -112,15 +113,21 @@ class Criterion:
   def takes(self, option: str) -> bool:
     """Whether ``score_fn`` accepts the keyword ``option``."""
     params = inspect.signature(self.score_fn).parameters
-    return option in params or any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 _CRITERIA: dict[str, Criterion] = {}
 
 
-def register_criterion(name: str, *, kind: str = "lti", allocation: str = "global",
-                       norm: str = "hinf2", calibrated: bool = False, reduction: bool = False):
+def register_criterion(
+  name: str,
+  *,
+  kind: str = "lti",
+  allocation: str = "global",
+  norm: str = "hinf2",
+  calibrated: bool = False,
+  reduction: bool = False,
+):
   """Decorator registering ``fn(view, *, rng) -> (S,) scores`` under ``name`` for ``kind``.
 
   Args:
@@ -148,17 +155,26 @@ def register_criterion(name: str, *, kind: str = "lti", allocation: str = "globa
   def wrap(fn: ScoreFn) -> ScoreFn:
     old = _CRITERIA.get(name)
     if old is not None and old.allocation != allocation and old.kinds != (kind,):
-      raise ValueError(f"criterion {name!r} is registered with allocation "
-                       f"{old.allocation!r}; its {kind} function must use the same")
+      raise ValueError(
+        f"criterion {name!r} is registered with allocation "
+        f"{old.allocation!r}; its {kind} function must use the same"
+      )
     if kind == "lti":
-      _CRITERIA[name] = Criterion(name, fn, allocation, norm, calibrated, reduction,
-                                  old.selective_fn if old else None,
-                                  old.selective_calibrated if old else False)
+      _CRITERIA[name] = Criterion(
+        name,
+        fn,
+        allocation,
+        norm,
+        calibrated,
+        reduction,
+        old.selective_fn if old else None,
+        old.selective_calibrated if old else False,
+      )
     else:
       base = old or Criterion(name, None, allocation, norm)
-      _CRITERIA[name] = dataclasses.replace(base, selective_fn=fn,
-                                            selective_calibrated=calibrated)
+      _CRITERIA[name] = dataclasses.replace(base, selective_fn=fn, selective_calibrated=calibrated)
     return fn
+
   return wrap
 
 
@@ -169,8 +185,10 @@ def registered_criteria(kind: str | None = None) -> tuple[str, ...]:
 
 def get_criterion(name: str) -> Criterion:
   if name not in _CRITERIA:
-    raise ValueError(f"unknown pruning criterion {name!r}; registered: {registered_criteria()} "
-                     "(add one with last_nnx.pruning.register_criterion)")
+    raise ValueError(
+      f"unknown pruning criterion {name!r}; registered: {registered_criteria()} "
+      "(add one with last_nnx.pruning.register_criterion)"
+    )
   return _CRITERIA[name]
 
 
@@ -191,9 +209,11 @@ def check_applies(criterion: str, kinds: dict[str, str]) -> Criterion:
   missing = sorted({k for k in kinds.values() if k not in crit.kinds})
   if missing:
     first = next(p for p, k in kinds.items() if k == missing[0])
-    raise ValueError(f"criterion {criterion!r} does not apply to {missing[0]} SSM layers "
-                     f"({first or 'the model'}): use one of "
-                     f"{', '.join(applicable_criteria(kinds.values()))}")
+    raise ValueError(
+      f"criterion {criterion!r} does not apply to {missing[0]} SSM layers "
+      f"({first or 'the model'}): use one of "
+      f"{', '.join(applicable_criteria(kinds.values()))}"
+    )
   return crit
 
 
@@ -223,8 +243,7 @@ def layer_energy_normalize(h, valid) -> np.ndarray:
   cumulative = np.cumsum(h[order])
   # A zero denominator means every state so far has zero energy: call it 1
   # (the strongest state still scores 1, ties then resolve by slot index).
-  out[order] = np.where(cumulative > 0, h[order] / np.where(cumulative > 0, cumulative, 1.0),
-                        1.0)
+  out[order] = np.where(cumulative > 0, h[order] / np.where(cumulative > 0, cumulative, 1.0), 1.0)
   return out
 
 
@@ -236,6 +255,7 @@ def normalized(norm: str):
     del rng
     h = np.asarray(norm_fn(modes, bidirectional=bidirectional, horizon=horizon))
     return layer_energy_normalize(h, np.asarray(modes.valid))
+
   return score
 
 
@@ -246,6 +266,7 @@ def raw(norm: str):
   def score(modes: StateModes, *, rng, bidirectional: str = "sum", horizon: int | None = None):
     del rng
     return norm_fn(modes, bidirectional=bidirectional, horizon=horizon)
+
   return score
 
 
@@ -274,9 +295,15 @@ def _random(modes: StateModes, *, rng):
   return rng.random(modes.num_slots)
 
 
-def layer_scores(modes, criterion: str, *, rng: np.random.Generator,
-                 bidirectional: str = "sum", horizon: int | None = None,
-                 calibration: np.ndarray | None = None) -> np.ndarray:
+def layer_scores(
+  modes,
+  criterion: str,
+  *,
+  rng: np.random.Generator,
+  bidirectional: str = "sum",
+  horizon: int | None = None,
+  calibration: np.ndarray | None = None,
+) -> np.ndarray:
   """Scores of one layer under ``criterion``.
 
   ``modes`` is the layer's view: its `StateModes` (LTI) or its
@@ -306,8 +333,10 @@ def layer_scores(modes, criterion: str, *, rng: np.random.Generator,
   kwargs = {k: v for k, v in options.items() if crit.takes(k)}
   if crit.calibrated:
     if calibration is None:
-      raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
-                       "calibration= (a few training batches of (inputs, lengths))")
+      raise ValueError(
+        f"criterion {criterion!r} scores states on real inputs: pass "
+        "calibration= (a few training batches of (inputs, lengths))"
+      )
     kwargs["calibration"] = calibration
   return _finish(crit.score_fn(modes, rng=rng, **kwargs), modes, criterion)
 
@@ -316,18 +345,23 @@ def _finish(scores, modes, criterion: str) -> np.ndarray:
   """Checks a layer's scores (shape, NaN) and puts ``-inf`` on invalid slots."""
   scores = np.asarray(scores, np.float64)
   if scores.shape != (modes.num_slots,):
-    raise ValueError(f"criterion {criterion!r} returned shape {scores.shape}, "
-                     f"expected ({modes.num_slots},): one score per state slot")
+    raise ValueError(
+      f"criterion {criterion!r} returned shape {scores.shape}, "
+      f"expected ({modes.num_slots},): one score per state slot"
+    )
   valid = np.asarray(modes.valid, bool)
   if np.isnan(scores[valid]).any():
-    raise ValueError(f"criterion {criterion!r} gave NaN scores to "
-                     f"{int(np.isnan(scores[valid]).sum())} live states: are the layer's "
-                     "parameters finite?")
+    raise ValueError(
+      f"criterion {criterion!r} gave NaN scores to "
+      f"{int(np.isnan(scores[valid]).sum())} live states: are the layer's "
+      "parameters finite?"
+    )
   return np.where(valid, scores, -np.inf)
 
 
-def layer_energy(modes: StateModes, criterion: str, bidirectional: str = "sum",
-                 horizon: int | None = None) -> np.ndarray:
+def layer_energy(
+  modes: StateModes, criterion: str, bidirectional: str = "sum", horizon: int | None = None
+) -> np.ndarray:
   """``(S,)`` float64 energy of the criterion's norm (0 on invalid slots), for diagnostics."""
   norm_fn = NORMS[get_criterion(criterion).norm]
   e = np.asarray(norm_fn(modes, bidirectional=bidirectional, horizon=horizon), np.float64)

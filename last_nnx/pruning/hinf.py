@@ -100,10 +100,13 @@ def check_bidirectional(bidirectional: str) -> None:
 
 
 def check_horizon(horizon: int | None) -> None:
-  if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int)
-                              or horizon < 1):
-    raise ValueError(f"horizon={horizon!r} must be a positive number of steps (the sequence "
-                     "length the model sees) or None for the infinite-horizon norms")
+  if horizon is not None and (
+    isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1
+  ):
+    raise ValueError(
+      f"horizon={horizon!r} must be a positive number of steps (the sequence "
+      "length the model sees) or None for the infinite-horizon norms"
+    )
 
 
 def resolve_horizon(setting: int, seq_len: int) -> int | None:
@@ -118,12 +121,15 @@ def resolve_horizon(setting: int, seq_len: int) -> int | None:
     return int(seq_len)
   if isinstance(setting, int) and not isinstance(setting, bool) and setting > 0:
     return setting
-  raise ValueError(f"pruning horizon {setting!r}: use 0 (infinite, as the paper), -1 (the "
-                   "task's sequence length) or a positive number of steps")
+  raise ValueError(
+    f"pruning horizon {setting!r}: use 0 (infinite, as the paper), -1 (the "
+    "task's sequence length) or a positive number of steps"
+  )
 
 
-def hinf_squared(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS,
-                 horizon: int | None = None):
+def hinf_squared(
+  modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS, horizon: int | None = None
+):
   """``h_i = ||C_i||^2 ||B_i||^2 / ((1 - |lam_i|)^2 + eps)``, ``(S,)`` float32.
 
   The LAST score before normalization. ``eps=0`` gives exactly
@@ -149,8 +155,9 @@ def hinf_norm(modes: StateModes, *, bidirectional: str = "sum", eps: float = 0.0
   return jnp.sqrt(hinf_squared(modes, bidirectional=bidirectional, eps=eps))
 
 
-def h2_energy(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS,
-              horizon: int | None = None):
+def h2_energy(
+  modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS, horizon: int | None = None
+):
   """``e_i = ||C_i||^2 ||B_i||^2 / (1 - |lam_i|^2 + eps)``, ``(S,)`` float32.
 
   The squared H2 norm (impulse-response energy) of the one-state subsystem:
@@ -162,16 +169,17 @@ def h2_energy(modes: StateModes, *, bidirectional: str = "sum", eps: float = EPS
   radius = jnp.abs(modes.poles)
   gains = output_norm_sq(modes, bidirectional) * input_norm_sq(modes)
   if horizon is not None:
-    return gains * geometric_sum(radius ** 2, horizon)
-  return gains / (1.0 - radius ** 2 + eps)
+    return gains * geometric_sum(radius**2, horizon)
+  return gains / (1.0 - radius**2 + eps)
 
 
 # ----------------------------------------------------------------------------
 # Numeric fallback (numpy, float64): for cross-checks and non-diagonal layers.
 
 
-def frequency_grid(poles, *, grid: int = 8192, local: int = 2001,
-                   local_width: float = 1e-2) -> np.ndarray:
+def frequency_grid(
+  poles, *, grid: int = 8192, local: int = 2001, local_width: float = 1e-2
+) -> np.ndarray:
   """Sweep frequencies: a uniform grid of ``[-pi, pi)`` plus fine grids at the poles' angles.
 
   A lightly damped mode peaks in a window of width about ``1 - |lam|`` around
@@ -184,8 +192,9 @@ def frequency_grid(poles, *, grid: int = 8192, local: int = 2001,
   return np.concatenate(parts)
 
 
-def hinf_numeric(pole: complex, b: np.ndarray, c: np.ndarray, *, conj_pair: bool = False,
-                 grid: int = 8192) -> float:
+def hinf_numeric(
+  pole: complex, b: np.ndarray, c: np.ndarray, *, conj_pair: bool = False, grid: int = 8192
+) -> float:
   """H-inf norm of one subsystem by a dense frequency sweep (slow; for cross-checks).
 
   Evaluates the largest singular value of ``G(e^{jw}) = c b^T / (e^{jw} - pole)``
@@ -225,5 +234,4 @@ def hinf_numeric_modes(modes: StateModes, *, slots=None, grid: int = 8192) -> np
   b = np.asarray(modes.B, np.complex128)
   c = np.asarray(modes.C, np.complex128)  # (D, H_out, S)
   slots = range(len(poles)) if slots is None else slots
-  return np.array([hinf_numeric(poles[i], b[i], c[:, :, i].reshape(-1), grid=grid)
-                   for i in slots])
+  return np.array([hinf_numeric(poles[i], b[i], c[:, :, i].reshape(-1), grid=grid) for i in slots])

@@ -110,13 +110,20 @@ class PruningHistory:
     if self.dense_states is None:
       self.dense_states = {k: v.states_before for k, v in report.layers.items()}
     slots = {k: v.slots for k, v in report.layers.items() if v.slots is not None}
-    self.events.append(PruningEvent(
-        report.criterion, report.ratio_requested, report.mode,
-        {k: [int(i) for i in v.kept] for k, v in report.layers.items()}, slots or None))
+    self.events.append(
+      PruningEvent(
+        report.criterion,
+        report.ratio_requested,
+        report.mode,
+        {k: [int(i) for i in v.kept] for k, v in report.layers.items()},
+        slots or None,
+      )
+    )
 
   def to_json(self) -> str:
-    return json.dumps(dict(dense_states=self.dense_states,
-                           events=[dataclasses.asdict(e) for e in self.events]))
+    return json.dumps(
+      dict(dense_states=self.dense_states, events=[dataclasses.asdict(e) for e in self.events])
+    )
 
   @classmethod
   def from_json(cls, text: str) -> "PruningHistory":
@@ -126,8 +133,9 @@ class PruningHistory:
     return cls([PruningEvent(**e) for e in data.get("events", [])], data.get("dense_states"))
 
   @classmethod
-  def from_run_events(cls, events: list[dict], dense_states: dict[str, int] | None = None
-                      ) -> "PruningHistory":
+  def from_run_events(
+    cls, events: list[dict], dense_states: dict[str, int] | None = None
+  ) -> "PruningHistory":
     """The history of a training run's event records (``meta['run']['events']``).
 
     Records whose ``status`` is not ``'applied'`` (skipped, rolled back) or that
@@ -154,25 +162,33 @@ def replay(model: nnx.Module, history: PruningHistory, optimizer=None) -> None:
   """
   for n, event in enumerate(history.events):
     if event.mode == "balanced":
-      raise ValueError(f"pruning history event {n} is a balanced reduction ({event.criterion}): "
-                       "a projection onto new states, which keep sets cannot replay; load the "
-                       "saved (reduced) model instead")
+      raise ValueError(
+        f"pruning history event {n} is a balanced reduction ({event.criterion}): "
+        "a projection onto new states, which keep sets cannot replay; load the "
+        "saved (reduced) model instead"
+      )
     layers = prunable_layers(model)
     keep = {}
     for path, kept in event.kept.items():
       if path not in layers:
-        raise ValueError(f"pruning history event {n}: no prunable layer {path!r} in the "
-                         f"model (it has {sorted(layers)})")
+        raise ValueError(
+          f"pruning history event {n}: no prunable layer {path!r} in the "
+          f"model (it has {sorted(layers)})"
+        )
       slots = int(np.prod(layers[path].state_shape))
       if event.slots and event.slots.get(path, slots) != slots:
-        raise ValueError(f"pruning history event {n}: layer {path!r} has {slots} slots, the "
-                         f"history expects {event.slots[path]}: replay onto the dense model "
-                         "the history was recorded on")
+        raise ValueError(
+          f"pruning history event {n}: layer {path!r} has {slots} slots, the "
+          f"history expects {event.slots[path]}: replay onto the dense model "
+          "the history was recorded on"
+        )
       mask = np.zeros(slots, bool)
       kept = np.asarray(kept, int)
       if kept.size and (kept.min() < 0 or kept.max() >= slots):
-        raise ValueError(f"pruning history event {n}: layer {path!r} keeps slot "
-                         f"{int(kept.max())}, but it has {slots} slots")
+        raise ValueError(
+          f"pruning history event {n}: layer {path!r} keeps slot "
+          f"{int(kept.max())}, but it has {slots} slots"
+        )
       mask[kept] = True
       keep[path] = mask
     apply_keep(model, keep, mode=event.mode, optimizer=optimizer)

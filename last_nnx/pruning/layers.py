@@ -15,9 +15,11 @@ def prunable_layers(model: nnx.Module) -> dict[str, PrunableSSM]:
   if not layers and isinstance(model, PrunableSSM):
     layers = {"": model}
   if not layers:
-    raise ValueError(f"{type(model).__name__} has no prunable SSM layer (no submodule "
-                     "implements last_nnx.ssm.PrunableSSM): nothing to score or prune. "
-                     "Pass the model that contains the SSM layers.")
+    raise ValueError(
+      f"{type(model).__name__} has no prunable SSM layer (no submodule "
+      "implements last_nnx.ssm.PrunableSSM): nothing to score or prune. "
+      "Pass the model that contains the SSM layers."
+    )
   return layers
 
 

@@ -35,6 +35,7 @@ def as_generator(seed) -> np.random.Generator:
   if isinstance(seed, (tuple, list)):
     return np.random.default_rng([int(s) for s in seed])
   import jax  # a jax PRNG key (typed or raw uint32)
+
   data = seed
   if jax.dtypes.issubdtype(getattr(seed, "dtype", None), jax.dtypes.prng_key):
     data = jax.random.key_data(seed)
@@ -79,11 +80,15 @@ class PruneOptions:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
       raise ValueError(f"calibration_batches={n!r} must be a positive number of batches")
     if crit.reduction and self.mode == "mask":
-      raise ValueError(f"criterion {self.criterion!r} projects each layer onto new states, "
-                       "which a state mask cannot express: use mode='compact'")
+      raise ValueError(
+        f"criterion {self.criterion!r} projects each layer onto new states, "
+        "which a state mask cannot express: use mode='compact'"
+      )
     if crit.reduction and self.bidirectional != "sum":
-      raise ValueError(f"criterion {self.criterion!r} reduces both directions of a "
-                       "bidirectional layer at once: use bidirectional='sum'")
+      raise ValueError(
+        f"criterion {self.criterion!r} reduces both directions of a "
+        "bidirectional layer at once: use bidirectional='sum'"
+      )
 
   @property
   def definition(self) -> Criterion:
@@ -94,8 +99,12 @@ class PruneOptions:
   def from_config(cls, pcfg, seq_len: int, **overrides) -> "PruneOptions":
     """The options of a config's ``pruning`` section (its ``horizon`` 0/-1/T converted
     for sequences of ``seq_len`` steps); ``overrides`` replace fields (``seed``)."""
-    fields = dict(criterion=pcfg.criterion, mode=pcfg.mode, min_per_layer=pcfg.min_per_layer,
-                  bidirectional=pcfg.bidirectional,
-                  horizon=hinf.resolve_horizon(pcfg.horizon, seq_len),
-                  calibration_batches=pcfg.calibration_batches)
+    fields = dict(
+      criterion=pcfg.criterion,
+      mode=pcfg.mode,
+      min_per_layer=pcfg.min_per_layer,
+      bidirectional=pcfg.bidirectional,
+      horizon=hinf.resolve_horizon(pcfg.horizon, seq_len),
+      calibration_batches=pcfg.calibration_batches,
+    )
     return cls(**dict(fields, **overrides))

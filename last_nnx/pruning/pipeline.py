@@ -23,14 +23,17 @@ from flax import nnx
 
 from last_nnx.pruning import allocate, balanced, calibrated, criteria, refit, selective
 from last_nnx.pruning.apply import apply_keep
-from last_nnx.pruning.criteria import (applicable_criteria, check_applies, get_criterion,
-                                       layer_energy)
+from last_nnx.pruning.criteria import (
+  applicable_criteria,
+  check_applies,
+  get_criterion,
+  layer_energy,
+)
 from last_nnx.pruning.history import PruningHistory
 from last_nnx.pruning.layers import layer_kinds, prunable_layers
 from last_nnx.pruning.options import PruneOptions, as_generator
 from last_nnx.pruning.report import LayerReport, PruneReport, long_time_constants
 from last_nnx.ssm.base import StateModes
-
 
 # ----------------------------------------------------------------------------
 # Views of the layers, and what a criterion needs of the data.
@@ -47,8 +50,9 @@ def needs_calibration(model: nnx.Module, criterion: str) -> bool:
   return any(crit.needs_data(kind) for kind in set(layer_kinds(model).values()))
 
 
-def calibration_stats(model: nnx.Module, criterion: str, calibration,
-                      calibration_batches: int) -> dict:
+def calibration_stats(
+  model: nnx.Module, criterion: str, calibration, calibration_batches: int
+) -> dict:
   """What a data-driven criterion needs per layer, from a few batches of real inputs.
 
   LTI layers: ``{layer_path: (S,) output energies}`` (`calibrated.output_energies`)
@@ -63,8 +67,10 @@ def calibration_stats(model: nnx.Module, criterion: str, calibration,
   if not any(crit.needs_data(kind) for kind in kinds):
     return {}
   if calibration is None:
-    raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
-                     "calibration= (an iterable of (inputs, lengths) training batches)")
+    raise ValueError(
+      f"criterion {criterion!r} scores states on real inputs: pass "
+      "calibration= (an iterable of (inputs, lengths) training batches)"
+    )
   stats = {}
   if "selective" in kinds and crit.needs_data("selective"):
     if "lti" in kinds and crit.needs_data("lti"):
@@ -81,14 +87,21 @@ def calibration_stats(model: nnx.Module, criterion: str, calibration,
 def layer_views(model: nnx.Module, stats: dict | None = None) -> dict:
   """``{layer_path: view}``: `StateModes` (LTI) or `selective.StateStatistics` (selective)."""
   stats = stats or {}
-  return {path: (selective.layer_view(layer, stats.get(path)) if kind == "selective"
-                 else layer.state_modes())
-          for (path, layer), kind in zip(prunable_layers(model).items(),
-                                         layer_kinds(model).values())}
+  return {
+    path: (
+      selective.layer_view(layer, stats.get(path)) if kind == "selective" else layer.state_modes()
+    )
+    for (path, layer), kind in zip(prunable_layers(model).items(), layer_kinds(model).values())
+  }
 
 
-def view_energy(view, criterion: str, bidirectional: str = "sum",
-                horizon: int | None = None, calibration: np.ndarray | None = None) -> np.ndarray:
+def view_energy(
+  view,
+  criterion: str,
+  bidirectional: str = "sum",
+  horizon: int | None = None,
+  calibration: np.ndarray | None = None,
+) -> np.ndarray:
   """A layer's ``(S,)`` per-state energy for the "energy kept" diagnostic.
 
   A selective layer's `selective.energy`; an LTI layer's ``calibration`` (its
@@ -135,16 +148,31 @@ def score_states(model: nnx.Module, options: PruneOptions, calibration=None) -> 
   stats = calibration_stats(model, options.criterion, calibration, options.calibration_batches)
   views = layer_views(model, stats)
   if crit.reduction:
-    systems = {path: balanced.layer_gramians(v, options.horizon, stats.get(path))
-               for path, v in views.items()}
+    systems = {
+      path: balanced.layer_gramians(v, options.horizon, stats.get(path))
+      for path, v in views.items()
+    }
     scored = {path: balanced.hsv_scores(views[path], systems[path]) for path in views}
-    return Scores(options, views, stats, {p: s for p, (s, _) in scored.items()}, systems,
-                  {p: sq for p, (_, sq) in scored.items()})
+    return Scores(
+      options,
+      views,
+      stats,
+      {p: s for p, (s, _) in scored.items()},
+      systems,
+      {p: sq for p, (_, sq) in scored.items()},
+    )
   generator = as_generator(options.seed)  # one generator, drawn from layer by layer
-  scores = {path: criteria.layer_scores(v, options.criterion, rng=generator,
-                               bidirectional=options.bidirectional, horizon=options.horizon,
-                               calibration=stats.get(path))
-            for path, v in views.items()}
+  scores = {
+    path: criteria.layer_scores(
+      v,
+      options.criterion,
+      rng=generator,
+      bidirectional=options.bidirectional,
+      horizon=options.horizon,
+      calibration=stats.get(path),
+    )
+    for path, v in views.items()
+  }
   return Scores(options, views, stats, scores)
 
 
@@ -177,8 +205,9 @@ def plan_event(scored: Scores, ratio: float, seq_len: int | None = None) -> Even
   o = scored.options
   crit = o.definition
   ratio = allocate.check_ratio(ratio)
-  keep = allocate.allocate(scored.scores, ratio, crit.allocation, o.min_per_layer,
-                           state_groups(scored.views))
+  keep = allocate.allocate(
+    scored.scores, ratio, crit.allocation, o.min_per_layer, state_groups(scored.views)
+  )
   layers, reduced = {}, {}
   for path, mask in keep.items():
     s, view = scored.scores[path], scored.views[path]
@@ -187,22 +216,28 @@ def plan_event(scored: Scores, ratio: float, seq_len: int | None = None) -> Even
       energy = scored.hsv2[path]
     else:
       energy = view_energy(view, o.criterion, o.bidirectional, o.horizon, scored.stats.get(path))
-    report = dict(states_before=int(np.isfinite(s).sum()), states_after=int(mask.sum()),
-                  kept=[int(i) for i in np.flatnonzero(mask)], energy_kept=_share(energy, mask),
-                  min_kept_score=float(kept.min()) if kept.size else None,
-                  slots=int(mask.size))
+    report = dict(
+      states_before=int(np.isfinite(s).sum()),
+      states_after=int(mask.sum()),
+      kept=[int(i) for i in np.flatnonzero(mask)],
+      energy_kept=_share(energy, mask),
+      min_kept_score=float(kept.min()) if kept.size else None,
+      slots=int(mask.size),
+    )
     if crit.reduction:
-      modes, report["error_bound"] = balanced.reduce_layer(view, scored.systems[path],
-                                                           scored.hsv2[path], mask)
+      modes, report["error_bound"] = balanced.reduce_layer(
+        view, scored.systems[path], scored.hsv2[path], mask
+      )
       if modes is not None:
         reduced[path] = modes
         report["states_after"] = int(modes.num_slots)
     if seq_len and isinstance(view, StateModes):
       # The criterion's norm at infinite horizon: what an infinite-horizon score credits.
       report["long_states"], report["long_share"] = long_time_constants(
-          view.poles, view.valid, layer_energy(view, o.criterion, o.bidirectional), seq_len)
+        view.poles, view.valid, layer_energy(view, o.criterion, o.bidirectional), seq_len
+      )
     layers[path] = LayerReport(**report)
-  threshold = (allocate.threshold(scored.scores, keep) if crit.allocation == "global" else None)
+  threshold = allocate.threshold(scored.scores, keep) if crit.allocation == "global" else None
   return EventPlan(scored, ratio, keep, layers, threshold, reduced)
 
 
@@ -220,8 +255,9 @@ def apply_plan(model: nnx.Module, plan: EventPlan, optimizer=None) -> None:
     balanced.load_reduced(layers[path], modes, optimizer, path)
 
 
-def build_report(plan: EventPlan, history: PruningHistory | None = None,
-                 seq_len: int | None = None) -> PruneReport:
+def build_report(
+  plan: EventPlan, history: PruningHistory | None = None, seq_len: int | None = None
+) -> PruneReport:
   """Step 4: the `PruneReport` of ``plan`` (with ``history``, also against the dense model)."""
   o = plan.scores.options
   crit = o.definition
@@ -232,17 +268,26 @@ def build_report(plan: EventPlan, history: PruningHistory | None = None,
     dense = history.dense_states or {k: r.states_before for k, r in plan.layers.items()}
     original = sum(dense.values())
   return PruneReport(
-      criterion=o.criterion, mode="balanced" if crit.reduction else o.mode,
-      ratio_requested=float(plan.ratio), ratio_achieved=1.0 - after / max(1, before),
-      threshold=plan.threshold, layers=plan.layers, allocation=crit.allocation,
-      bidirectional=o.bidirectional, horizon=o.horizon, min_per_layer=o.min_per_layer,
-      energy_norm="hsv2" if crit.reduction else crit.norm, states_original=original,
-      ratio_achieved_total=None if original is None else 1.0 - after / max(1, original),
-      seq_len=int(seq_len) if seq_len else None)
+    criterion=o.criterion,
+    mode="balanced" if crit.reduction else o.mode,
+    ratio_requested=float(plan.ratio),
+    ratio_achieved=1.0 - after / max(1, before),
+    threshold=plan.threshold,
+    layers=plan.layers,
+    allocation=crit.allocation,
+    bidirectional=o.bidirectional,
+    horizon=o.horizon,
+    min_per_layer=o.min_per_layer,
+    energy_norm="hsv2" if crit.reduction else crit.norm,
+    states_original=original,
+    ratio_achieved_total=None if original is None else 1.0 - after / max(1, original),
+    seq_len=int(seq_len) if seq_len else None,
+  )
 
 
-def score(model: nnx.Module, criterion: str = "last", *, calibration=None,
-          **options) -> dict[str, np.ndarray]:
+def score(
+  model: nnx.Module, criterion: str = "last", *, calibration=None, **options
+) -> dict[str, np.ndarray]:
   """Per-layer scores of every state slot under ``criterion``.
 
   Args:
@@ -262,9 +307,17 @@ def score(model: nnx.Module, criterion: str = "last", *, calibration=None,
   return score_states(model, PruneOptions(criterion=criterion, **options), calibration).scores
 
 
-def prune(model: nnx.Module, ratio: float, *, optimizer: nnx.Optimizer | None = None,
-          calibration=None, history: PruningHistory | None = None, seq_len: int | None = None,
-          options: PruneOptions | None = None, **fields) -> PruneReport:
+def prune(
+  model: nnx.Module,
+  ratio: float,
+  *,
+  optimizer: nnx.Optimizer | None = None,
+  calibration=None,
+  history: PruningHistory | None = None,
+  seq_len: int | None = None,
+  options: PruneOptions | None = None,
+  **fields,
+) -> PruneReport:
   """Removes a fraction ``ratio`` of the model's live states, in place.
 
   Scores come from the current weights; ``ratio`` is a fraction of the states
@@ -319,6 +372,11 @@ def prune(model: nnx.Module, ratio: float, *, optimizer: nnx.Optimizer | None = 
   hint = report.suggestion()
   if hint:
     logging.warning("%s", hint)
-  logging.debug("pruned %d of %d states (%s, %s)", report.states_before - report.states_after,
-                report.states_before, options.criterion, report.mode)
+  logging.debug(
+    "pruned %d of %d states (%s, %s)",
+    report.states_before - report.states_after,
+    report.states_before,
+    options.criterion,
+    report.mode,
+  )
   return report

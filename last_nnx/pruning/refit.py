@@ -42,8 +42,11 @@ def _features(modes: StateModes, u, weight) -> jnp.ndarray:
   groups = 1 if modes.channel is None else int(np.asarray(modes.channel).max()) + 1
   n = modes.num_slots // groups
   # Columns (part, group, slot) -> (group, part, slot).
-  return f.reshape(f.shape[0], len(parts), groups, n).transpose(0, 2, 1, 3).reshape(
-      f.shape[0], groups, len(parts) * n)
+  return (
+    f.reshape(f.shape[0], len(parts), groups, n)
+    .transpose(0, 2, 1, 3)
+    .reshape(f.shape[0], groups, len(parts) * n)
+  )
 
 
 def _targets(modes: StateModes, dense_layer, u, weight) -> np.ndarray:
@@ -86,15 +89,27 @@ def refit_layer(layer, dense_layer, inputs, ridge: float = RIDGE) -> None:
   else:
     c_flat = c_new[..., 0].transpose(1, 0, 2).reshape(directions, 1, -1)  # (D, 1, G n)
   valid = np.asarray(modes.valid, bool)
-  layer.load_state_modes(StateModes(
-      poles=np.asarray(modes.poles)[valid], B=np.asarray(modes.B)[valid],
-      C=c_flat[:, :, valid], valid=np.ones(int(valid.sum()), bool),
+  layer.load_state_modes(
+    StateModes(
+      poles=np.asarray(modes.poles)[valid],
+      B=np.asarray(modes.B)[valid],
+      C=c_flat[:, :, valid],
+      valid=np.ones(int(valid.sum()), bool),
       channel=None if modes.channel is None else np.asarray(modes.channel)[valid],
-      output_scale=modes.output_scale, feedthrough=modes.feedthrough))
+      output_scale=modes.output_scale,
+      feedthrough=modes.feedthrough,
+    )
+  )
 
 
-def refit_outputs(model: nnx.Module, dense: nnx.Module, paths, batches,
-                  max_batches: int = DEFAULT_BATCHES, ridge: float = RIDGE) -> None:
+def refit_outputs(
+  model: nnx.Module,
+  dense: nnx.Module,
+  paths,
+  batches,
+  max_batches: int = DEFAULT_BATCHES,
+  ridge: float = RIDGE,
+) -> None:
   """Refits the layers ``paths`` of ``model`` in model order (module docstring).
 
   ``dense`` is a copy of ``model`` before the reduction; ``batches`` is a
@@ -102,6 +117,7 @@ def refit_outputs(model: nnx.Module, dense: nnx.Module, paths, batches,
   """
   dense_layers = prunable_layers(dense)
   for path in [p for p in prunable_layers(model) if p in set(paths)]:
-    inputs = [(recorded[path], lengths)
-              for recorded, lengths in capture_inputs(model, batches, max_batches)]
+    inputs = [
+      (recorded[path], lengths) for recorded, lengths in capture_inputs(model, batches, max_batches)
+    ]
     refit_layer(prunable_layers(model)[path], dense_layers[path], inputs, ridge)

@@ -130,14 +130,20 @@ class PruneReport:
   def suggestion(self, threshold: float = LONG_SHARE_WARNING) -> str | None:
     """A hint when much of the score mass sits on states slower than the sequences."""
     share = self.long_share
-    if (share is None or share < threshold or self.horizon is not None
-        or self.criterion.startswith("calibrated")):  # calibrated scores see real lengths
+    if (
+      share is None
+      or share < threshold
+      or self.horizon is not None
+      or self.criterion.startswith("calibrated")
+    ):  # calibrated scores see real lengths
       return None
-    return (f"{self.long_states} of {self.states_before} states ({100 * share:.0f}% of the "
-            f"layers' energy) have time constants beyond the sequence length {self.seq_len}: "
-            f"their infinite-horizon scores count gain they never build up; try horizon="
-            f"{self.seq_len} (norms over the sequence length: a sweep's name@L, a config's "
-            "pruning.horizon=-1) or a calibrated criterion")
+    return (
+      f"{self.long_states} of {self.states_before} states ({100 * share:.0f}% of the "
+      f"layers' energy) have time constants beyond the sequence length {self.seq_len}: "
+      f"their infinite-horizon scores count gain they never build up; try horizon="
+      f"{self.seq_len} (norms over the sequence length: a sweep's name@L, a config's "
+      "pruning.horizon=-1) or a calibrated criterion"
+    )
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self))
@@ -147,8 +153,10 @@ class PruneReport:
     known = {f.name for f in dataclasses.fields(cls)}
     layer_known = {f.name for f in dataclasses.fields(LayerReport)}
     d = {k: v for k, v in d.items() if k in known}
-    d["layers"] = {k: LayerReport(**{f: x for f, x in v.items() if f in layer_known})
-                   for k, v in d["layers"].items()}
+    d["layers"] = {
+      k: LayerReport(**{f: x for f, x in v.items() if f in layer_known})
+      for k, v in d["layers"].items()
+    }
     return cls(**d)
 
   @classmethod
@@ -158,26 +166,38 @@ class PruneReport:
   def table(self) -> str:
     """A fixed-width per-layer table for logs."""
     width = max([len("total")] + [len(name) for name in self.layers])
-    rows = [f"{'layer':<{width}} {'before':>7} {'after':>7} {'pruned':>7} "
-            f"{'energy kept':>12} {'min kept score':>15}"]
+    rows = [
+      f"{'layer':<{width}} {'before':>7} {'after':>7} {'pruned':>7} "
+      f"{'energy kept':>12} {'min kept score':>15}"
+    ]
     for name, l in self.layers.items():
       score = "-" if l.min_kept_score is None else f"{l.min_kept_score:.3e}"
-      rows.append(f"{name:<{width}} {l.states_before:>7d} {l.states_after:>7d} "
-                  f"{100 * l.pruned_fraction:>6.1f}% {100 * l.energy_kept:>11.2f}% {score:>15}")
+      rows.append(
+        f"{name:<{width}} {l.states_before:>7d} {l.states_after:>7d} "
+        f"{100 * l.pruned_fraction:>6.1f}% {100 * l.energy_kept:>11.2f}% {score:>15}"
+      )
     threshold = "-" if self.threshold is None else f"{self.threshold:.3e}"
-    rows.append(f"{'total':<{width}} {self.states_before:>7d} {self.states_after:>7d} "
-                f"{100 * self.ratio_achieved:>6.1f}%")
-    summary = (f"criterion={self.criterion} ({self.allocation}) mode={self.mode} "
-               f"requested={self.ratio_requested:.4f} threshold={threshold}")
+    rows.append(
+      f"{'total':<{width}} {self.states_before:>7d} {self.states_after:>7d} "
+      f"{100 * self.ratio_achieved:>6.1f}%"
+    )
+    summary = (
+      f"criterion={self.criterion} ({self.allocation}) mode={self.mode} "
+      f"requested={self.ratio_requested:.4f} threshold={threshold}"
+    )
     if self.horizon is not None:
       summary += f" horizon={self.horizon}"
     if self.ratio_achieved_total is not None:
-      summary += (f" total pruned vs dense={100 * self.ratio_achieved_total:.1f}% "
-                  f"({self.states_after}/{self.states_original} kept)")
+      summary += (
+        f" total pruned vs dense={100 * self.ratio_achieved_total:.1f}% "
+        f"({self.states_after}/{self.states_original} kept)"
+      )
     rows.append(summary)
     if self.long_states is not None:
-      rows.append(f"time constants beyond L={self.seq_len}: {self.long_states} of "
-                  f"{self.states_before} states, {100 * self.long_share:.1f}% of the energy")
+      rows.append(
+        f"time constants beyond L={self.seq_len}: {self.long_states} of "
+        f"{self.states_before} states, {100 * self.long_share:.1f}% of the energy"
+      )
     hint = self.suggestion()
     if hint:
       rows.append("hint: " + hint)

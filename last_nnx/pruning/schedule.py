@@ -82,8 +82,9 @@ class PruningSchedule:
     if self.every < 1:
       raise ValueError(f"pruning.every={self.every} must be at least 1 (epochs between events)")
     if self.kind == "iterative" and self.end_epoch < self.start_epoch:
-      raise ValueError(f"pruning.end_epoch={self.end_epoch} is before "
-                       f"start_epoch={self.start_epoch}")
+      raise ValueError(
+        f"pruning.end_epoch={self.end_epoch} is before start_epoch={self.start_epoch}"
+      )
 
   def event_epochs(self) -> list[int]:
     """The epochs after which an event fires, in order (``settled``: decided at run time)."""
@@ -169,9 +170,17 @@ def is_settled(changes: list, tolerance: float, epochs: int) -> bool:
   return len(recent) == epochs and all(c is not None and c <= tolerance for c in recent)
 
 
-def settled_target(*, epoch: int, changes: list, steps_done: int, targets: list[float],
-                   tolerance: float, epochs: int, start_epoch: int,
-                   end_epoch: int) -> float | None:
+def settled_target(
+  *,
+  epoch: int,
+  changes: list,
+  steps_done: int,
+  targets: list[float],
+  tolerance: float,
+  epochs: int,
+  start_epoch: int,
+  end_epoch: int,
+) -> float | None:
   """The cumulative target to prune to at ``epoch``'s end, or None (no event).
 
   Args:

@@ -1,4 +1,4 @@
-""""How far can I prune?": the largest ratio whose accuracy drop stays within a tolerance.
+""" "How far can I prune?": the largest ratio whose accuracy drop stays within a tolerance.
 
 Accuracy after pruning falls, roughly monotonically, as more states go. The
 search bisects the number of states kept, ``K`` in ``[1, N]``, with the ratio
@@ -38,8 +38,14 @@ def ratio_for_kept(kept: int, n_states: int) -> float:
   return 1.0 - kept / n_states
 
 
-def max_ratio_within(accuracy_at: Callable[[float], float], baseline: float, max_drop: float,
-                     n_states: int, *, min_kept: int = 1) -> SearchResult:
+def max_ratio_within(
+  accuracy_at: Callable[[float], float],
+  baseline: float,
+  max_drop: float,
+  n_states: int,
+  *,
+  min_kept: int = 1,
+) -> SearchResult:
   """Bisects the number of kept states for the largest ratio within ``max_drop``.
 
   Args:
@@ -70,5 +76,6 @@ def max_ratio_within(accuracy_at: Callable[[float], float], baseline: float, max
       good_k, good_acc = mid, acc
     else:
       bad_k = mid
-  return SearchResult(ratio=ratio_for_kept(good_k, n_states), kept=good_k, accuracy=good_acc,
-                      probes=probes)
+  return SearchResult(
+    ratio=ratio_for_kept(good_k, n_states), kept=good_k, accuracy=good_acc, probes=probes
+  )

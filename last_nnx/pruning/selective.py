@@ -49,8 +49,8 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.pruning.calibration import DEFAULT_BATCHES, mean_over_steps, valid_steps
-from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.criteria import layer_energy_normalize, register_criterion
+from last_nnx.pruning.layers import prunable_layers
 from last_nnx.ssm.base import is_selective
 
 STATISTICS = ("output_energy", "controllability", "observability")
@@ -81,8 +81,10 @@ class StateStatistics:
 
   def require(self, criterion: str) -> None:
     if self.output_energy is None:
-      raise ValueError(f"criterion {criterion!r} scores selective states on real inputs: "
-                       "pass calibration= (a few training batches of (inputs, lengths))")
+      raise ValueError(
+        f"criterion {criterion!r} scores selective states on real inputs: "
+        "pass calibration= (a few training batches of (inputs, lengths))"
+      )
 
 
 def weight_norms(layer) -> np.ndarray:
@@ -108,11 +110,15 @@ def layer_view(layer, stats: dict | None = None) -> StateStatistics:
   """The `StateStatistics` of ``layer`` (``stats``: its `statistics` entry, or None)."""
   shape = tuple(layer.state_shape)
   valid = (np.asarray(layer.state_mask[...]) > 0).reshape(-1)
-  group = np.repeat(np.arange(shape[0]), int(np.prod(shape[1:]))) if len(shape) == 2 else \
-      np.zeros(valid.shape, np.int32)
+  group = (
+    np.repeat(np.arange(shape[0]), int(np.prod(shape[1:])))
+    if len(shape) == 2
+    else np.zeros(valid.shape, np.int32)
+  )
   flat = {k: np.asarray(stats[k], np.float64).reshape(-1) for k in STATISTICS} if stats else {}
-  return StateStatistics(valid=valid, group=group.astype(np.int32),
-                         weight_norm=weight_norms(layer).reshape(-1), **flat)
+  return StateStatistics(
+    valid=valid, group=group.astype(np.int32), weight_norm=weight_norms(layer).reshape(-1), **flat
+  )
 
 
 @nnx.jit
@@ -120,8 +126,9 @@ def _layer_statistics(layer, u, lengths):
   return layer.state_statistics(u, lengths)
 
 
-def statistics(model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_BATCHES,
-               paths=None) -> dict[str, dict[str, np.ndarray]]:
+def statistics(
+  model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_BATCHES, paths=None
+) -> dict[str, dict[str, np.ndarray]]:
   """``{layer_path: {statistic: state_shape float64}}`` for every selective layer.
 
   Means over the valid steps of at most ``max_batches`` of ``batches`` (see
@@ -129,8 +136,11 @@ def statistics(model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_
   ``paths``: only those layers (None: all). ``{}`` when the model has no
   selective layer (no batch is read then).
   """
-  layers = {p: l for p, l in prunable_layers(model).items()
-            if is_selective(l) and (paths is None or p in paths)}
+  layers = {
+    p: l
+    for p, l in prunable_layers(model).items()
+    if is_selective(l) and (paths is None or p in paths)
+  }
   if not layers:
     return {}
 
@@ -141,14 +151,18 @@ def statistics(model: nnx.Module, batches: Iterable, max_batches: int = DEFAULT_
       for k in STATISTICS:
         totals[path][k] += n * np.asarray(means[k], np.float64)
 
-  return mean_over_steps(model, batches, max_batches,
-                         {p: {k: np.zeros(l.state_shape) for k in STATISTICS}
-                          for p, l in layers.items()}, add)
+  return mean_over_steps(
+    model,
+    batches,
+    max_batches,
+    {p: {k: np.zeros(l.state_shape) for k in STATISTICS} for p, l in layers.items()},
+    add,
+  )
 
 
 def energy(view: StateStatistics) -> np.ndarray:
   """``(S,)`` energy for the "energy kept" diagnostic (module docstring), 0 on dead slots."""
-  e = view.output_energy if view.output_energy is not None else view.weight_norm ** 2
+  e = view.output_energy if view.output_energy is not None else view.weight_norm**2
   return np.where(view.valid, e, 0.0)
 
 

@@ -40,9 +40,9 @@ from flax import nnx
 from last_nnx.pruning import allocate as allocate_lib
 from last_nnx.pruning import selective
 from last_nnx.pruning.apply import apply_keep
+from last_nnx.pruning.criteria import check_applies, layer_scores
 from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.options import as_generator
-from last_nnx.pruning.criteria import check_applies, layer_scores
 from last_nnx.ssm.base import is_selective
 
 ALLOCATIONS = ("global", "uniform")
@@ -89,8 +89,10 @@ class SequentialReport:
 
   def table(self) -> str:
     how = f"{self.criterion} / {self.allocation}{' / sequential' if self.sequential else ''}"
-    head = (f"{how}: kept {self.states_after} of {self.states_before} states "
-            f"({100 * self.ratio_achieved:.1f}% pruned)")
+    head = (
+      f"{how}: kept {self.states_after} of {self.states_before} states "
+      f"({100 * self.ratio_achieved:.1f}% pruned)"
+    )
     rows = [head]
     rows += [f"  {path}: {a}/{b}" for path, (b, a) in self.counts.items()]
     return "\n".join(rows)
@@ -118,10 +120,19 @@ def keep_best(scores: np.ndarray, k: int, group: np.ndarray) -> np.ndarray:
   return mask
 
 
-def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibrated",
-                    allocation: str | None = None, sequential: bool = False, calibration=None,
-                    calibration_batches: int = 8, rng=None, mode: str = "compact",
-                    min_per_layer: int = 1) -> SequentialReport:
+def prune_selective(
+  model: nnx.Module,
+  ratio: float,
+  *,
+  criterion: str = "calibrated",
+  allocation: str | None = None,
+  sequential: bool = False,
+  calibration=None,
+  calibration_batches: int = 8,
+  rng=None,
+  mode: str = "compact",
+  min_per_layer: int = 1,
+) -> SequentialReport:
   """Prunes a fraction ``ratio`` of the live states of a model's selective layers, in place.
 
   Args:
@@ -144,8 +155,10 @@ def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibr
   allocate_lib.check_ratio(ratio)
   layers = prunable_layers(model)
   if not all(is_selective(layer) for layer in layers.values()):
-    raise ValueError("prune_selective prunes selective (Mamba-2) layers only; use "
-                     "last_nnx.pruning.prune for LTI layers")
+    raise ValueError(
+      "prune_selective prunes selective (Mamba-2) layers only; use "
+      "last_nnx.pruning.prune for LTI layers"
+    )
   crit = check_applies(criterion, {p: "selective" for p in layers})
   allocation = allocation or crit.allocation
   if allocation not in ALLOCATIONS:
@@ -155,8 +168,10 @@ def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibr
   batches = []
   if needs_data:
     if calibration is None:
-      raise ValueError(f"criterion {criterion!r} scores states on real inputs: pass "
-                       "calibration= (token windows as (inputs, lengths) batches)")
+      raise ValueError(
+        f"criterion {criterion!r} scores states on real inputs: pass "
+        "calibration= (token windows as (inputs, lengths) batches)"
+      )
     batches = list(itertools.islice(calibration, calibration_batches))
     if not batches:
       raise ValueError("calibration gave no batch: pass at least one (inputs, lengths) batch")
@@ -187,12 +202,15 @@ def prune_selective(model: nnx.Module, ratio: float, *, criterion: str = "calibr
   # 3. Apply (mask or compact) every layer's keep set.
   apply_keep(model, keep, mode=mode)
   return SequentialReport(
-      criterion=criterion, allocation=allocation, sequential=bool(sequential),
-      ratio_requested=float(ratio),
-      counts={p: (live[p], int(keep[p].sum())) for p in layers},
-      kept={p: np.asarray(m, bool) for p, m in keep.items()},
-      statistics=final_stats, first_pass={p: _flat(first.get(p)) for p in layers})
+    criterion=criterion,
+    allocation=allocation,
+    sequential=bool(sequential),
+    ratio_requested=float(ratio),
+    counts={p: (live[p], int(keep[p].sum())) for p in layers},
+    kept={p: np.asarray(m, bool) for p, m in keep.items()},
+    statistics=final_stats,
+    first_pass={p: _flat(first.get(p)) for p in layers},
+  )
 
 
-__all__ = ["ALLOCATIONS", "SequentialReport", "keep_best", "layer_statistics",
-           "prune_selective"]
+__all__ = ["ALLOCATIONS", "SequentialReport", "keep_best", "layer_statistics", "prune_selective"]

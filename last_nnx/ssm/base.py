@@ -73,10 +73,9 @@ serve the criteria that need more than the modes:
   the result with it, so the reduced layer trains, checkpoints and prunes on.
 """
 
-
 import dataclasses
-from typing import Protocol, runtime_checkable
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +252,7 @@ def compaction_index(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   for g, row in enumerate(groups):
     kept = np.flatnonzero(row)
     index[g, : len(kept)] = kept
-    index[g, len(kept):] = kept[0] if len(kept) else 0
+    index[g, len(kept) :] = kept[0] if len(kept) else 0
     mask[g, : len(kept)] = 1.0
   out_shape = keep.shape[:-1] + (width,)
   return index.reshape(out_shape), mask.reshape(out_shape)
@@ -306,8 +305,9 @@ class SSMLayer(nnx.Module):
     size = int(np.prod(self.state_shape))
     if keep.shape != (size,) and keep.shape != self.state_shape:
       raise ValueError(
-          f"{type(self).__name__}: keep has shape {keep.shape}, expected ({size},) "
-          f"(flattened slots of state_shape {self.state_shape})")
+        f"{type(self).__name__}: keep has shape {keep.shape}, expected ({size},) "
+        f"(flattened slots of state_shape {self.state_shape})"
+      )
     return keep.reshape(self.state_shape)
 
   def mask_states(self, keep) -> None:
@@ -334,13 +334,16 @@ class SSMLayer(nnx.Module):
     support balanced reduction override this.
     """
     raise NotImplementedError(
-        f"{type(self).__name__} does not implement load_state_modes(modes) (the inverse of "
-        "state_modes), which balanced reduction needs; see last_nnx/ssm/s5.py for an example")
+      f"{type(self).__name__} does not implement load_state_modes(modes) (the inverse of "
+      "state_modes), which balanced reduction needs; see last_nnx/ssm/s5.py for an example"
+    )
 
   def _check_streamable(self) -> None:
     if getattr(self, "bidirectional", False):
-      raise ValueError(f"{type(self).__name__} is bidirectional: its output at time t depends "
-                       "on future inputs, so it cannot run as a streaming RNN")
+      raise ValueError(
+        f"{type(self).__name__} is bidirectional: its output at time t depends "
+        "on future inputs, so it cannot run as a streaming RNN"
+      )
 
   def init_state(self, batch_size: int) -> jax.Array:
     """Zero state ``(batch_size,) + state_shape`` complex64 for ``step`` (causal layers
@@ -353,8 +356,8 @@ class SSMLayer(nnx.Module):
     keep = self._check_keep(keep) & (np.asarray(self.state_mask.get_value()) > 0)
     index, new_mask = compaction_index(keep)
     transforms = {
-        name: (lambda a, ax=axis: gather_states(a, index, ax))
-        for name, axis in self.STATE_AXES.items()
+      name: (lambda a, ax=axis: gather_states(a, index, ax))
+      for name, axis in self.STATE_AXES.items()
     }
     for name, fn in transforms.items():
       var = getattr(self, name)

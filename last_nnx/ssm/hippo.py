@@ -58,7 +58,7 @@ def block_hippo_n(state_size: int, blocks: int, conj_sym: bool):
   lam_all = np.tile(lam, blocks)
   v_all = np.zeros((state_size, keep * blocks), dtype=np.complex128)
   for j in range(blocks):
-    v_all[j * block:(j + 1) * block, j * keep:(j + 1) * keep] = v
+    v_all[j * block : (j + 1) * block, j * keep : (j + 1) * keep] = v
   return lam_all, v_all, v_all.conj().T
 
 

@@ -45,8 +45,9 @@ def _complex(x: jax.Array) -> jax.Array:
   return jax.lax.complex(x[..., 0], x[..., 1])
 
 
-def ring_init(key: jax.Array, size: int, r_min: float, r_max: float,
-              max_phase: float) -> tuple[jax.Array, jax.Array]:
+def ring_init(
+  key: jax.Array, size: int, r_min: float, r_max: float, max_phase: float
+) -> tuple[jax.Array, jax.Array]:
   """``(nu_log, theta_log)`` of poles drawn uniformly on a ring sector.
 
   ``|lam|^2 ~ U[r_min^2, r_max^2]`` (uniform in area), ``arg lam ~ U[0, max_phase]``.
@@ -55,7 +56,7 @@ def ring_init(key: jax.Array, size: int, r_min: float, r_max: float,
   u1 = jax.random.uniform(k_radius, (size,))
   u2 = jax.random.uniform(k_phase, (size,))
   # |lam| = exp(-nu) with nu = -log(r) = -0.5 log(r^2).
-  nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2))
+  nu_log = jnp.log(-0.5 * jnp.log(u1 * (r_max**2 - r_min**2) + r_min**2))
   # The tiny offset keeps log finite for a phase drawn at exactly 0.
   theta_log = jnp.log(max_phase * u2 + 1e-8)
   return nu_log, theta_log
@@ -82,9 +83,18 @@ class LRU(SSMLayer):
   PARAM_ROLES = {"nu_log": "dynamics", "theta_log": "dynamics", "gamma_log": "input"}
   output_scale = 1.0
 
-  def __init__(self, d_model: int, state_size: int = 64, *, r_min: float = 0.9,
-               r_max: float = 0.999, max_phase: float = 2 * np.pi, bidirectional: bool = False,
-               scan_method: str = "auto", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    state_size: int = 64,
+    *,
+    r_min: float = 0.9,
+    r_max: float = 0.999,
+    max_phase: float = 2 * np.pi,
+    bidirectional: bool = False,
+    scan_method: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     if not 0.0 <= r_min < r_max < 1.0:
       raise ValueError(f"LRU needs 0 <= r_min < r_max < 1, got r_min={r_min}, r_max={r_max}")
     if not 0.0 < max_phase <= 2 * np.pi:
@@ -98,12 +108,14 @@ class LRU(SSMLayer):
     self.nu_log = nnx.Param(nu_log)
     self.theta_log = nnx.Param(theta_log)
     radius = jnp.exp(-jnp.exp(nu_log))
-    self.gamma_log = nnx.Param(jnp.log(jnp.sqrt(1 - radius ** 2)))
+    self.gamma_log = nnx.Param(jnp.log(jnp.sqrt(1 - radius**2)))
     # Complex matrices stored as (..., 2) real pairs (real, imaginary).
-    self.B = nnx.Param(jax.random.normal(rngs.params(), (state_size, d_model, 2))
-                       / np.sqrt(2 * d_model))
-    self.C = nnx.Param(jax.random.normal(rngs.params(), (directions, d_model, state_size, 2))
-                       / np.sqrt(state_size))
+    self.B = nnx.Param(
+      jax.random.normal(rngs.params(), (state_size, d_model, 2)) / np.sqrt(2 * d_model)
+    )
+    self.C = nnx.Param(
+      jax.random.normal(rngs.params(), (directions, d_model, state_size, 2)) / np.sqrt(state_size)
+    )
     self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
     self.state_mask = StateMask(jnp.ones((state_size,), jnp.float32))
 
@@ -116,9 +128,14 @@ class LRU(SSMLayer):
     return jnp.exp(self.gamma_log[...])[:, None] * _complex(self.B[...])
 
   def state_modes(self) -> StateModes:
-    return StateModes(poles=self.poles(), B=self.input_rows(), C=_complex(self.C[...]),
-                      valid=self.state_mask[...] > 0, output_scale=self.output_scale,
-                      feedthrough=self.D[...])
+    return StateModes(
+      poles=self.poles(),
+      B=self.input_rows(),
+      C=_complex(self.C[...]),
+      valid=self.state_mask[...] > 0,
+      output_scale=self.output_scale,
+      feedthrough=self.D[...],
+    )
 
   def load_state_modes(self, modes: StateModes) -> None:
     """Rewrites the parameters so that the layer's system is ``modes`` (k states).
@@ -131,11 +148,13 @@ class LRU(SSMLayer):
     poles = np.asarray(modes.poles, np.complex128)
     c = np.asarray(modes.C, np.complex128)
     if c.shape[:2] != self.C.shape[:2] or modes.output_scale != self.output_scale:
-      raise ValueError(f"LRU.load_state_modes: modes with C {c.shape[:2]} and output_scale "
-                       f"{modes.output_scale}, expected {self.C.shape[:2]} and 1")
+      raise ValueError(
+        f"LRU.load_state_modes: modes with C {c.shape[:2]} and output_scale "
+        f"{modes.output_scale}, expected {self.C.shape[:2]} and 1"
+      )
     radius = np.clip(np.abs(poles), 1e-6, 1.0 - 1e-7)
     phase = np.maximum(np.mod(np.angle(poles), 2 * np.pi), 1e-8)
-    gamma = np.sqrt(1.0 - radius ** 2)
+    gamma = np.sqrt(1.0 - radius**2)
     b = np.asarray(modes.B, np.complex128) / gamma[:, None]
     pair = lambda z: np.stack([z.real, z.imag], axis=-1).astype(np.float32)
     self.nu_log.set_value(jnp.asarray(np.log(-np.log(radius)), jnp.float32))
@@ -151,8 +170,9 @@ class LRU(SSMLayer):
     lam = self.poles()
     b = self.input_rows() * self.state_mask[...][:, None]
     c = _complex(self.C[...])
-    y = scan.mimo_diagonal_system(lam, b, c, u, bidirectional=self.bidirectional,
-                                  method=self.scan_method)
+    y = scan.mimo_diagonal_system(
+      lam, b, c, u, bidirectional=self.bidirectional, method=self.scan_method
+    )
     return self.output_scale * y + self.D[...] * u
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -62,11 +62,12 @@ def causal_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """
   w, length = kernel.shape[0], x.shape[1]
   padded = jnp.pad(x, ((0, 0), (w - 1, 0), (0, 0)))
-  return bias + sum(kernel[k] * padded[:, k:k + length] for k in range(w))
+  return bias + sum(kernel[k] * padded[:, k : k + length] for k in range(w))
 
 
-def gated_rms_norm(y: jax.Array, z: jax.Array, scale: jax.Array, groups: int,
-                   eps: float = 1e-5) -> jax.Array:
+def gated_rms_norm(
+  y: jax.Array, z: jax.Array, scale: jax.Array, groups: int, eps: float = 1e-5
+) -> jax.Array:
   """``RMSNorm(y * silu(z)) * scale`` over each group's ``d_inner / groups`` channels."""
   v = y * jax.nn.silu(z)
   grouped = v.reshape(v.shape[:-1] + (groups, -1))
@@ -100,37 +101,57 @@ class Mamba2(SSMLayer):
 
   selective = True
   bidirectional = False
-  STATE_AXES = {"in_B": 1, "in_C": 1, "conv_B": 1, "conv_C": 1,
-                "conv_B_bias": 0, "conv_C_bias": 0}
+  STATE_AXES = {"in_B": 1, "in_C": 1, "conv_B": 1, "conv_C": 1, "conv_B_bias": 0, "conv_C_bias": 0}
   # The columns that write into (B) and read from (C) each state: `magnitude` scores them.
   STATE_IO = ("in_B", "in_C")
   # D (the per-head skip) is trained like the dynamics, as in the Mamba reference.
   PARAM_ROLES = {"A_log": "dynamics", "D": "dynamics", "dt_bias": "step"}
 
-  def __init__(self, d_model: int, state_size: int = 64, *, n_heads: int | None = None,
-               head_dim: int = 16, n_groups: int = 1, expand: int = 2, conv_width: int = 4,
-               chunk_size: int = 64, dt_min: float = 1e-3, dt_max: float = 0.1,
-               A_min: float = 1.0, A_max: float = 16.0,
-               dt_limit: tuple[float, float] = (0.0, float("inf")), norm_groups: int | None = None,
-               norm_eps: float = 1e-5, bidirectional: bool = False, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    state_size: int = 64,
+    *,
+    n_heads: int | None = None,
+    head_dim: int = 16,
+    n_groups: int = 1,
+    expand: int = 2,
+    conv_width: int = 4,
+    chunk_size: int = 64,
+    dt_min: float = 1e-3,
+    dt_max: float = 0.1,
+    A_min: float = 1.0,
+    A_max: float = 16.0,
+    dt_limit: tuple[float, float] = (0.0, float("inf")),
+    norm_groups: int | None = None,
+    norm_eps: float = 1e-5,
+    bidirectional: bool = False,
+    rngs: nnx.Rngs,
+  ):
     if bidirectional:
-      raise ValueError("Mamba2 is causal: bidirectional=True is not supported "
-                       "(set model.ssm_config.bidirectional=False)")
+      raise ValueError(
+        "Mamba2 is causal: bidirectional=True is not supported "
+        "(set model.ssm_config.bidirectional=False)"
+      )
     if n_heads is None:
       if (expand * d_model) % head_dim:
-        raise ValueError(f"Mamba2: expand * d_model = {expand * d_model} is not a multiple of "
-                         f"head_dim = {head_dim}; set n_heads or head_dim")
+        raise ValueError(
+          f"Mamba2: expand * d_model = {expand * d_model} is not a multiple of "
+          f"head_dim = {head_dim}; set n_heads or head_dim"
+        )
       n_heads = expand * d_model // head_dim
     if n_heads % n_groups:
       raise ValueError(f"Mamba2: n_heads = {n_heads} is not a multiple of n_groups = {n_groups}")
     if not 0 < dt_min <= dt_max or not 0 < A_min <= A_max or conv_width < 1 or chunk_size < 1:
-      raise ValueError("Mamba2 needs 0 < dt_min <= dt_max, 0 < A_min <= A_max, conv_width >= 1 "
-                       "and chunk_size >= 1")
+      raise ValueError(
+        "Mamba2 needs 0 < dt_min <= dt_max, 0 < A_min <= A_max, conv_width >= 1 and chunk_size >= 1"
+      )
     d_inner = n_heads * head_dim
     norm_groups = n_groups if norm_groups is None else norm_groups
     if d_inner % norm_groups:
-      raise ValueError(f"Mamba2: d_inner = {d_inner} is not a multiple of norm_groups = "
-                       f"{norm_groups}")
+      raise ValueError(
+        f"Mamba2: d_inner = {d_inner} is not a multiple of norm_groups = {norm_groups}"
+      )
     g, n, w = n_groups, state_size, conv_width
     self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
     self.norm_groups, self.norm_eps = norm_groups, norm_eps
@@ -153,12 +174,14 @@ class Mamba2(SSMLayer):
     self.conv_C_bias = nnx.Param(_uniform(key(), (g, n), cb))
     # softplus(dt_bias) ~ logU[dt_min, dt_max] (floored at 1e-4 as Mamba-2); the
     # inverse softplus of dt is dt + log(1 - exp(-dt)).
-    dt = jnp.exp(jax.random.uniform(key(), (n_heads,), minval=np.log(dt_min),
-                                    maxval=np.log(dt_max)))
+    dt = jnp.exp(
+      jax.random.uniform(key(), (n_heads,), minval=np.log(dt_min), maxval=np.log(dt_max))
+    )
     dt = jnp.maximum(dt, 1e-4)
     self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))
-    self.A_log = nnx.Param(jnp.log(jax.random.uniform(key(), (n_heads,), minval=A_min,
-                                                      maxval=A_max)))
+    self.A_log = nnx.Param(
+      jnp.log(jax.random.uniform(key(), (n_heads,), minval=A_min, maxval=A_max))
+    )
     self.D = nnx.Param(jnp.ones((n_heads,), jnp.float32))
     self.norm_scale = nnx.Param(jnp.ones((d_inner,), jnp.float32))
     self.out = nnx.Param(_uniform(key(), (d_inner, d_model), 1.0 / np.sqrt(d_inner)))
@@ -179,16 +202,26 @@ class Mamba2(SSMLayer):
   def fused_in_projection(self) -> jax.Array:
     """``(d_model, 2 d_inner + 2 G N + n_heads)``: Mamba-2's in_proj, blocks [z, x, B, C, dt]."""
     d = self.d_model
-    return jnp.concatenate([self.in_z[...], self.in_x[...], self.in_B[...].reshape(d, -1),
-                            self.in_C[...].reshape(d, -1), self.in_dt[...]], axis=1)
+    return jnp.concatenate(
+      [
+        self.in_z[...],
+        self.in_x[...],
+        self.in_B[...].reshape(d, -1),
+        self.in_C[...].reshape(d, -1),
+        self.in_dt[...],
+      ],
+      axis=1,
+    )
 
   def fused_conv(self) -> tuple[jax.Array, jax.Array]:
     """``(kernel (W, conv_dim), bias (conv_dim,))`` over channels [x, B, C]."""
     w = self.conv_x.shape[0]
-    kernel = jnp.concatenate([self.conv_x[...], self.conv_B[...].reshape(w, -1),
-                              self.conv_C[...].reshape(w, -1)], axis=1)
-    bias = jnp.concatenate([self.conv_x_bias[...], self.conv_B_bias[...].reshape(-1),
-                            self.conv_C_bias[...].reshape(-1)])
+    kernel = jnp.concatenate(
+      [self.conv_x[...], self.conv_B[...].reshape(w, -1), self.conv_C[...].reshape(w, -1)], axis=1
+    )
+    bias = jnp.concatenate(
+      [self.conv_x_bias[...], self.conv_B_bias[...].reshape(-1), self.conv_C_bias[...].reshape(-1)]
+    )
     return kernel, bias
 
   def _project(self, u: jax.Array):
@@ -207,8 +240,8 @@ class Mamba2(SSMLayer):
     g, n = self.state_shape
     e, mask = self.d_inner, self.state_mask[...]
     x = xbc[..., :e].reshape(xbc.shape[:-1] + (self.n_heads, self.head_dim))
-    b = xbc[..., e:e + g * n].reshape(xbc.shape[:-1] + (g, n)) * mask
-    c = xbc[..., e + g * n:].reshape(xbc.shape[:-1] + (g, n)) * mask
+    b = xbc[..., e : e + g * n].reshape(xbc.shape[:-1] + (g, n)) * mask
+    c = xbc[..., e + g * n :].reshape(xbc.shape[:-1] + (g, n)) * mask
     return x, b, c
 
   def _decay(self, dt_raw: jax.Array):
@@ -223,8 +256,9 @@ class Mamba2(SSMLayer):
     """Skip, gated norm and out-projection: ``y, x (..., nh, P)``, ``z (..., d_inner)``."""
     y = y + self.D[...][:, None] * x
     y = y.reshape(z.shape)
-    return gated_rms_norm(y, z, self.norm_scale[...], self.norm_groups,
-                          self.norm_eps) @ self.out[...]
+    return (
+      gated_rms_norm(y, z, self.norm_scale[...], self.norm_groups, self.norm_eps) @ self.out[...]
+    )
 
   def scan_inputs(self, u: jax.Array):
     """Steps 1-3 up to the scan: ``u (B, L, d_model) -> (z, x, dt, A, B, C)``.
@@ -252,8 +286,10 @@ class Mamba2(SSMLayer):
 
   def state_modes(self):
     """A selective layer has no fixed modes: its ``B_t, C_t, dt_t`` depend on the input."""
-    raise TypeError("Mamba2 is a selective SSM (input-dependent B, C, dt): it has no fixed "
-                    "state_modes(); use data-driven criteria (state_statistics)")
+    raise TypeError(
+      "Mamba2 is a selective SSM (input-dependent B, C, dt): it has no fixed "
+      "state_modes(); use data-driven criteria (state_statistics)"
+    )
 
   def state_statistics(self, u: jax.Array, lengths: jax.Array | None = None) -> dict:
     """Per-state statistics of the layer driven by ``u (B, L, d_model)``.
@@ -292,8 +328,10 @@ class Mamba2(SSMLayer):
     """
     g, n = self.state_shape
     w = self.conv_x.shape[0]
-    return {"conv": jnp.zeros((batch_size, w - 1, self.conv_dim), jnp.float32),
-            "ssm": jnp.zeros((batch_size, self.n_heads, n, self.head_dim), jnp.float32)}
+    return {
+      "conv": jnp.zeros((batch_size, w - 1, self.conv_dim), jnp.float32),
+      "ssm": jnp.zeros((batch_size, self.n_heads, n, self.head_dim), jnp.float32),
+    }
 
   def prefill(self, u: jax.Array, state: dict | None = None) -> tuple[dict, jax.Array]:
     """The chunked forward that also returns the streaming state after ``u``.
@@ -310,11 +348,11 @@ class Mamba2(SSMLayer):
       kernel, bias = self.fused_conv()
       w = kernel.shape[0]
       full = jnp.concatenate([state["conv"], xbc_raw], axis=1)  # (B, W - 1 + L, conv_dim)
-      xbc = jax.nn.silu(bias + sum(kernel[k] * full[:, k:k + length] for k in range(w)))
+      xbc = jax.nn.silu(bias + sum(kernel[k] * full[:, k : k + length] for k in range(w)))
       x, b, c = self._split_conv(xbc)
       dt, a = self._decay(dt_raw)
       y, final = ssd.ssd_chunked(x, dt, a, b, c, self.chunk_size, state["ssm"])
-      conv = full[:, full.shape[1] - (w - 1):]
+      conv = full[:, full.shape[1] - (w - 1) :]
       return {"conv": conv, "ssm": final}, self._output(y, x, z)
 
   def step(self, state: dict, u_t: jax.Array) -> tuple[dict, jax.Array]:
@@ -330,7 +368,9 @@ class Mamba2(SSMLayer):
     dt, a = self._decay(dt_raw)  # (B, nh), (nh,)
     head_group = np.arange(self.n_heads) // (self.n_heads // self.n_groups)
     b_h, c_h = b[:, head_group], c[:, head_group]  # (B, nh, N)
-    h = (jnp.exp(dt * a)[..., None, None] * state["ssm"]
-         + b_h[..., :, None] * (dt[..., None] * x)[..., None, :])
+    h = (
+      jnp.exp(dt * a)[..., None, None] * state["ssm"]
+      + b_h[..., :, None] * (dt[..., None] * x)[..., None, :]
+    )
     y = jnp.einsum("bhn,bhnp->bhp", c_h, h)
     return {"conv": window[:, 1:], "ssm": h}, self._output(y, x, z)

@@ -14,11 +14,13 @@ def register_ssm(name: str):
 
   The layer is constructed as ``cls(d_model, **model.ssm_config, rngs=rngs)``.
   """
+
   def wrap(cls):
     if name in _REGISTRY and _REGISTRY[name] is not cls:
       raise ValueError(f"SSM type {name!r} is already registered to {_REGISTRY[name]}")
     _REGISTRY[name] = cls
     return cls
+
   return wrap
 
 

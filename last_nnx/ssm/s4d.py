@@ -47,10 +47,19 @@ class S4D(SSMLayer):
 
   STATE_AXES = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "C": 1}
 
-  def __init__(self, d_model: int, state_size: int = 64, *, init: str = "inv",
-               bidirectional: bool = False, discretization: str = "zoh",
-               dt_min: float = 1e-3, dt_max: float = 1e-1, step_rescale: float = 1.0,
-               rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    state_size: int = 64,
+    *,
+    init: str = "inv",
+    bidirectional: bool = False,
+    discretization: str = "zoh",
+    dt_min: float = 1e-3,
+    dt_max: float = 1e-1,
+    step_rescale: float = 1.0,
+    rngs: nnx.Rngs,
+  ):
     if state_size % 2:
       raise ValueError(f"S4D state_size must be even (conjugate pairs), got {state_size}")
     n = state_size // 2
@@ -65,8 +74,9 @@ class S4D(SSMLayer):
     self.B = nnx.Param(jnp.stack([jnp.ones((d_model, n)), jnp.zeros((d_model, n))], axis=-1))
     self.C = nnx.Param(jax.random.normal(rngs.params(), (directions, d_model, n, 2)) * np.sqrt(0.5))
     self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
-    self.log_step = nnx.Param(jax.random.uniform(
-        rngs.params(), (d_model,), minval=np.log(dt_min), maxval=np.log(dt_max)))
+    self.log_step = nnx.Param(
+      jax.random.uniform(rngs.params(), (d_model,), minval=np.log(dt_min), maxval=np.log(dt_max))
+    )
     self.state_mask = StateMask(jnp.ones((d_model, n), jnp.float32))
 
   output_scale = 2.0
@@ -75,18 +85,21 @@ class S4D(SSMLayer):
     """``(lam_bar (H, n), B_bar (H, n), C (D, H, n))`` complex64, unmasked."""
     lam = jax.lax.complex(jnp.minimum(self.Lambda_re[...], -1e-4), self.Lambda_im[...])
     step = self.step_rescale * jnp.exp(self.log_step[...])[:, None]
-    lam_bar, b_bar = discretize(lam, _as_complex(self.B[...])[..., None], step,
-                                self.discretization)
+    lam_bar, b_bar = discretize(lam, _as_complex(self.B[...])[..., None], step, self.discretization)
     return lam_bar, b_bar[..., 0], _as_complex(self.C[...])
 
   def state_modes(self) -> StateModes:
     lam_bar, b_bar, c = self.discrete_system()
     h, n = lam_bar.shape
     return StateModes(
-        poles=lam_bar.reshape(-1), B=b_bar.reshape(-1, 1),
-        C=c.reshape(c.shape[0], 1, h * n), valid=(self.state_mask[...] > 0).reshape(-1),
-        channel=jnp.repeat(jnp.arange(h, dtype=jnp.int32), n),
-        output_scale=self.output_scale, feedthrough=self.D[...])
+      poles=lam_bar.reshape(-1),
+      B=b_bar.reshape(-1, 1),
+      C=c.reshape(c.shape[0], 1, h * n),
+      valid=(self.state_mask[...] > 0).reshape(-1),
+      channel=jnp.repeat(jnp.arange(h, dtype=jnp.int32), n),
+      output_scale=self.output_scale,
+      feedthrough=self.D[...],
+    )
 
   def load_state_modes(self, modes: StateModes) -> None:
     """Rewrites the parameters so that the layer's system is ``modes`` (ragged per channel).
@@ -115,9 +128,9 @@ class S4D(SSMLayer):
       if idx.size == 0:
         continue
       lam, b = undiscretize(poles[idx], b_bar[idx, None], steps[g], self.discretization)
-      lam_full[g, :idx.size], b_full[g, :idx.size] = lam, b[:, 0]
-      c_full[:, g, :idx.size] = c[:, idx]
-      mask[g, :idx.size] = 1.0
+      lam_full[g, : idx.size], b_full[g, : idx.size] = lam, b[:, 0]
+      c_full[:, g, : idx.size] = c[:, idx]
+      mask[g, : idx.size] = 1.0
     pair = lambda z: jnp.asarray(np.stack([z.real, z.imag], axis=-1), jnp.float32)
     self.Lambda_re.set_value(jnp.asarray(lam_full.real, jnp.float32))
     self.Lambda_im.set_value(jnp.asarray(lam_full.imag, jnp.float32))
@@ -129,8 +142,9 @@ class S4D(SSMLayer):
     """Convolution kernels ``(D, H, length)`` float32 (D = 2 when bidirectional)."""
     lam_bar, b_bar, c = self.discrete_system()
     cb = c * (b_bar * self.state_mask[...])[None]
-    return jnp.stack([self.output_scale * _vandermonde_kernel(lam_bar, cb_d, length)
-                      for cb_d in cb])
+    return jnp.stack(
+      [self.output_scale * _vandermonde_kernel(lam_bar, cb_d, length) for cb_d in cb]
+    )
 
   def __call__(self, u: jax.Array) -> jax.Array:
     """Applies the layer.
@@ -150,7 +164,7 @@ class S4D(SSMLayer):
     if self.bidirectional:
       back = k[1]
       full = full.at[:, 0].add(back[:, 0])
-      full = full.at[:, length + 1:].add(back[:, :0:-1])
+      full = full.at[:, length + 1 :].add(back[:, :0:-1])
     u_f = jnp.fft.rfft(u, n=2 * length, axis=1)
     k_f = jnp.fft.rfft(full, n=2 * length, axis=-1).T  # (2L/2+1, H)
     y = jnp.fft.irfft(u_f * k_f[None], n=2 * length, axis=1)[:, :length]

@@ -13,10 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from last_nnx.ssm import hippo
+from last_nnx.ssm import hippo, scan
 from last_nnx.ssm.base import SSMLayer, StateMask, StateModes
 from last_nnx.ssm.discretize import discretize, undiscretize
-from last_nnx.ssm import scan
 
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 
@@ -54,12 +53,23 @@ class S5(SSMLayer):
 
   STATE_AXES = {"Lambda_re": 0, "Lambda_im": 0, "B": 0, "C": 2, "log_step": 0}
 
-  def __init__(self, d_model: int, state_size: int = 64, *, blocks: int = 1,
-               conj_sym: bool = True, bidirectional: bool = False,
-               discretization: str = "zoh", dt_min: float = 1e-3,
-               dt_max: float = 1e-1, step_rescale: float = 1.0,
-               c_init: str = "trunc_standard_normal", clip_eigs: bool = False,
-               scan_method: str = "auto", rngs: nnx.Rngs):
+  def __init__(
+    self,
+    d_model: int,
+    state_size: int = 64,
+    *,
+    blocks: int = 1,
+    conj_sym: bool = True,
+    bidirectional: bool = False,
+    discretization: str = "zoh",
+    dt_min: float = 1e-3,
+    dt_max: float = 1e-1,
+    step_rescale: float = 1.0,
+    c_init: str = "trunc_standard_normal",
+    clip_eigs: bool = False,
+    scan_method: str = "auto",
+    rngs: nnx.Rngs,
+  ):
     if c_init not in C_INITS:
       raise ValueError(f"unknown c_init {c_init!r}; expected one of {C_INITS}")
     if discretization not in ("zoh", "bilinear"):
@@ -86,13 +96,16 @@ class S5(SSMLayer):
       c = jax.random.normal(rngs.params(), (directions, d_model, n_stored, 2)) * np.sqrt(0.5)
     else:
       # Real and imaginary parts drawn with fan-in P, then mapped by V.
-      pairs = [np.asarray(lecun(rngs.params(), (d_model, state_size, 2)), np.float64)
-               for _ in range(directions)]
+      pairs = [
+        np.asarray(lecun(rngs.params(), (d_model, state_size, 2)), np.float64)
+        for _ in range(directions)
+      ]
       c = np.stack([_as_pair((p[..., 0] + 1j * p[..., 1]) @ v) for p in pairs])
     self.C = nnx.Param(jnp.asarray(c, jnp.float32))
     self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,)))
-    self.log_step = nnx.Param(jax.random.uniform(
-        rngs.params(), (n_stored,), minval=np.log(dt_min), maxval=np.log(dt_max)))
+    self.log_step = nnx.Param(
+      jax.random.uniform(rngs.params(), (n_stored,), minval=np.log(dt_min), maxval=np.log(dt_max))
+    )
     self.state_mask = StateMask(jnp.ones((n_stored,), jnp.float32))
 
   def _continuous_poles(self) -> jax.Array:
@@ -104,8 +117,9 @@ class S5(SSMLayer):
   def discrete_system(self):
     """``(lam_bar (S,), B_bar (S, H), C (D, H, S))`` complex64, unmasked."""
     step = self.step_rescale * jnp.exp(self.log_step[...])
-    lam_bar, b_bar = discretize(self._continuous_poles(), _as_complex(self.B[...]), step,
-                                self.discretization)
+    lam_bar, b_bar = discretize(
+      self._continuous_poles(), _as_complex(self.B[...]), step, self.discretization
+    )
     return lam_bar, b_bar, _as_complex(self.C[...])
 
   @property
@@ -114,8 +128,14 @@ class S5(SSMLayer):
 
   def state_modes(self) -> StateModes:
     lam_bar, b_bar, c = self.discrete_system()
-    return StateModes(poles=lam_bar, B=b_bar, C=c, valid=self.state_mask[...] > 0,
-                      output_scale=self.output_scale, feedthrough=self.D[...])
+    return StateModes(
+      poles=lam_bar,
+      B=b_bar,
+      C=c,
+      valid=self.state_mask[...] > 0,
+      output_scale=self.output_scale,
+      feedthrough=self.D[...],
+    )
 
   def load_state_modes(self, modes: StateModes) -> None:
     """Rewrites the parameters so that the discretized system is ``modes`` (k states).
@@ -130,12 +150,13 @@ class S5(SSMLayer):
     k = poles.shape[0]
     c = np.asarray(modes.C, np.complex128)
     if modes.output_scale != self.output_scale or c.shape[:2] != self.C.shape[:2]:
-      raise ValueError(f"S5.load_state_modes: modes with output_scale {modes.output_scale} and "
-                       f"C {c.shape[:2]}, expected {self.output_scale} and {self.C.shape[:2]}")
+      raise ValueError(
+        f"S5.load_state_modes: modes with output_scale {modes.output_scale} and "
+        f"C {c.shape[:2]}, expected {self.output_scale} and {self.C.shape[:2]}"
+      )
     live = np.asarray(self.state_mask[...]) > 0
     log_step = float(np.mean(np.asarray(self.log_step[...])[live]))
-    lam, b = undiscretize(poles, modes.B, self.step_rescale * np.exp(log_step),
-                          self.discretization)
+    lam, b = undiscretize(poles, modes.B, self.step_rescale * np.exp(log_step), self.discretization)
     self.Lambda_re.set_value(jnp.asarray(lam.real, jnp.float32))
     self.Lambda_im.set_value(jnp.asarray(lam.imag, jnp.float32))
     self.B.set_value(jnp.asarray(_as_pair(b)))
@@ -155,8 +176,9 @@ class S5(SSMLayer):
     self.record_input(u)
     lam_bar, b_bar, c = self.discrete_system()
     b_bar = b_bar * self.state_mask[...][:, None]
-    y = scan.mimo_diagonal_system(lam_bar, b_bar, c, u, bidirectional=self.bidirectional,
-                                  method=self.scan_method)
+    y = scan.mimo_diagonal_system(
+      lam_bar, b_bar, c, u, bidirectional=self.bidirectional, method=self.scan_method
+    )
     return self.output_scale * y + self.D[...] * u
 
   def step(self, state: jax.Array, u_t: jax.Array) -> tuple[jax.Array, jax.Array]:

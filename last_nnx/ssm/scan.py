@@ -81,8 +81,9 @@ _parallel_recurrence.defvjp(_parallel_recurrence_fwd, _parallel_recurrence_bwd)
 # Compiled as a unit: called outside jit (a layer or calibration code run eagerly), a bare
 # lax.scan is traced and compiled again at every call (~0.1 s each on CPU).
 @functools.partial(jax.jit, static_argnames=("reverse", "method"))
-def diagonal_recurrence(lam: jax.Array, bu: jax.Array, *, reverse: bool = False,
-                        method: str = "auto") -> jax.Array:
+def diagonal_recurrence(
+  lam: jax.Array, bu: jax.Array, *, reverse: bool = False, method: str = "auto"
+) -> jax.Array:
   """All states of a diagonal recurrence with zero initial state.
 
   Args:
@@ -106,8 +107,15 @@ def diagonal_recurrence(lam: jax.Array, bu: jax.Array, *, reverse: bool = False,
   return jnp.swapaxes(xs, 0, 1)
 
 
-def mimo_diagonal_system(lam: jax.Array, b: jax.Array, c: jax.Array, u: jax.Array, *,
-                         bidirectional: bool, method: str = "auto") -> jax.Array:
+def mimo_diagonal_system(
+  lam: jax.Array,
+  b: jax.Array,
+  c: jax.Array,
+  u: jax.Array,
+  *,
+  bidirectional: bool,
+  method: str = "auto",
+) -> jax.Array:
   """Output ``sum_d Re(C_d x^(d))`` of a diagonal MIMO system (S5, LRU), no feedthrough.
 
   Args:
@@ -126,7 +134,7 @@ def mimo_diagonal_system(lam: jax.Array, b: jax.Array, c: jax.Array, u: jax.Arra
   states = [diagonal_recurrence(lam, bu, method=method)]
   if bidirectional:
     states.append(diagonal_recurrence(lam, bu, reverse=True, method=method))
-  return _real_output(states, c[:len(states)])
+  return _real_output(states, c[: len(states)])
 
 
 def _input_projection(u: jax.Array, b: jax.Array) -> jax.Array:

@@ -65,8 +65,15 @@ def _prepare(x, dt, A, B, C, chunk_size):
 
 
 @_jit_chunked
-def ssd_chunked(x: jax.Array, dt: jax.Array, A: jax.Array, B: jax.Array, C: jax.Array,
-                chunk_size: int, initial_state: jax.Array | None = None):
+def ssd_chunked(
+  x: jax.Array,
+  dt: jax.Array,
+  A: jax.Array,
+  B: jax.Array,
+  C: jax.Array,
+  chunk_size: int,
+  initial_state: jax.Array | None = None,
+):
   """The chunked SSD scan.
 
   Args:
@@ -136,8 +143,10 @@ def ssd_sequential(x, dt, A, B, C, initial_state=None):
   def step(state, inputs):
     x_t, dt_t, b_t, c_t = inputs  # (b, h, p), (b, h), (b, g, n), (b, g, n)
     b_h, c_h = b_t[:, head_group], c_t[:, head_group]  # (b, h, n)
-    state = (jnp.exp(dt_t * A)[..., None, None] * state
-             + b_h[..., :, None] * (dt_t[..., None] * x_t)[..., None, :])
+    state = (
+      jnp.exp(dt_t * A)[..., None, None] * state
+      + b_h[..., :, None] * (dt_t[..., None] * x_t)[..., None, :]
+    )
     return state, jnp.einsum("bhn,bhnp->bhp", c_h, state)
 
   inputs = tuple(jnp.moveaxis(v, 1, 0) for v in (x, dt, B, C))
@@ -182,13 +191,18 @@ def state_energy_sums(x, dt, A, B, C, valid, chunk_size):
     ac = jnp.moveaxis(ac, 1, -1)  # (b, g, r, t)
     decay = jnp.exp(segsum(ac))  # (b, g, r, t, t)
     # H_l = sum_{s <= l} exp(a_{s+1..l}) B_s (dt_s x_s)^T + exp(a_{0..l}) H_in.
-    states = (jnp.einsum("bgrls,bsgn,bsgrp->blgrnp", decay, Bc, xs)
-              + jnp.einsum("bgrl,bgrnp->blgrnp", jnp.exp(jnp.cumsum(ac, -1)), h_in))
+    states = jnp.einsum("bgrls,bsgn,bsgrp->blgrnp", decay, Bc, xs) + jnp.einsum(
+      "bgrl,bgrnp->blgrnp", jnp.exp(jnp.cumsum(ac, -1)), h_in
+    )
     e = jnp.sum(states * states, axis=-1).sum(axis=3)  # (b, t, g, n): summed over heads
     c2 = Cc * Cc
-    sums = jnp.stack([jnp.einsum("bl,blgn,blgn->gn", wc, c2, e),
-                      jnp.einsum("bl,blgn->gn", wc, e),
-                      jnp.einsum("bl,blgn->gn", wc, c2)])
+    sums = jnp.stack(
+      [
+        jnp.einsum("bl,blgn,blgn->gn", wc, c2, e),
+        jnp.einsum("bl,blgn->gn", wc, e),
+        jnp.einsum("bl,blgn->gn", wc, c2),
+      ]
+    )
     return states[:, -1], sums
 
   h0 = jnp.zeros((b, g, h // g, n, p), x.dtype)

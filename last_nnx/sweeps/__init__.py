@@ -10,11 +10,31 @@ compressibility), `plots`, `max_drop` (pruned copies, fine-tuning, the bisection
 of ``--max_drop``). The program is `last_nnx.cli.sweep`.
 """
 
-from last_nnx.sweeps.max_drop import (check_specs, default_criteria, default_criterion,
-                                      max_drop_points, max_drop_search, own_buffers,
-                                      parse_criterion, prune_copy, resolve_criteria)
+from last_nnx.sweeps.max_drop import (
+  check_specs,
+  default_criteria,
+  default_criterion,
+  max_drop_points,
+  max_drop_search,
+  own_buffers,
+  parse_criterion,
+  prune_copy,
+  resolve_criteria,
+)
 from last_nnx.sweeps.plots import plot_allocation, plot_curves, plot_scores
-from last_nnx.sweeps.points import (CRITERIA, DEFAULT_RATIOS, PointStore, iterative, mean_curve,
-                                    one_shot, point_key)
-from last_nnx.sweeps.report import (average_compressibility, compressibility, write_points,
-                                    write_report, write_table)
+from last_nnx.sweeps.points import (
+  CRITERIA,
+  DEFAULT_RATIOS,
+  PointStore,
+  iterative,
+  mean_curve,
+  one_shot,
+  point_key,
+)
+from last_nnx.sweeps.report import (
+  average_compressibility,
+  compressibility,
+  write_points,
+  write_report,
+  write_table,
+)

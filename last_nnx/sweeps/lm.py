@@ -34,9 +34,16 @@ from last_nnx.lm.generate import evaluate
 from last_nnx.lm.prune import CALIBRATION_BATCH, prune_lm, state_counts
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-DEFAULT_METHODS = ("calibrated/global", "calibrated/global/seq", "calibrated/uniform",
-                   "calibrated/uniform/seq", "gramian/global", "gramian/uniform",
-                   "magnitude/global", "random/global")
+DEFAULT_METHODS = (
+  "calibrated/global",
+  "calibrated/global/seq",
+  "calibrated/uniform",
+  "calibrated/uniform/seq",
+  "gramian/global",
+  "gramian/uniform",
+  "magnitude/global",
+  "random/global",
+)
 CRITERIA = ("calibrated", "gramian", "magnitude", "random")
 
 
@@ -57,10 +64,16 @@ def parse_method(spec: str) -> Method:
   seq = bool(parts) and parts[-1] in ("seq", "sequential")
   if seq:
     parts = parts[:-1]
-  if not parts or len(parts) > 2 or parts[0] not in CRITERIA or (
-      len(parts) == 2 and parts[1] not in ("global", "uniform")):
-    raise ValueError(f"method {spec!r}: write criterion/allocation[/seq] with a criterion in "
-                     f"{CRITERIA} and allocation global or uniform (e.g. calibrated/uniform/seq)")
+  if (
+    not parts
+    or len(parts) > 2
+    or parts[0] not in CRITERIA
+    or (len(parts) == 2 and parts[1] not in ("global", "uniform"))
+  ):
+    raise ValueError(
+      f"method {spec!r}: write criterion/allocation[/seq] with a criterion in "
+      f"{CRITERIA} and allocation global or uniform (e.g. calibrated/uniform/seq)"
+    )
   return Method(parts[0], parts[1] if len(parts) == 2 else "global", seq)
 
 
@@ -72,28 +85,60 @@ def _metrics(model, windows, bytes_per_token, batch_size) -> dict:
   return out
 
 
-def prune_point(dense: nnx.Module, method: Method | str, ratio: float, calibration, *,
-                seed: int = 0, mode: str = "mask", batch_size: int = CALIBRATION_BATCH):
+def prune_point(
+  dense: nnx.Module,
+  method: Method | str,
+  ratio: float,
+  calibration,
+  *,
+  seed: int = 0,
+  mode: str = "mask",
+  batch_size: int = CALIBRATION_BATCH,
+):
   """``(pruned copy, report)``: ``dense`` untouched."""
   method = parse_method(method) if isinstance(method, str) else method
   model = nnx.clone(dense)
-  report = prune_lm(model, ratio, criterion=method.criterion, allocation=method.allocation,
-                    sequential=method.sequential, calibration=calibration, rng=seed,
-                    mode=mode, batch_size=batch_size)
+  report = prune_lm(
+    model,
+    ratio,
+    criterion=method.criterion,
+    allocation=method.allocation,
+    sequential=method.sequential,
+    calibration=calibration,
+    rng=seed,
+    mode=mode,
+    batch_size=batch_size,
+  )
   return model, report
 
 
-def curves(dense: nnx.Module, calibration, windows, *, ratios=DEFAULT_RATIOS,
-           methods=DEFAULT_METHODS, seeds: int = 3, bytes_per_token: float | None = None,
-           eval_batch_size: int = 16, log=None) -> list[dict]:
+def curves(
+  dense: nnx.Module,
+  calibration,
+  windows,
+  *,
+  ratios=DEFAULT_RATIOS,
+  methods=DEFAULT_METHODS,
+  seeds: int = 3,
+  bytes_per_token: float | None = None,
+  eval_batch_size: int = 16,
+  log=None,
+) -> list[dict]:
   """Rows ``{method, criterion, allocation, sequential, seed, ratio, loss, perplexity,
   [bits_per_byte], per_layer}``, the dense model first (ratio 0, method ``dense``).
 
   ``calibration``: windows ``(n, L)`` the scores read; ``windows``: the eval windows.
   ``log``: called with each row as it is measured (progress).
   """
-  base = {"method": "dense", "criterion": "dense", "allocation": "-", "sequential": False,
-          "seed": 0, "ratio": 0.0, "per_layer": list(state_counts(dense))}
+  base = {
+    "method": "dense",
+    "criterion": "dense",
+    "allocation": "-",
+    "sequential": False,
+    "seed": 0,
+    "ratio": 0.0,
+    "per_layer": list(state_counts(dense)),
+  }
   rows = [{**base, **_metrics(dense, windows, bytes_per_token, eval_batch_size)}]
   if log:
     log(rows[0])
@@ -102,11 +147,17 @@ def curves(dense: nnx.Module, calibration, windows, *, ratios=DEFAULT_RATIOS,
     for seed in range(seeds if method.criterion == "random" else 1):
       for ratio in ratios:
         model, report = prune_point(dense, method, ratio, calibration, seed=seed)
-        row = {"method": method.name, "criterion": method.criterion,
-               "allocation": method.allocation, "sequential": method.sequential, "seed": seed,
-               "ratio": float(ratio), "ratio_achieved": report.ratio_achieved,
-               "per_layer": report.per_layer(),
-               **_metrics(model, windows, bytes_per_token, eval_batch_size)}
+        row = {
+          "method": method.name,
+          "criterion": method.criterion,
+          "allocation": method.allocation,
+          "sequential": method.sequential,
+          "seed": seed,
+          "ratio": float(ratio),
+          "ratio_achieved": report.ratio_achieved,
+          "per_layer": report.per_layer(),
+          **_metrics(model, windows, bytes_per_token, eval_batch_size),
+        }
         rows.append(row)
         if log:
           log(row)
@@ -118,8 +169,10 @@ def mean_rows(rows: list[dict], key: str) -> dict[str, dict[float, tuple[float, 
   out: dict = {}
   for r in rows:
     out.setdefault(r["method"], {}).setdefault(r["ratio"], []).append(r[key])
-  return {m: {x: (float(np.mean(v)), float(np.std(v))) for x, v in sorted(c.items())}
-          for m, c in out.items()}
+  return {
+    m: {x: (float(np.mean(v)), float(np.std(v))) for x, v in sorted(c.items())}
+    for m, c in out.items()
+  }
 
 
 def table(rows: list[dict], key: str = "perplexity", fmt: str = "{:.3f}") -> str:
@@ -127,9 +180,12 @@ def table(rows: list[dict], key: str = "perplexity", fmt: str = "{:.3f}") -> str
   means = mean_rows(rows, key)
   dense = means.pop("dense", {}).get(0.0, (float("nan"), 0.0))[0]
   ratios = sorted({x for c in means.values() for x in c})
-  lines = [f"| method ({key}; dense {fmt.format(dense)}) | " +
-           " | ".join(f"{100 * x:.0f}%" for x in ratios) + " |",
-           "|---|" + "---|" * len(ratios)]
+  lines = [
+    f"| method ({key}; dense {fmt.format(dense)}) | "
+    + " | ".join(f"{100 * x:.0f}%" for x in ratios)
+    + " |",
+    "|---|" + "---|" * len(ratios),
+  ]
   for method, c in means.items():
     cells = []
     for x in ratios:
@@ -150,17 +206,21 @@ def allocation_table(rows: list[dict], ratios=(0.5, 0.7)) -> str:
     lines.append(f"| dense | 0% | {' '.join(str(n) for n in dense['per_layer'])} |")
   for r in rows:
     if r["seed"] == 0 and any(abs(r["ratio"] - x) < 1e-9 for x in ratios):
-      lines.append(f"| {r['method']} | {100 * r['ratio']:.0f}% | "
-                   f"{' '.join(str(n) for n in r['per_layer'])} |")
+      lines.append(
+        f"| {r['method']} | {100 * r['ratio']:.0f}% | {' '.join(str(n) for n in r['per_layer'])} |"
+      )
   return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: str, *, key: str = "perplexity", title: str = "",
-         log_scale: bool = False) -> str:
+def plot(
+  rows: list[dict], path: str, *, key: str = "perplexity", title: str = "", log_scale: bool = False
+) -> str:
   """``key`` vs ratio, one line per method (random: mean, shaded ± std); writes ``path``."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   means = mean_rows(rows, key)
   dense = means.pop("dense", {}).get(0.0, (None, 0.0))[0]
   fig, ax = plt.subplots(figsize=(6.8, 4.4))
@@ -188,9 +248,18 @@ def plot(rows: list[dict], path: str, *, key: str = "perplexity", title: str = "
   return path
 
 
-def max_drop(dense: nnx.Module, method: Method | str, calibration, windows, tolerance: float, *,
-             step: float = 0.1, bisections: int = 4, seed: int = 0,
-             eval_batch_size: int = 16) -> dict:
+def max_drop(
+  dense: nnx.Module,
+  method: Method | str,
+  calibration,
+  windows,
+  tolerance: float,
+  *,
+  step: float = 0.1,
+  bisections: int = 4,
+  seed: int = 0,
+  eval_batch_size: int = 16,
+) -> dict:
   """The largest ratio with eval perplexity ``<= dense (1 + tolerance / 100)`` (module doc).
 
   Returns ``{'method', 'tolerance', 'dense', 'limit', 'ratio', 'perplexity', 'per_layer',
@@ -198,8 +267,10 @@ def max_drop(dense: nnx.Module, method: Method | str, calibration, windows, tole
   first grid point is outside.
   """
   if not tolerance >= 0:
-    raise ValueError(f"max_drop: tolerance {tolerance} must be >= 0 (percent of the dense "
-                     "perplexity, e.g. 5 allows 5% higher perplexity)")
+    raise ValueError(
+      f"max_drop: tolerance {tolerance} must be >= 0 (percent of the dense "
+      "perplexity, e.g. 5 allows 5% higher perplexity)"
+    )
   method = parse_method(method) if isinstance(method, str) else method
   dense_ppl = evaluate(dense, windows, eval_batch_size)["perplexity"]
   limit = dense_ppl * (1.0 + tolerance / 100.0)
@@ -228,6 +299,13 @@ def max_drop(dense: nnx.Module, method: Method | str, calibration, windows, tole
     else:
       hi = mid
   best = next((t for t in tried if t[0] == good), (0.0, dense_ppl, list(state_counts(dense))))
-  return {"method": method.name, "tolerance": float(tolerance), "dense": dense_ppl,
-          "limit": limit, "ratio": good, "perplexity": best[1], "per_layer": best[2],
-          "tried": [(r, p) for r, p, _ in tried]}
+  return {
+    "method": method.name,
+    "tolerance": float(tolerance),
+    "dense": dense_ppl,
+    "limit": limit,
+    "ratio": good,
+    "perplexity": best[1],
+    "per_layer": best[2],
+    "tried": [(r, p) for r, p, _ in tried],
+  }

@@ -18,12 +18,15 @@ def measured_criteria(points: list[dict]) -> list[str]:
   return [c for c in CRITERIA if c in measured] + sorted(measured - set(CRITERIA))
 
 
-def plot_curves(points: list[dict], path: str, *, synthetic: bool,
-                split: str = "test") -> list[str]:
+def plot_curves(
+  points: list[dict], path: str, *, synthetic: bool, split: str = "test"
+) -> list[str]:
   """Accuracy vs pruning ratio, one line (mean, shaded spread) per criterion."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   key = f"{split}_accuracy"
   dense = next((p[key] for p in points if p["criterion"] == "dense" and key in p), None)
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -59,16 +62,19 @@ def plot_curves(points: list[dict], path: str, *, synthetic: bool,
 ALLOCATION_CRITERIA = ("last", "energy", "uniform", "global_hinf")
 
 
-def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5), criteria=None,
-                    synthetic: bool) -> None:
+def plot_allocation(
+  points: list[dict], path: str, *, ratios=(0.3, 0.5), criteria=None, synthetic: bool
+) -> None:
   """States kept per layer at chosen ratios: the layer-adaptive allocation.
 
   ``criteria`` None: up to four measured criteria, those of `ALLOCATION_CRITERIA`
   first, then the others but random (a selective model's sweep has few of them).
   """
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   if criteria is None:
     measured = measured_criteria(points)
     first = [c for c in ALLOCATION_CRITERIA if c in measured]
@@ -81,12 +87,22 @@ def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5), criteri
     x = np.arange(len(layers))
     ax.bar(x, [dense["states"][l] for l in layers], width, label="dense", color="lightgray")
     for i, c in enumerate(criteria):
-      p = next((p for p in points if p["kind"] == "one_shot" and p["criterion"] == c
-                and abs(p["ratio"] - ratio) < 1e-6 and p["seed"] == 0), None)
+      p = next(
+        (
+          p
+          for p in points
+          if p["kind"] == "one_shot"
+          and p["criterion"] == c
+          and abs(p["ratio"] - ratio) < 1e-6
+          and p["seed"] == 0
+        ),
+        None,
+      )
       if p is not None:
         ax.bar(x + (i + 1) * width, [p["states"][l] for l in layers], width, label=c)
-    ax.set_xticks(x + 0.4 - width / 2, [l.replace(".ssm", "").replace("blocks.", "L")
-                                         for l in layers])
+    ax.set_xticks(
+      x + 0.4 - width / 2, [l.replace(".ssm", "").replace("blocks.", "L") for l in layers]
+    )
     ax.set_title(f"{100 * ratio:.0f}% of states pruned" + (" (SYNTHETIC)" if synthetic else ""))
     ax.set_ylabel("states kept")
   handles, labels = axes[0][0].get_legend_handles_labels()
@@ -96,8 +112,7 @@ def plot_allocation(points: list[dict], path: str, *, ratios=(0.3, 0.5), criteri
   plt.close(fig)
 
 
-def plot_scores(model, path: str, *, synthetic: bool, criteria=None,
-                calibration=None) -> bool:
+def plot_scores(model, path: str, *, synthetic: bool, criteria=None, calibration=None) -> bool:
   """Per-layer distributions of the scores (log scale), one panel per criterion.
 
   ``criteria`` None: ``last`` and ``energy`` on an LTI model, ``calibrated`` and
@@ -106,13 +121,17 @@ def plot_scores(model, path: str, *, synthetic: bool, criteria=None,
   takes). Returns whether a figure was written (False: no criterion left).
   """
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   from last_nnx import pruning
+
   if criteria is None:
     applicable = pruning.applicable(model)
     criteria = [c for c in ("last", "energy") if c in applicable] or [
-        c for c in ("calibrated", "gramian") if c in applicable]
+      c for c in ("calibrated", "gramian") if c in applicable
+    ]
   if calibration is None:
     criteria = [c for c in criteria if not pruning.needs_calibration(model, c)]
   elif any(pruning.needs_calibration(model, c) for c in criteria):
@@ -125,8 +144,9 @@ def plot_scores(model, path: str, *, synthetic: bool, criteria=None,
     scores = pruning.score(model, c, calibration=calibration)
     data = [np.log10(np.maximum(s[np.isfinite(s)], 1e-30)) for s in scores.values()]
     ax.boxplot(data, showfliers=True)
-    ax.set_xticks(range(1, len(scores) + 1),
-                  [l.replace(".ssm", "").replace("blocks.", "L") for l in scores])
+    ax.set_xticks(
+      range(1, len(scores) + 1), [l.replace(".ssm", "").replace("blocks.", "L") for l in scores]
+    )
     ax.set_ylabel(f"log10 {c} score")
     ax.set_title(f"{c} scores per layer" + (" (SYNTHETIC)" if synthetic else ""))
   fig.tight_layout()

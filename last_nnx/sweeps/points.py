@@ -18,15 +18,30 @@ import json
 import os
 
 import numpy as np
-
 from absl import logging
 
 from last_nnx.pruning.calibration import DEFAULT_BATCHES
-from last_nnx.sweeps.max_drop import (check_specs, parse_criterion, prune_copy, split_metrics,
-                                      resolve_criteria)
+from last_nnx.sweeps.max_drop import (
+  check_specs,
+  parse_criterion,
+  prune_copy,
+  resolve_criteria,
+  split_metrics,
+)
 
-CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
-            "calibrated_balanced", "uniform", "global_hinf", "magnitude", "random")
+CRITERIA = (
+  "last",
+  "last@L",
+  "energy",
+  "calibrated",
+  "balanced",
+  "balanced@L",
+  "calibrated_balanced",
+  "uniform",
+  "global_hinf",
+  "magnitude",
+  "random",
+)
 
 DEFAULT_RATIOS = tuple(round(0.1 * i, 2) for i in range(10))
 
@@ -64,10 +79,19 @@ class PointStore:
       os.fsync(f.fileno())
 
 
-
-def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, seeds: int,
-             splits=("val", "test"), recalibrate_batches: int = 0,
-             calibration_batches: int = DEFAULT_BATCHES) -> None:
+def one_shot(
+  model,
+  task,
+  config,
+  store: PointStore,
+  *,
+  ratios,
+  criteria=None,
+  seeds: int,
+  splits=("val", "test"),
+  recalibrate_batches: int = 0,
+  calibration_batches: int = DEFAULT_BATCHES,
+) -> None:
   """Measures every (criterion, ratio, seed) point not yet in ``store``.
 
   Masked pruning is used for subset criteria: the same outputs as compaction
@@ -82,35 +106,68 @@ def one_shot(model, task, config, store: PointStore, *, ratios, criteria=None, s
   from last_nnx.train import streams
   from last_nnx.train.batchnorm import recalibrate_batch_norm
   from last_nnx.train.events import states_per_layer
+
   criteria = resolve_criteria(model, criteria, CRITERIA)
   base = states_per_layer(model)
   dense_key = point_key(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0))
   if dense_key not in store:
-    store.add(dict(kind="one_shot", criterion="dense", ratio=0.0, seed=0, states=base,
-                   ratio_achieved=0.0, **split_metrics(model, task, splits)))
-  todo = [(c, r, s) for c in criteria for r in ratios
-          for s in range(seeds if c == "random" else 1)]
+    store.add(
+      dict(
+        kind="one_shot",
+        criterion="dense",
+        ratio=0.0,
+        seed=0,
+        states=base,
+        ratio_achieved=0.0,
+        **split_metrics(model, task, splits),
+      )
+    )
+  todo = [(c, r, s) for c in criteria for r in ratios for s in range(seeds if c == "random" else 1)]
   for i, (criterion, ratio, seed) in enumerate(todo):
     point = dict(kind="one_shot", criterion=criterion, ratio=float(ratio), seed=seed)
     if point_key(point) in store:
       continue
-    pruned, report = prune_copy(model, task, criterion, ratio, seed=seed,
-                                calibration_batches=calibration_batches)
+    pruned, report = prune_copy(
+      model, task, criterion, ratio, seed=seed, calibration_batches=calibration_batches
+    )
     if recalibrate_batches:
-      recalibrate_batch_norm(pruned, streams.recalibration(task, 0),
-                             max_batches=recalibrate_batches)
+      recalibrate_batch_norm(
+        pruned, streams.recalibration(task, 0), max_batches=recalibrate_batches
+      )
     states = states_per_layer(pruned)
-    point.update(states=states, ratio_achieved=1 - sum(states.values()) / sum(base.values()),
-                 threshold=report.threshold, recalibrate_batches=recalibrate_batches,
-                 **split_metrics(pruned, task, splits))
+    point.update(
+      states=states,
+      ratio_achieved=1 - sum(states.values()) / sum(base.values()),
+      threshold=report.threshold,
+      recalibrate_batches=recalibrate_batches,
+      **split_metrics(pruned, task, splits),
+    )
     store.add(point)
-    logging.info("[%d/%d] %s r=%.2f seed %d: val acc %.4f", i + 1, len(todo), criterion, ratio,
-                 seed, point.get("val_accuracy", float("nan")))
+    logging.info(
+      "[%d/%d] %s r=%.2f seed %d: val acc %.4f",
+      i + 1,
+      len(todo),
+      criterion,
+      ratio,
+      seed,
+      point.get("val_accuracy", float("nan")),
+    )
 
 
-def iterative(model, task, config, store: PointStore, *, criterion: str, target: float,
-              steps: int, finetune_epochs: int, splits=("val", "test"),
-              calibration_batches: int = DEFAULT_BATCHES, lr_scale: float | None = None) -> None:
+def iterative(
+  model,
+  task,
+  config,
+  store: PointStore,
+  *,
+  criterion: str,
+  target: float,
+  steps: int,
+  finetune_epochs: int,
+  splits=("val", "test"),
+  calibration_batches: int = DEFAULT_BATCHES,
+  lr_scale: float | None = None,
+) -> None:
   """Prunes toward ``target`` in ``steps`` equal cumulative steps, fine-tuning between.
 
   Compaction is used (the model really shrinks and trains on). The model is
@@ -123,11 +180,15 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
   warmup (as `max_drop.finetune`), else the run's rates and warmup.
   """
   from last_nnx import pruning
-  from last_nnx.train import events, steps as train_steps, streams
+  from last_nnx.train import events, streams
+  from last_nnx.train import steps as train_steps
   from last_nnx.train.optim import make_optimizer
+
   check_specs(model, [criterion])  # refused (one line) before any step
-  keys = [point_key(dict(kind="iterative", criterion=criterion, ratio=target * (k + 1) / steps,
-                         seed=0)) for k in range(steps)]
+  keys = [
+    point_key(dict(kind="iterative", criterion=criterion, ratio=target * (k + 1) / steps, seed=0))
+    for k in range(steps)
+  ]
   if all(k in store for k in keys):
     return
   name, horizon = parse_criterion(criterion, task.seq_len)
@@ -142,27 +203,48 @@ def iterative(model, task, config, store: PointStore, *, criterion: str, target:
     cumulative = target * (k + 1) / steps
     now = sum(events.states_per_layer(model).values())
     ratio = pruning.event_ratio(cumulative, now, n0)
-    optimizer, _ = make_optimizer(model, optim, total_steps=max(1, finetune_epochs * (
-        task.steps_per_epoch)), steps_per_epoch=task.steps_per_epoch,
-                                  lr_scale=1.0 if lr_scale is None else lr_scale)
-    calibration = (streams.calibration(task, k)
-                   if pruning.needs_calibration(model, name) else None)
-    pruning.prune(model, ratio, criterion=name, mode="compact", optimizer=optimizer,
-                  horizon=horizon, calibration=calibration,
-                  calibration_batches=calibration_batches)
+    optimizer, _ = make_optimizer(
+      model,
+      optim,
+      total_steps=max(1, finetune_epochs * (task.steps_per_epoch)),
+      steps_per_epoch=task.steps_per_epoch,
+      lr_scale=1.0 if lr_scale is None else lr_scale,
+    )
+    calibration = streams.calibration(task, k) if pruning.needs_calibration(model, name) else None
+    pruning.prune(
+      model,
+      ratio,
+      criterion=name,
+      mode="compact",
+      optimizer=optimizer,
+      horizon=horizon,
+      calibration=calibration,
+      calibration_batches=calibration_batches,
+    )
     after_prune = split_metrics(model, task, ("val",))
     for epoch in range(finetune_epochs):
       train_steps.fit(model, optimizer, streams.iterative(task, k, epoch))
     states = events.states_per_layer(model)
-    point = dict(kind="iterative", criterion=criterion, ratio=cumulative, seed=0, states=states,
-                 ratio_achieved=1 - sum(states.values()) / n0,
-                 val_accuracy_before_finetune=after_prune["val_accuracy"],
-                 lr_scale=lr_scale,  # None: the run's rates and warmup
-                 **split_metrics(model, task, splits))
+    point = dict(
+      kind="iterative",
+      criterion=criterion,
+      ratio=cumulative,
+      seed=0,
+      states=states,
+      ratio_achieved=1 - sum(states.values()) / n0,
+      val_accuracy_before_finetune=after_prune["val_accuracy"],
+      lr_scale=lr_scale,  # None: the run's rates and warmup
+      **split_metrics(model, task, splits),
+    )
     store.add(point)
-    logging.info("iterative step %d/%d: %.0f%% pruned, val acc %.4f -> %.4f after fine-tuning",
-                 k + 1, steps, 100 * point["ratio_achieved"], after_prune["val_accuracy"],
-                 point["val_accuracy"])
+    logging.info(
+      "iterative step %d/%d: %.0f%% pruned, val acc %.4f -> %.4f after fine-tuning",
+      k + 1,
+      steps,
+      100 * point["ratio_achieved"],
+      after_prune["val_accuracy"],
+      point["val_accuracy"],
+    )
 
 
 def mean_curve(points, criterion, key) -> dict[float, tuple[float, float]]:

@@ -17,6 +17,7 @@ from last_nnx.sweeps import plots
 from last_nnx.sweeps.max_drop import finetune_epochs_of
 from last_nnx.sweeps.points import PointStore, mean_curve
 
+
 def compressibility(points: list[dict], split: str = "test", tolerances=(0.5, 1.0)) -> dict:
   """Per criterion: the largest ratio whose mean accuracy loss stays within each tolerance.
 
@@ -53,8 +54,10 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     return ""
   criteria = plots.measured_criteria(points)
   ratios = sorted({round(p["ratio"], 4) for p in points if p["kind"] == "one_shot"} - {0.0})
-  lines.append(f"Dense {split} accuracy: {100 * dense:.2f}%. Accuracy loss in points "
-               f"(dense minus pruned; mean ± std over seeds) at each pruning ratio:\n")
+  lines.append(
+    f"Dense {split} accuracy: {100 * dense:.2f}%. Accuracy loss in points "
+    f"(dense minus pruned; mean ± std over seeds) at each pruning ratio:\n"
+  )
   lines.append("| criterion | " + " | ".join(f"{100 * r:.0f}%" for r in ratios) + " |")
   lines.append("|---|" + "---|" * len(ratios))
   for c in criteria:
@@ -74,29 +77,38 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
     lines.append("|---|---|---|")
     for c in criteria:
       if c in comp:
-        lines.append(f"| {c} | {100 * comp[c]['within_0.5']:.0f}% | "
-                     f"{100 * comp[c]['within_1.0']:.0f}% |")
+        lines.append(
+          f"| {c} | {100 * comp[c]['within_0.5']:.0f}% | {100 * comp[c]['within_1.0']:.0f}% |"
+        )
   searched = [p for p in points if p["kind"] == "max_drop"]
   if searched:
-    lines.append("\nHow far can I prune: largest ratio within the tolerance on val "
-                 "(bisection), and test accuracy there:\n")
-    lines.append("| criterion | tolerance (pt) | fine-tune epochs | pruned | val acc | "
-                 "test acc | test drop (pt) |")
+    lines.append(
+      "\nHow far can I prune: largest ratio within the tolerance on val "
+      "(bisection), and test accuracy there:\n"
+    )
+    lines.append(
+      "| criterion | tolerance (pt) | fine-tune epochs | pruned | val acc | "
+      "test acc | test drop (pt) |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     for p in sorted(searched, key=lambda p: (finetune_epochs_of(p), -p["ratio"], p["criterion"])):
-      lines.append(f"| {p['criterion']} | {p['max_drop']:g} | {finetune_epochs_of(p)} | "
-                   f"{100 * p['ratio']:.1f}% | {100 * p['val_accuracy']:.2f} | "
-                   f"{100 * p['test_accuracy']:.2f} | {100 * (dense - p['test_accuracy']):.2f} |")
+      lines.append(
+        f"| {p['criterion']} | {p['max_drop']:g} | {finetune_epochs_of(p)} | "
+        f"{100 * p['ratio']:.1f}% | {100 * p['val_accuracy']:.2f} | "
+        f"{100 * p['test_accuracy']:.2f} | {100 * (dense - p['test_accuracy']):.2f} |"
+      )
   iters = sorted((p for p in points if p["kind"] == "iterative"), key=lambda p: p["ratio"])
   if iters:
     lines.append("\nIterative prune-and-fine-tune:\n")
     lines.append("| criterion | pruned | val acc before fine-tune | val acc | test acc |")
     lines.append("|---|---|---|---|---|")
     for p in iters:
-      lines.append(f"| {p['criterion']} | {100 * p['ratio_achieved']:.1f}% | "
-                   f"{100 * p['val_accuracy_before_finetune']:.2f} | "
-                   f"{100 * p['val_accuracy']:.2f} | "
-                   f"{100 * p.get('test_accuracy', float('nan')):.2f} |")
+      lines.append(
+        f"| {p['criterion']} | {100 * p['ratio_achieved']:.1f}% | "
+        f"{100 * p['val_accuracy_before_finetune']:.2f} | "
+        f"{100 * p['val_accuracy']:.2f} | "
+        f"{100 * p.get('test_accuracy', float('nan')):.2f} |"
+      )
   text = "\n".join(lines) + "\n"
   with open(path, "w") as f:
     f.write(text)
@@ -106,16 +118,27 @@ def write_table(points: list[dict], path: str, *, synthetic: bool, split: str = 
 def write_points(points: list[dict], directory: str) -> None:
   with open(os.path.join(directory, "points.json"), "w") as f:
     json.dump(points, f, indent=1)
-  columns = ["kind", "criterion", "ratio", "seed", "ratio_achieved", "val_accuracy",
-             "val_loss", "test_accuracy", "test_loss", "threshold"]
+  columns = [
+    "kind",
+    "criterion",
+    "ratio",
+    "seed",
+    "ratio_achieved",
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "threshold",
+  ]
   with open(os.path.join(directory, "points.csv"), "w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(points)
 
 
-def write_report(store: PointStore, directory: str, *, synthetic: bool, model=None,
-                 calibration=None) -> str:
+def write_report(
+  store: PointStore, directory: str, *, synthetic: bool, model=None, calibration=None
+) -> str:
   """Writes the points, ``table.md`` and the plots; returns the table.
 
   ``model``: the swept model, for ``scores.png`` (its scores under criteria that
@@ -128,8 +151,9 @@ def write_report(store: PointStore, directory: str, *, synthetic: bool, model=No
     plots.plot_curves(points, os.path.join(directory, "accuracy_vs_ratio.png"), synthetic=synthetic)
     plots.plot_allocation(points, os.path.join(directory, "allocation.png"), synthetic=synthetic)
   if model is not None:
-    plots.plot_scores(model, os.path.join(directory, "scores.png"), synthetic=synthetic,
-                      calibration=calibration)
+    plots.plot_scores(
+      model, os.path.join(directory, "scores.png"), synthetic=synthetic, calibration=calibration
+    )
   return text
 
 
@@ -140,11 +164,17 @@ def average_compressibility(directories: list[str], split: str = "test") -> str:
     with open(os.path.join(d, "points.json")) as f:
       per_task[d] = compressibility(json.load(f), split)
   criteria = sorted({c for comp in per_task.values() for c in comp})
-  rows.append("| criterion | " + " | ".join(os.path.basename(os.path.dirname(d.rstrip("/"))) or d
-                                            for d in directories) + " | average |")
+  rows.append(
+    "| criterion | "
+    + " | ".join(os.path.basename(os.path.dirname(d.rstrip("/"))) or d for d in directories)
+    + " | average |"
+  )
   rows.append("|---|" + "---|" * (len(directories) + 1))
   for c in criteria:
     vals = [per_task[d].get(c, {}).get("within_1.0", float("nan")) for d in directories]
-    rows.append(f"| {c} (≤1 pt) | " + " | ".join(f"{100 * v:.0f}%" for v in vals) +
-                f" | {100 * np.nanmean(vals):.1f}% |")
+    rows.append(
+      f"| {c} (≤1 pt) | "
+      + " | ".join(f"{100 * v:.0f}%" for v in vals)
+      + f" | {100 * np.nanmean(vals):.1f}% |"
+    )
   return "\n".join(rows) + "\n"

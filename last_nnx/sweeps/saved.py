@@ -23,16 +23,29 @@ from absl import logging
 from last_nnx import data, pruning
 from last_nnx.pruning.allocate import check_ratio
 from last_nnx.pruning.calibration import DEFAULT_BATCHES
-from last_nnx.sweeps.max_drop import (calibration, check_specs, default_criterion,
-                                      max_drop_search, parse_criterion, resolve_criteria,
-                                      split_metrics)
+from last_nnx.sweeps.max_drop import (
+  calibration,
+  check_specs,
+  default_criterion,
+  max_drop_search,
+  parse_criterion,
+  resolve_criteria,
+  split_metrics,
+)
 from last_nnx.train import checkpoint, steps
 
 DEFAULT_EVAL_SPLITS = ("val",)
 # ``criteria=['all']`` of `how_far` on an LTI model (a model with selective layers: every
 # applicable criterion, `last_nnx.sweeps.max_drop.default_criteria`).
-ALL_CRITERIA = ("last", "last@L", "energy", "calibrated", "balanced", "balanced@L",
-                "calibrated_balanced")
+ALL_CRITERIA = (
+  "last",
+  "last@L",
+  "energy",
+  "calibrated",
+  "balanced",
+  "balanced@L",
+  "calibrated_balanced",
+)
 
 
 def saved_history(meta: checkpoint.CheckpointMeta) -> pruning.PruningHistory:
@@ -41,13 +54,18 @@ def saved_history(meta: checkpoint.CheckpointMeta) -> pruning.PruningHistory:
   if saved:
     return pruning.PruningHistory.from_json(saved)
   return pruning.PruningHistory.from_run_events(
-      meta.events, dense_states=meta.run.get("initial_states") or None)
+    meta.events, dense_states=meta.run.get("initial_states") or None
+  )
 
 
 def task_of(config) -> data.Task:
   """The task of a saved run's config (one process)."""
-  return data.build_task(config.data, batch_size=config.train.batch_size,
-                         eval_batch_size=config.train.eval_batch_size, seed=config.seed)
+  return data.build_task(
+    config.data,
+    batch_size=config.train.batch_size,
+    eval_batch_size=config.train.eval_batch_size,
+    seed=config.seed,
+  )
 
 
 def evaluate_splits(model, config, splits) -> dict[str, dict[str, float]]:
@@ -65,16 +83,28 @@ def default_out_dir(workdir: str, ratio: float, criterion: str, mode: str) -> st
 
 def _check_out(out_dir: str | None, workdir: str) -> None:
   if out_dir and os.path.abspath(out_dir) == os.path.abspath(workdir):
-    raise ValueError(f"--out {out_dir!r} is the workdir itself: writing there would replace "
-                     "its checkpoints; choose another directory")
+    raise ValueError(
+      f"--out {out_dir!r} is the workdir itself: writing there would replace "
+      "its checkpoints; choose another directory"
+    )
 
 
-def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last",
-                      mode: str = "compact", out_dir: str | None = None, *,
-                      which: str = "latest", min_per_layer: int = 1, bidirectional: str = "sum",
-                      seed: int = 0, calibration_batches: int = DEFAULT_BATCHES,
-                      evaluate: bool = True, eval_splits=DEFAULT_EVAL_SPLITS,
-                      evaluate_fn=None) -> dict:
+def prune_saved_model(
+  workdir: str,
+  ratio: float,
+  criterion: str | None = "last",
+  mode: str = "compact",
+  out_dir: str | None = None,
+  *,
+  which: str = "latest",
+  min_per_layer: int = 1,
+  bidirectional: str = "sum",
+  seed: int = 0,
+  calibration_batches: int = DEFAULT_BATCHES,
+  evaluate: bool = True,
+  eval_splits=DEFAULT_EVAL_SPLITS,
+  evaluate_fn=None,
+) -> dict:
   """Loads the saved model of ``workdir``, prunes it, writes it to ``out_dir``.
 
   Args:
@@ -105,9 +135,14 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
   # A bad setting fails before any loading: the ratio, the spec, the options (with the
   # spec's name, or the LTI default standing in for the model's).
   check_ratio(ratio)
-  pruning.PruneOptions(criterion=parse_criterion(criterion or "last", 1)[0], mode=mode,
-                       min_per_layer=min_per_layer, bidirectional=bidirectional, seed=seed,
-                       calibration_batches=calibration_batches)
+  pruning.PruneOptions(
+    criterion=parse_criterion(criterion or "last", 1)[0],
+    mode=mode,
+    min_per_layer=min_per_layer,
+    bidirectional=bidirectional,
+    seed=seed,
+    calibration_batches=calibration_batches,
+  )
   _check_out(out_dir, workdir)
   evaluate_fn = evaluate_fn or evaluate_splits
   eval_splits = tuple(eval_splits) if evaluate else ()
@@ -124,46 +159,78 @@ def prune_saved_model(workdir: str, ratio: float, criterion: str | None = "last"
   except (AttributeError, KeyError, TypeError, ValueError):
     seq_len = 0
   if spec.endswith("@L") and not seq_len:
-    raise ValueError(f"criterion {spec!r} needs the run's sequence length, and its config has "
-                     "no data")
+    raise ValueError(
+      f"criterion {spec!r} needs the run's sequence length, and its config has no data"
+    )
   name, horizon = parse_criterion(spec, seq_len)
   report = pruning.prune(
-      model, ratio, criterion=name, mode=mode, seed=seed, min_per_layer=min_per_layer,
-      bidirectional=bidirectional, horizon=horizon, history=history,
-      calibration=(calibration(task_of(config)) if pruning.needs_calibration(model, name)
-                   else None),
-      calibration_batches=calibration_batches, seq_len=seq_len or None)
+    model,
+    ratio,
+    criterion=name,
+    mode=mode,
+    seed=seed,
+    min_per_layer=min_per_layer,
+    bidirectional=bidirectional,
+    horizon=horizon,
+    history=history,
+    calibration=(calibration(task_of(config)) if pruning.needs_calibration(model, name) else None),
+    calibration_batches=calibration_batches,
+    seq_len=seq_len or None,
+  )
   logging.info("pruned %s (%s, %s, ratio %.4f):\n%s", workdir, spec, mode, ratio, report.table())
   after = evaluate_fn(model, config, eval_splits)
 
   report_dict = json.loads(report.to_json())
   event = pruning.EventRecord(
-      status="applied", source="last_nnx.cli.prune", criterion=spec, mode=mode,
-      target=report.ratio_achieved_total, ratio=float(ratio),
-      states_before={k: v.states_before for k, v in report.layers.items()},
-      states_after={k: v.states_after for k, v in report.layers.items()},
-      val_before=before.get("val"), val_after=after.get("val"), report=report_dict)
+    status="applied",
+    source="last_nnx.cli.prune",
+    criterion=spec,
+    mode=mode,
+    target=report.ratio_achieved_total,
+    ratio=float(ratio),
+    states_before={k: v.states_before for k, v in report.layers.items()},
+    states_after={k: v.states_after for k, v in report.layers.items()},
+    val_before=before.get("val"),
+    val_after=after.get("val"),
+    report=report_dict,
+  )
   meta = dataclasses.replace(
-      meta, run=dict(meta.run, events=meta.events + [event.to_dict()]),
-      pruning=dict(history=history.to_json(), source_workdir=os.path.abspath(workdir),
-                   source_checkpoint=which))
+    meta,
+    run=dict(meta.run, events=meta.events + [event.to_dict()]),
+    pruning=dict(
+      history=history.to_json(), source_workdir=os.path.abspath(workdir), source_checkpoint=which
+    ),
+  )
   os.makedirs(out_dir, exist_ok=True)
   checkpoint.save_model(out_dir, model, config, meta)
   first = eval_splits[0] if eval_splits else None
-  summary = dict(out_dir=os.path.abspath(out_dir), workdir=os.path.abspath(workdir),
-                 report=report_dict,
-                 splits={k: dict(before=before[k], after=after[k]) for k in before},
-                 before=before.get(first, {}), after=after.get(first, {}),
-                 states_before=report.states_before, states_after=report.states_after)
+  summary = dict(
+    out_dir=os.path.abspath(out_dir),
+    workdir=os.path.abspath(workdir),
+    report=report_dict,
+    splits={k: dict(before=before[k], after=after[k]) for k in before},
+    before=before.get(first, {}),
+    after=after.get(first, {}),
+    states_before=report.states_before,
+    states_after=report.states_after,
+  )
   with open(os.path.join(out_dir, "prune_report.json"), "w") as f:
     json.dump(summary, f, indent=1)
   return summary
 
 
-def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None, *,
-            which: str = "latest", finetune_epochs: int = 0,
-            calibration_batches: int = DEFAULT_BATCHES, min_per_layer: int = 1,
-            mode: str = "compact") -> dict:
+def how_far(
+  workdir: str,
+  max_drop: float,
+  criteria,
+  out_dir: str | None = None,
+  *,
+  which: str = "latest",
+  finetune_epochs: int = 0,
+  calibration_batches: int = DEFAULT_BATCHES,
+  min_per_layer: int = 1,
+  mode: str = "compact",
+) -> dict:
   """For each criterion spec: the largest ratio within ``max_drop`` points on val, and the model.
 
   Bisects the ratio (`last_nnx.sweeps.max_drop.max_drop_search`) on the
@@ -194,15 +261,25 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
   out_dir = out_dir or os.path.join(workdir, f"max_drop-{max_drop:g}")
   _check_out(out_dir, workdir)
   model, config, meta = checkpoint.load_model(workdir, which=which)
-  criteria = (resolve_criteria(model, criteria, ALL_CRITERIA) if criteria
-              else [default_criterion(model)])
+  criteria = (
+    resolve_criteria(model, criteria, ALL_CRITERIA) if criteria else [default_criterion(model)]
+  )
   task = task_of(config)
   dense = split_metrics(model, task, ("val", "test"))
   results = []
   for spec in criteria:
-    found = max_drop_search(model, task, config, spec, max_drop, finetune_epochs=finetune_epochs,
-                            calibration_batches=calibration_batches,
-                            min_per_layer=min_per_layer, splits=("val", "test"), mode=mode)
+    found = max_drop_search(
+      model,
+      task,
+      config,
+      spec,
+      max_drop,
+      finetune_epochs=finetune_epochs,
+      calibration_batches=calibration_batches,
+      min_per_layer=min_per_layer,
+      splits=("val", "test"),
+      mode=mode,
+    )
     history = saved_history(meta)
     if found["copy"] is not None:
       pruned, report = found["copy"]
@@ -211,19 +288,44 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
     else:  # nothing could be pruned within the tolerance: the dense model
       pruned, report, metrics = nnx.clone(model), None, dense
     target = os.path.join(out_dir, spec.replace("@", "_at_"))
-    saved = dataclasses.replace(meta, pruning=dict(
-        history=history.to_json(), source_workdir=os.path.abspath(workdir),
-        source_checkpoint=which, max_drop=max_drop, criterion=spec,
-        finetune_epochs=finetune_epochs))
+    saved = dataclasses.replace(
+      meta,
+      pruning=dict(
+        history=history.to_json(),
+        source_workdir=os.path.abspath(workdir),
+        source_checkpoint=which,
+        max_drop=max_drop,
+        criterion=spec,
+        finetune_epochs=finetune_epochs,
+      ),
+    )
     os.makedirs(target, exist_ok=True)
     checkpoint.save_model(target, pruned, config, saved)
-    results.append(dict(criterion=spec, ratio=found["ratio"], kept=found["kept"],
-                        states=report.states_after if report else found["kept"],
-                        probes=found["probes"], out_dir=os.path.abspath(target), **metrics))
-    logging.info("%s: %.1f%% pruned within %.2f points on val; test accuracy %.4f", spec,
-                 100 * found["ratio"], max_drop, metrics["test_accuracy"])
-  summary = dict(workdir=os.path.abspath(workdir), max_drop=max_drop,
-                 finetune_epochs=finetune_epochs, dense=dense, results=results)
+    results.append(
+      dict(
+        criterion=spec,
+        ratio=found["ratio"],
+        kept=found["kept"],
+        states=report.states_after if report else found["kept"],
+        probes=found["probes"],
+        out_dir=os.path.abspath(target),
+        **metrics,
+      )
+    )
+    logging.info(
+      "%s: %.1f%% pruned within %.2f points on val; test accuracy %.4f",
+      spec,
+      100 * found["ratio"],
+      max_drop,
+      metrics["test_accuracy"],
+    )
+  summary = dict(
+    workdir=os.path.abspath(workdir),
+    max_drop=max_drop,
+    finetune_epochs=finetune_epochs,
+    dense=dense,
+    results=results,
+  )
   with open(os.path.join(out_dir, "max_drop.json"), "w") as f:
     json.dump(summary, f, indent=1)
   return summary
@@ -232,12 +334,17 @@ def how_far(workdir: str, max_drop: float, criteria, out_dir: str | None = None,
 def how_far_table(summary: dict) -> str:
   """Markdown table of a `how_far` summary."""
   d = summary["dense"]
-  rows = [f"dense: val {100 * d['val_accuracy']:.2f}, test {100 * d['test_accuracy']:.2f}; "
-          f"tolerance {summary['max_drop']:g} points on val, {summary['finetune_epochs']} "
-          "fine-tuning epochs",
-          "| criterion | pruned | val acc | test acc | test drop (pt) |", "|---|---|---|---|---|"]
+  rows = [
+    f"dense: val {100 * d['val_accuracy']:.2f}, test {100 * d['test_accuracy']:.2f}; "
+    f"tolerance {summary['max_drop']:g} points on val, {summary['finetune_epochs']} "
+    "fine-tuning epochs",
+    "| criterion | pruned | val acc | test acc | test drop (pt) |",
+    "|---|---|---|---|---|",
+  ]
   for r in summary["results"]:
-    rows.append(f"| {r['criterion']} | {100 * r['ratio']:.1f}% | {100 * r['val_accuracy']:.2f} | "
-                f"{100 * r['test_accuracy']:.2f} | "
-                f"{100 * (d['test_accuracy'] - r['test_accuracy']):.2f} |")
+    rows.append(
+      f"| {r['criterion']} | {100 * r['ratio']:.1f}% | {100 * r['val_accuracy']:.2f} | "
+      f"{100 * r['test_accuracy']:.2f} | "
+      f"{100 * (d['test_accuracy'] - r['test_accuracy']):.2f} |"
+    )
   return "\n".join(rows)

@@ -43,8 +43,7 @@ def baseline_config(config: ml_collections.ConfigDict, epochs: int) -> ml_collec
   return dense
 
 
-def fork(config, workdir: str, epochs: int, run: Run, val: dict, task,
-         best: Checkpointer) -> None:
+def fork(config, workdir: str, epochs: int, run: Run, val: dict, task, best: Checkpointer) -> None:
   """Writes the pruned run, just before its first event, as the baseline's checkpoint.
 
   Called at the end of the epoch the event follows (its validation done, the
@@ -63,9 +62,17 @@ def fork(config, workdir: str, epochs: int, run: Run, val: dict, task,
   score = objectives.for_task(task).score(val)
   improved = state.best_val is None or score > state.best_val
   forked = dataclasses.replace(
-      state, epoch_index=state.epoch_index + 1, step_in_epoch=0, partial_train=None,
-      best_val=score if improved else state.best_val, dense={}, events=[], watch=[],
-      epochs=copy.deepcopy(state.epochs), initial_states=dict(state.initial_states))
+    state,
+    epoch_index=state.epoch_index + 1,
+    step_in_epoch=0,
+    partial_train=None,
+    best_val=score if improved else state.best_val,
+    dense={},
+    events=[],
+    watch=[],
+    epochs=copy.deepcopy(state.epochs),
+    initial_states=dict(state.initial_states),
+  )
   meta = checkpoint_meta(forked, baseline_config(config, epochs), task)
   directory = os.path.join(workdir, BASELINE_DIR)
   ckpt = Checkpointer(os.path.join(directory, "checkpoints"), config.train.keep_checkpoints)
@@ -80,9 +87,13 @@ def fork(config, workdir: str, epochs: int, run: Run, val: dict, task,
     best.wait()
     shutil.rmtree(best_dir, ignore_errors=True)
     shutil.copytree(best.directory, best_dir)
-  logging.info("dense baseline: forked from this run before its first pruning event (step "
-               "%d) into %s; it trains only the %d epochs after it", state.step, directory,
-               epochs - forked.epoch_index)
+  logging.info(
+    "dense baseline: forked from this run before its first pruning event (step "
+    "%d) into %s; it trains only the %d epochs after it",
+    state.step,
+    directory,
+    epochs - forked.epoch_index,
+  )
 
 
 def train_dense_baseline(config, workdir: str, epochs: int, train_fn) -> dict:
@@ -92,9 +103,17 @@ def train_dense_baseline(config, workdir: str, epochs: int, train_fn) -> dict:
   Returns ``{'val', 'test', 'states', 'epochs', 'workdir'}`` of its final model.
   """
   directory = os.path.join(workdir, BASELINE_DIR)
-  logging.info("dense baseline: the same model and initialization, no pruning, %d epochs, "
-               "into %s", epochs, directory)
+  logging.info(
+    "dense baseline: the same model and initialization, no pruning, %d epochs, into %s",
+    epochs,
+    directory,
+  )
   summary = train_fn(baseline_config(config, epochs), directory, final_table=False)
   final = summary["final"]
-  return dict(val=final["val"], test=final.get("test"), states=final["states"], epochs=epochs,
-              workdir=directory)
+  return dict(
+    val=final["val"],
+    test=final.get("test"),
+    states=final["states"],
+    epochs=epochs,
+    workdir=directory,
+  )

@@ -40,8 +40,9 @@ def recalibrate_batch_norm(model: nnx.Module, batches: Iterable, *, max_batches:
   if max_batches <= 0 or not norms:
     return 0
   modes = [(m.use_running_average, m.momentum) for m in norms]
-  deterministic = {id(m): m.deterministic for _, m in nnx.iter_graph(model)
-                   if isinstance(m, nnx.Dropout)}
+  deterministic = {
+    id(m): m.deterministic for _, m in nnx.iter_graph(model) if isinstance(m, nnx.Dropout)
+  }
   model.eval()  # dropout off; then batch statistics in the norms only
   for m in norms:
     m.use_running_average, m.momentum = False, 0.0  # running stats := this batch's

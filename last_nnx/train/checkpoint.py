@@ -62,8 +62,9 @@ def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
     if not hasattr(current, "shape"):
       continue
     if key not in flat:
-      raise CheckpointError(f"checkpoint lacks variable {key!r}: was it written by another "
-                            "model config?")
+      raise CheckpointError(
+        f"checkpoint lacks variable {key!r}: was it written by another model config?"
+      )
     value = flat[key]
     if not getattr(current, "committed", True):
       # orbax hands back arrays committed to a device; an uncommitted variable stays
@@ -72,8 +73,10 @@ def unflatten_into(state: nnx.State, flat: dict[str, Any]) -> None:
     if _is_key(current):
       value = jax.random.wrap_key_data(jnp.asarray(value), impl=jax.random.key_impl(current))
     elif tuple(np.shape(value)) != tuple(np.shape(current)):
-      raise CheckpointError(f"variable {key!r} has shape {np.shape(value)} in the checkpoint, "
-                            f"{np.shape(current)} in the model")
+      raise CheckpointError(
+        f"variable {key!r} has shape {np.shape(value)} in the checkpoint, "
+        f"{np.shape(current)} in the model"
+      )
     var.set_value(jnp.asarray(value, dtype=current.dtype))
 
 
@@ -97,9 +100,11 @@ def resize_layers(model: nnx.Module, shapes: dict[str, list[int]]) -> None:
       continue
     keep = np.zeros(layer.state_shape, bool)
     if len(shape) != keep.ndim or shape[:-1] != list(keep.shape[:-1]) or shape[-1] > keep.shape[-1]:
-      raise CheckpointError(f"layer {path!r}: recorded state shape {shape} does not fit "
-                            f"the configured {layer.state_shape}")
-    keep[..., :shape[-1]] = True
+      raise CheckpointError(
+        f"layer {path!r}: recorded state shape {shape} does not fit "
+        f"the configured {layer.state_shape}"
+      )
+    keep[..., : shape[-1]] = True
     layer.prune_states(keep.reshape(-1))
 
 
@@ -115,9 +120,13 @@ class ModelSpec:
 
   @classmethod
   def of_task(cls, task) -> "ModelSpec":
-    return cls(n_classes=task.n_classes, vocab_size=task.vocab_size, in_dim=task.in_dim,
-               retrieval=task.retrieval,
-               objective=getattr(task, "objective", "classification"))
+    return cls(
+      n_classes=task.n_classes,
+      vocab_size=task.vocab_size,
+      in_dim=task.in_dim,
+      retrieval=task.retrieval,
+      objective=getattr(task, "objective", "classification"),
+    )
 
 
 @dataclasses.dataclass
@@ -157,9 +166,13 @@ class CheckpointMeta:
   def from_dict(cls, d: "dict | CheckpointMeta") -> "CheckpointMeta":
     if isinstance(d, CheckpointMeta):
       return d
-    return cls(config=dict(d.get("config") or {}), model_spec=ModelSpec(**d["model_spec"]),
-               run=dict(d.get("run") or {}), layer_shapes=d.get("layer_shapes"),
-               pruning=d.get("pruning"))
+    return cls(
+      config=dict(d.get("config") or {}),
+      model_spec=ModelSpec(**d["model_spec"]),
+      run=dict(d.get("run") or {}),
+      layer_shapes=d.get("layer_shapes"),
+      pruning=d.get("pruning"),
+    )
 
 
 def rebuild_model(config, spec: ModelSpec, layer_shapes: dict[str, list[int]] | None = None):
@@ -181,18 +194,26 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     # Barrier keys of concurrent managers must differ (orbax keys them by step).
     barriers = ocp.options.MultiprocessingOptions(
-        barrier_sync_key_prefix=os.path.basename(self.directory) or "root")
+      barrier_sync_key_prefix=os.path.basename(self.directory) or "root"
+    )
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             multiprocessing_options=barriers),
-        item_names=("model", "optimizer", "meta"))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, multiprocessing_options=barriers
+      ),
+      item_names=("model", "optimizer", "meta"),
+    )
 
   def steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer | None,
-           meta: "CheckpointMeta | dict") -> None:
+  def save(
+    self,
+    step: int,
+    model: nnx.Module,
+    optimizer: nnx.Optimizer | None,
+    meta: "CheckpointMeta | dict",
+  ) -> None:
     """Saves at ``step`` (replacing an existing checkpoint at the same step); ``meta`` is
     stored as JSON with the model's ``layer_shapes`` added."""
     if step in self._manager.all_steps():
@@ -201,8 +222,9 @@ class Checkpointer:
     if isinstance(meta, CheckpointMeta):
       meta = meta.to_dict()
     meta = dict(meta, layer_shapes=layer_shapes(model))
-    items = dict(model=ocp.args.StandardSave(flatten_state(nnx.state(model))),
-                 meta=ocp.args.JsonSave(meta))
+    items = dict(
+      model=ocp.args.StandardSave(flatten_state(nnx.state(model))), meta=ocp.args.JsonSave(meta)
+    )
     if optimizer is not None:
       items["optimizer"] = ocp.args.StandardSave(flatten_state(nnx.state(optimizer)))
     self._manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -215,8 +237,10 @@ class Checkpointer:
       args = ocp.args.Composite(meta=ocp.args.JsonRestore())
       return self._manager.restore(step, args=args)["meta"]
     except Exception as e:  # orbax raises many types for damaged files
-      raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable ({e}); "
-                            "delete that step directory to fall back to an older one") from e
+      raise CheckpointError(
+        f"checkpoint {self.directory}/{step} is unreadable ({e}); "
+        "delete that step directory to fall back to an older one"
+      ) from e
 
   def restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer | None) -> None:
     """Loads arrays into a model (and optimizer) already resized to the checkpoint."""
@@ -228,8 +252,10 @@ class Checkpointer:
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:
-      raise CheckpointError(f"checkpoint {self.directory}/{step} is unreadable ({e}); "
-                            "delete that step directory to fall back to an older one") from e
+      raise CheckpointError(
+        f"checkpoint {self.directory}/{step} is unreadable ({e}); "
+        "delete that step directory to fall back to an older one"
+      ) from e
     unflatten_into(model_state, restored["model"])
     nnx.update(model, model_state)
     if optimizer is not None:
@@ -272,8 +298,10 @@ def load_model(workdir: str, *, which: str = "latest"):
     raise ValueError(f"which={which!r}: use one of {WHICH}")
   directory = os.path.join(workdir, _WHICH_DIR[which])
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no {_WHICH_DIR[which]}/ under {workdir!r}: pass the --workdir of "
-                            "a training run (it holds checkpoints/, best/ and summary.json)")
+    raise FileNotFoundError(
+      f"no {_WHICH_DIR[which]}/ under {workdir!r}: pass the --workdir of "
+      "a training run (it holds checkpoints/, best/ and summary.json)"
+    )
   ckpt = Checkpointer(directory)
   latest = ckpt.latest_usable()
   if latest is None:
@@ -288,12 +316,14 @@ def load_model(workdir: str, *, which: str = "latest"):
   return model, config, meta
 
 
-def save_model(out_dir: str, model: nnx.Module, config, meta: "CheckpointMeta | dict",
-               step: int = 0) -> None:
+def save_model(
+  out_dir: str, model: nnx.Module, config, meta: "CheckpointMeta | dict", step: int = 0
+) -> None:
   """Writes ``model`` so that `load_model(out_dir)` rebuilds it (at its pruned size)."""
   ckpt = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
   meta = dataclasses.replace(
-      CheckpointMeta.from_dict(meta),
-      config=config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    CheckpointMeta.from_dict(meta),
+    config=config.to_dict() if hasattr(config, "to_dict") else dict(config),
+  )
   ckpt.save(step, model, None, meta)
   ckpt.close()

@@ -57,6 +57,7 @@ def route_logs(workdir: str, mode: str = "story") -> str:
   if mode == "story" and logging.get_verbosity() < logging.DEBUG:
     console.addFilter(StoryFilter())  # first: the backend's start-up chatter is filtered too
   import jax
+
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, log_file_name(jax.process_index()))
   root = pylogging.getLogger()

@@ -28,16 +28,20 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 # Explicit settings: config field -> environment variable read when the field is unset.
-ENV_VARS = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
-            "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+ENV_VARS = {
+  "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+  "num_processes": "JAX_NUM_PROCESSES",
+  "process_id": "JAX_PROCESS_ID",
+}
 # Launchers whose variables JAX turns into the three settings (jax/_src/clusters):
 # name -> (variables that must all be present, the variable holding the process count).
 _CLUSTERS = {
-    "SLURM (srun)": (("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
-                      "SLURM_LOCALID"), "SLURM_NTASKS"),
-    "Open MPI (mpirun)": (("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE"),
-                          "OMPI_COMM_WORLD_SIZE"),
-    "Cloud TPU": (("TPU_WORKER_HOSTNAMES",), None),
+  "SLURM (srun)": (
+    ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"),
+    "SLURM_NTASKS",
+  ),
+  "Open MPI (mpirun)": (("OMPI_MCA_orte_hnp_uri", "OMPI_COMM_WORLD_SIZE"), "OMPI_COMM_WORLD_SIZE"),
+  "Cloud TPU": (("TPU_WORKER_HOSTNAMES",), None),
 }
 
 
@@ -87,14 +91,21 @@ def _check_settings(s: dict, cluster) -> None:
   missing = [k for k, v in s.items() if v is None]
   if given and missing and cluster is None:
     names = lambda keys: " and ".join(f"train.{k} ({ENV_VARS[k]})" for k in keys)
-    raise ValueError(f"multi-host settings incomplete: {names(given)} given but not "
-                     f"{names(missing)}; give all three (or none, under srun/mpirun)")
+    raise ValueError(
+      f"multi-host settings incomplete: {names(given)} given but not "
+      f"{names(missing)}; give all three (or none, under srun/mpirun)"
+    )
   if s["num_processes"] is not None and s["num_processes"] < 1:
     raise ValueError(f"train.num_processes={s['num_processes']} must be >= 1")
-  if s["process_id"] is not None and s["num_processes"] is not None and not (
-      0 <= s["process_id"] < s["num_processes"]):
-    raise ValueError(f"train.process_id={s['process_id']} must be in 0..{s['num_processes'] - 1} "
-                     f"(train.num_processes={s['num_processes']})")
+  if (
+    s["process_id"] is not None
+    and s["num_processes"] is not None
+    and not (0 <= s["process_id"] < s["num_processes"])
+  ):
+    raise ValueError(
+      f"train.process_id={s['process_id']} must be in 0..{s['num_processes'] - 1} "
+      f"(train.num_processes={s['num_processes']})"
+    )
 
 
 # What a collective's error says when another process of the run is gone.
@@ -128,11 +139,19 @@ def initialize(train_config=None) -> bool:
     return False
   if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=s["coordinator_address"],
-                             num_processes=s["num_processes"], process_id=s["process_id"])
-  logging.info("jax.distributed (%s): process %d of %d, %d local / %d global devices",
-               "explicit settings" if cluster is None else cluster[0], jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  jax.distributed.initialize(
+    coordinator_address=s["coordinator_address"],
+    num_processes=s["num_processes"],
+    process_id=s["process_id"],
+  )
+  logging.info(
+    "jax.distributed (%s): process %d of %d, %d local / %d global devices",
+    "explicit settings" if cluster is None else cluster[0],
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
@@ -147,8 +166,10 @@ def make_mesh(num_devices: int = 0) -> Mesh | None:
     raise ValueError(f"train.num_devices={n} but only {len(devices)} devices are visible")
   if jax.process_count() > 1:
     if n != len(devices):
-      raise ValueError(f"train.num_devices={n}: a run of {jax.process_count()} processes uses "
-                       f"all {len(devices)} devices; set train.num_devices=0")
+      raise ValueError(
+        f"train.num_devices={n}: a run of {jax.process_count()} processes uses "
+        f"all {len(devices)} devices; set train.num_devices=0"
+      )
     return Mesh(np.asarray(devices), ("data",))
   if n <= 1:
     return None
@@ -157,8 +178,10 @@ def make_mesh(num_devices: int = 0) -> Mesh | None:
 
 def check_batch(batch_size: int, mesh: Mesh | None, name: str = "train.batch_size") -> None:
   if mesh is not None and batch_size % mesh.size:
-    raise ValueError(f"{name}={batch_size} must divide evenly across {mesh.size} devices: "
-                     f"use a multiple of {mesh.size} or set train.num_devices")
+    raise ValueError(
+      f"{name}={batch_size} must divide evenly across {mesh.size} devices: "
+      f"use a multiple of {mesh.size} or set train.num_devices"
+    )
 
 
 def shard_batch(batch, mesh: Mesh | None):
@@ -184,8 +207,9 @@ def _replicated(x, sharding: NamedSharding):
   if jax.process_count() == 1:
     return jax.device_put(x, sharding)
   if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-    return jax.random.wrap_key_data(_replicated(jax.random.key_data(x), sharding),
-                                    impl=jax.random.key_impl(x))
+    return jax.random.wrap_key_data(
+      _replicated(jax.random.key_data(x), sharding), impl=jax.random.key_impl(x)
+    )
   # device_put cannot target other processes' devices: every process builds the
   # global array from its own copy of the (identical) value.
   host = np.asarray(x)
@@ -216,9 +240,11 @@ def assert_same_on_every_process(value: str, what: str) -> None:
   if jax.process_count() == 1:
     return
   import hashlib
+
   digest = np.frombuffer(hashlib.sha256(value.encode()).digest(), np.uint32)
-  multihost_utils.assert_equal(digest, f"{what} differs between processes "
-                               f"(process {jax.process_index()})")
+  multihost_utils.assert_equal(
+    digest, f"{what} differs between processes (process {jax.process_index()})"
+  )
 
 
 def prefetch_to_device(batches, mesh: Mesh | None, size: int = 2):
@@ -230,8 +256,11 @@ def prefetch_to_device(batches, mesh: Mesh | None, size: int = 2):
   """
   queue = collections.deque()
   for batch in batches:
-    queue.append(shard_batch(batch, mesh) if mesh is not None
-                 else tuple(jax.device_put(np.asarray(a)) for a in batch))
+    queue.append(
+      shard_batch(batch, mesh)
+      if mesh is not None
+      else tuple(jax.device_put(np.asarray(a)) for a in batch)
+    )
     if len(queue) > size:
       yield queue.popleft()
   while queue:

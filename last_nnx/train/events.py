@@ -67,8 +67,9 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
   before_states = states_per_layer(model)
   n_now = sum(before_states.values())
   ratio = pruning.event_ratio(target, n_now, sum(state.initial_states.values()))
-  record = pruning.EventRecord(status="applied", step=state.step, target=target, ratio=ratio,
-                               states_before=before_states)
+  record = pruning.EventRecord(
+    status="applied", step=state.step, target=target, ratio=ratio, states_before=before_states
+  )
   removed = n_now - max(1, math.floor(n_now * (1 - ratio)))
   if removed <= 0 or removed / max(1, n_now) < p.min_reduction:
     logging.info("pruning event skipped: it would remove %d of %d states", removed, n_now)
@@ -79,19 +80,27 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
   halvings = 0
   while True:
     snapshot = (nnx.clone(model), nnx.clone(optimizer))
-    report = pruning.prune(model, ratio, options=options, optimizer=optimizer,
-                           seed=(config.seed, state.epoch_index, halvings),
-                           calibration=streams.calibration(task, state.epoch_index))
+    report = pruning.prune(
+      model,
+      ratio,
+      options=options,
+      optimizer=optimizer,
+      seed=(config.seed, state.epoch_index, halvings),
+      calibration=streams.calibration(task, state.epoch_index),
+    )
     # Each process prunes its own copy: all must keep the same states.
     distributed.assert_same_on_every_process(
-        json.dumps({path: [int(i) for i in layer.kept] for path, layer in report.layers.items()}),
-        "the pruning event's keep set")
+      json.dumps({path: [int(i) for i in layer.kept] for path, layer in report.layers.items()}),
+      "the pruning event's keep set",
+    )
     distributed.replicate(model, optimizer, mesh=mesh)  # new shapes: place them again
     if p.recalibrate_batches:
-      batches = (distributed.shard_batch(b[:2], mesh)
-                 for b in streams.recalibration(task, state.epoch_index))
+      batches = (
+        distributed.shard_batch(b[:2], mesh) for b in streams.recalibration(task, state.epoch_index)
+      )
       record.recalibrated_batches = batchnorm.recalibrate_batch_norm(
-          model, batches, max_batches=p.recalibrate_batches)
+        model, batches, max_batches=p.recalibrate_batches
+      )
     val_after = steps.evaluate(model, task, "val", mesh)
     objective = objectives.for_task(task)
     drop = objective.score(record.val_before) - objective.score(val_after)
@@ -101,15 +110,25 @@ def pruning_event(run, *, target: float, config, task, mesh=None):
     if p.on_violation == "halve" and halvings < p.max_halvings:
       halvings += 1
       ratio /= 2
-      logging.warning("pruning worsened val %s by %.4f > %.4f: retrying at ratio %.4f",
-                      objective.score_name, drop, p.max_acc_drop, ratio)
+      logging.warning(
+        "pruning worsened val %s by %.4f > %.4f: retrying at ratio %.4f",
+        objective.score_name,
+        drop,
+        p.max_acc_drop,
+        ratio,
+      )
       continue
-    logging.warning("pruning worsened val %s by %.4f > %.4f: event rolled back",
-                    objective.score_name, drop, p.max_acc_drop)
+    logging.warning(
+      "pruning worsened val %s by %.4f > %.4f: event rolled back",
+      objective.score_name,
+      drop,
+      p.max_acc_drop,
+    )
     record.status, record.val_after, record.states_after = "rolled_back", val_after, before_states
     return dataclasses.replace(run, model=model, optimizer=optimizer), record
-  logging.info("pruning event (%s, %s, ratio %.4f):\n%s", p.criterion, p.mode, ratio,
-               report.table())
+  logging.info(
+    "pruning event (%s, %s, ratio %.4f):\n%s", p.criterion, p.mode, ratio, report.table()
+  )
   record.ratio, record.halvings, record.val_after = ratio, halvings, val_after
   record.states_after = states_per_layer(model)
   record.report = json.loads(report.to_json())

@@ -37,16 +37,34 @@ from clu import metric_writers, periodic_actions
 
 from last_nnx import data
 from last_nnx.pruning.hinf import resolve_horizon
-from last_nnx.train import (baseline, distributed, memory, objectives, preemption,
-                            regularizers, steps, story, streams, watch)
+from last_nnx.train import (
+  baseline,
+  distributed,
+  memory,
+  objectives,
+  preemption,
+  regularizers,
+  steps,
+  story,
+  streams,
+  watch,
+)
 from last_nnx.train import progress as progress_lib
 from last_nnx.train import summary as summary_lib
-from last_nnx.train.console import DETAIL
 from last_nnx.train.checkpoint import Checkpointer
+from last_nnx.train.console import DETAIL
 from last_nnx.train.events import pruning_event, ssm_ranges, states_per_layer
 from last_nnx.train.plan import EpochSpec, epoch_label, epoch_plan, event_target, validate_config
-from last_nnx.train.run_state import (Run, checkpoint_meta, divergence_message, metrics_from_json, metrics_to_json, micro_steps,
-                                      restore_or_init, save)
+from last_nnx.train.run_state import (
+  Run,
+  checkpoint_meta,
+  divergence_message,
+  metrics_from_json,
+  metrics_to_json,
+  micro_steps,
+  restore_or_init,
+  save,
+)
 from last_nnx.train.steps import Diverged, TrainCarry, check_health
 
 # ----------------------------------------------------------------------------
@@ -72,20 +90,22 @@ class Context:
   progress: periodic_actions.ReportProgress | None = None
   eta: progress_lib.EarlyEstimate | None = None
   epoch_eta: progress_lib.EpochEstimate = dataclasses.field(
-      default_factory=progress_lib.EpochEstimate)
-  train_clock: progress_lib.TrainClock = dataclasses.field(
-      default_factory=progress_lib.TrainClock)
+    default_factory=progress_lib.EpochEstimate
+  )
+  train_clock: progress_lib.TrainClock = dataclasses.field(default_factory=progress_lib.TrainClock)
   stop: preemption.StopRequest = dataclasses.field(default_factory=preemption.active)
 
   def start_progress(self, step: int) -> None:
     total = len(self.plan) * self.micro
-    self.progress = progress_lib.progress_reporter(total, self.writer,
-                                                   self.config.train.log_every_steps)
+    self.progress = progress_lib.progress_reporter(
+      total, self.writer, self.config.train.log_every_steps
+    )
     self.eta = progress_lib.EarlyEstimate(step, total, self.train_clock)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       final_table: bool = True) -> dict:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, final_table: bool = True
+) -> dict:
   """Trains, prunes on schedule, checkpoints; returns (and writes) the summary.
 
   With ``pruning.dense_baseline`` it then trains the dense baseline
@@ -97,8 +117,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if run.state.step == 0:
     story.log_parameters(run.model, ctx.writer, ctx.config)
   story.log_plan(ctx.config, ctx.plan, ctx.micro, run.model)
-  memory.check_run_fits(config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg,
-                        ctx.objective)
+  memory.check_run_fits(
+    config, run.model, run.optimizer, ctx.task, ctx.mesh, ctx.reg, ctx.objective
+  )
   ctx.start_progress(run.state.step)
   run.clock.lap()  # the run's wall time counts from here
   while run.state.epoch_index < len(ctx.plan):
@@ -117,8 +138,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       run, val = prune_event(ctx, run, spec, val, target)
     end_epoch(ctx, run, val)
     if signum := ctx.stop.due(run.state.step, 0, boundary=True):  # the epoch end has saved
-      raise ctx.stop.stopped(signum, run.state.step, ctx.ckpt, ctx.best_ckpt,
-                            writer=ctx.writer)
+      raise ctx.stop.stopped(signum, run.state.step, ctx.ckpt, ctx.best_ckpt, writer=ctx.writer)
   return finish(ctx, run, workdir, final_table)
 
 
@@ -134,22 +154,36 @@ def setup(config, workdir: str) -> Context:
   distributed.check_batch(config.train.eval_batch_size, mesh, "train.eval_batch_size")
   # Batch sizes in the config are global; each process reads its share.
   processes = jax.process_count()
-  task = data.build_task(config.data, batch_size=config.train.batch_size // accum // processes,
-                         eval_batch_size=config.train.eval_batch_size // processes,
-                         seed=config.seed, process_index=jax.process_index(),
-                         process_count=processes)
+  task = data.build_task(
+    config.data,
+    batch_size=config.train.batch_size // accum // processes,
+    eval_batch_size=config.train.eval_batch_size // processes,
+    seed=config.seed,
+    process_index=jax.process_index(),
+    process_count=processes,
+  )
   r = config.regularizer
-  reg = regularizers.RegularizerSpec(kind=r.kind, norm=r.norm, normalize=r.normalize,
-                                     horizon=resolve_horizon(r.horizon, task.seq_len))
+  reg = regularizers.RegularizerSpec(
+    kind=r.kind,
+    norm=r.norm,
+    normalize=r.normalize,
+    horizon=resolve_horizon(r.horizon, task.seq_len),
+  )
   objective = objectives.for_task(task)
   objective.check(config.model, task)  # before anything is written
   return Context(
-      config=config, task=task, plan=epoch_plan(config), mesh=mesh, objective=objective,
-      micro=micro_steps(config, task)[0], reg=reg,
-      writer=metric_writers.create_default_writer(workdir,
-                                                  just_logging=jax.process_index() > 0),
-      ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
-      best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1), workdir=workdir)
+    config=config,
+    task=task,
+    plan=epoch_plan(config),
+    mesh=mesh,
+    objective=objective,
+    micro=micro_steps(config, task)[0],
+    reg=reg,
+    writer=metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0),
+    ckpt=Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints),
+    best_ckpt=Checkpointer(os.path.join(workdir, "best"), 1),
+    workdir=workdir,
+  )
 
 
 def train_epoch(ctx: Context, run: Run) -> dict:
@@ -166,11 +200,15 @@ def train_epoch(ctx: Context, run: Run) -> dict:
   step = steps.bound_train_step(model, run.optimizer)  # shapes are fixed within an epoch
   reg_weight = _DeviceScalar()
   batches = itertools.islice(
-      streams.training(ctx.task, state.epoch_index, start_step=state.step_in_epoch),
-      max(0, micro - state.step_in_epoch))
+    streams.training(ctx.task, state.epoch_index, start_step=state.step_in_epoch),
+    max(0, micro - state.step_in_epoch),
+  )
   for batch in distributed.prefetch_to_device(batches, ctx.mesh):
-    weight = reg_weight(regularizers.weight_at(state.epoch_index + state.step_in_epoch / micro,
-                                               r.weight, r.schedule, r.ramp_epochs))
+    weight = reg_weight(
+      regularizers.weight_at(
+        state.epoch_index + state.step_in_epoch / micro, r.weight, r.schedule, r.ramp_epochs
+      )
+    )
     carry = step(carry, *batch, weight, reg=ctx.reg, objective=ctx.objective)
     state.step += 1
     state.step_in_epoch += 1
@@ -208,8 +246,7 @@ class _DeviceScalar:
     return self.array
 
 
-def _checked_scalars(model, carry: TrainCarry,
-                     objective=steps.CLASSIFICATION) -> dict[str, float]:
+def _checked_scalars(model, carry: TrainCarry, objective=steps.CLASSIFICATION) -> dict[str, float]:
   """A sync point: the running train metrics, after the finiteness checks."""
   check_health(model, carry)
   scalars = {f"train/{k}": v for k, v in objective.scalars(carry.metrics, "train").items()}
@@ -238,9 +275,15 @@ def roll_back(ctx: Context, error: Diverged, run: Run) -> Run:
     raise Diverged(divergence_message(error, state, config, has_checkpoint)) from None
   scale = state.lr_scale * config.train.nan_lr_scale
   retries = state.nan_retries_left - 1
-  logging.error("%s at step %d: %s and retrying with lr x%.3g", error, state.step,
-                "rolling back to the last checkpoint" if has_checkpoint
-                else "no checkpoint yet, starting again from the initial weights", scale)
+  logging.error(
+    "%s at step %d: %s and retrying with lr x%.3g",
+    error,
+    state.step,
+    "rolling back to the last checkpoint"
+    if has_checkpoint
+    else "no checkpoint yet, starting again from the initial weights",
+    scale,
+  )
   run = restore_or_init(config, ctx.task, ctx.plan, ctx.ckpt, lr_scale=scale, clock=run.clock)
   distributed.replicate(run.model, run.optimizer, mesh=ctx.mesh)
   run.state.nan_retries_left = retries
@@ -256,18 +299,25 @@ def evaluate_epoch(ctx: Context, run: Run, spec: EpochSpec, train_scalars) -> di
   scalars["states/total"] = sum(states_per_layer(model).values())
   ctx.writer.write_scalars(state.step, scalars)
   label = epoch_label(ctx.plan, state.epoch_index)
-  logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()),
-               extra=DETAIL)
+  logging.info("%s: %s", label, ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()), extra=DETAIL)
   logging.info("%s", story.epoch_line(label, scalars, ctx.objective))
-  state.epochs.append(dict(epoch=state.epoch_index + 1, train_epoch=spec.train_epoch,
-                           step=state.step, finetune=spec.finetune, **scalars))
+  state.epochs.append(
+    dict(
+      epoch=state.epoch_index + 1,
+      train_epoch=spec.train_epoch,
+      step=state.step,
+      finetune=spec.finetune,
+      **scalars,
+    )
+  )
   story.warn_if_at_chance(val, ctx.objective.chance_level(ctx.task), state, ctx.config)
   story.warn_if_unstable(scalars, ctx.config)
   return val
 
 
-def prune_event(ctx: Context, run: Run, spec: EpochSpec, val: dict,
-                target: float) -> tuple[Run, dict]:
+def prune_event(
+  ctx: Context, run: Run, spec: EpochSpec, val: dict, target: float
+) -> tuple[Run, dict]:
   """The scheduled pruning event after this epoch; returns the run that goes on and
   the validation metrics of its model."""
   state = run.state
@@ -277,12 +327,12 @@ def prune_event(ctx: Context, run: Run, spec: EpochSpec, val: dict,
       state.dense["test"] = steps.evaluate(run.model, ctx.task, "test", ctx.mesh)
     if ctx.config.pruning.get("dense_baseline", False):  # it starts here, not from scratch
       baseline.fork(ctx.config, ctx.workdir, len(ctx.plan), run, val, ctx.task, ctx.best_ckpt)
-  run, event = pruning_event(run, target=target, config=ctx.config, task=ctx.task,
-                             mesh=ctx.mesh)
+  run, event = pruning_event(run, target=target, config=ctx.config, task=ctx.task, mesh=ctx.mesh)
   event.train_epoch = spec.train_epoch
   state.events.append(event.to_dict())
-  ctx.writer.write_scalars(state.step, {f"states/{k}": v
-                                        for k, v in states_per_layer(run.model).items()})
+  ctx.writer.write_scalars(
+    state.step, {f"states/{k}": v for k, v in states_per_layer(run.model).items()}
+  )
   if event.status == "applied":
     state.best_val = None  # best/ tracks the best model at the current size
     val = event.val_after
@@ -303,8 +353,9 @@ def end_epoch(ctx: Context, run: Run, val: dict) -> None:
   if improved:
     ctx.best_ckpt.save(state.step, run.model, None, checkpoint_meta(state, ctx.config, ctx.task))
   ctx.writer.flush()
-  ctx.epoch_eta.end_epoch(len(ctx.plan) - state.epoch_index, ctx.eta,
-                          epoch_label(ctx.plan, state.epoch_index - 1))
+  ctx.epoch_eta.end_epoch(
+    len(ctx.plan) - state.epoch_index, ctx.eta, epoch_label(ctx.plan, state.epoch_index - 1)
+  )
 
 
 def finish(ctx: Context, run: Run, workdir: str, final_table: bool = True) -> dict:
@@ -312,19 +363,28 @@ def finish(ctx: Context, run: Run, workdir: str, final_table: bool = True) -> di
   the result table last."""
   ctx.ckpt.wait()
   timing = progress_lib.timing(ctx.eta, ctx.epoch_eta, time.time())
-  summary = summary_lib.build(run.model, ctx.task, run.state, ctx.config, ctx.mesh,
-                              len(ctx.plan), timing)
+  summary = summary_lib.build(
+    run.model, ctx.task, run.state, ctx.config, ctx.mesh, len(ctx.plan), timing
+  )
   ctx.writer.close()
   ctx.ckpt.close()
   ctx.best_ckpt.close()
   _write_summary(summary, workdir)
   if ctx.config.pruning.get("dense_baseline", False):
     summary["dense_baseline"] = baseline.train_dense_baseline(
-        ctx.config, workdir, len(ctx.plan), train_and_evaluate)
+      ctx.config, workdir, len(ctx.plan), train_and_evaluate
+    )
     _write_summary(summary, workdir)
-  logging.info("summary: %s", json.dumps({k: summary[k] for k in (
-      "before_first_event", "final", "dense_baseline", "ratio_achieved", "timing")}),
-      extra=DETAIL)
+  logging.info(
+    "summary: %s",
+    json.dumps(
+      {
+        k: summary[k]
+        for k in ("before_first_event", "final", "dense_baseline", "ratio_achieved", "timing")
+      }
+    ),
+    extra=DETAIL,
+  )
   if final_table:
     logging.info("%s", summary_lib.result_table(summary, ctx.config.pruning.criterion))
   return summary

@@ -38,8 +38,9 @@ def step_bytes(step, model, optimizer, carry, batch, *extra, **static) -> int:
   ``batch``: arrays or ``jax.ShapeDtypeStruct`` (with a sharding on a mesh)."""
   compiled = step.lower(model, optimizer, carry, *batch, *extra, **static).compile()
   m = compiled.memory_analysis()
-  return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-             + m.temp_size_in_bytes)
+  return int(
+    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  )
 
 
 def host_available_bytes() -> int | None:
@@ -69,8 +70,9 @@ def budget(budget_gb: float) -> tuple[int | None, str]:
 
 def activation_floor(config, micro_batch: int, seq_len: int) -> int:
   """Bytes the backward pass keeps at least: every layer's float32 output."""
-  return 4 * micro_batch * seq_len * config.model.get("d_model", 1) * config.model.get(
-      "n_layers", 1)
+  return (
+    4 * micro_batch * seq_len * config.model.get("d_model", 1) * config.model.get("n_layers", 1)
+  )
 
 
 def abstract_batch(batch, size: int, mesh) -> tuple:
@@ -79,9 +81,12 @@ def abstract_batch(batch, size: int, mesh) -> tuple:
   sharding = None
   if mesh is not None:
     from jax.sharding import NamedSharding, PartitionSpec
+
     sharding = NamedSharding(mesh, PartitionSpec("data"))
-  return tuple(jax.ShapeDtypeStruct((size,) + np.shape(a)[1:], np.asarray(a).dtype,
-                                    sharding=sharding) for a in batch)
+  return tuple(
+    jax.ShapeDtypeStruct((size,) + np.shape(a)[1:], np.asarray(a).dtype, sharding=sharding)
+    for a in batch
+  )
 
 
 def largest_fitting(fixed: float, per_example: float, limit: int, multiple: int) -> int:
@@ -111,8 +116,11 @@ def check_fits(config, measure, micro_batch: int, seq_len: int, mesh_size: int =
   if limit is None:
     return None
   on_cpu = jax.local_devices()[0].platform == "cpu"
-  if on_cpu and budget_gb == 0 and activation_floor(config, micro_batch, seq_len) * (
-      _ACTIVATION_SHARE) < limit:
+  if (
+    on_cpu
+    and budget_gb == 0
+    and activation_floor(config, micro_batch, seq_len) * (_ACTIVATION_SHARE) < limit
+  ):
     return None
   need = measure(micro_batch)
   if need <= limit:
@@ -125,35 +133,58 @@ def check_fits(config, measure, micro_batch: int, seq_len: int, mesh_size: int =
   raise DoesNotFit(too_big_message(config, need, limit, source, fits))
 
 
-def too_big_message(config, need: int | None, limit: int | None, source: str,
-                    fits: int | None) -> str:
+def too_big_message(
+  config, need: int | None, limit: int | None, source: str, fits: int | None
+) -> str:
   """The one line: the step's size against the budget, the largest batch that fits, and
   the switches that help."""
   t, accum = config.train, config.optim.grad_accum
-  size = (f"needs {_size(need)} per device, over the {_size(limit)} of {source}"
-          if need is not None and limit is not None else "ran out of device memory")
-  head = (f"the train step at train.batch_size={t.batch_size}"
-          + (f" (micro-batches of {t.batch_size // accum}, optim.grad_accum={accum})"
-             if accum > 1 else "") + f" {size}")
+  size = (
+    f"needs {_size(need)} per device, over the {_size(limit)} of {source}"
+    if need is not None and limit is not None
+    else "ran out of device memory"
+  )
+  head = (
+    f"the train step at train.batch_size={t.batch_size}"
+    + (
+      f" (micro-batches of {t.batch_size // accum}, optim.grad_accum={accum})" if accum > 1 else ""
+    )
+    + f" {size}"
+  )
   helps = []
   if fits:
-    helps.append(f"train.batch_size={fits * accum} fits" if fits * accum < t.batch_size
-                 else f"micro-batches of {fits} fit")
+    helps.append(
+      f"train.batch_size={fits * accum} fits"
+      if fits * accum < t.batch_size
+      else f"micro-batches of {fits} fit"
+    )
     if fits < t.batch_size // accum:
-      k = next((k for k in range(accum + 1, t.batch_size + 1)
-                if t.batch_size % k == 0 and t.batch_size // k <= fits), None)
+      k = next(
+        (
+          k
+          for k in range(accum + 1, t.batch_size + 1)
+          if t.batch_size % k == 0 and t.batch_size // k <= fits
+        ),
+        None,
+      )
       if k is not None:
-        helps.append(f"optim.grad_accum={k} keeps the batch of {t.batch_size} in "
-                     f"micro-batches of {t.batch_size // k}")
+        helps.append(
+          f"optim.grad_accum={k} keeps the batch of {t.batch_size} in "
+          f"micro-batches of {t.batch_size // k}"
+        )
   elif fits == 0:
-    helps.append("not even the smallest batch fits: shrink the model (model.d_model, "
-                 "model.n_layers, model.ssm_config.state_size)")
+    helps.append(
+      "not even the smallest batch fits: shrink the model (model.d_model, "
+      "model.n_layers, model.ssm_config.state_size)"
+    )
   else:
-    helps.append("lower train.batch_size, or raise optim.grad_accum (same batch, smaller "
-                 "micro-batches)")
+    helps.append(
+      "lower train.batch_size, or raise optim.grad_accum (same batch, smaller micro-batches)"
+    )
   if not config.model.get("remat", True):
-    helps.append("model.remat=True recomputes activations in the backward pass instead of "
-                 "storing them")
+    helps.append(
+      "model.remat=True recomputes activations in the backward pass instead of storing them"
+    )
   if source.startswith(("train.memory_budget_gb", "the host")):
     helps.append("train.memory_budget_gb sets the budget (-1: no check)")
   return f"{head}: {'; '.join(helps)}"
@@ -186,6 +217,7 @@ def check_run_fits(config, model, optimizer, task, mesh, reg, objective=None) ->
   """`check_fits` for the loop's train step (`steps.train_step`, with ``reg`` and the
   task's ``objective``) on ``task``'s batches."""
   from last_nnx.train import steps
+
   micro = config.train.batch_size // config.optim.grad_accum
   carry = steps.TrainCarry.start(model)
   template: list[tuple] = []

@@ -15,8 +15,12 @@ class ClassificationMetrics(metrics.Collection):
   penalty: metrics.Average.from_output("penalty")
 
 
-def batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array | None = None,
-                  penalty: jax.Array | float = 0.0):
+def batch_metrics(
+  logits: jax.Array,
+  labels: jax.Array,
+  mask: jax.Array | None = None,
+  penalty: jax.Array | float = 0.0,
+):
   """Per-batch metrics; ``logits`` ``(B, C)``, ``labels`` ``(B,)`` int, ``mask`` ``(B,)`` bool.
 
   ``loss`` is the cross-entropy alone; ``penalty`` the (unweighted) prunability
@@ -25,7 +29,8 @@ def batch_metrics(logits: jax.Array, labels: jax.Array, mask: jax.Array | None =
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   penalty = jnp.broadcast_to(jnp.asarray(penalty, loss.dtype), loss.shape)
   return ClassificationMetrics.single_from_model_output(
-      loss=loss, logits=logits, labels=labels, mask=mask, penalty=penalty)
+    loss=loss, logits=logits, labels=labels, mask=mask, penalty=penalty
+  )
 
 
 def merge(total, new):
@@ -41,4 +46,3 @@ def to_floats(collection, prefix: str) -> dict[str, float]:
 
 def chance_level(n_classes: int) -> float:
   return 1.0 / max(1, n_classes)
-

@@ -50,8 +50,14 @@ class Classification:
   def build_model(self, model_config, spec, seed: int):
     """The `SequenceModel` of the ``model`` section; ``spec`` (a task, or a checkpoint's
     `last_nnx.train.checkpoint.ModelSpec`) gives its classes and encoder."""
-    return build_model(model_config, n_classes=spec.n_classes, vocab_size=spec.vocab_size,
-                       in_dim=spec.in_dim, retrieval=spec.retrieval, seed=seed)
+    return build_model(
+      model_config,
+      n_classes=spec.n_classes,
+      vocab_size=spec.vocab_size,
+      in_dim=spec.in_dim,
+      retrieval=spec.retrieval,
+      seed=seed,
+    )
 
   def loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Mean cross-entropy; ``logits (B, C)`` float32, ``labels (B,)`` int32."""
@@ -129,18 +135,31 @@ class LanguageModel(Classification):
     return None
 
   def describe(self, metrics: dict) -> str:
-    return (f"loss {metrics['loss']:.4g} ppl {metrics['perplexity']:.4g} "
-            f"bpb {metrics['bits_per_byte']:.4g}")
+    return (
+      f"loss {metrics['loss']:.4g} ppl {metrics['perplexity']:.4g} "
+      f"bpb {metrics['bits_per_byte']:.4g}"
+    )
 
   def headline(self, metrics: dict | None) -> str:
     return f"{metrics['bits_per_byte']:.4f}" if metrics else "-"
 
 
 # model section field -> Mamba2LMConfig field; ssm_config's fields keep their names.
-_LM_FIELDS = {"d_model": "d_model", "n_layers": "n_layers", "tie_embeddings": "tie_embeddings",
-              "vocab_size": "vocab_size"}
-_LM_SSM_FIELDS = ("state_size", "head_dim", "n_heads", "n_groups", "expand", "conv_width",
-                  "chunk_size")
+_LM_FIELDS = {
+  "d_model": "d_model",
+  "n_layers": "n_layers",
+  "tie_embeddings": "tie_embeddings",
+  "vocab_size": "vocab_size",
+}
+_LM_SSM_FIELDS = (
+  "state_size",
+  "head_dim",
+  "n_heads",
+  "n_groups",
+  "expand",
+  "conv_width",
+  "chunk_size",
+)
 
 
 def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
@@ -154,15 +173,20 @@ def lm_config(model_config, vocab_size: int) -> Mamba2LMConfig:
   """
   m = dict(model_config)
   if m.get("ssm", "mamba2") != "mamba2":
-    raise ValueError(f"model.ssm={m['ssm']!r}: the language model is a Mamba-2 LM; use "
-                     "model.ssm='mamba2' (MODEL=mamba2)")
+    raise ValueError(
+      f"model.ssm={m['ssm']!r}: the language model is a Mamba-2 LM; use "
+      "model.ssm='mamba2' (MODEL=mamba2)"
+    )
   ssm = dict(m.pop("ssm_config", None) or {})
   unknown = sorted(set(m) - set(_LM_FIELDS) - {"ssm"}) + sorted(
-      f"ssm_config.{k}" for k in set(ssm) - set(_LM_SSM_FIELDS))
+    f"ssm_config.{k}" for k in set(ssm) - set(_LM_SSM_FIELDS)
+  )
   if unknown:
     ssm_fields = ", ".join(_LM_SSM_FIELDS)
-    raise ValueError(f"model.{unknown[0]} is not a field of the Mamba-2 LM; it has "
-                     f"{', '.join(sorted(_LM_FIELDS))} and ssm_config.{{{ssm_fields}}}")
+    raise ValueError(
+      f"model.{unknown[0]} is not a field of the Mamba-2 LM; it has "
+      f"{', '.join(sorted(_LM_FIELDS))} and ssm_config.{{{ssm_fields}}}"
+    )
   fields = {_LM_FIELDS[k]: v for k, v in m.items() if k in _LM_FIELDS and v is not None}
   fields.update({k: v for k, v in ssm.items() if v is not None})
   model_vocab = fields.setdefault("vocab_size", vocab_size)

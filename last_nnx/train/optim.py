@@ -30,13 +30,19 @@ import optax
 from flax import nnx
 
 ROLES = ("dynamics", "step", "input", "output", "feedthrough")
-S5_ROLES = {"Lambda_re": "dynamics", "Lambda_im": "dynamics", "log_step": "step", "B": "input",
-            "C": "output", "D": "feedthrough"}
+S5_ROLES = {
+  "Lambda_re": "dynamics",
+  "Lambda_im": "dynamics",
+  "log_step": "step",
+  "B": "input",
+  "C": "output",
+  "D": "feedthrough",
+}
 OPT_CONFIGS = {
-    "standard": ({"dynamics", "step", "input"}, set()),
-    "BandCdecay": ({"dynamics", "step"}, {"input"}),
-    "BfastandCdecay": ({"dynamics", "step"}, set()),
-    "noBCdecay": ({"dynamics", "step", "input", "output", "feedthrough"}, set()),
+  "standard": ({"dynamics", "step", "input"}, set()),
+  "BandCdecay": ({"dynamics", "step"}, {"input"}),
+  "BfastandCdecay": ({"dynamics", "step"}, set()),
+  "noBCdecay": ({"dynamics", "step", "input", "output", "feedthrough"}, set()),
 }
 
 
@@ -49,8 +55,9 @@ def param_roles(model: nnx.Module) -> dict[str, str]:
   return roles
 
 
-def param_labels(params, opt_config: str, dt_global: bool = False,
-                 roles: dict[str, str] | None = None):
+def param_labels(
+  params, opt_config: str, dt_global: bool = False, roles: dict[str, str] | None = None
+):
   """Labels every parameter ``'ssm'``, ``'ssm_decay'`` or ``'regular'``.
 
   Args:
@@ -66,8 +73,9 @@ def param_labels(params, opt_config: str, dt_global: bool = False,
     A tree of the same structure with a string label per leaf.
   """
   if opt_config not in OPT_CONFIGS:
-    raise ValueError(f"unknown optim.opt_config {opt_config!r}; expected one of "
-                     f"{sorted(OPT_CONFIGS)}")
+    raise ValueError(
+      f"unknown optim.opt_config {opt_config!r}; expected one of {sorted(OPT_CONFIGS)}"
+    )
   ssm_roles, ssm_decay_roles = OPT_CONFIGS[opt_config]
   if dt_global:
     ssm_roles = ssm_roles - {"step"}
@@ -84,19 +92,22 @@ def param_labels(params, opt_config: str, dt_global: bool = False,
     return variable.replace(group) if isinstance(variable, nnx.Variable) else group
 
   return jax.tree_util.tree_map_with_path(
-      label, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    label, params, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )
 
 
-def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int,
-                           end_value: float = 0.0, kind: str = "cosine") -> optax.Schedule:
+def learning_rate_schedule(
+  peak: float, total_steps: int, warmup_steps: int, end_value: float = 0.0, kind: str = "cosine"
+) -> optax.Schedule:
   """Linear warmup from ~0 to ``peak``, then cosine decay (or constant) to ``end_value``."""
   warmup_steps = max(1, int(warmup_steps))
   total_steps = max(total_steps, warmup_steps + 1)
   if kind == "constant":
     after = optax.constant_schedule(peak)
   elif kind == "cosine":
-    after = optax.cosine_decay_schedule(peak, total_steps - warmup_steps,
-                                        alpha=end_value / peak if peak else 0.0)
+    after = optax.cosine_decay_schedule(
+      peak, total_steps - warmup_steps, alpha=end_value / peak if peak else 0.0
+    )
   else:
     raise ValueError(f"unknown optim.schedule {kind!r}; expected 'cosine' or 'constant'")
   # As in the reference: lr = peak * (step + 1) / warmup_steps during warmup.
@@ -104,8 +115,9 @@ def learning_rate_schedule(peak: float, total_steps: int, warmup_steps: int,
   return optax.join_schedules([warmup, after], [warmup_steps])
 
 
-def make_optimizer(model: nnx.Module, optim_config, *, total_steps: int, steps_per_epoch: int,
-                   lr_scale: float = 1.0) -> tuple[nnx.Optimizer, dict[str, optax.Schedule]]:
+def make_optimizer(
+  model: nnx.Module, optim_config, *, total_steps: int, steps_per_epoch: int, lr_scale: float = 1.0
+) -> tuple[nnx.Optimizer, dict[str, optax.Schedule]]:
   """Builds the ``nnx.Optimizer`` for ``model`` from the ``optim`` config section.
 
   Args:
@@ -124,19 +136,19 @@ def make_optimizer(model: nnx.Module, optim_config, *, total_steps: int, steps_p
   lr = c.lr_factor * c.ssm_lr * lr_scale
   warmup = int(c.warmup_epochs * steps_per_epoch)
   schedules = {
-      "ssm": learning_rate_schedule(ssm_lr, total_steps, warmup, c.lr_min, c.schedule),
-      "regular": learning_rate_schedule(lr, total_steps, warmup, c.lr_min, c.schedule),
+    "ssm": learning_rate_schedule(ssm_lr, total_steps, warmup, c.lr_min, c.schedule),
+    "regular": learning_rate_schedule(lr, total_steps, warmup, c.lr_min, c.schedule),
   }
   roles = param_roles(model)
   param_labels(nnx.state(model, nnx.Param), c.opt_config, c.dt_global, roles)  # fail fast
   labels = lambda params: param_labels(params, c.opt_config, c.dt_global, roles)
   tx = optax.multi_transform(
-      {
-          "ssm": optax.adam(schedules["ssm"]),
-          "ssm_decay": optax.adamw(schedules["ssm"], weight_decay=c.weight_decay),
-          "regular": optax.adamw(schedules["regular"], weight_decay=c.weight_decay),
-      },
-      labels,
+    {
+      "ssm": optax.adam(schedules["ssm"]),
+      "ssm_decay": optax.adamw(schedules["ssm"], weight_decay=c.weight_decay),
+      "regular": optax.adamw(schedules["regular"], weight_decay=c.weight_decay),
+    },
+    labels,
   )
   if c.grad_clip:
     tx = optax.chain(optax.clip_by_global_norm(c.grad_clip), tx)

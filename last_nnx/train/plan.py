@@ -37,8 +37,13 @@ def event_targets(pcfg, train_epochs: int) -> dict[int, float]:
   """Training epoch -> cumulative target fraction of the initial states pruned."""
   last = lambda e: train_epochs if e < 0 else e
   return pruning.PruningSchedule(
-      kind=pcfg.schedule, target_ratio=pcfg.target_ratio, start_epoch=last(pcfg.start_epoch),
-      end_epoch=last(pcfg.end_epoch), every=pcfg.every, ramp=pcfg.ramp).events()
+    kind=pcfg.schedule,
+    target_ratio=pcfg.target_ratio,
+    start_epoch=last(pcfg.start_epoch),
+    end_epoch=last(pcfg.end_epoch),
+    every=pcfg.every,
+    ramp=pcfg.ramp,
+  ).events()
 
 
 def epoch_plan(config) -> list[EpochSpec]:
@@ -72,14 +77,23 @@ def event_target(config, spec: EpochSpec, run) -> float | None:
   changes = [None if r["overlap_prev"] is None else 1.0 - r["overlap_prev"] for r in run.watch]
   start, end = settle_window(p, config.train.epochs)
   target = settled_target(
-      epoch=spec.train_epoch, changes=changes, steps_done=len(run.events),
-      targets=settle_targets(p.target_ratio, p.settle_steps, p.ramp),
-      tolerance=p.settle_tolerance, epochs=p.settle_epochs, start_epoch=start, end_epoch=end)
+    epoch=spec.train_epoch,
+    changes=changes,
+    steps_done=len(run.events),
+    targets=settle_targets(p.target_ratio, p.settle_steps, p.ramp),
+    tolerance=p.settle_tolerance,
+    epochs=p.settle_epochs,
+    start_epoch=start,
+    end_epoch=end,
+  )
   if target is not None:
     stable = is_settled(changes, p.settle_tolerance, p.settle_epochs)
-    logging.info("settled schedule: %s after epoch %d: pruning to %.1f%%",
-                 "keep set stable" if stable else "deadline reached", spec.train_epoch,
-                 100 * target)
+    logging.info(
+      "settled schedule: %s after epoch %d: pruning to %.1f%%",
+      "keep set stable" if stable else "deadline reached",
+      spec.train_epoch,
+      100 * target,
+    )
   return target
 
 
@@ -88,34 +102,44 @@ def validate_config(config) -> None:
   p, t = config.pruning, config.train
   for name in ("start_epoch", "end_epoch"):
     if getattr(p, name) > t.epochs:
-      raise ValueError(f"pruning.{name}={getattr(p, name)} is after the last training epoch "
-                       f"(train.epochs={t.epochs})")
+      raise ValueError(
+        f"pruning.{name}={getattr(p, name)} is after the last training epoch "
+        f"(train.epochs={t.epochs})"
+      )
   event_targets(p, t.epochs)  # the schedule's own checks (`pruning.PruningSchedule`)
   pruning.PruneOptions.from_config(p, 1)  # the event's (`pruning.PruneOptions`)
   resolve_horizon(config.regularizer.horizon, 1)
   validate_watch(config)
   if t.batch_size % config.optim.grad_accum:
-    raise ValueError(f"train.batch_size={t.batch_size} must be divisible by "
-                     f"optim.grad_accum={config.optim.grad_accum}")
+    raise ValueError(
+      f"train.batch_size={t.batch_size} must be divisible by "
+      f"optim.grad_accum={config.optim.grad_accum}"
+    )
 
 
 def validate_watch(config) -> None:
   """The watch options, and what the ``settled`` schedule needs of them."""
   p, w = config.pruning, config.watch
   if w.criterion and w.criterion not in pruning.registered_criteria():
-    raise ValueError(f"watch.criterion={w.criterion!r} is unknown; registered: "
-                     f"{pruning.registered_criteria()} ('' watches pruning.criterion)")
+    raise ValueError(
+      f"watch.criterion={w.criterion!r} is unknown; registered: "
+      f"{pruning.registered_criteria()} ('' watches pruning.criterion)"
+    )
   if p.schedule != "settled":
     return
   kind = ssm_kind(config.model.ssm)
   reason = unwatchable(watched_criterion(config), kind)
   if not w.enabled or reason:
-    raise ValueError("pruning.schedule='settled' prunes when the watched keep set stops "
-                     f"changing: {reason or 'watch.enabled is False'}; set watch.enabled=True "
-                     f"and watch.criterion to a data-free one ({', '.join(watchable(kind))})")
+    raise ValueError(
+      "pruning.schedule='settled' prunes when the watched keep set stops "
+      f"changing: {reason or 'watch.enabled is False'}; set watch.enabled=True "
+      f"and watch.criterion to a data-free one ({', '.join(watchable(kind))})"
+    )
   if not 0.0 <= p.settle_tolerance < 1.0:
-    raise ValueError(f"pruning.settle_tolerance={p.settle_tolerance} must be in [0, 1): the "
-                     "largest keep-set change (1 - Jaccard) still called stable")
+    raise ValueError(
+      f"pruning.settle_tolerance={p.settle_tolerance} must be in [0, 1): the "
+      "largest keep-set change (1 - Jaccard) still called stable"
+    )
   for name in ("settle_epochs", "settle_steps"):
     if getattr(p, name) < 1:
       raise ValueError(f"pruning.{name}={getattr(p, name)} must be at least 1")

@@ -38,10 +38,15 @@ class Stopped(Exception):
 
   def __init__(self, signum: int, step: int, checkpoint: str, own: bool = True):
     self.signum, self.step, self.checkpoint = signum, step, checkpoint
-    by = signal.Signals(signum).name if own else (
-        f"{signal.Signals(signum).name} to another process of the run")
-    super().__init__(f"stopped by {by} at step {step}: checkpoint {checkpoint} is committed; "
-                     "rerun the same command to resume")
+    by = (
+      signal.Signals(signum).name
+      if own
+      else (f"{signal.Signals(signum).name} to another process of the run")
+    )
+    super().__init__(
+      f"stopped by {by} at step {step}: checkpoint {checkpoint} is committed; "
+      "rerun the same command to resume"
+    )
 
 
 class StopRequest:
@@ -70,11 +75,17 @@ class StopRequest:
     name = signal.Signals(signum).name
     if self.count == 1:
       self.signum = signum
-      logging.warning("%s received: saving a checkpoint at the next step boundary, then "
-                      "stopping (a third signal stops at once)", name)
+      logging.warning(
+        "%s received: saving a checkpoint at the next step boundary, then "
+        "stopping (a third signal stops at once)",
+        name,
+      )
     elif self.count == 2:
-      logging.warning("%s received again: still stopping once the checkpoint is written "
-                      "(a third signal stops at once, keeping the last committed one)", name)
+      logging.warning(
+        "%s received again: still stopping once the checkpoint is written "
+        "(a third signal stops at once, keeping the last committed one)",
+        name,
+      )
     else:
       self.uninstall()
       signal.signal(signum, signal.SIG_DFL)
@@ -93,12 +104,14 @@ class StopRequest:
       order), or 0.
     """
     import jax
+
     if jax.process_count() == 1:
       return self.signum
     if not boundary and (every <= 0 or step % every):
       return 0
     import numpy as np
     from jax.experimental import multihost_utils
+
     received = np.asarray(multihost_utils.process_allgather(np.int32(self.signum)))
     return int(next((s for s in received.ravel() if s), 0))
 

@@ -24,8 +24,9 @@ def duration(seconds: float) -> str:
 
 def progress_reporter(total_steps: int, writer, every_steps: int):
   """Steps/s and ETA in TensorBoard (and the log file) every ``every_steps``."""
-  return periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                         every_steps=every_steps, every_secs=None)
+  return periodic_actions.ReportProgress(
+    num_train_steps=total_steps, writer=writer, every_steps=every_steps, every_secs=None
+  )
 
 
 class TrainClock:
@@ -54,8 +55,9 @@ class EarlyEstimate:
   for the output, so the interval times finished steps.
   """
 
-  def __init__(self, first_step: int, total_steps: int, clock: TrainClock, warmup: int = 1,
-               measure: int = 4):
+  def __init__(
+    self, first_step: int, total_steps: int, clock: TrainClock, warmup: int = 1, measure: int = 4
+  ):
     self.total = total_steps
     self.clock = clock  # the training time the prediction is checked against
     self.first_done_at = None  # when the first (compiling) step had finished
@@ -75,10 +77,16 @@ class EarlyEstimate:
     self.per_step = (now - self.first_done_at) / (self.end_mark - self.start_mark)
     rest = self.per_step * (self.total - step)
     self.prediction = dict(step=step, rest_s=rest, train_at=self.clock.elapsed())
-    logging.info("measured %.3f s per completed step: one epoch (%d steps) ~ %s of training, "
-                 "the rest of the run (%d steps) ~ %s (evaluation and events come on top; "
-                 "re-estimated after the first epoch)", self.per_step, steps_per_epoch,
-                 duration(self.per_step * steps_per_epoch), self.total - step, duration(rest))
+    logging.info(
+      "measured %.3f s per completed step: one epoch (%d steps) ~ %s of training, "
+      "the rest of the run (%d steps) ~ %s (evaluation and events come on top; "
+      "re-estimated after the first epoch)",
+      self.per_step,
+      steps_per_epoch,
+      duration(self.per_step * steps_per_epoch),
+      self.total - step,
+      duration(rest),
+    )
 
 
 class EpochEstimate:
@@ -104,8 +112,14 @@ class EpochEstimate:
     per_epoch = max(0.0, wall - compile_s)
     rest = per_epoch * epochs_left
     self.prediction = dict(at=now, epochs_left=epochs_left, rest_s=rest, epoch_s=per_epoch)
-    logging.info("%s took %s (%s of it compiling): the rest of the run (%d epochs) ~ %s",
-                 label, duration(wall), duration(compile_s), epochs_left, duration(rest))
+    logging.info(
+      "%s took %s (%s of it compiling): the rest of the run (%d epochs) ~ %s",
+      label,
+      duration(wall),
+      duration(compile_s),
+      epochs_left,
+      duration(rest),
+    )
 
 
 def timing(early: EarlyEstimate | None, epoch: EpochEstimate | None, end: float) -> dict:
@@ -118,10 +132,15 @@ def timing(early: EarlyEstimate | None, epoch: EpochEstimate | None, end: float)
   out = {}
   if early is not None and early.prediction is not None:
     p = early.prediction
-    out["early"] = dict(predicted_s=p["rest_s"], actual_s=early.clock.elapsed() - p["train_at"],
-                        step=p["step"])
+    out["early"] = dict(
+      predicted_s=p["rest_s"], actual_s=early.clock.elapsed() - p["train_at"], step=p["step"]
+    )
   if epoch is not None and epoch.prediction is not None:
     p = epoch.prediction
-    out["after_first_epoch"] = dict(predicted_s=p["rest_s"], actual_s=end - p["at"],
-                                    epochs_left=p["epochs_left"], epoch_s=p["epoch_s"])
+    out["after_first_epoch"] = dict(
+      predicted_s=p["rest_s"],
+      actual_s=end - p["at"],
+      epochs_left=p["epochs_left"],
+      epoch_s=p["epoch_s"],
+    )
   return out

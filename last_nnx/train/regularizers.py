@@ -54,8 +54,9 @@ class RegularizerSpec:
     hinf.check_horizon(self.horizon)
 
 
-def modal_l1(modes: StateModes, *, norm: str = "hinf", normalize: str = "layer",
-             horizon: int | None = None) -> jax.Array:
+def modal_l1(
+  modes: StateModes, *, norm: str = "hinf", normalize: str = "layer", horizon: int | None = None
+) -> jax.Array:
   """``sum_i ||G_i||`` over live states (divided by ``sqrt(sum_i ||G_i||^2)`` if
   normalized), the norms taken over ``horizon`` steps (None: infinite time)."""
   squared = (hinf.hinf_squared if norm == "hinf" else hinf.h2_energy)(modes, horizon=horizon)
@@ -101,10 +102,12 @@ def hankel_nuclear(modes: StateModes) -> jax.Array:
 
   def by_channel(x, axis):
     # (halves * H * per) along axis -> (H, halves * per)
-    x = jnp.moveaxis(x, axis, 0).reshape((halves, n_channels, per) + x.shape[:axis] +
-                                         x.shape[axis + 1:])
+    x = jnp.moveaxis(x, axis, 0).reshape(
+      (halves, n_channels, per) + x.shape[:axis] + x.shape[axis + 1 :]
+    )
     x = jnp.swapaxes(x, 0, 1).reshape((n_channels, halves * per) + x.shape[3:])
     return x
+
   lam_g = by_channel(lam, 0)
   b_g = by_channel(b, 0)
   c_g = jnp.moveaxis(by_channel(c, 1), 1, 2)  # (H, D, halves*per)
@@ -121,14 +124,17 @@ def penalty(model, spec: RegularizerSpec) -> jax.Array:
     return jnp.zeros(())
   layers = [l for l in find_prunable_layers(model).values() if not is_selective(l)]
   if not layers:
-    raise ValueError(f"regularizer.kind={spec.kind!r} penalizes fixed modes (state_modes), "
-                     "and every SSM layer of this model is selective: set regularizer.kind=none")
+    raise ValueError(
+      f"regularizer.kind={spec.kind!r} penalizes fixed modes (state_modes), "
+      "and every SSM layer of this model is selective: set regularizer.kind=none"
+    )
   total = jnp.zeros(())
   for layer in layers:
     modes = layer.state_modes()
     if spec.kind == "modal_l1":
-      total = total + modal_l1(modes, norm=spec.norm, normalize=spec.normalize,
-                               horizon=spec.horizon)
+      total = total + modal_l1(
+        modes, norm=spec.norm, normalize=spec.normalize, horizon=spec.horizon
+      )
     else:
       total = total + hankel_nuclear(modes)
   return total

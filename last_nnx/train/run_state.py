@@ -77,8 +77,11 @@ class Run:
 def metrics_to_json(m) -> dict | None:
   if m is None:
     return None
-  return {k: [float(v.total), float(v.count)] for k, v in vars(m).items()
-          if isinstance(v, clu_metrics.Average)}
+  return {
+    k: [float(v.total), float(v.count)]
+    for k, v in vars(m).items()
+    if isinstance(v, clu_metrics.Average)
+  }
 
 
 def metrics_from_json(d) -> Any:
@@ -86,8 +89,10 @@ def metrics_from_json(d) -> Any:
     return None
   restore = lambda cls, key: cls(total=jnp.float32(d[key][0]), count=jnp.int32(d[key][1]))
   return metrics_lib.ClassificationMetrics.empty().replace(
-      loss=restore(clu_metrics.Average, "loss"), accuracy=restore(clu_metrics.Accuracy, "accuracy"),
-      penalty=restore(clu_metrics.Average, "penalty"))
+    loss=restore(clu_metrics.Average, "loss"),
+    accuracy=restore(clu_metrics.Accuracy, "accuracy"),
+    penalty=restore(clu_metrics.Average, "penalty"),
+  )
 
 
 def micro_steps(config, task) -> tuple[int, int]:
@@ -105,20 +110,35 @@ def build(config, task, plan, *, lr_scale: float = 1.0, layer_shapes=None):
   model = rebuild_model(config, ModelSpec.of_task(task), layer_shapes)
   micro, accum = micro_steps(config, task)
   optimizer, schedules = make_optimizer(
-      model, config.optim, total_steps=len(plan) * micro // accum,
-      steps_per_epoch=micro // accum, lr_scale=lr_scale)
+    model,
+    config.optim,
+    total_steps=len(plan) * micro // accum,
+    steps_per_epoch=micro // accum,
+    lr_scale=lr_scale,
+  )
   return model, optimizer, schedules
 
 
 # Fields a resumed run may change: where and how often it logs, saves and
 # evaluates, and on how many devices and processes. Anything else would silently continue a
 # different experiment.
-RESUMABLE_CHANGES = ("train.log_every_steps", "train.checkpoint_every_steps",
-                     "train.keep_checkpoints", "train.num_devices", "train.eval_batch_size",
-                     "train.coordinator_address", "train.num_processes", "train.process_id",
-                     "train.nan_retries", "train.nan_lr_scale", "train.chance_warning_epochs",
-                     "train.memory_budget_gb",
-                     "data.cache_dir", "data.cache_real", "watch.histograms")
+RESUMABLE_CHANGES = (
+  "train.log_every_steps",
+  "train.checkpoint_every_steps",
+  "train.keep_checkpoints",
+  "train.num_devices",
+  "train.eval_batch_size",
+  "train.coordinator_address",
+  "train.num_processes",
+  "train.process_id",
+  "train.nan_retries",
+  "train.nan_lr_scale",
+  "train.chance_warning_epochs",
+  "train.memory_budget_gb",
+  "data.cache_dir",
+  "data.cache_real",
+  "watch.histograms",
+)
 
 
 def check_same_run(saved: dict, config, directory: str) -> None:
@@ -130,17 +150,27 @@ def check_same_run(saved: dict, config, directory: str) -> None:
     directory: the checkpoint directory, for the message.
   """
   old, new = flat_config(saved), flat_config(json.loads(json.dumps(config.to_dict())))  # as saved
-  changed = sorted(k for k in old.keys() | new.keys()
-                   if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+  changed = sorted(
+    k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+  )
   if changed:
     diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
     more = f" (+{len(changed) - 4} more)" if len(changed) > 4 else ""
-    raise ValueError(f"{directory} holds a run with another config ({diffs}{more}): rerun "
-                     "with the same config to resume it, or give a new --workdir")
+    raise ValueError(
+      f"{directory} holds a run with another config ({diffs}{more}): rerun "
+      "with the same config to resume it, or give a new --workdir"
+    )
 
 
-def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float | None = None,
-                    clock: WallClock | None = None) -> Run:
+def restore_or_init(
+  config,
+  task,
+  plan,
+  ckpt: Checkpointer,
+  *,
+  lr_scale: float | None = None,
+  clock: WallClock | None = None,
+) -> Run:
   """The `Run` of the newest usable checkpoint, or a fresh one.
 
   ``lr_scale`` overrides the saved one; ``clock`` (a roll-back's) goes on ticking.
@@ -158,14 +188,22 @@ def restore_or_init(config, task, plan, ckpt: Checkpointer, *, lr_scale: float |
   state = RunState(**meta.run)
   if lr_scale is not None:
     state.lr_scale = lr_scale
-  model, optimizer, schedules = build(config, task, plan, lr_scale=state.lr_scale,
-                                      layer_shapes=meta.layer_shapes)
+  model, optimizer, schedules = build(
+    config, task, plan, lr_scale=state.lr_scale, layer_shapes=meta.layer_shapes
+  )
   ckpt.restore(step, model, optimizer)
-  where = (epoch_label(plan, state.epoch_index) if state.epoch_index < len(plan)
-           else "the end of the plan")
-  logging.info("resumed from %s/%d: continuing at %s (step %d in it), step %d overall; "
-               "states %s", ckpt.directory, step, where, state.step_in_epoch, state.step,
-               states_per_layer(model))
+  where = (
+    epoch_label(plan, state.epoch_index) if state.epoch_index < len(plan) else "the end of the plan"
+  )
+  logging.info(
+    "resumed from %s/%d: continuing at %s (step %d in it), step %d overall; states %s",
+    ckpt.directory,
+    step,
+    where,
+    state.step_in_epoch,
+    state.step,
+    states_per_layer(model),
+  )
   return Run(model, optimizer, schedules, state, clock)
 
 
@@ -177,17 +215,23 @@ def divergence_message(error: Exception, run: RunState, config, has_checkpoint: 
   if "clip_eigs" in config.model.ssm_config and not config.model.ssm_config.clip_eigs:
     fixes.append("set model.ssm_config.clip_eigs=True")
   # A changed config cannot resume this one's checkpoints (`check_same_run`).
-  where = ("in a new --workdir (this one's checkpoints belong to the current config)"
-           if has_checkpoint else "(this workdir holds no checkpoint: the rerun starts afresh)")
-  return (f"training diverged at step {run.step}: {error}{tried}; no retries left "
-          f"(train.nan_retries={config.train.nan_retries}): {', '.join(fixes[:-1])} or "
-          f"{fixes[-1]}, then rerun {where}")
+  where = (
+    "in a new --workdir (this one's checkpoints belong to the current config)"
+    if has_checkpoint
+    else "(this workdir holds no checkpoint: the rerun starts afresh)"
+  )
+  return (
+    f"training diverged at step {run.step}: {error}{tried}; no retries left "
+    f"(train.nan_retries={config.train.nan_retries}): {', '.join(fixes[:-1])} or "
+    f"{fixes[-1]}, then rerun {where}"
+  )
 
 
 def checkpoint_meta(state: RunState, config, task) -> CheckpointMeta:
   """Checkpoint metadata: run position, config, and what rebuilding the model needs."""
-  return CheckpointMeta(config=config.to_dict(), model_spec=ModelSpec.of_task(task),
-                        run=dataclasses.asdict(state))
+  return CheckpointMeta(
+    config=config.to_dict(), model_spec=ModelSpec.of_task(task), run=dataclasses.asdict(state)
+  )
 
 
 def save(ckpt: Checkpointer, run: Run, config, task) -> None:

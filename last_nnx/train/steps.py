@@ -9,7 +9,6 @@ NaN check at logging steps. The latch keeps the name of the parameter that
 went bad first, although a NaN loss spreads to every parameter a step later.
 """
 
-
 import flax
 import jax
 import jax.numpy as jnp
@@ -17,8 +16,8 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.model import eval_mode
-from last_nnx.train import metrics as metrics_lib
 from last_nnx.train import distributed, objectives, regularizers
+from last_nnx.train import metrics as metrics_lib
 
 CLASSIFICATION = objectives.Classification()
 
@@ -34,9 +33,11 @@ def _float_leaves(params) -> list[jax.Array]:
 def parameter_paths(model) -> list[str]:
   """Key paths of the floating-point parameters, in the order `TrainCarry` flags them."""
   # keystr ends in ".value" (the Variable's field) under flax 0.12: the name is the path.
-  return [jax.tree_util.keystr(path).removesuffix(".value") for path, x in
-          jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
-          if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return [
+    jax.tree_util.keystr(path).removesuffix(".value")
+    for path, x in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
 
 
 @flax.struct.dataclass
@@ -55,9 +56,10 @@ class TrainCarry:
   @classmethod
   def start(cls, model, metrics=None) -> "TrainCarry":
     n = len(parameter_paths(model))
-    return cls(metrics=metrics if metrics is not None
-               else metrics_lib.ClassificationMetrics.empty(),
-               bad_leaf=jnp.zeros((n,), bool))
+    return cls(
+      metrics=metrics if metrics is not None else metrics_lib.ClassificationMetrics.empty(),
+      bad_leaf=jnp.zeros((n,), bool),
+    )
 
 
 def _loss(model, inputs, lengths, labels, reg_weight, reg, objective):
@@ -77,9 +79,17 @@ def _latch(bad_leaf: jax.Array, params) -> jax.Array:
   return jnp.where(bad_leaf.any(), bad_leaf, _nonfinite(params))
 
 
-def train_step_fn(model, optimizer, carry: TrainCarry, inputs, lengths, labels, reg_weight=0.0,
-                  reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec(),
-                  objective: objectives.Classification = CLASSIFICATION):
+def train_step_fn(
+  model,
+  optimizer,
+  carry: TrainCarry,
+  inputs,
+  lengths,
+  labels,
+  reg_weight=0.0,
+  reg: regularizers.RegularizerSpec = regularizers.RegularizerSpec(),
+  objective: objectives.Classification = CLASSIFICATION,
+):
   """One optimizer micro-step; returns the updated carry (`train_step` compiles it).
 
   Model, optimizer and carry are donated: their old buffers are reused for the
@@ -91,14 +101,14 @@ def train_step_fn(model, optimizer, carry: TrainCarry, inputs, lengths, labels, 
   """
   bad_leaf = _latch(carry.bad_leaf, nnx.state(model, nnx.Param))
   (_, (logits, penalty)), grads = nnx.value_and_grad(_loss, has_aux=True)(
-      model, inputs, lengths, labels, reg_weight, reg, objective)
+    model, inputs, lengths, labels, reg_weight, reg, objective
+  )
   optimizer.update(model, grads)
   batch = objective.batch_metrics(logits, labels, penalty=penalty)
   return TrainCarry(metrics=carry.metrics.merge(batch), bad_leaf=bad_leaf)
 
 
-train_step = nnx.jit(train_step_fn, static_argnames=("reg", "objective"),
-                     donate_argnums=(0, 1, 2))
+train_step = nnx.jit(train_step_fn, static_argnames=("reg", "objective"), donate_argnums=(0, 1, 2))
 
 
 def bound_train_step(model, optimizer):
@@ -180,9 +190,11 @@ def eval_batches(task, split: str):
     elif template is not None:
       yield template, np.zeros(batch_size, bool)
     else:
-      raise ValueError(f"the {split} split has {task.num_examples[split]} examples, fewer "
-                       f"than the {task.process_count} processes: process "
-                       f"{task.process_index} has none to evaluate")
+      raise ValueError(
+        f"the {split} split has {task.num_examples[split]} examples, fewer "
+        f"than the {task.process_count} processes: process "
+        f"{task.process_index} has none to evaluate"
+      )
 
 
 def evaluate(model, task, split: str, mesh=None) -> dict[str, float]:

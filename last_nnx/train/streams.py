@@ -47,8 +47,9 @@ def calibration(task, index: int = 0):
   order = task.epoch_order(_CALIBRATION + index)
   size = task.batch_size * task.process_count
   for k in range(len(order) // size):
-    yield pipeline.gather_rows(order[k * size:(k + 1) * size], task.splits["train"],
-                               task.encoding)
+    yield pipeline.gather_rows(
+      order[k * size : (k + 1) * size], task.splits["train"], task.encoding
+    )
 
 
 def recalibration(task, index: int = 0):

@@ -24,15 +24,25 @@ def build(model, task, run, config, mesh, plan_epochs: int, timing: dict) -> dic
   final.update(states=now, epochs=plan_epochs)
   objective = objectives.for_task(task)
   return dict(
-      task=config.task, model=config.model.ssm, synthetic_data=task.synthetic,
-      objective=objective.name, score=objective.score_name,
-      data=getattr(task, "info", None),  # a text task: corpus, tokenizer, n-gram baselines
-      before_first_event=run.dense or None, final=final, dense_baseline=None,
-      states_initial=initial, states_final=now,
-      ratio_achieved=1.0 - sum(now.values()) / max(1, sum(initial.values())),
-      pruning_events=[{k: v for k, v in e.items() if k != "report"} for e in run.events],
-      epochs=run.epochs, watch=watch.summarize(run.watch), steps=run.step,
-      wall_time_s=run.wall_time, timing=timing)
+    task=config.task,
+    model=config.model.ssm,
+    synthetic_data=task.synthetic,
+    objective=objective.name,
+    score=objective.score_name,
+    data=getattr(task, "info", None),  # a text task: corpus, tokenizer, n-gram baselines
+    before_first_event=run.dense or None,
+    final=final,
+    dense_baseline=None,
+    states_initial=initial,
+    states_final=now,
+    ratio_achieved=1.0 - sum(now.values()) / max(1, sum(initial.values())),
+    pruning_events=[{k: v for k, v in e.items() if k != "report"} for e in run.events],
+    epochs=run.epochs,
+    watch=watch.summarize(run.watch),
+    steps=run.step,
+    wall_time_s=run.wall_time,
+    timing=timing,
+  )
 
 
 def result_table(summary: dict, criterion: str) -> str:
@@ -46,27 +56,46 @@ def result_table(summary: dict, criterion: str) -> str:
   rows = []
   if summary.get("dense_baseline"):
     d = summary["dense_baseline"]
-    rows.append((f"dense, no pruning ({d['epochs']} epochs, same init)", d,
-                 f"{total(d['states'])}"))
+    rows.append(
+      (f"dense, no pruning ({d['epochs']} epochs, same init)", d, f"{total(d['states'])}")
+    )
   elif summary.get("before_first_event"):
     b = summary["before_first_event"]
-    rows.append((f"before the first event (epoch {b.get('epoch', '?')}; not a dense baseline)",
-                 b, f"{total(b['states'])}"))
+    rows.append(
+      (
+        f"before the first event (epoch {b.get('epoch', '?')}; not a dense baseline)",
+        b,
+        f"{total(b['states'])}",
+      )
+    )
   else:
     rows.append(("dense: none (pruning.dense_baseline=True trains one)", None, f"{n0}"))
-  pruned = (f"pruned ({criterion}, {100 * summary['ratio_achieved']:.0f}% removed, "
-            f"{final['epochs']} epochs)" if summary["pruning_events"] else
-            f"final, no pruning event ({final['epochs']} epochs)")
+  pruned = (
+    f"pruned ({criterion}, {100 * summary['ratio_achieved']:.0f}% removed, "
+    f"{final['epochs']} epochs)"
+    if summary["pruning_events"]
+    else f"final, no pruning event ({final['epochs']} epochs)"
+  )
   rows.append((pruned, final, f"{n1} of {n0}"))
-  title = "result" + (" (SYNTHETIC data: not a reproduction of any paper's numbers)"
-                      if summary["synthetic_data"] else "")
-  baselines = ((summary.get("data") or {}).get("baselines_bits_per_byte") or {})
-  rows[:0] = [(f"{name} model of the train split (baseline)",
-                {s: {"bits_per_byte": v} for s, v in by_split.items()}, "-")
-               for name, by_split in baselines.items()]
+  title = "result" + (
+    " (SYNTHETIC data: not a reproduction of any paper's numbers)"
+    if summary["synthetic_data"]
+    else ""
+  )
+  baselines = (summary.get("data") or {}).get("baselines_bits_per_byte") or {}
+  rows[:0] = [
+    (
+      f"{name} model of the train split (baseline)",
+      {s: {"bits_per_byte": v} for s, v in by_split.items()},
+      "-",
+    )
+    for name, by_split in baselines.items()
+  ]
   width = max(len(r[0]) for r in rows)
   short = objective.short_name
   lines = [title, f"{'model':<{width}}  {'val ' + short:>8}  {'test ' + short:>8}  states"]
-  lines += [f"{name:<{width}}  {figure(r, 'val'):>8}  {figure(r, 'test'):>8}  {states}"
-            for name, r, states in rows]
+  lines += [
+    f"{name:<{width}}  {figure(r, 'val'):>8}  {figure(r, 'test'):>8}  {states}"
+    for name, r, states in rows
+  ]
   return "\n".join(lines)

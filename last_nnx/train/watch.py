@@ -75,8 +75,10 @@ def encode_keep(keep: dict[str, np.ndarray]) -> dict[str, str]:
 
 def decode_keep(hexes: dict[str, str], layout: dict[str, list]) -> dict[str, np.ndarray]:
   """Inverse of `encode_keep`; ``layout[layer][0]`` is the layer's slot count."""
-  return {k: np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))[:layout[k][0]].astype(bool)
-          for k, h in hexes.items()}
+  return {
+    k: np.unpackbits(np.frombuffer(bytes.fromhex(h), np.uint8))[: layout[k][0]].astype(bool)
+    for k, h in hexes.items()
+  }
 
 
 def keep_ids(record: dict) -> set[tuple[str, int]]:
@@ -90,8 +92,17 @@ def comparable(a: dict, b: dict) -> bool:
   return all(a[k] == b[k] for k in ("criterion", "target", "layout"))
 
 
-def observe(model, *, criterion: str, target: float, initial_states: int, bidirectional: str,
-            horizon: int | None, min_per_layer: int, seed: int):
+def observe(
+  model,
+  *,
+  criterion: str,
+  target: float,
+  initial_states: int,
+  bidirectional: str,
+  horizon: int | None,
+  min_per_layer: int,
+  seed: int,
+):
   """Scores ``model``'s states and allocates at ``target``, as an event now would.
 
   Args:
@@ -106,8 +117,13 @@ def observe(model, *, criterion: str, target: float, initial_states: int, bidire
     ``(record, scores)``: the JSON record (module docstring; ``keep`` hex-packed)
     and ``{layer: (S,) float64}`` scores, ``-inf`` on dead slots.
   """
-  options = pruning.PruneOptions(criterion=criterion, min_per_layer=min_per_layer,
-                                 bidirectional=bidirectional, horizon=horizon, seed=(seed, 0))
+  options = pruning.PruneOptions(
+    criterion=criterion,
+    min_per_layer=min_per_layer,
+    bidirectional=bidirectional,
+    horizon=horizon,
+    seed=(seed, 0),
+  )
   scored = pipeline.score_states(model, options)  # StateModes (LTI) or data-free statistics
   scores = scored.scores
   live = {path: int(np.isfinite(s).sum()) for path, s in scores.items()}
@@ -115,11 +131,16 @@ def observe(model, *, criterion: str, target: float, initial_states: int, bidire
   plan = pipeline.plan_event(scored, ratio)  # the event's dry run: nothing is pruned
   keep = plan.keep
   energy_kept = {path: layer.energy_kept for path, layer in plan.layers.items()}
-  record = dict(criterion=criterion, target=float(target), ratio=float(ratio),
-                layout={p: [int(s.size), live[p]] for p, s in scores.items()},
-                keep=encode_keep(keep), states_kept={p: int(m.sum()) for p, m in keep.items()},
-                energy_kept=energy_kept,
-                energy_kept_mean=float(np.mean(list(energy_kept.values()))))
+  record = dict(
+    criterion=criterion,
+    target=float(target),
+    ratio=float(ratio),
+    layout={p: [int(s.size), live[p]] for p, s in scores.items()},
+    keep=encode_keep(keep),
+    states_kept={p: int(m.sum()) for p, m in keep.items()},
+    energy_kept=energy_kept,
+    energy_kept_mean=float(np.mean(list(energy_kept.values()))),
+  )
   return record, scores
 
 
@@ -134,8 +155,9 @@ def log10_scores(s: np.ndarray) -> np.ndarray:
 def write(writer, step: int, record: dict, scores: dict, histograms: bool) -> None:
   """TensorBoard: score histograms and the watch scalars."""
   if histograms:
-    writer.write_histograms(step, {f"watch/log10_score/{p}": log10_scores(s)
-                                   for p, s in scores.items()})
+    writer.write_histograms(
+      step, {f"watch/log10_score/{p}": log10_scores(s) for p, s in scores.items()}
+    )
   scalars = {f"watch/states_kept/{p}": v for p, v in record["states_kept"].items()}
   scalars.update({f"watch/energy_kept/{p}": v for p, v in record["energy_kept"].items()})
   scalars["watch/energy_kept_mean"] = record["energy_kept_mean"]
@@ -146,10 +168,13 @@ def write(writer, step: int, record: dict, scores: dict, histograms: bool) -> No
 
 def append_scores(workdir: str, record: dict, scores: dict) -> None:
   """One line of ``watch_scores.jsonl``: the epoch and every slot's score (null if dead)."""
-  line = dict(epoch=record["epoch"], train_epoch=record["train_epoch"], step=record["step"],
-              criterion=record["criterion"],
-              scores={p: [float(v) if np.isfinite(v) else None for v in s]
-                      for p, s in scores.items()})
+  line = dict(
+    epoch=record["epoch"],
+    train_epoch=record["train_epoch"],
+    step=record["step"],
+    criterion=record["criterion"],
+    scores={p: [float(v) if np.isfinite(v) else None for v in s] for p, s in scores.items()},
+  )
   with open(os.path.join(workdir, SCORES_FILE), "a") as f:
     f.write(json.dumps(line) + "\n")
 
@@ -177,26 +202,43 @@ def epoch_end(ctx, model, run, spec) -> None:
   reason = unwatchable(criterion, ssm_kind(config.model.ssm))
   if w.enabled and reason is None:
     record, scores = observe(
-        model, criterion=criterion, target=p.target_ratio,
-        initial_states=sum(run.initial_states.values()), bidirectional=p.bidirectional,
-        horizon=resolve_horizon(p.horizon, ctx.task.seq_len),
-        min_per_layer=p.min_per_layer, seed=config.seed)
+      model,
+      criterion=criterion,
+      target=p.target_ratio,
+      initial_states=sum(run.initial_states.values()),
+      bidirectional=p.bidirectional,
+      horizon=resolve_horizon(p.horizon, ctx.task.seq_len),
+      min_per_layer=p.min_per_layer,
+      seed=config.seed,
+    )
     prev = run.watch[-1] if run.watch else None
-    overlap = (jaccard(keep_ids(prev), keep_ids(record))
-               if prev is not None and comparable(prev, record) else None)
-    record.update(epoch=run.epoch_index + 1, train_epoch=spec.train_epoch, step=run.step,
-                  overlap_prev=overlap)
+    overlap = (
+      jaccard(keep_ids(prev), keep_ids(record))
+      if prev is not None and comparable(prev, record)
+      else None
+    )
+    record.update(
+      epoch=run.epoch_index + 1, train_epoch=spec.train_epoch, step=run.step, overlap_prev=overlap
+    )
     run.watch.append(record)
     write(ctx.writer, run.step, record, scores, w.histograms)
     if jax.process_index() == 0:
       append_scores(ctx.workdir, record, scores)
-    logging.info("watch (%s at %.0f%%): keeps %s, energy kept %.3f, overlap with the previous "
-                 "epoch %s", criterion, 100 * p.target_ratio, record["states_kept"],
-                 record["energy_kept_mean"], "-" if overlap is None else f"{overlap:.3f}",
-                 extra=DETAIL)
+    logging.info(
+      "watch (%s at %.0f%%): keeps %s, energy kept %.3f, overlap with the previous epoch %s",
+      criterion,
+      100 * p.target_ratio,
+      record["states_kept"],
+      record["energy_kept_mean"],
+      "-" if overlap is None else f"{overlap:.3f}",
+      extra=DETAIL,
+    )
   elif w.enabled and run.epoch_index == 0:
-    logging.info("watch: skipped, %s (set watch.criterion to a data-free one: %s)",
-                 reason, ", ".join(watchable(ssm_kind(config.model.ssm))))
+    logging.info(
+      "watch: skipped, %s (set watch.criterion to a data-free one: %s)",
+      reason,
+      ", ".join(watchable(ssm_kind(config.model.ssm))),
+    )
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -204,8 +246,9 @@ def summarize(records: list[dict]) -> list[dict]:
   (Jaccard with the last comparable record: the keep set at that model size's end)."""
   out = []
   for i, r in enumerate(records):
-    final = next((records[j] for j in range(len(records) - 1, i - 1, -1)
-                  if comparable(records[j], r)), r)
+    final = next(
+      (records[j] for j in range(len(records) - 1, i - 1, -1) if comparable(records[j], r)), r
+    )
     d = {k: v for k, v in r.items() if k != "keep"}
     d["overlap_final"] = jaccard(keep_ids(r), keep_ids(final))
     d["final_epoch"] = final["epoch"]

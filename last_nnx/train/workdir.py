@@ -111,8 +111,9 @@ class WorkdirLock:
         break
       os.close(fd)
     stale = _read(fd)
-    me = Holder(pid=os.getpid(), host=socket.gethostname(), since=time.time(),
-                command=" ".join(sys.argv))
+    me = Holder(
+      pid=os.getpid(), host=socket.gethostname(), since=time.time(), command=" ".join(sys.argv)
+    )
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(dataclasses.asdict(me)).encode(), 0)
     self._fd = fd
@@ -146,14 +147,18 @@ def busy_message(workdir: str, holder: Holder | None) -> str:
   who = holder.describe() if holder else "another process (its lock file names no holder)"
   pid = holder.pid if holder else "PID"
   where = f" on {holder.host}" if holder and holder.host != socket.gethostname() else ""
-  return (f"{workdir} is in use by {who}: wait for it to end, stop it (kill {pid}{where}: it "
-          "saves a checkpoint and exits; rerun to resume), or give another --workdir")
+  return (
+    f"{workdir} is in use by {who}: wait for it to end, stop it (kill {pid}{where}: it "
+    "saves a checkpoint and exits; rerun to resume), or give another --workdir"
+  )
 
 
 def stale_message(workdir: str, holder: Holder | None) -> str:
   who = holder.describe() if holder else "a process that left no name"
-  return (f"taking over {os.path.join(workdir, LOCK_NAME)} from {who}, which ended without "
-          "releasing it (killed?); resuming from its last committed checkpoint")
+  return (
+    f"taking over {os.path.join(workdir, LOCK_NAME)} from {who}, which ended without "
+    "releasing it (killed?); resuming from its last committed checkpoint"
+  )
 
 
 def remove_partial_checkpoints(workdir: str) -> list[str]:
@@ -180,6 +185,7 @@ def hold_for_run(workdir: str) -> WorkdirLock:
     WorkdirBusy: on every process, when another run holds the workdir.
   """
   import jax
+
   lock, refusal = WorkdirLock(workdir), ""
   if jax.process_index() == 0:
     try:
@@ -191,15 +197,21 @@ def hold_for_run(workdir: str) -> WorkdirLock:
         logging.warning("%s", stale_message(workdir, stale))
       removed = remove_partial_checkpoints(workdir)
       if removed:
-        logging.warning("removed %d checkpoint(s) left half-written by an earlier run: %s",
-                        len(removed), ", ".join(removed))
+        logging.warning(
+          "removed %d checkpoint(s) left half-written by an earlier run: %s",
+          len(removed),
+          ", ".join(removed),
+        )
   if jax.process_count() > 1:
     import numpy as np
     from jax.experimental import multihost_utils
+
     ok = int(multihost_utils.broadcast_one_to_all(np.int32(not refusal)))
     if not ok and not refusal:
-      refusal = (f"{workdir} is in use by another run (process 0 of this run names it): "
-                 "wait for it to end, stop it, or give another --workdir")
+      refusal = (
+        f"{workdir} is in use by another run (process 0 of this run names it): "
+        "wait for it to end, stop it, or give another --workdir"
+      )
   if refusal:
     lock.release()
     raise WorkdirBusy(refusal)
@@ -209,13 +221,21 @@ def hold_for_run(workdir: str) -> WorkdirLock:
 # ----------------------------------------------------------------------------
 # A workdir that cannot be written (full disk, quota, read-only, permissions).
 
-_DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-                errno.EPERM: "permission denied"}
+_DISK_ERRNOS = {
+  errno.ENOSPC: "no space left on the device",
+  errno.EDQUOT: "disk quota exceeded",
+  errno.EROFS: "read-only file system",
+  errno.EACCES: "permission denied",
+  errno.EPERM: "permission denied",
+}
 # How the same failures read where no OSError carries them (TensorFlow's summary writer
 # raises its own ResourceExhaustedError; orbax may re-raise a message).
-_DISK_TEXT = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
-              "Read-only file system": errno.EROFS, "Permission denied": errno.EACCES}
+_DISK_TEXT = {
+  "No space left on device": errno.ENOSPC,
+  "Disk quota exceeded": errno.EDQUOT,
+  "Read-only file system": errno.EROFS,
+  "Permission denied": errno.EACCES,
+}
 
 
 def _chain(error: BaseException):
@@ -284,22 +304,38 @@ def disk_failure(error: BaseException, workdir: str) -> str | None:
   if found is None:
     return None
   code, path = found
-  partial = sorted((os.path.join(root, d) for root, dirs, _ in os.walk(workdir) for d in dirs
-                    if PARTIAL_CHECKPOINT in d), key=_step_of)
+  partial = sorted(
+    (
+      os.path.join(root, d)
+      for root, dirs, _ in os.walk(workdir)
+      for d in dirs
+      if PARTIAL_CHECKPOINT in d
+    ),
+    key=_step_of,
+  )
   if not path and partial:  # orbax's threads lose the file name: the step being written
     path = partial[-1]
   if not (path and os.path.isabs(path)):
     path = os.path.join(os.path.abspath(workdir), path or "")
   try:
     import jax
+
     if jax.process_index() == 0:
       remove_partial_checkpoints(workdir)
   except Exception:  # the tidying may fail on the same disk: the message matters more
     pass
   last = last_committed(workdir)
-  resume = (f"the last committed checkpoint is {last}" if last
-            else "no checkpoint was committed yet (the rerun starts afresh)")
-  fix = ("free space" if code in (errno.ENOSPC, errno.EDQUOT)
-         else f"make {workdir} writable (or give another --workdir)")
-  return (f"cannot write {path.rstrip(os.sep)} ({what_was_written(path, workdir)}): "
-          f"{_DISK_ERRNOS[code]}; {resume}; {fix}, then rerun the same command to resume")
+  resume = (
+    f"the last committed checkpoint is {last}"
+    if last
+    else "no checkpoint was committed yet (the rerun starts afresh)"
+  )
+  fix = (
+    "free space"
+    if code in (errno.ENOSPC, errno.EDQUOT)
+    else f"make {workdir} writable (or give another --workdir)"
+  )
+  return (
+    f"cannot write {path.rstrip(os.sep)} ({what_was_written(path, workdir)}): "
+    f"{_DISK_ERRNOS[code]}; {resume}; {fix}, then rerun the same command to resume"
+  )
