@@ -1,4 +1,4 @@
-"""Command-line mistakes end in one line naming the choices, no traceback (issue 19);
+"""Command-line mistakes end in one line naming the choices, no traceback;
 ``make help`` stays true to the configs and the Makefile."""
 
 import importlib

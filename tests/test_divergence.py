@@ -1,5 +1,5 @@
 """A run that diverges with nothing left to try ends in one line, and its workdir
-stays usable (issue 28): the command a new user types with a far too high lr, and
+stays usable: the command a new user types with a far too high lr, and
 the fine-tuning of ``prune --max_drop`` and ``sweep --iterative``.
 
 `LAUNCHER` runs a program (``python -c LAUNCHER last_nnx.train ...``) with

@@ -1,4 +1,4 @@
-"""Two training processes through the paths a fault or a rarer option takes (issue 28):
+"""Two training processes through the paths a fault or a rarer option takes:
 a calibrated criterion inside a scheduled event, BatchNorm recalibration after it,
 a divergence rolled back on every process, and one process killed while the
 event's checkpoint is being written.

@@ -65,8 +65,8 @@ TASK_FLAGS = {
     ref_in_dim=1,
   ),
 }
-# Batch of the cost figures: 8 at ListOps (issue 29's table); 2 at Path-X, where a
-# sequence is 8x longer (the figures scale about linearly in the batch).
+# Batch of the cost figures: 8 at ListOps (the batch they were first compared at); 2 at
+# Path-X, where a sequence is 8x longer (the figures scale about linearly in the batch).
 COST_BATCH = {"listops": 8, "pathx": 2}
 SCAN_METHODS = ("associative", "sequential")
 PROGRAMS = ("train_step", "forward")

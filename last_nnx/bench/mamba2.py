@@ -1,4 +1,4 @@
-r"""Mamba-2 vs its state size N: what pruning the states buys (issue 27 item 4).
+r"""Mamba-2 vs its state size N: what pruning the states buys.
 
 ``python -m last_nnx.bench --sections mamba2`` (needs no TensorFlow).
 
