@@ -93,7 +93,7 @@ def prune_lm(
   sequential: bool = False,
   calibration=None,
   batch_size: int = CALIBRATION_BATCH,
-  rng=None,
+  seed=None,
   mode: str = "compact",
   min_per_layer: int = 1,
 ) -> SequentialReport:
@@ -111,7 +111,7 @@ def prune_lm(
     sequential=sequential,
     calibration=batches,
     calibration_batches=len(batches or ()),
-    rng=rng,
+    seed=seed,
     mode=mode,
     min_per_layer=min_per_layer,
   )

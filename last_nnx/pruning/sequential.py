@@ -129,7 +129,7 @@ def prune_selective(
   sequential: bool = False,
   calibration=None,
   calibration_batches: int = 8,
-  rng=None,
+  seed=None,
   mode: str = "compact",
   min_per_layer: int = 1,
 ) -> SequentialReport:
@@ -145,7 +145,7 @@ def prune_selective(
       (module docstring, step 2).
     calibration: a sequence or iterable of ``(inputs, lengths, ...)`` batches (the
       first ``calibration_batches`` are read, more than once when sequential).
-    rng: seed or generator for ``random`` (`last_nnx.pruning.options.as_generator`).
+    seed: seed or generator for ``random`` (`last_nnx.pruning.options.as_generator`).
     mode: ``'compact'`` or ``'mask'``.
     min_per_layer: states every layer keeps.
 
@@ -163,7 +163,7 @@ def prune_selective(
   allocation = allocation or crit.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"allocation={allocation!r}; expected one of {ALLOCATIONS}")
-  generator = as_generator(rng)
+  generator = as_generator(seed)
   needs_data = crit.needs_data("selective")
   batches = []
   if needs_data:

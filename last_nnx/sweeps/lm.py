@@ -105,7 +105,7 @@ def prune_point(
     allocation=method.allocation,
     sequential=method.sequential,
     calibration=calibration,
-    rng=seed,
+    seed=seed,
     mode=mode,
     batch_size=batch_size,
   )
