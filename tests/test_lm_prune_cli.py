@@ -10,6 +10,7 @@ from last_nnx.lm import Mamba2LM, Mamba2LMConfig, hub
 
 pytest.importorskip("last_nnx.data.text")
 from last_nnx.cli import prune_lm  # noqa: E402
+from last_nnx.sweeps import saved_lm  # noqa: E402
 
 WORDS = (
   "the state of a layer is pruned when its energy is small and the model keeps the "
@@ -30,12 +31,12 @@ def checkpoint(tmp_path_factory):
 
 
 def test_prune_and_max_drop_on_a_checkpoint_directory(checkpoint):
-  opts = prune_lm.TextOptions(
+  opts = saved_lm.TextOptions(
     text=str(checkpoint / "doc*.txt"), seq_len=32, calibration_windows=8, calibration_length=32
   )
   path = str(checkpoint / "ckpt")
-  assert prune_lm.is_lm_target(path) and not prune_lm.is_lm_target(str(checkpoint))
-  summary = prune_lm.prune_program(
+  assert saved_lm.is_lm_target(path) and not saved_lm.is_lm_target(str(checkpoint))
+  summary = saved_lm.prune_saved_lm(
     path,
     ratio=0.5,
     criterion="calibrated",
@@ -56,7 +57,7 @@ def test_prune_and_max_drop_on_a_checkpoint_directory(checkpoint):
   report = json.loads((checkpoint / "pruned" / "prune_report.json").read_text())
   assert report["splits"]["val"]["after"]["bits_per_byte"] > 0
   assert any("bits per byte" in line for line in prune_lm.prune_lines(summary))
-  found = prune_lm.prune_program(
+  found = saved_lm.prune_saved_lm(
     path,
     ratio=0.0,
     criterion="calibrated/uniform/seq",
@@ -76,11 +77,11 @@ def test_prune_and_max_drop_on_a_checkpoint_directory(checkpoint):
 
 
 def test_sweep_program_writes_tables_and_plots(checkpoint):
-  opts = prune_lm.TextOptions(
+  opts = saved_lm.TextOptions(
     text=str(checkpoint / "doc*.txt"), seq_len=32, calibration_windows=8, calibration_length=32
   )
   out = checkpoint / "sweep"
-  text = prune_lm.sweep_program(
+  text = saved_lm.sweep_saved_lm(
     str(checkpoint / "ckpt"),
     out=str(out),
     which="latest",

@@ -94,10 +94,10 @@ def _define_flags() -> None:
   )
 
 
-def _prune_lm(prune_lm) -> None:
-  """A Mamba-2 LM: `last_nnx.cli.prune_lm` (``--max_drop`` is a perplexity tolerance in %)."""
+def _prune_lm(prune_lm, saved_lm) -> None:
+  """A Mamba-2 LM: `last_nnx.sweeps.saved_lm` (``--max_drop`` is a perplexity tolerance in %)."""
   try:
-    summary = prune_lm.prune_program(
+    summary = saved_lm.prune_saved_lm(
       FLAGS.workdir,
       ratio=FLAGS.ratio,
       criterion=FLAGS.criterion,
@@ -110,7 +110,7 @@ def _prune_lm(prune_lm) -> None:
       layout=FLAGS.layout,
       eval_splits=[s for s in FLAGS.eval_splits if s],
       max_drop=FLAGS.max_drop,
-      opts=prune_lm.TextOptions.from_flags(),
+      opts=prune_lm.text_options(),
     )
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")
@@ -131,9 +131,10 @@ def main(argv):
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
   from last_nnx.cli import prune_lm
+  from last_nnx.sweeps import saved_lm
 
-  if prune_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
-    return _prune_lm(prune_lm)
+  if saved_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
+    return _prune_lm(prune_lm, saved_lm)
   if FLAGS.max_drop >= 0:
     criteria = FLAGS.criterion.split(",") if FLAGS.criterion else None  # resolved on load
     try:

@@ -1,35 +1,12 @@
-r"""Prune, search and sweep a Mamba-2 language model's states (the LM side of `prune`/`sweep`).
+r"""The LM side of the `prune` and `sweep` programs: their text flags and printed lines.
 
-  python -m last_nnx.prune --workdir runs/pydocs --ratio 0.5 --criterion calibrated \
-      --allocation global --sequential [--format transformers --layout padded]
-  python -m last_nnx.prune --workdir ckpt/mamba2-130m --text corpus/ --ratio 0.5 \
-      --criterion calibrated/uniform/seq                      # GHOST's procedure
-  python -m last_nnx.prune --workdir runs/pydocs --max_drop 5 --criterion calibrated,gramian
-  python -m last_nnx.sweep --workdir runs/pydocs              # perplexity / bits-per-byte curves
-
-``--workdir`` is an LM training run (its data config gives the text) or a checkpoint
-directory (``config.json`` + weights, `last_nnx.lm.hub`; its text is ``--text``:
-``pydocs`` or your .txt/.jsonl files, tokenized with the checkpoint's tokenizer.json, or
-bytes for a vocab of 256). Calibration: ``--calibration_windows`` windows of
-``--calibration_length`` tokens from the train split (GHOST's 128 x 128 by default).
-
-A method is ``criterion[/allocation][/seq]`` (`last_nnx.sweeps.lm.parse_method`), or
-``--criterion`` with ``--allocation`` and ``--sequential``. ``--max_drop D`` reads D as a
-relative perplexity tolerance in percent on val. The pruned model is compacted (ragged
-per-layer N) and written with `last_nnx.lm.hub.save_pretrained` (``--format``,
-``--layout``), with ``prune_report.json``.
+The library is `last_nnx.sweeps.saved_lm` (what is pruned, the text, the programs' work).
 """
 
-import dataclasses
-import json
-import os
-import time
+from absl import flags
 
-import numpy as np
-from absl import flags, logging
+from last_nnx.sweeps.saved_lm import TextOptions
 
-TEXT_TASKS = ("pydocs", "text_files")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 FLAGS = flags.FLAGS
 
 
@@ -74,203 +51,6 @@ def define_flags(prune: bool) -> None:
     )
 
 
-# ---- what is pruned -------------------------------------------------------------------
-
-
-def is_checkpoint_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "config.json")) and any(
-    os.path.exists(os.path.join(path, f)) for f in WEIGHT_FILES
-  )
-
-
-def is_lm_workdir(path: str) -> bool:
-  """Whether ``path`` is a training run of a text task: its ``summary.json``, else the JSON
-  metadata of its newest checkpoint (read as plain files: nothing is restored)."""
-  try:
-    with open(os.path.join(path, "summary.json")) as f:
-      return json.load(f).get("task") in TEXT_TASKS
-  except (OSError, ValueError, AttributeError):
-    pass
-  for sub in ("checkpoints", "best"):
-    directory = os.path.join(path, sub)
-    steps = (
-      sorted((int(d) for d in os.listdir(directory) if d.isdigit()), reverse=True)
-      if os.path.isdir(directory)
-      else []
-    )
-    for step in steps:
-      try:
-        with open(os.path.join(directory, str(step), "meta", "metadata")) as f:
-          return json.load(f)["config"]["data"]["task"] in TEXT_TASKS
-      except (OSError, ValueError, KeyError, TypeError):
-        continue
-  return False
-
-
-def is_lm_target(path: str | None) -> bool:
-  return bool(path) and (is_checkpoint_dir(path) or is_lm_workdir(path))
-
-
-def load(path: str, *, which: str = "latest", text: str = "pydocs", seq_len: int = 128):
-  """``(model, data config)`` of an LM workdir or checkpoint directory (module docstring)."""
-  from last_nnx.data import text as text_lib
-
-  if is_checkpoint_dir(path):
-    from last_nnx.lm import hub
-
-    model = hub.load_pretrained(path)
-    c = text_lib.default_config("pydocs" if text == "pydocs" else "text_files")
-    if text != "pydocs":
-      c.path = text
-    vocab = model.config.vocab_size
-    if vocab > 256:
-      if not os.path.isfile(os.path.join(path, "tokenizer.json")):
-        raise ValueError(
-          f"{path} has a vocab of {vocab} but no tokenizer.json: put the "
-          "checkpoint's tokenizer.json beside its config.json"
-        )
-      c.tokenizer = path
-    c.seq_len = seq_len
-    return model, c
-  from last_nnx.train.checkpoint import load_model
-
-  model, config, _ = load_model(path, which=which)
-  from last_nnx.lm import Mamba2LM
-
-  if not isinstance(model, Mamba2LM):
-    raise ValueError(f"{path} holds a {type(model).__name__}, not a Mamba-2 LM")
-  return model, config.data
-
-
-def text_splits(c) -> tuple[dict, dict]:
-  """``({split: (n, L + 1) int32 windows}, {split: bytes per token})`` of data config ``c``."""
-  from last_nnx.data import text as text_lib
-
-  splits, per_token, _, _ = text_lib.load_splits(c)
-  return {k: np.asarray(s.inputs, np.int32) for k, s in splits.items()}, per_token
-
-
-def _eval(model, rows, per_token) -> dict:
-  from last_nnx.sweeps.lm import _metrics
-
-  return _metrics(model, rows, per_token, 16)
-
-
-def method_of(criterion: str | None, allocation: str | None, sequential: bool):
-  from last_nnx.sweeps.lm import parse_method
-
-  spec = criterion or "calibrated"
-  if "/" not in spec:
-    spec = f"{spec}/{allocation or 'global'}" + ("/seq" if sequential else "")
-  return parse_method(spec)
-
-
-# ---- programs -------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class TextOptions:
-  """Where the text comes from and how much of it is read (the LM flags)."""
-
-  text: str = "pydocs"
-  seq_len: int = 128
-  calibration_windows: int = 128
-  calibration_length: int = 128
-  eval_windows: int = 0
-
-  @classmethod
-  def from_flags(cls) -> "TextOptions":
-    return cls(
-      FLAGS.text,
-      FLAGS.seq_len,
-      FLAGS.calibration_windows,
-      FLAGS.calibration_length,
-      FLAGS.eval_windows,
-    )
-
-
-def _data(path: str, which: str, opts: TextOptions, seed: int = 0):
-  """``(model, rows, bytes per token, calibration windows)`` of the LM at ``path``."""
-  from last_nnx.lm.prune import calibration_windows
-
-  model, c = load(path, which=which, text=opts.text, seq_len=opts.seq_len)
-  rows, per_token = text_splits(c)
-  if opts.eval_windows:
-    rows = {k: (v if k == "train" else v[: opts.eval_windows]) for k, v in rows.items()}
-  calib = calibration_windows(
-    rows["train"],
-    opts.calibration_windows,
-    min(opts.calibration_length, rows["train"].shape[1]),
-    seed=seed,
-  )
-  return model, rows, per_token, calib
-
-
-def prune_program(
-  path: str,
-  *,
-  ratio: float,
-  criterion: str | None,
-  allocation,
-  sequential,
-  out: str | None,
-  which: str,
-  seed: int,
-  fmt: str,
-  layout: str,
-  eval_splits,
-  max_drop: float = -1.0,
-  opts: TextOptions = TextOptions(),
-) -> dict:
-  """Prunes (or, with ``max_drop >= 0``, searches) the LM at ``path``; writes and returns the
-  summary (``prune_report.json`` beside the pruned checkpoint)."""
-  from last_nnx.lm import hub
-  from last_nnx.sweeps import lm as lm_sweep
-
-  methods = [method_of(s, allocation, sequential) for s in (criterion or "calibrated").split(",")]
-  model, rows, per_token, calib = _data(path, which, opts, seed)
-  before = {s: _eval(model, rows[s], per_token[s]) for s in eval_splits}
-  results = []
-  for method in methods:
-    t0 = time.time()
-    r = ratio
-    found = None
-    if max_drop >= 0:
-      found = lm_sweep.max_drop(model, method, calib, rows["val"], max_drop, seed=seed)
-      r = found["ratio"]
-    pruned, report = lm_sweep.prune_point(model, method, r, calib, seed=seed, mode="compact")
-    after = {s: _eval(pruned, rows[s], per_token[s]) for s in eval_splits}
-    target = out or os.path.join(
-      path if not is_checkpoint_dir(path) else os.path.dirname(os.path.abspath(path)),
-      f"pruned-{method.name.replace('/', '-')}-{r:g}",
-    )
-    if max_drop >= 0 and len(methods) > 1 and out:
-      target = os.path.join(out, method.name.replace("/", "-"))
-    hub.save_pretrained(pruned, target, format=fmt, layout=layout)
-    summary = {
-      "source": path,
-      "method": method.name,
-      "ratio": r,
-      "ratio_achieved": report.ratio_achieved,
-      "per_layer": report.per_layer(),
-      "states": [report.states_before, report.states_after],
-      "state_bytes_per_stream": [model.state_bytes(1), pruned.state_bytes(1)],
-      "splits": {s: {"before": before[s], "after": after[s]} for s in eval_splits},
-      "calibration": [int(calib.shape[0]), int(calib.shape[1])],
-      "format": fmt,
-      "layout": layout,
-      "out_dir": target,
-      "wall_s": time.time() - t0,
-    }
-    if found is not None:
-      summary["max_drop"] = found
-    with open(os.path.join(target, "prune_report.json"), "w") as f:
-      json.dump(summary, f, indent=1)
-    logging.info("%s", report.table())
-    results.append(summary)
-  return {"results": results}
-
-
 def prune_lines(summary: dict) -> list[str]:
   lines = []
   for r in summary["results"]:
@@ -298,59 +78,12 @@ def prune_lines(summary: dict) -> list[str]:
   return lines
 
 
-def sweep_program(
-  path: str,
-  *,
-  out: str | None,
-  which: str,
-  ratios,
-  methods,
-  seeds: int,
-  opts: TextOptions = TextOptions(),
-) -> str:
-  """Perplexity (and bits per byte) curves of the LM at ``path`` into ``out``; the report."""
-  from last_nnx.sweeps import lm as lm_sweep
-
-  model, rows, per_token, calib = _data(path, which, opts)
-  val = rows["val"]
-  out = out or os.path.join(path, "sweep-lm")
-  os.makedirs(out, exist_ok=True)
-  t0 = time.time()
-  points = lm_sweep.curves(
-    model,
-    calib,
-    val,
-    ratios=ratios,
-    methods=methods or lm_sweep.DEFAULT_METHODS,
-    seeds=seeds,
-    bytes_per_token=per_token["val"],
-    log=lambda r: logging.info("%s %.2f: ppl %.4f", r["method"], r["ratio"], r["perplexity"]),
+def text_options() -> TextOptions:
+  """The text flags as `last_nnx.sweeps.saved_lm.TextOptions`."""
+  return TextOptions(
+    FLAGS.text,
+    FLAGS.seq_len,
+    FLAGS.calibration_windows,
+    FLAGS.calibration_length,
+    FLAGS.eval_windows,
   )
-  with open(os.path.join(out, "points.json"), "w") as f:
-    json.dump(
-      {
-        "source": path,
-        "calibration": list(calib.shape),
-        "val_windows": list(val.shape),
-        "wall_s": time.time() - t0,
-        "points": points,
-      },
-      f,
-      indent=1,
-    )
-  key = "bits_per_byte"
-  text = "\n\n".join(
-    [
-      f"One-shot state pruning of {path} (no fine-tuning), val split, "
-      f"{len(val)} windows of {val.shape[1] - 1} predicted tokens; calibration "
-      f"{calib.shape[0]} x {calib.shape[1]} train tokens.",
-      lm_sweep.table(points, key, "{:.4f}"),
-      lm_sweep.table(points, "perplexity", "{:.3f}"),
-      "States kept per layer:\n\n" + lm_sweep.allocation_table(points),
-    ]
-  )
-  with open(os.path.join(out, "report.md"), "w") as f:
-    f.write(text + "\n")
-  lm_sweep.plot(points, os.path.join(out, "bits_per_byte.png"), key=key)
-  lm_sweep.plot(points, os.path.join(out, "perplexity.png"), key="perplexity", log_scale=True)
-  return text

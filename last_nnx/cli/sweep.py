@@ -96,18 +96,19 @@ def main(argv):
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
   from last_nnx.cli import prune_lm
+  from last_nnx.sweeps import saved_lm
 
-  if prune_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
+  if saved_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
     try:
       print(
-        prune_lm.sweep_program(
+        saved_lm.sweep_saved_lm(
           FLAGS.workdir,
           out=FLAGS.out,
           which=FLAGS.which,
           ratios=[float(r) for r in FLAGS.ratios],
           methods=FLAGS.criteria,
           seeds=FLAGS.seeds,
-          opts=prune_lm.TextOptions.from_flags(),
+          opts=prune_lm.text_options(),
         )
       )
     except (ValueError, FileNotFoundError) as e:

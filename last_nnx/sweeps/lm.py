@@ -77,7 +77,9 @@ def parse_method(spec: str) -> Method:
   return Method(parts[0], parts[1] if len(parts) == 2 else "global", seq)
 
 
-def _metrics(model, windows, bytes_per_token, batch_size) -> dict:
+def text_metrics(model, windows, bytes_per_token, batch_size: int = 16) -> dict:
+  """Loss (nats per token) and perplexity of ``model`` on ``windows`` ((n, L + 1) int32),
+  and bits per byte when ``bytes_per_token`` is given."""
   m = evaluate(model, windows, batch_size)
   out = {"loss": m["loss"], "perplexity": m["perplexity"]}
   if bytes_per_token:
@@ -139,7 +141,7 @@ def curves(
     "ratio": 0.0,
     "per_layer": list(state_counts(dense)),
   }
-  rows = [{**base, **_metrics(dense, windows, bytes_per_token, eval_batch_size)}]
+  rows = [{**base, **text_metrics(dense, windows, bytes_per_token, eval_batch_size)}]
   if log:
     log(rows[0])
   for spec in methods:
@@ -156,7 +158,7 @@ def curves(
           "ratio": float(ratio),
           "ratio_achieved": report.ratio_achieved,
           "per_layer": report.per_layer(),
-          **_metrics(model, windows, bytes_per_token, eval_batch_size),
+          **text_metrics(model, windows, bytes_per_token, eval_batch_size),
         }
         rows.append(row)
         if log:

@@ -281,6 +281,26 @@ WHICH = ("latest", "best")
 _WHICH_DIR = {"latest": "checkpoints", "best": "best"}
 
 
+def _which_dir(workdir: str, which: str) -> str:
+  if which not in WHICH:
+    raise ValueError(f"which={which!r}: use one of {WHICH}")
+  return os.path.join(workdir, _WHICH_DIR[which])
+
+
+def read_meta(workdir: str, *, which: str = "latest") -> CheckpointMeta | None:
+  """The `CheckpointMeta` of the newest readable checkpoint of a training workdir (no
+  arrays are read); None when it has no ``checkpoints/`` (or ``best/``) or none reads."""
+  directory = _which_dir(workdir, which)
+  if not os.path.isdir(directory):
+    return None
+  ckpt = Checkpointer(directory)
+  try:
+    latest = ckpt.latest_usable()
+  finally:
+    ckpt.close()
+  return None if latest is None else CheckpointMeta.from_dict(latest[1])
+
+
 def load_model(workdir: str, *, which: str = "latest"):
   """Rebuilds the newest saved model of a training workdir, pruned shapes included.
 
@@ -294,9 +314,7 @@ def load_model(workdir: str, *, which: str = "latest"):
   """
   import ml_collections  # local: keeps this module importable without configs
 
-  if which not in WHICH:
-    raise ValueError(f"which={which!r}: use one of {WHICH}")
-  directory = os.path.join(workdir, _WHICH_DIR[which])
+  directory = _which_dir(workdir, which)
   if not os.path.isdir(directory):
     raise FileNotFoundError(
       f"no {_WHICH_DIR[which]}/ under {workdir!r}: pass the --workdir of "
