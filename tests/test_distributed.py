@@ -42,7 +42,9 @@ def four(tmp_path_factory):
 
   def fill(root):
     script = SCRIPT.format(root=ROOT, cache=str(root / "cache"), workdir=str(root))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
+    # Keep conftest's XLA flags (backend optimizations off: compiles several times faster).
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), PYTHONPATH=ROOT)
     done = subprocess.run(
       [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
