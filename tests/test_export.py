@@ -23,43 +23,53 @@ RELOAD = r"""
 import json, os, sys
 import numpy as np
 import jax
-out_dir, inputs_path, result_path = sys.argv[1:4]
-use_tf = sys.argv[4] == "1"
-manifest = json.load(open(os.path.join(out_dir, "model.json")))
+inputs_path, use_tf = sys.argv[1], sys.argv[2] == "1"
 data = np.load(inputs_path)
 x, lengths = data["inputs"], data["lengths"]
 
-def zeros_state(batch):
-  return [np.zeros([batch] + s["shape"][1:], s["dtype"]) for s in manifest["step"]["args"][1:]]
+def run(out_dir, result_path):
+  manifest = json.load(open(os.path.join(out_dir, "model.json")))
 
-def stream(step):
-  state, logits = zeros_state(x.shape[0]), []
-  for t in range(x.shape[1]):
-    outs = step(x[:, t], *state)
-    logits.append(np.asarray(outs[0]))
-    state = [np.asarray(o) for o in outs[1:]]
-  return np.stack(logits, axis=1)
+  def zeros_state(batch):
+    return [np.zeros([batch] + s["shape"][1:], s["dtype"]) for s in manifest["step"]["args"][1:]]
 
-results = {}
-fwd = jax.export.deserialize(bytearray(open(os.path.join(out_dir, "forward.jax"), "rb").read()))
-results["jax_forward"] = np.asarray(fwd.call(x, lengths))
-if manifest["streaming"]:
-  step = jax.export.deserialize(bytearray(open(os.path.join(out_dir, "step.jax"), "rb").read()))
-  results["jax_step"] = stream(step.call)
-if use_tf:
-  import tensorflow as tf
-  loaded = tf.saved_model.load(os.path.join(out_dir, "saved_model"))
-  results["tf_forward"] = loaded.signatures["forward"](
-      inputs=tf.constant(x), lengths=tf.constant(lengths))["logits"].numpy()
+  def stream(step):
+    state, logits = zeros_state(x.shape[0]), []
+    for t in range(x.shape[1]):
+      outs = step(x[:, t], *state)
+      logits.append(np.asarray(outs[0]))
+      state = [np.asarray(o) for o in outs[1:]]
+    return np.stack(logits, axis=1)
+
+  results = {}
+  fwd = jax.export.deserialize(bytearray(open(os.path.join(out_dir, "forward.jax"), "rb").read()))
+  results["jax_forward"] = np.asarray(fwd.call(x, lengths))
   if manifest["streaming"]:
-    names = [s["name"] for s in manifest["step"]["outputs"]]
-    def tf_step(x_t, *state):
-      outs = loaded.step(tf.constant(x_t), *[tf.constant(s) for s in state])
-      return [outs[n].numpy() for n in names]
-    results["tf_step"] = stream(tf_step)
-assert not any(m.split(".")[0] == "last_nnx" for m in sys.modules), "imported last_nnx"
-np.savez(result_path, **results)
+    step = jax.export.deserialize(bytearray(open(os.path.join(out_dir, "step.jax"), "rb").read()))
+    results["jax_step"] = stream(step.call)
+  if use_tf:
+    import tensorflow as tf
+    loaded = tf.saved_model.load(os.path.join(out_dir, "saved_model"))
+    results["tf_forward"] = loaded.signatures["forward"](
+        inputs=tf.constant(x), lengths=tf.constant(lengths))["logits"].numpy()
+    if manifest["streaming"]:
+      names = [s["name"] for s in manifest["step"]["outputs"]]
+      def tf_step(x_t, *state):
+        outs = loaded.step(tf.constant(x_t), *[tf.constant(s) for s in state])
+        return [outs[n].numpy() for n in names]
+      results["tf_step"] = stream(tf_step)
+  assert not any(m.split(".")[0] == "last_nnx" for m in sys.modules), "imported last_nnx"
+  np.savez(result_path, **results)
+
+for out_dir, result_path in zip(sys.argv[3::2], sys.argv[4::2]):
+  run(out_dir, result_path)
 """
+
+
+@nnx.jit
+def _forward(model, x, lengths):
+  """The model's forward compiled whole (run eagerly, every op would compile on its own)."""
+  return model(jnp.asarray(x), jnp.asarray(lengths))
 
 
 def _model(state_size=16, bidirectional=False, seed=0) -> SequenceModel:
@@ -74,7 +84,7 @@ def _model(state_size=16, bidirectional=False, seed=0) -> SequenceModel:
   )
   model.train()
   x, lengths = _inputs(seed + 1)
-  model(jnp.asarray(x), jnp.asarray(lengths))  # non-trivial BatchNorm statistics
+  _forward(model, x, lengths)  # non-trivial BatchNorm statistics
   model.eval()
   return model
 
@@ -91,20 +101,15 @@ META = dict(
 )
 
 
-def _reload(tmp_path, out_dir, use_tf):
+def _reload_all(tmp_path, out_dirs, use_tf):
+  """Every artifact folder in ``out_dirs`` run by one fresh interpreter (one start-up)."""
   x, lengths = _inputs(seed=3)
   np.savez(tmp_path / "inputs.npz", inputs=x, lengths=lengths)
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  results = [tmp_path / f"result{i}.npz" for i in range(len(out_dirs))]
+  args = [str(a) for pair in zip(out_dirs, results) for a in pair]
   proc = subprocess.run(
-    [
-      sys.executable,
-      "-c",
-      RELOAD,
-      str(out_dir),
-      str(tmp_path / "inputs.npz"),
-      str(tmp_path / "result.npz"),
-      "1" if use_tf else "0",
-    ],
+    [sys.executable, "-c", RELOAD, str(tmp_path / "inputs.npz"), "1" if use_tf else "0", *args],
     cwd=tmp_path,
     env=env,
     capture_output=True,
@@ -112,7 +117,12 @@ def _reload(tmp_path, out_dir, use_tf):
     timeout=300,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return x, lengths, dict(np.load(tmp_path / "result.npz"))
+  return x, lengths, [dict(np.load(r)) for r in results]
+
+
+def _reload(tmp_path, out_dir, use_tf):
+  x, lengths, (got,) = _reload_all(tmp_path, [out_dir], use_tf)
+  return x, lengths, got
 
 
 def _streamed(model, x):
@@ -151,24 +161,13 @@ def _export_pruned_run(tmp_path, formats):
 
 
 def _check_reloaded(model, got, x, lengths, prefix):
-  expected = np.asarray(model(jnp.asarray(x), jnp.asarray(lengths)))
+  expected = np.asarray(_forward(model, x, lengths))
   np.testing.assert_allclose(got[f"{prefix}_forward"], expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got[f"{prefix}_step"], _streamed(model, x), rtol=1e-5, atol=1e-5)
   return expected
 
 
-def test_stablehlo_reloads_without_last_nnx(tmp_path):
-  model, out = _export_pruned_run(tmp_path, ("stablehlo",))
-  assert sorted(os.listdir(out)) == ["forward.jax", "model.json", "step.jax"]
-  x, lengths, got = _reload(tmp_path, out, use_tf=False)
-  expected = _check_reloaded(model, got, x, lengths, "jax")
-  # The step's logits at step t are the forward's on the prefix of length t + 1.
-  np.testing.assert_allclose(
-    got["jax_step"][np.arange(BATCH), lengths - 1], expected, rtol=1e-4, atol=1e-5
-  )
-
-
-def test_selective_model_streams_after_reload(tmp_path):
+def _selective_model_exported(out_dir):
   """Mamba-2: a masked-pruned model exports compacted; its dict step state (conv window and
   head states per layer) crosses the boundary as named float32 leaves and streams."""
   model = SequenceModel(
@@ -182,16 +181,30 @@ def test_selective_model_streams_after_reload(tmp_path):
   )
   model.eval()
   pruning.prune(model, 0.5, criterion="magnitude", mode="mask")
-  manifest = export.export_model(
-    model, META, str(tmp_path / "out"), seq_len=LENGTH, formats=("stablehlo",)
-  )
+  manifest = export.export_model(model, META, str(out_dir), seq_len=LENGTH, formats=("stablehlo",))
   names = [s["name"] for s in manifest["step"]["args"][1:]]
   assert names[:4] == ["ssm_0_conv", "ssm_0_ssm", "ssm_1_conv", "ssm_1_ssm"]
   # Compacted: every layer's head states have its kept width (N = 4 -> at most 3 live).
   widths = [s["shape"][2] for s in manifest["step"]["args"][1:] if s["name"].endswith("_ssm")]
   assert widths == [v["state_shape"][1] for v in manifest["layers"].values()] and max(widths) < 4
-  x, lengths, got = _reload(tmp_path, tmp_path / "out", use_tf=False)
-  _check_reloaded(model, got, x, lengths, "jax")
+  return model
+
+
+def test_stablehlo_and_selective_models_reload_without_last_nnx(tmp_path):
+  """S5 (through `export_workdir`) and Mamba-2 artifacts, reloaded by one fresh interpreter
+  (jax only): forward and streamed step reproduce the library's outputs."""
+  model, out = _export_pruned_run(tmp_path, ("stablehlo",))
+  assert sorted(os.listdir(out)) == ["forward.jax", "model.json", "step.jax"]
+  selective = _selective_model_exported(tmp_path / "selective")
+  x, lengths, (got, got_selective) = _reload_all(
+    tmp_path, [out, tmp_path / "selective"], use_tf=False
+  )
+  expected = _check_reloaded(model, got, x, lengths, "jax")
+  # The step's logits at step t are the forward's on the prefix of length t + 1.
+  np.testing.assert_allclose(
+    got["jax_step"][np.arange(BATCH), lengths - 1], expected, rtol=1e-4, atol=1e-5
+  )
+  _check_reloaded(selective, got_selective, x, lengths, "jax")
 
 
 @pytest.mark.slow  # ~20-50 s: TensorFlow imported twice (export, reload)
@@ -250,13 +263,13 @@ def test_bidirectional_exports_forward_only(tmp_path):
   )
   assert not manifest["streaming"] and "bidirectional" in manifest["step_refused"]
   assert sorted(os.listdir(tmp_path / "bi")) == ["forward.jax", "model.json"]
-  # Reloaded in process (a fresh interpreter is test_stablehlo_reloads_without_last_nnx's).
+  # Reloaded in process (a fresh interpreter is test_stablehlo_and_selective_models_reload_without_last_nnx's).
   with open(tmp_path / "bi" / "forward.jax", "rb") as f:
     fwd = jax.export.deserialize(bytearray(f.read()))
   x, lengths = _inputs(seed=3)
   np.testing.assert_allclose(
     np.asarray(fwd.call(x, lengths)),
-    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    np.asarray(_forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -276,7 +289,7 @@ def test_symbolic_batch(tmp_path):
     lengths = np.full(batch, LENGTH, np.int32)
     np.testing.assert_allclose(
       np.asarray(fwd.call(x, lengths)),
-      np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+      np.asarray(_forward(model, x, lengths)),
       rtol=1e-5,
       atol=1e-5,
     )
@@ -311,7 +324,7 @@ def test_retrieval_exports_forward_only(tmp_path):
   lengths = np.array([[LENGTH, 3], [1, LENGTH], [5, 5]], np.int32)
   np.testing.assert_allclose(
     np.asarray(fwd.call(x, lengths)),
-    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    np.asarray(_forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -341,7 +354,7 @@ def test_continuous_inputs_export(tmp_path):
   lengths = np.full(2, LENGTH, np.int32)
   np.testing.assert_allclose(
     np.asarray(load("forward.jax").call(x, lengths)),
-    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    np.asarray(_forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -351,7 +364,7 @@ def test_continuous_inputs_export(tmp_path):
     logits, *state = step.call(x[:, t], *state)
   np.testing.assert_allclose(
     np.asarray(logits),
-    np.asarray(model(jnp.asarray(x), jnp.asarray(lengths))),
+    np.asarray(_forward(model, x, lengths)),
     rtol=1e-4,
     atol=1e-5,
   )
