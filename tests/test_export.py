@@ -263,7 +263,8 @@ def test_bidirectional_exports_forward_only(tmp_path):
   )
   assert not manifest["streaming"] and "bidirectional" in manifest["step_refused"]
   assert sorted(os.listdir(tmp_path / "bi")) == ["forward.jax", "model.json"]
-  # Reloaded in process (a fresh interpreter is test_stablehlo_and_selective_models_reload_without_last_nnx's).
+  # Reloaded in process (test_stablehlo_and_selective_models_reload_without_last_nnx
+  # reloads in a fresh interpreter).
   with open(tmp_path / "bi" / "forward.jax", "rb") as f:
     fwd = jax.export.deserialize(bytearray(f.read()))
   x, lengths = _inputs(seed=3)
