@@ -48,12 +48,17 @@ def _bare(
   )
 
 
+# Compiled whole: run eagerly, every operation of the model would compile on its own.
+_forward = nnx.jit(lambda model, x, lengths: model(x, lengths))
+_step = nnx.jit(lambda model, state, x_t: model.step(state, x_t))
+
+
 def _model(ssm, *, vocab=VOCAB, seed=0, **kw):
   model = _bare(ssm, vocab=vocab, seed=seed, **kw)
   # Non-trivial running statistics: one train-mode forward updates them.
   model.train()
   x, lengths = _inputs(vocab, seed=seed + 1)
-  model(x, lengths)
+  _forward(model, x, lengths)
   model.eval()
   return model
 
@@ -151,13 +156,13 @@ def test_rows_are_independent_streams():
   x, _ = _inputs(seed=5)
   state = model.init_state(BATCH)
   for t in range(4):
-    state, _ = model.step(state, x[:, t])
+    state, _ = _step(model, state, x[:, t])
   # Restart stream 1 by zeroing its row: it then matches a fresh single stream.
   state = jax.tree.map(lambda a: a.at[1].set(0), state)
   fresh = model.init_state(1)
   for t in range(4, LENGTH):
-    state, logits = model.step(state, x[:, t])
-    fresh, fresh_logits = model.step(fresh, x[1:2, t])
+    state, logits = _step(model, state, x[:, t])
+    fresh, fresh_logits = _step(model, fresh, x[1:2, t])
   np.testing.assert_allclose(
     np.asarray(logits[1]), np.asarray(fresh_logits[0]), rtol=1e-5, atol=1e-6
   )
