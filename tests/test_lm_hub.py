@@ -33,8 +33,14 @@ def loaded():
   return {case: hub.load_pretrained(FIXTURE / f"{case[0]}_{case[1]}") for case in CASES}
 
 
+@nnx.jit
+def _forward(model, tokens):
+  return model(tokens)
+
+
 def _logits(model, tokens):
-  return np.asarray(model(jnp.asarray(tokens)))
+  # Jitted: an eager forward compiles op by op; models of one layout share one program.
+  return np.asarray(_forward(model, jnp.asarray(tokens)))
 
 
 @pytest.mark.parametrize("name,fmt", CASES, ids=[f"{n}-{f}" for n, f in CASES])

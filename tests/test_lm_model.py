@@ -59,7 +59,8 @@ def test_generation_greedy_sampled_and_batched(model):
   assert greedy.shape == (3, 4) and greedy.dtype == np.int32
   # Greedy: each new token is the argmax of the full forward over the prompt and the
   # tokens before it (causal: position t sees tokens <= t only).
-  full = np.asarray(model(jnp.concatenate([prompt, jnp.asarray(greedy)], axis=1)))
+  # (jitted: an eager forward compiles op by op; (3, 9) is also evaluate's shape below)
+  full = np.asarray(_forward(model, jnp.concatenate([prompt, jnp.asarray(greedy)], axis=1)))
   np.testing.assert_array_equal(greedy, np.argmax(full[:, 4:8], -1))
   # Top-1 sampling is greedy whatever the temperature; seeds repeat.
   np.testing.assert_array_equal(generate(model, prompt, 4, temperature=2.0, top_k=1), greedy)
@@ -70,11 +71,11 @@ def test_generation_greedy_sampled_and_batched(model):
 
 
 def test_evaluate_is_the_mean_token_nll(model):
-  windows = np.asarray(_tokens((3, 9)))
+  windows = np.asarray(_tokens((3, 10)))
   result = evaluate(model, windows, batch_size=2)
-  logp = jax.nn.log_softmax(model(jnp.asarray(windows[:, :-1])), -1)
+  logp = jax.nn.log_softmax(_forward(model, jnp.asarray(windows[:, :-1])), -1)
   nll = -np.take_along_axis(np.asarray(logp), windows[:, 1:, None], -1).mean()
-  assert result["tokens"] == 24
+  assert result["tokens"] == 27
   np.testing.assert_allclose(result["loss"], nll, rtol=1e-5)
   np.testing.assert_allclose(result["perplexity"], np.exp(nll), rtol=1e-5)
 
