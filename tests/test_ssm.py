@@ -91,8 +91,12 @@ S5_CASES = list(itertools.product([True, False], [True, False], ["zoh", "bilinea
 S4D_CASES = list(itertools.product([True, False], ["zoh", "bilinear"]))
 
 
+# Layers run compiled whole (eagerly, every operation of the forward compiles on its own).
+_call = nnx.jit(lambda layer, u: layer(u))
+
+
 def _apply(layer, u):
-  return np.asarray(layer(jnp.asarray(u[None], jnp.float32))[0], np.float64)
+  return np.asarray(_call(layer, jnp.asarray(u[None], jnp.float32))[0], np.float64)
 
 
 @pytest.mark.parametrize("conj_sym,bidirectional,disc", S5_CASES)
@@ -261,10 +265,13 @@ def test_parallel_scan_gradient_equals_autodiff_through_associative_scan(reverse
   def loss(scan):
     return lambda lam, bu: jnp.sum((scan(lam, bu) * w).real)
 
-  ours = jax.grad(
-    loss(lambda l, b: diagonal_recurrence(l, b, reverse=reverse, method="associative")), (0, 1)
+  # Compiled (eagerly, the backward passes would run op by op).
+  ours = jax.jit(
+    jax.grad(
+      loss(lambda l, b: diagonal_recurrence(l, b, reverse=reverse, method="associative")), (0, 1)
+    )
   )(lam, bu)
-  expected = jax.grad(loss(autodiff_scan), (0, 1))(lam, bu)
+  expected = jax.jit(jax.grad(loss(autodiff_scan), (0, 1)))(lam, bu)
   for g, e in zip(ours, expected):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))))
 
@@ -347,7 +354,9 @@ def test_mimo_system_output_and_gradients_in_both_output_layouts(
   ours = lambda b, c, u: mimo_diagonal_system(
     lam, b, c, u, bidirectional=bidirectional, method=method
   )
-  np.testing.assert_allclose(ours(b, c, u), plain(b, c, u), rtol=1e-5, atol=1e-5)
-  grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), (0, 1, 2))(b, c, u) for f in (ours, plain)]
+  np.testing.assert_allclose(jax.jit(ours)(b, c, u), jax.jit(plain)(b, c, u), rtol=1e-5, atol=1e-5)
+  grads = [
+    jax.jit(jax.grad(lambda *a, f=f: jnp.sum(f(*a) * w), (0, 1, 2)))(b, c, u) for f in (ours, plain)
+  ]
   for g, e in zip(*grads):
     np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e))))
