@@ -11,6 +11,7 @@ import pytest
 
 from experiments.configs import pydocs as pydocs_config
 from experiments.configs import text_files
+from last_nnx.sweeps import saved_lm
 from last_nnx.train import objectives
 from last_nnx.train.loop import train_and_evaluate
 
@@ -86,6 +87,10 @@ def test_lm_run_prunes_on_token_windows_checkpoints_and_resumes(corpus, tmp_path
   again = train_and_evaluate(config, workdir)
   assert again["final"] == summary["final"]
   assert again["states_final"] == summary["states_final"]
+  # `prune`/`sweep` tell an LM run by its summary, else by its checkpoints' metadata.
+  assert saved_lm.is_lm_workdir(workdir) and not saved_lm.is_lm_workdir(str(tmp_path))
+  os.remove(os.path.join(workdir, "summary.json"))
+  assert saved_lm.is_lm_workdir(workdir)
 
 
 def test_bad_inputs_stop_before_anything_is_written(corpus, tmp_path):

@@ -105,5 +105,9 @@ def test_remat_gives_same_gradients():
     g = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x, lengths))))(model)  # remat acts under jit
     return jax.tree_util.tree_leaves(nnx.state(g, nnx.Param))
 
+  # Remat recomputes the forward inside other fusions, so float32 rounding differs: with
+  # XLA's classic CPU emitters (tests/conftest.py) by up to 2.4e-4 on gradients up to 2.2
+  # (1.1e-4 relative; 0 with the default emitters); a wrong recomputation would differ by
+  # the gradient's own size.
   for a, b in zip(grads(False), grads(True)):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
