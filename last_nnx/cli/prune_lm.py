@@ -3,9 +3,12 @@ r"""The LM side of the `prune` and `sweep` programs: their text flags and printe
 The library is `last_nnx.sweeps.saved_lm` (what is pruned, the text, the programs' work).
 """
 
+from typing import TYPE_CHECKING
+
 from absl import flags
 
-from last_nnx.sweeps.saved_lm import TextOptions
+if TYPE_CHECKING:  # the library imports jax, orbax and the text pipeline: not before flags parse
+  from last_nnx.sweeps.saved_lm import TextOptions
 
 FLAGS = flags.FLAGS
 
@@ -78,8 +81,10 @@ def prune_lines(summary: dict) -> list[str]:
   return lines
 
 
-def text_options() -> TextOptions:
+def text_options() -> "TextOptions":
   """The text flags as `last_nnx.sweeps.saved_lm.TextOptions`."""
+  from last_nnx.sweeps.saved_lm import TextOptions
+
   return TextOptions(
     FLAGS.text,
     FLAGS.seq_len,
