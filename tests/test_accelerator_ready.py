@@ -10,6 +10,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
 from last_nnx.train import checkpoint, distributed, loop, steps
+from tests.compiled import forward
 from tests.test_train_loop import _base, _cache  # noqa: F401 (autouse fixture)
 
 
@@ -86,8 +87,6 @@ def test_prefetch_keeps_order_and_places_on_device():
 def test_bfloat16_compute_keeps_ssm_and_parameters_float32():
   model = _model("bfloat16")
   x, lengths, _ = _batch()
-  # Jitted: eagerly, every op of the forward pass would compile on its own.
-  forward = nnx.jit(lambda m, x, lengths: m(x, lengths))
   logits = forward(model, x, lengths)
   assert logits.dtype == jnp.float32
   assert all(

@@ -12,9 +12,7 @@ from last_nnx.model import SequenceModel
 from last_nnx.pruning import balanced
 from last_nnx.ssm import LRU, S4D, S5, StateModes
 from last_nnx.train import checkpoint
-
-# A layer's or model's forward compiled whole (run eagerly, every operation compiles alone).
-_call = nnx.jit(lambda module, *args: module(*args))
+from tests.compiled import forward
 
 
 def _modes(poles, b, c, scale=1.0):
@@ -99,8 +97,8 @@ def test_balanced_beats_modal_truncation_within_the_bound_on_cancelling_modes(ra
   # And on the layer's real output for a long random input (l2 gain <= H-inf).
   u = jnp.asarray(np.random.default_rng(1).normal(size=(2, 400, 2)), jnp.float32)
   dense = _cancelling_layer()[0]
-  e_bal = float(jnp.linalg.norm(_call(dense, u) - _call(layer, u)))
-  e_modal = float(jnp.linalg.norm(_call(dense, u) - _call(modal, u)))
+  e_bal = float(jnp.linalg.norm(forward(dense, u) - forward(layer, u)))
+  e_modal = float(jnp.linalg.norm(forward(dense, u) - forward(modal, u)))
   assert e_bal <= bound * float(jnp.linalg.norm(u)) * 1.01
   assert e_bal < e_modal
 
@@ -115,7 +113,7 @@ def test_bound_holds_for_conj_sym_and_per_channel_s4d():
     bound = sum(r.error_bound for r in report.layers.values())
     assert report.states_after == report.states_before // 2
     u = jnp.asarray(rng.normal(size=(3, 600, layer.d_model)), jnp.float32)
-    err = float(jnp.linalg.norm(_call(dense, u) - _call(layer, u)))
+    err = float(jnp.linalg.norm(forward(dense, u) - forward(layer, u)))
     assert err <= bound * float(jnp.linalg.norm(u)) * 1.01, type(layer).__name__
     assert err > 0
 
@@ -133,12 +131,14 @@ def test_bound_holds_for_conj_sym_and_per_channel_s4d():
 def test_load_state_modes_inverts_state_modes(make):
   layer = make()
   u = jnp.asarray(np.random.default_rng(0).normal(size=(2, 30, 4)), jnp.float32)
-  before, modes = _call(layer, u), layer.state_modes()
+  before, modes = forward(layer, u), layer.state_modes()
   layer.load_state_modes(modes)
   after = layer.state_modes()
   np.testing.assert_allclose(np.asarray(after.poles), np.asarray(modes.poles), rtol=2e-5, atol=1e-6)
   np.testing.assert_allclose(np.asarray(after.B), np.asarray(modes.B), rtol=2e-4, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(_call(layer, u)), np.asarray(before), rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(forward(layer, u)), np.asarray(before), rtol=1e-3, atol=1e-4
+  )
 
 
 def _model(ssm, n_layers=2, **cfg):
@@ -196,14 +196,16 @@ def test_reduced_layer_trains_checkpoints_resumes_and_prunes_again(ssm, cfg, tmp
   assert last < first  # trains on from the reduced parameters
 
   model.eval()
-  logits = _call(model, x, lengths)
+  logits = forward(model, x, lengths)
   meta = dict(model_spec=dict(n_classes=3, vocab_size=11, in_dim=1, retrieval=False))
   checkpoint.save_model(str(tmp_path), model, config, meta)
   restored, _, _ = checkpoint.load_model(str(tmp_path))
-  np.testing.assert_allclose(np.asarray(_call(restored, x, lengths)), np.asarray(logits), atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(forward(restored, x, lengths)), np.asarray(logits), atol=1e-5
+  )
   again = pruning.prune(restored, 0.5, criterion="last")
   assert again.states_after == max(1, report.states_after // 2)
-  assert _call(restored, x, lengths).shape == (4, 3)
+  assert forward(restored, x, lengths).shape == (4, 3)
 
 
 def test_balanced_scores_and_replay_refusal():
@@ -245,7 +247,7 @@ def test_least_squares_refit_lowers_the_output_error_on_the_calibration_data(mak
     report = pruning.prune(model, 0.5, criterion=method, calibration=batches)
     assert report.states_after == report.states_before // 2
     errors[method] = sum(
-      float(jnp.sum((_call(model, jnp.asarray(x), n) - _call(dense, jnp.asarray(x), n)) ** 2))
+      float(jnp.sum((forward(model, jnp.asarray(x), n) - forward(dense, jnp.asarray(x), n)) ** 2))
       for x, n in batches
     )
   assert errors["balanced_refit"] < errors["calibrated_balanced"]

@@ -14,6 +14,7 @@ from flax import nnx
 from last_nnx import export, pruning
 from last_nnx.model import SequenceModel
 from last_nnx.train import checkpoint
+from tests.compiled import forward
 
 BATCH, LENGTH, VOCAB, CLASSES = 3, 12, 9, 5
 
@@ -66,12 +67,6 @@ for out_dir, result_path in zip(sys.argv[3::2], sys.argv[4::2]):
 """
 
 
-@nnx.jit
-def _forward(model, x, lengths):
-  """The model's forward compiled whole (run eagerly, every op would compile on its own)."""
-  return model(jnp.asarray(x), jnp.asarray(lengths))
-
-
 def _model(state_size=16, bidirectional=False, seed=0) -> SequenceModel:
   model = SequenceModel(
     n_classes=CLASSES,
@@ -84,7 +79,7 @@ def _model(state_size=16, bidirectional=False, seed=0) -> SequenceModel:
   )
   model.train()
   x, lengths = _inputs(seed + 1)
-  _forward(model, x, lengths)  # non-trivial BatchNorm statistics
+  forward(model, x, lengths)  # non-trivial BatchNorm statistics
   model.eval()
   return model
 
@@ -161,7 +156,7 @@ def _export_pruned_run(tmp_path, formats):
 
 
 def _check_reloaded(model, got, x, lengths, prefix):
-  expected = np.asarray(_forward(model, x, lengths))
+  expected = np.asarray(forward(model, x, lengths))
   np.testing.assert_allclose(got[f"{prefix}_forward"], expected, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got[f"{prefix}_step"], _streamed(model, x), rtol=1e-5, atol=1e-5)
   return expected
@@ -270,7 +265,7 @@ def test_bidirectional_exports_forward_only(tmp_path):
   x, lengths = _inputs(seed=3)
   np.testing.assert_allclose(
     np.asarray(fwd.call(x, lengths)),
-    np.asarray(_forward(model, x, lengths)),
+    np.asarray(forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -290,7 +285,7 @@ def test_symbolic_batch(tmp_path):
     lengths = np.full(batch, LENGTH, np.int32)
     np.testing.assert_allclose(
       np.asarray(fwd.call(x, lengths)),
-      np.asarray(_forward(model, x, lengths)),
+      np.asarray(forward(model, x, lengths)),
       rtol=1e-5,
       atol=1e-5,
     )
@@ -325,7 +320,7 @@ def test_retrieval_exports_forward_only(tmp_path):
   lengths = np.array([[LENGTH, 3], [1, LENGTH], [5, 5]], np.int32)
   np.testing.assert_allclose(
     np.asarray(fwd.call(x, lengths)),
-    np.asarray(_forward(model, x, lengths)),
+    np.asarray(forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -355,7 +350,7 @@ def test_continuous_inputs_export(tmp_path):
   lengths = np.full(2, LENGTH, np.int32)
   np.testing.assert_allclose(
     np.asarray(load("forward.jax").call(x, lengths)),
-    np.asarray(_forward(model, x, lengths)),
+    np.asarray(forward(model, x, lengths)),
     rtol=1e-5,
     atol=1e-5,
   )
@@ -365,7 +360,7 @@ def test_continuous_inputs_export(tmp_path):
     logits, *state = step.call(x[:, t], *state)
   np.testing.assert_allclose(
     np.asarray(logits),
-    np.asarray(_forward(model, x, lengths)),
+    np.asarray(forward(model, x, lengths)),
     rtol=1e-4,
     atol=1e-5,
   )

@@ -18,6 +18,7 @@ from flax import nnx
 from last_nnx import pruning
 from last_nnx.lm import generate, hub
 from last_nnx.lm.convert import CheckpointError
+from tests.compiled import forward
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "mamba2_golden"
 CASES = [(name, fmt) for name in ("g1_tied", "g2_untied") for fmt in ("mamba_ssm", "transformers")]
@@ -33,14 +34,9 @@ def loaded():
   return {case: hub.load_pretrained(FIXTURE / f"{case[0]}_{case[1]}") for case in CASES}
 
 
-@nnx.jit
-def _forward(model, tokens):
-  return model(tokens)
-
-
 def _logits(model, tokens):
   # Jitted: an eager forward compiles op by op; models of one layout share one program.
-  return np.asarray(_forward(model, jnp.asarray(tokens)))
+  return np.asarray(forward(model, jnp.asarray(tokens)))
 
 
 @pytest.mark.parametrize("name,fmt", CASES, ids=[f"{n}-{f}" for n, f in CASES])

@@ -10,6 +10,7 @@ from last_nnx import pruning
 from last_nnx.lm import Mamba2LM, Mamba2LMConfig, evaluate, generate
 from last_nnx.ssm.base import live_states
 from last_nnx.ssm.mamba2 import gated_rms_norm
+from tests.compiled import forward
 
 CONFIG = Mamba2LMConfig.tiny(n_groups=2, tie_embeddings=False, chunk_size=8)
 
@@ -21,11 +22,6 @@ def model():
 
 def _tokens(shape, seed=1):
   return jax.random.randint(jax.random.key(seed), shape, 0, CONFIG.vocab_size)
-
-
-@nnx.jit
-def _forward(model, tokens):
-  return model(tokens)
 
 
 @nnx.jit
@@ -47,7 +43,7 @@ def _decode_logits(model, tokens, split):
 
 def test_prefill_then_steps_equal_the_forward(model):
   tokens = _tokens((2, 21))  # 2 chunks and a part, then 5 steps
-  full = np.asarray(_forward(model, tokens))
+  full = np.asarray(forward(model, tokens))
   assert full.shape == (2, 21, CONFIG.vocab_size) and full.dtype == np.float32
   decoded = _decode_logits(model, tokens, 16)
   np.testing.assert_allclose(decoded, full[:, 15:], rtol=1e-5, atol=1e-5)
@@ -60,7 +56,7 @@ def test_generation_greedy_sampled_and_batched(model):
   # Greedy: each new token is the argmax of the full forward over the prompt and the
   # tokens before it (causal: position t sees tokens <= t only).
   # (jitted: an eager forward compiles op by op; (3, 9) is also evaluate's shape below)
-  full = np.asarray(_forward(model, jnp.concatenate([prompt, jnp.asarray(greedy)], axis=1)))
+  full = np.asarray(forward(model, jnp.concatenate([prompt, jnp.asarray(greedy)], axis=1)))
   np.testing.assert_array_equal(greedy, np.argmax(full[:, 4:8], -1))
   # Top-1 sampling is greedy whatever the temperature; seeds repeat.
   np.testing.assert_array_equal(generate(model, prompt, 4, temperature=2.0, top_k=1), greedy)
@@ -73,7 +69,7 @@ def test_generation_greedy_sampled_and_batched(model):
 def test_evaluate_is_the_mean_token_nll(model):
   windows = np.asarray(_tokens((3, 10)))
   result = evaluate(model, windows, batch_size=2)
-  logp = jax.nn.log_softmax(_forward(model, jnp.asarray(windows[:, :-1])), -1)
+  logp = jax.nn.log_softmax(forward(model, jnp.asarray(windows[:, :-1])), -1)
   nll = -np.take_along_axis(np.asarray(logp), windows[:, 1:, None], -1).mean()
   assert result["tokens"] == 27
   np.testing.assert_allclose(result["loss"], nll, rtol=1e-5)
@@ -91,7 +87,7 @@ def test_pruned_lm_compacts_and_runs():
   tokens = _tokens((2, 11))
   decoded = _decode_logits(model, tokens, 6)
   np.testing.assert_allclose(
-    decoded, np.asarray(_forward(model, tokens))[:, 5:], rtol=1e-5, atol=1e-5
+    decoded, np.asarray(forward(model, tokens))[:, 5:], rtol=1e-5, atol=1e-5
   )
 
 

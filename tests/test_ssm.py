@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from last_nnx.ssm import S4D, S5, PrunableSSM, find_prunable_layers, hippo
+from tests.compiled import forward
 from tests.reference import modes_output, np_discretize, run_recurrence
 
 jax.config.update("jax_enable_x64", False)
@@ -91,12 +92,8 @@ S5_CASES = list(itertools.product([True, False], [True, False], ["zoh", "bilinea
 S4D_CASES = list(itertools.product([True, False], ["zoh", "bilinear"]))
 
 
-# Layers run compiled whole (eagerly, every operation of the forward compiles on its own).
-_call = nnx.jit(lambda layer, u: layer(u))
-
-
 def _apply(layer, u):
-  return np.asarray(_call(layer, jnp.asarray(u[None], jnp.float32))[0], np.float64)
+  return np.asarray(forward(layer, jnp.asarray(u[None], jnp.float32))[0], np.float64)
 
 
 @pytest.mark.parametrize("conj_sym,bidirectional,disc", S5_CASES)

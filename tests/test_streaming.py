@@ -8,6 +8,7 @@ from flax import nnx
 
 from last_nnx import pruning
 from last_nnx.model import SequenceModel
+from tests.compiled import forward
 
 BATCH, LENGTH, VOCAB = 3, 10, 7
 SSM_CONFIGS = {
@@ -49,7 +50,6 @@ def _bare(
 
 
 # Compiled whole: run eagerly, every operation of the model would compile on its own.
-_forward = nnx.jit(lambda model, x, lengths: model(x, lengths))
 _step = nnx.jit(lambda model, state, x_t: model.step(state, x_t))
 
 
@@ -58,7 +58,7 @@ def _model(ssm, *, vocab=VOCAB, seed=0, **kw):
   # Non-trivial running statistics: one train-mode forward updates them.
   model.train()
   x, lengths = _inputs(vocab, seed=seed + 1)
-  _forward(model, x, lengths)
+  forward(model, x, lengths)
   model.eval()
   return model
 
