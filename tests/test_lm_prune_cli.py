@@ -10,6 +10,7 @@ from last_nnx.lm import Mamba2LM, Mamba2LMConfig, hub
 
 pytest.importorskip("last_nnx.data.text")
 from last_nnx.cli import prune_lm  # noqa: E402
+from last_nnx.sweeps import lm as lm_sweep  # noqa: E402
 from last_nnx.sweeps import saved_lm  # noqa: E402
 
 WORDS = (
@@ -94,3 +95,66 @@ def test_sweep_program_writes_tables_and_plots(checkpoint):
   points = json.loads((out / "points.json").read_text())["points"]
   assert len(points) == 1 + 1 + 2
   assert (out / "bits_per_byte.png").exists() and (out / "report.md").exists()
+
+
+def test_prune_fine_tunes_before_writing(checkpoint):
+  """``Recovery``: the written model is the fine-tuned one (its perplexity is the report's
+  ``finetune`` figure, not the one-shot ``after``), with the pruned sizes. That distillation
+  moves a pruned student towards its teacher: tests/test_lm_pruning.py."""
+  opts = saved_lm.TextOptions(
+    text=str(checkpoint / "doc*.txt"), seq_len=32, calibration_windows=8, calibration_length=32
+  )
+  path = str(checkpoint / "ckpt")
+  (r,) = saved_lm.prune_saved_lm(
+    path,
+    ratio=0.75,
+    criterion="magnitude/uniform",
+    allocation=None,
+    sequential=False,
+    out=str(checkpoint / "distilled"),
+    which="latest",
+    seed=0,
+    fmt="transformers",
+    layout="native",
+    eval_splits=["val"],
+    opts=opts,
+    recovery=saved_lm.Recovery(steps=3, target="logits", lr=1e-2),
+  )["results"]
+  assert r["finetune"]["target"] == "logits" and r["finetune"]["history"][-1][0] == 3
+  written = hub.load_pretrained(checkpoint / "distilled")
+  assert list(written.state_sizes()) == r["per_layer"] == [2, 2]
+  rows, per_token = saved_lm.text_splits(saved_lm.load(path, text=opts.text, seq_len=32)[1])
+  val = lm_sweep.text_metrics(written, rows["val"], per_token["val"])
+  tuned, one_shot = r["finetune"]["splits"]["val"], r["splits"]["val"]["after"]
+  assert val["perplexity"] == pytest.approx(tuned["perplexity"], rel=1e-5)
+  assert abs(tuned["perplexity"] - one_shot["perplexity"]) > 1e-4
+  lines = prune_lm.prune_lines({"results": [r]})
+  assert any("3 steps of fine-tuning on the dense logits" in line for line in lines)
+  with pytest.raises(ValueError, match="use logits"):
+    saved_lm.Recovery(steps=1, target="teacher")
+
+
+def test_decode_bench_times_saved_models_against_the_first(checkpoint):
+  from last_nnx.bench import lm_pruned
+  from last_nnx.lm.prune import prune_lm
+
+  dense = hub.load_pretrained(checkpoint / "ckpt")
+  windows = np.random.default_rng(0).integers(0, 256, (4, 17)).astype(np.int32)
+  prune_lm(dense, 0.5, criterion="magnitude", allocation="global", calibration=windows)
+  hub.save_pretrained(dense, checkpoint / "bench" / "half", format="transformers", layout="native")
+  r = lm_pruned.bench_lm_pruned(
+    1,
+    batches=(2,),
+    steps=2,
+    prefill_len=0,
+    checkpoints=[str(checkpoint / "ckpt"), str(checkpoint / "bench" / "half")],
+  )
+  assert list(r["variants"]) == ["ckpt", "half"] and r["weights"] == "saved"
+  assert r["variants"]["half"]["state_sizes"] == list(dense.state_sizes())
+  assert (
+    r["variants"]["half"]["state_bytes_per_stream"]
+    < r["variants"]["ckpt"]["state_bytes_per_stream"]
+  )
+  assert r["variants"]["half"]["decode"]["2"]["tokens_per_s"] > 0
+  text = "\n".join(lm_pruned.markdown(r))
+  assert "saved models" in text and "vs ckpt" in text

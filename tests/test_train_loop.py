@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from last_nnx.train import batchnorm, events, loop, run_state, steps, story
+from last_nnx.train import batchnorm, events, loop, plan, run_state, steps, story
 from tests.session_once import once_per_session, session_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,6 +313,16 @@ def test_bad_config_one_line_errors(tmp_path, field, value, message):
   config = _smoke("listops", "s5", tmp_path, **{field: value})
   with pytest.raises((ValueError, FileNotFoundError), match=message):
     loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_pruning_off_leaves_its_epochs_unchecked(tmp_path):
+  """With ``pruning.schedule=none`` a config's pruning epochs are never used, so a short dense
+  run of a config whose pruning starts late is valid."""
+  config = _smoke("pydocs", "mamba2", tmp_path, **{"pruning.start_epoch": 99})
+  with pytest.raises(ValueError, match="after the last training epoch"):
+    plan.validate_config(config)
+  config.pruning.schedule = "none"
+  plan.validate_config(config)
 
 
 # The CLI's unknown-field and bad-option errors: tests/test_cli_errors.py

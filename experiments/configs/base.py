@@ -7,7 +7,8 @@ comma-separated list: ``s5`` (default), ``s4d``, ``lru`` or ``mamba2`` selects t
 minutes-long ListOps run of ``make train``; ``shallow`` (ListOps only) makes the
 synthetic expressions shallow and short (depth 3, L = 64), a task the small demo
 model learns through its states within a minute (docs/results.md), e.g.
-``listops.py:s5,demo,shallow``.
+``listops.py:s5,demo,shallow``; ``long`` (language models only) trains the dense LM
+that the LM-pruning study prunes.
 """
 
 import difflib
@@ -17,7 +18,7 @@ import ml_collections
 from last_nnx import data
 
 MODEL_TYPES = ("s5", "s4d", "lru", "mamba2")
-PRESETS = ("smoke", "demo", "shallow")
+PRESETS = ("smoke", "demo", "shallow", "long")
 
 
 def parse_arg(arg: str | None) -> tuple[str, set[str]]:
@@ -254,6 +255,10 @@ def apply_presets(c: ml_collections.ConfigDict, presets: set[str]) -> None:
     c.pruning.every = 1
     c.pruning.finetune_epochs = 1
     c.pruning.dense_baseline = True  # the demo's result table: pruned beside dense
+  if "long" in presets:
+    raise ValueError(
+      f"the 'long' preset is for the language models (pydocs, text_files), not {c.task!r}"
+    )
   if "shallow" in presets:
     if c.task != "listops":
       raise ValueError(f"the 'shallow' preset is ListOps-only (this config is {c.task!r})")

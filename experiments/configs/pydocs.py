@@ -14,7 +14,9 @@ bigram model of the train split.
       --workdir runs/pydocs-mamba2
 
 Presets: ``smoke`` (seconds: a tiny model, a few steps), ``demo`` (the default run
-shortened). Only ``mamba2``: the language model is a Mamba-2 LM (`last_nnx.lm`).
+shortened), ``long`` (the same model trained dense for 3000 steps, no pruning events:
+the LM whose states docs/results.md prunes with ``make sweep``, ~30 min on 2 cores).
+Only ``mamba2``: the language model is a Mamba-2 LM (`last_nnx.lm`).
 """
 
 import ml_collections
@@ -107,6 +109,13 @@ def lm_config(task: str, arg: str | None):
     c.pruning.end_epoch = 1
     c.pruning.dense_baseline = False
   if "demo" in presets:  # the default run without its dense baseline (half the time)
+    c.pruning.dense_baseline = False
+  if "long" in presets:  # dense, long enough that the states matter; pruned afterwards
+    c.train.epochs = 30
+    c.train.max_steps_per_epoch = 100
+    c.train.log_every_steps = 50
+    c.optim.warmup_epochs = 0.5
+    c.pruning.schedule = "none"
     c.pruning.dense_baseline = False
   if "shallow" in presets:
     raise ValueError(f"the 'shallow' preset is ListOps-only (this config is {task!r})")

@@ -33,11 +33,11 @@ class Section:
   markdown: str
 
 
-def _call(ref: str, *args):
+def _call(ref: str, *args, **kwargs):
   import importlib
 
   module, fn = ref.split(":")
-  return getattr(importlib.import_module(f"last_nnx.bench.{module}"), fn)(*args)
+  return getattr(importlib.import_module(f"last_nnx.bench.{module}"), fn)(*args, **kwargs)
 
 
 # In results.md order.
@@ -90,7 +90,9 @@ SECTIONS = (
   Section(
     "lm_pruned",
     "lm_pruned",
-    lambda f: _call("lm_pruned:bench_lm_pruned", min(f.repeats, 2)),
+    lambda f: _call(
+      "lm_pruned:bench_lm_pruned", min(f.repeats, 2), checkpoints=f.lm_checkpoints or None
+    ),
     "lm_pruned:markdown",
   ),
 )
@@ -120,6 +122,13 @@ def _define_flags() -> None:
     "Sections to run; the others keep their figures from an existing results.json. "
     f"{', '.join(OPT_IN)} (minutes on a CPU) run only when named.",
   )
+  flags.DEFINE_list(
+    "lm_checkpoints",
+    [],
+    "lm_pruned: saved LMs to time, checkpoint directories or LM training runs (the first the "
+    "reference, e.g. the dense model, then pruned ones), instead of random weights at the "
+    "mamba2-130m shape; give another --out to keep bench/'s figures.",
+  )
   flags.DEFINE_float(
     "capacity_gib",
     16.0,
@@ -137,6 +146,16 @@ def _validate_flags() -> None:
   errors.parse_numbers("lengths", FLAGS.lengths, int, low=1)
   errors.parse_numbers("batch", [FLAGS.batch], int, low=1)
   errors.parse_numbers("repeats", [FLAGS.repeats], int, low=1)
+  if FLAGS.lm_checkpoints and "lm_pruned" not in FLAGS.sections:
+    raise app.UsageError(
+      "--lm_checkpoints is read by the lm_pruned section: add --sections lm_pruned"
+    )
+  for path in FLAGS.lm_checkpoints:
+    if not os.path.isdir(path):
+      raise app.UsageError(
+        f"--lm_checkpoints: {path} is not a directory; pass LM checkpoint directories (written "
+        "by `python -m last_nnx.prune` or `hub.save_pretrained`) or LM training runs"
+      )
 
 
 def main(argv):

@@ -1,6 +1,9 @@
 r"""What pruning a Mamba-2 LM's states buys at decode: tokens/s and state bytes vs dense.
 
-``python -m last_nnx.bench --out bench --sections lm_pruned`` (random weights).
+``python -m last_nnx.bench --out bench --sections lm_pruned`` (random weights), or with
+``--lm_checkpoints DENSE,PRUNED,...``: saved LMs (`last_nnx.lm.hub` checkpoint directories,
+e.g. written by ``python -m last_nnx.prune``, or LM training runs), the first the reference
+the others are compared with.
 
 The model is mamba2-130m's shape (d_model 768, 24 layers, N 128, 24 heads of 64, one
 group, vocab 50288, tied head), built with random weights: speed does not depend on
@@ -25,6 +28,7 @@ weights' at ``B* = W / S(1)`` streams. On a CPU a step at batch 16-64 is also bo
 by the matmuls' FLOPs (``2 W / 4`` per token); the table gives both limits.
 """
 
+import os
 import time
 
 import jax
@@ -59,6 +63,22 @@ def variants(config: Mamba2LMConfig, ratios=RATIOS) -> dict[str, Mamba2LMConfig]
     out[f"ragged {int(100 * r)}%"] = dataclasses.replace(
       config, state_size=max(sizes), layer_state_sizes=sizes
     )
+  return out
+
+
+def saved_models(directories) -> dict[str, Mamba2LM]:
+  """``{name: model}`` of saved LMs (checkpoint directories or LM training runs), in order;
+  a name is the directory's last component (made unique with its parent's where two share
+  it)."""
+  from last_nnx.sweeps import saved_lm
+
+  out: dict[str, Mamba2LM] = {}
+  for d in directories:
+    path = os.path.normpath(d)
+    name = os.path.basename(path)
+    if name in out:
+      name = os.path.join(os.path.basename(os.path.dirname(path)), name)
+    out[name] = saved_lm.load(path)[0]
   return out
 
 
@@ -138,16 +158,22 @@ def bench_lm_pruned(
   ratios=RATIOS,
   only=None,
   prefill_only=None,
+  checkpoints=None,
 ) -> dict:
   """The section's result (module docstring): per variant, state bytes, decode and prefill.
 
   ``only``: the variant names to run (None: all); ``prefill_only``: those whose prefill
-  is timed (None: all that run).
+  is timed (None: all that run); ``checkpoints``: saved LMs' directories to time instead of
+  random-weight variants (the first is the reference; names are the directories' names).
   """
-  config = config or Mamba2LMConfig.mamba2_130m()
-  configs = {k: c for k, c in variants(config, ratios).items() if only is None or k in only}
-  models = {k: Mamba2LM(c, rngs=nnx.Rngs(0)) for k, c in configs.items()}
-  w = weight_bytes(models["dense"])
+  if checkpoints:
+    models = saved_models(checkpoints)
+    config = next(iter(models.values())).config
+  else:
+    config = config or Mamba2LMConfig.mamba2_130m()
+    configs = {k: c for k, c in variants(config, ratios).items() if only is None or k in only}
+    models = {k: Mamba2LM(c, rngs=nnx.Rngs(0)) for k, c in configs.items()}
+  w = weight_bytes(next(iter(models.values())))
   bw = bandwidth()
   flops = matmul_flops()
   out = {
@@ -163,6 +189,7 @@ def bench_lm_pruned(
     "matmul_flops_per_s": flops,
     "steps": steps,
     "prefill_len": prefill_len,
+    "weights": "saved" if checkpoints else "random",
     "variants": {},
   }
   for name, m in models.items():
@@ -198,9 +225,10 @@ def bench_lm_pruned(
 
 def markdown(r: dict) -> list[str]:
   s = r["shape"]
+  weights = "saved models" if r.get("weights") == "saved" else "random weights"
   lines = [
     (
-      f"### Pruned Mamba-2 LM decode (random weights; shape d_model "
+      f"### Pruned Mamba-2 LM decode ({weights}; shape d_model "
       f"{s['d_model']}, {s['layers']} layers, N {s['N']}, head_dim {s['head_dim']}, vocab "
       f"{s['vocab']})"
     ),
@@ -213,14 +241,15 @@ def markdown(r: dict) -> list[str]:
     "",
   ]
   batches = list(next(iter(r["variants"].values()))["decode"])
+  reference = next(iter(r["variants"]))
   head = (
-    "| variant | state MiB/stream | state > weights at B | "
-    + " | ".join(f"decode B={b} tok/s (vs dense; bw limit)" for b in batches)
+    "| variant | states per layer | state MiB/stream | state > weights at B | "
+    + " | ".join(f"decode B={b} tok/s (vs {reference}; bw limit)" for b in batches)
     + " | prefill L="
     f"{r['prefill_len']} tok/s |"
   )
-  lines += [head, "|" + "---|" * (4 + len(batches))]
-  dense = r["variants"]["dense"]
+  lines += [head, "|" + "---|" * (5 + len(batches))]
+  dense = r["variants"][reference]
   for name, v in r["variants"].items():
     cells = []
     for b in batches:
@@ -230,7 +259,8 @@ def markdown(r: dict) -> list[str]:
         f"{d['tokens_per_s']:.1f} ({speedup:.2f}x; {d['bandwidth_limit_tokens_per_s']:.0f})"
       )
     lines.append(
-      f"| {name} | {v['state_bytes_per_stream'] / 2**20:.2f} | "
+      f"| {name} | {' '.join(map(str, v['state_sizes']))} | "
+      f"{v['state_bytes_per_stream'] / 2**20:.2f} | "
       f"{v['crossover_batch']:.0f} | "
       + " | ".join(cells)
       + f" | {v.get('prefill_tokens_per_s', float('nan')):.0f} |"

@@ -111,6 +111,7 @@ def _prune_lm(prune_lm, saved_lm) -> None:
       eval_splits=[s for s in FLAGS.eval_splits if s],
       max_drop=FLAGS.max_drop,
       opts=prune_lm.text_options(),
+      recovery=prune_lm.recovery(),
     )
   except (ValueError, FileNotFoundError, RuntimeError) as e:
     sys.exit(f"error: {e}")

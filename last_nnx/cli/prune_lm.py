@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from absl import flags
 
 if TYPE_CHECKING:  # the library imports jax, orbax and the text pipeline: not before flags parse
-  from last_nnx.sweeps.saved_lm import TextOptions
+  from last_nnx.sweeps.saved_lm import Recovery, TextOptions
 
 FLAGS = flags.FLAGS
 
@@ -46,6 +46,18 @@ def define_flags(prune: bool) -> None:
       ["transformers", "mamba_ssm"],
       "LM: checkpoint format of the pruned model.",
     )
+    flags.DEFINE_integer(
+      "finetune_steps",
+      0,
+      "LM: fine-tune the pruned model this many steps before writing it (0: no fine-tuning).",
+    )
+    flags.DEFINE_enum(
+      "finetune_target",
+      "logits",
+      ["logits", "text"],
+      "LM: fine-tune on the dense model's logits (distillation, KL) or on the train text.",
+    )
+    flags.DEFINE_float("finetune_lr", 3e-4, "LM: fine-tuning learning rate (AdamW, constant).")
     flags.DEFINE_enum(
       "layout",
       "padded",
@@ -77,8 +89,23 @@ def prune_lines(summary: dict) -> list[str]:
         else ""
       )
       lines.append(f"  {split}: perplexity {b['perplexity']:.4f} -> {a['perplexity']:.4f}" + extra)
+      if "finetune" in r:
+        f = r["finetune"]["splits"][split]
+        lines.append(
+          f"    after {r['finetune']['steps']} steps of fine-tuning on the "
+          f"{'dense logits' if r['finetune']['target'] == 'logits' else 'text'}: perplexity "
+          f"{f['perplexity']:.4f}"
+          + (f", bits per byte {f['bits_per_byte']:.4f}" if "bits_per_byte" in f else "")
+        )
     lines.append(f"  written to {r['out_dir']}")
   return lines
+
+
+def recovery() -> "Recovery":
+  """The fine-tuning flags as `last_nnx.sweeps.saved_lm.Recovery`."""
+  from last_nnx.sweeps.saved_lm import Recovery
+
+  return Recovery(FLAGS.finetune_steps, FLAGS.finetune_target, FLAGS.finetune_lr)
 
 
 def text_options() -> "TextOptions":

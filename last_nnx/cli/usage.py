@@ -32,6 +32,7 @@ PRESET_HELP = {
   "smoke": "seconds-long end-to-end run: tiny model, 2 epochs, one pruning event",
   "demo": "minutes-long run: small model, 6 epochs, iterative pruning to 50%",
   "shallow": "ListOps only: shallow synthetic expressions (depth 3, L = 64)",
+  "long": "language models only: a dense LM trained 3000 steps, no pruning (then make sweep)",
 }
 TARGETS = (
   ("train", "train one task (and prune it on the config's schedule) into WORKDIR"),

@@ -18,7 +18,10 @@ A method is ``criterion[/allocation][/seq]`` (`last_nnx.sweeps.lm.parse_method`)
 ``--criterion`` with ``--allocation`` and ``--sequential``. ``--max_drop D`` reads D as a
 relative perplexity tolerance in percent on val. The pruned model is compacted (ragged
 per-layer N) and written with `last_nnx.lm.hub.save_pretrained` (``--format``,
-``--layout``), with ``prune_report.json``.
+``--layout``), with ``prune_report.json``. ``--finetune_steps S`` fine-tunes it first
+(`last_nnx.lm.distill.finetune`): on the dense model's logits (``--finetune_target logits``,
+distillation) or on the train text (``text``), at ``--finetune_lr``; the report gives val/test
+before pruning, after pruning and after fine-tuning.
 """
 
 import dataclasses
@@ -30,7 +33,7 @@ import numpy as np
 from absl import logging
 
 from last_nnx.data import text as text_lib
-from last_nnx.lm import Mamba2LM, hub
+from last_nnx.lm import Mamba2LM, distill, hub
 from last_nnx.lm.prune import calibration_windows
 from last_nnx.sweeps import lm as lm_sweep
 from last_nnx.train import checkpoint
@@ -113,6 +116,26 @@ class TextOptions:
   eval_windows: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Recovery:
+  """Fine-tuning of the pruned LM before it is written (``steps`` 0: none). ``target``:
+  ``logits`` distils the dense model's next-token distribution (KL), ``text`` is the
+  next-token cross-entropy on the train windows."""
+
+  steps: int = 0
+  target: str = "logits"
+  lr: float = 3e-4
+  batch_size: int = 16
+
+  def __post_init__(self):
+    if self.target not in ("logits", "text"):
+      raise ValueError(f"finetune target {self.target!r}: use logits (distillation) or text")
+    if self.steps < 0 or not self.lr > 0:
+      raise ValueError(
+        f"finetune steps {self.steps}, lr {self.lr}: pass steps >= 0 (0: none) and lr > 0"
+      )
+
+
 def prepare(path: str, which: str, opts: TextOptions, seed: int = 0):
   """``(model, rows, bytes per token, calibration windows)`` of the LM at ``path``."""
   model, c = load(path, which=which, text=opts.text, seq_len=opts.seq_len)
@@ -143,9 +166,11 @@ def prune_saved_lm(
   eval_splits,
   max_drop: float = -1.0,
   opts: TextOptions = TextOptions(),
+  recovery: Recovery = Recovery(),
 ) -> dict:
-  """Prunes (or, with ``max_drop >= 0``, searches) the LM at ``path``; writes and returns the
-  summary (``prune_report.json`` beside the pruned checkpoint)."""
+  """Prunes (or, with ``max_drop >= 0``, searches) the LM at ``path``, fine-tunes it as
+  ``recovery`` says; writes and returns the summary (``prune_report.json`` beside the pruned
+  checkpoint)."""
 
   methods = [method_of(s, allocation, sequential) for s in (criterion or "calibrated").split(",")]
   model, rows, per_token, calib = prepare(path, which, opts, seed)
@@ -162,6 +187,26 @@ def prune_saved_lm(
     after = {
       s: lm_sweep.text_metrics(pruned, rows[s], per_token[s], EVAL_BATCH) for s in eval_splits
     }
+    finetuned = None
+    if recovery.steps:
+      t1 = time.time()
+      history = distill.finetune(
+        pruned,
+        rows["train"],
+        teacher=model if recovery.target == "logits" else None,
+        steps=recovery.steps,
+        lr=recovery.lr,
+        batch_size=recovery.batch_size,
+        seed=seed,
+      )
+      finetuned = {
+        **dataclasses.asdict(recovery),
+        "history": history,
+        "wall_s": time.time() - t1,
+        "splits": {
+          s: lm_sweep.text_metrics(pruned, rows[s], per_token[s], EVAL_BATCH) for s in eval_splits
+        },
+      }
     target = out or os.path.join(
       path if not is_checkpoint_dir(path) else os.path.dirname(os.path.abspath(path)),
       f"pruned-{method.name.replace('/', '-')}-{r:g}",
@@ -186,6 +231,8 @@ def prune_saved_lm(
     }
     if found is not None:
       summary["max_drop"] = found
+    if finetuned is not None:
+      summary["finetune"] = finetuned
     with open(os.path.join(target, "prune_report.json"), "w") as f:
       json.dump(summary, f, indent=1)
     logging.info("%s", report.table())

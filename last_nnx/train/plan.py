@@ -101,7 +101,7 @@ def validate_config(config) -> None:
   """One-line errors for settings that cannot work."""
   p, t = config.pruning, config.train
   for name in ("start_epoch", "end_epoch"):
-    if getattr(p, name) > t.epochs:
+    if p.schedule != "none" and getattr(p, name) > t.epochs:
       raise ValueError(
         f"pruning.{name}={getattr(p, name)} is after the last training epoch "
         f"(train.epochs={t.epochs})"
