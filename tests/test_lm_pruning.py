@@ -182,7 +182,14 @@ def test_perplexity_curves_rows_table_and_plot(windows, tmp_path):
   assert "calibrated/global/seq | 50%" in lm_sweep.allocation_table(rows, ratios=(0.5,))
   assert (tmp_path / "c.png").exists() is False
   lm_sweep.plot(rows, str(tmp_path / "c.png"), key="bits_per_byte")
-  assert (tmp_path / "c.png").stat().st_size > 0
+  lm_sweep.plot(rows, str(tmp_path / "d.png"), key="bits_per_byte", over_dense=True)
+  assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "d.png").stat().st_size > 0
+  assert "every method pruned the ratio asked" in lm_sweep.achieved_table(rows)
+  short = [  # as if uniform's floor had pruned 31.25% where 25% was asked
+    {**r, "ratio_achieved": 0.3125} if r["method"] == "random/uniform" and r["ratio"] == 0.25 else r
+    for r in rows
+  ]
+  assert "| random/uniform | 31.2% | 50.0% |" in lm_sweep.achieved_table(short)
   with pytest.raises(ValueError, match="criterion/allocation"):
     lm_sweep.parse_method("calibrated/layerwise")
 

@@ -154,7 +154,7 @@ def _validate_flags() -> None:
     if not os.path.isdir(path):
       raise app.UsageError(
         f"--lm_checkpoints: {path} is not a directory; pass LM checkpoint directories (written "
-        "by `python -m last_nnx.prune` or `hub.save_pretrained`) or LM training runs"
+        "by `python -m last_nnx.cli.prune` or `hub.save_pretrained`) or LM training runs"
       )
 
 

@@ -2,7 +2,7 @@ r"""What pruning a Mamba-2 LM's states buys at decode: tokens/s and state bytes 
 
 ``python -m last_nnx.bench --out bench --sections lm_pruned`` (random weights), or with
 ``--lm_checkpoints DENSE,PRUNED,...``: saved LMs (`last_nnx.lm.hub` checkpoint directories,
-e.g. written by ``python -m last_nnx.prune``, or LM training runs), the first the reference
+e.g. written by ``python -m last_nnx.cli.prune``, or LM training runs), the first the reference
 the others are compared with.
 
 The model is mamba2-130m's shape (d_model 768, 24 layers, N 128, 24 heads of 64, one

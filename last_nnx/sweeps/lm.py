@@ -200,6 +200,22 @@ def table(rows: list[dict], key: str = "perplexity", fmt: str = "{:.3f}") -> str
   return "\n".join(lines)
 
 
+def achieved_table(rows: list[dict]) -> str:
+  """Markdown: the fraction of states each method pruned at each ratio asked, for the
+  methods where it differs from the ratio by more than half a percent (seed 0)."""
+  achieved = mean_rows(
+    [r for r in rows if "ratio_achieved" in r and r["seed"] == 0], "ratio_achieved"
+  )
+  ratios = sorted({x for c in achieved.values() for x in c})
+  lines = ["| method | " + " | ".join(f"{100 * x:.0f}%" for x in ratios) + " |"]
+  lines.append("|---|" + "---|" * len(ratios))
+  for method, c in achieved.items():
+    if any(abs(c[x][0] - x) > 0.005 for x in c):
+      cells = [f"{100 * c[x][0]:.1f}%" if x in c else "" for x in ratios]
+      lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) if len(lines) > 2 else "every method pruned the ratio asked (±0.5%)"
+
+
 def allocation_table(rows: list[dict], ratios=(0.5, 0.7)) -> str:
   """Markdown: states kept per layer at ``ratios`` for every method (seed 0)."""
   lines = ["| method | ratio | states kept per layer |", "|---|---|---|"]
@@ -215,35 +231,49 @@ def allocation_table(rows: list[dict], ratios=(0.5, 0.7)) -> str:
 
 
 def plot(
-  rows: list[dict], path: str, *, key: str = "perplexity", title: str = "", log_scale: bool = False
+  rows: list[dict],
+  path: str,
+  *,
+  key: str = "perplexity",
+  title: str = "",
+  log_scale: bool = False,
+  over_dense: bool = False,
 ) -> str:
-  """``key`` vs ratio, one line per method (random: mean, shaded ± std); writes ``path``."""
+  """``key`` vs the fraction of states pruned, one line per method (random: mean, shaded
+  ± std); writes ``path``. The x of a point is the ratio its method achieved (uniform
+  allocation keeps ``floor(N (1 - r))`` per layer, so it can prune more than asked).
+  ``over_dense``: ``key`` minus the dense model's, on a log scale (small gaps readable).
+  """
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   means = mean_rows(rows, key)
+  achieved = mean_rows([r for r in rows if "ratio_achieved" in r], "ratio_achieved")
   dense = means.pop("dense", {}).get(0.0, (None, 0.0))[0]
   fig, ax = plt.subplots(figsize=(6.8, 4.4))
   for i, (method, c) in enumerate(means.items()):
-    x = np.array(sorted(c))
-    mean = np.array([c[v][0] for v in x])
-    std = np.array([c[v][1] for v in x])
+    ratios = sorted(c)
+    x = np.array([achieved.get(method, {}).get(r, (r, 0.0))[0] for r in ratios])
+    mean = np.array([c[r][0] for r in ratios]) - (dense if over_dense and dense else 0.0)
+    std = np.array([c[r][1] for r in ratios])
     color = plt.get_cmap("tab10")(i % 10)
     style = "--" if method.endswith("/seq") else "-"
     ax.plot(100 * x, mean, style, marker="o", ms=3, label=method, color=color)
     if std.any():
-      ax.fill_between(100 * x, mean - std, mean + std, alpha=0.2, color=color)
-  if dense is not None:
+      low = np.maximum(mean - std, mean / 10) if over_dense else mean - std
+      ax.fill_between(100 * x, low, mean + std, alpha=0.2, color=color)
+  if dense is not None and not over_dense:
     ax.axhline(dense, color="gray", ls=":", lw=1, label="dense")
-  if log_scale:
+  if log_scale or over_dense:
     ax.set_yscale("log")
-  ax.set_xlabel("states pruned (%)")
-  ax.set_ylabel(key.replace("_", " "))
+  ax.set_xlabel("states pruned (%, as achieved)")
+  label = key.replace("_", " ")
+  ax.set_ylabel(f"{label} minus dense ({dense:.4g})" if over_dense and dense else label)
   ax.set_title(title or f"One-shot state pruning, no fine-tuning: {key}")
   ax.legend(fontsize=7)
-  ax.grid(alpha=0.3)
+  ax.grid(alpha=0.3, which="both")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -1,12 +1,12 @@
 r"""Prune, search and sweep a saved Mamba-2 language model's states (the LM side of the
 `prune` and `sweep` programs, whose flags `last_nnx.cli.prune_lm` defines).
 
-  python -m last_nnx.prune --workdir runs/pydocs --ratio 0.5 --criterion calibrated \
+  python -m last_nnx.cli.prune --workdir runs/pydocs --ratio 0.5 --criterion calibrated \
       --allocation global --sequential [--format transformers --layout padded]
-  python -m last_nnx.prune --workdir ckpt/mamba2-130m --text corpus/ --ratio 0.5 \
+  python -m last_nnx.cli.prune --workdir ckpt/mamba2-130m --text corpus/ --ratio 0.5 \
       --criterion calibrated/uniform/seq                      # GHOST's procedure
-  python -m last_nnx.prune --workdir runs/pydocs --max_drop 5 --criterion calibrated,gramian
-  python -m last_nnx.sweep --workdir runs/pydocs              # perplexity / bits-per-byte curves
+  python -m last_nnx.cli.prune --workdir runs/pydocs --max_drop 5 --criterion calibrated,gramian
+  python -m last_nnx.cli.sweep --workdir runs/pydocs      # perplexity / bits-per-byte curves
 
 ``--workdir`` is an LM training run (its data config gives the text) or a checkpoint
 directory (``config.json`` + weights, `last_nnx.lm.hub`; its text is ``--text``:
@@ -288,10 +288,13 @@ def sweep_saved_lm(
       lm_sweep.table(points, key, "{:.4f}"),
       lm_sweep.table(points, "perplexity", "{:.3f}"),
       "States kept per layer:\n\n" + lm_sweep.allocation_table(points),
+      "States pruned as achieved, where it differs from the ratio asked (uniform keeps "
+      "floor(N (1 - ratio)) per layer):\n\n" + lm_sweep.achieved_table(points),
     ]
   )
   with open(os.path.join(out, "report.md"), "w") as f:
     f.write(text + "\n")
   lm_sweep.plot(points, os.path.join(out, "bits_per_byte.png"), key=key)
+  lm_sweep.plot(points, os.path.join(out, "bits_per_byte_over_dense.png"), key=key, over_dense=True)
   lm_sweep.plot(points, os.path.join(out, "perplexity.png"), key="perplexity", log_scale=True)
   return text
