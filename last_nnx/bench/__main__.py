@@ -91,7 +91,10 @@ SECTIONS = (
     "lm_pruned",
     "lm_pruned",
     lambda f: _call(
-      "lm_pruned:bench_lm_pruned", min(f.repeats, 2), checkpoints=f.lm_checkpoints or None
+      "lm_pruned:bench_lm_pruned",
+      min(f.repeats, 2),
+      steps=f.decode_steps,
+      checkpoints=f.lm_checkpoints or None,
     ),
     "lm_pruned:markdown",
   ),
@@ -129,6 +132,9 @@ def _define_flags() -> None:
     "reference, e.g. the dense model, then pruned ones), instead of random weights at the "
     "mamba2-130m shape; give another --out to keep bench/'s figures.",
   )
+  flags.DEFINE_integer(
+    "decode_steps", 8, "lm_pruned: greedy decode steps timed in one compiled scan."
+  )
   flags.DEFINE_float(
     "capacity_gib",
     16.0,
@@ -146,6 +152,7 @@ def _validate_flags() -> None:
   errors.parse_numbers("lengths", FLAGS.lengths, int, low=1)
   errors.parse_numbers("batch", [FLAGS.batch], int, low=1)
   errors.parse_numbers("repeats", [FLAGS.repeats], int, low=1)
+  errors.parse_numbers("decode_steps", [FLAGS.decode_steps], int, low=1)
   if FLAGS.lm_checkpoints and "lm_pruned" not in FLAGS.sections:
     raise app.UsageError(
       "--lm_checkpoints is read by the lm_pruned section: add --sections lm_pruned"
