@@ -75,11 +75,13 @@ def finetune(
   weight_decay: float = 0.0,
   seed: int = 0,
   log_every: int = 50,
+  log=None,
 ) -> list[tuple[int, float]]:
   """Fine-tunes ``student`` in place (module docstring); ``windows (n, L + 1)`` int32.
 
   Returns ``[(step, mean loss since the previous entry), ...]`` every ``log_every``
-  steps (the KL with a teacher, else the cross-entropy in nats per token).
+  steps (the KL with a teacher, else the cross-entropy in nats per token); ``log`` is
+  called with each entry as it is made (progress).
   """
   windows = np.asarray(windows, np.int32)
   if windows.ndim != 2 or windows.shape[1] < 2:
@@ -101,4 +103,6 @@ def finetune(
     if step % log_every == 0 or step == steps:
       history.append((step, float(np.mean(jax.device_get(running)))))
       running = []
+      if log:
+        log(*history[-1])
   return history

@@ -198,6 +198,13 @@ def prune_saved_lm(
         lr=recovery.lr,
         batch_size=recovery.batch_size,
         seed=seed,
+        log=lambda step, loss: logging.info(
+          "fine-tuning on the %s: step %d/%d, loss %.4f",
+          recovery.target,
+          step,
+          recovery.steps,
+          loss,
+        ),
       )
       finetuned = {
         **dataclasses.asdict(recovery),
