@@ -242,7 +242,8 @@ def plot(
   """``key`` vs the fraction of states pruned, one line per method (random: mean, shaded
   ± std); writes ``path``. The x of a point is the ratio its method achieved (uniform
   allocation keeps ``floor(N (1 - r))`` per layer, so it can prune more than asked).
-  ``over_dense``: ``key`` minus the dense model's, on a log scale (small gaps readable).
+  ``over_dense``: ``key`` minus the dense model's, on a log scale (small gaps readable);
+  points at or below dense (a gap of zero or less) are left out of their line.
   """
   import matplotlib
 
@@ -258,6 +259,8 @@ def plot(
     x = np.array([achieved.get(method, {}).get(r, (r, 0.0))[0] for r in ratios])
     mean = np.array([c[r][0] for r in ratios]) - (dense if over_dense and dense else 0.0)
     std = np.array([c[r][1] for r in ratios])
+    if over_dense:
+      mean = np.where(mean > 0, mean, np.nan)  # a log axis has no place for gaps <= 0
     color = plt.get_cmap("tab10")(i % 10)
     style = "--" if method.endswith("/seq") else "-"
     ax.plot(100 * x, mean, style, marker="o", ms=3, label=method, color=color)
