@@ -95,27 +95,27 @@ def main(argv):
     return
   if not FLAGS.workdir:
     sys.exit("error: --workdir is required (the directory of a training run)")
-  from last_nnx.cli import prune_lm
+  from last_nnx.cli import errors, prune_lm
   from last_nnx.sweeps import saved_lm
 
   if saved_lm.is_lm_target(FLAGS.workdir):  # an LM run or checkpoint directory
     try:
+      ratios = errors.parse_numbers("ratios", FLAGS.ratios, low=0.0, high=1.0, high_open=True)
       print(
         saved_lm.sweep_saved_lm(
           FLAGS.workdir,
           out=FLAGS.out,
           which=FLAGS.which,
-          ratios=[float(r) for r in FLAGS.ratios],
+          ratios=[r for r in ratios if r > 0],  # the dense model is always the first row
           methods=FLAGS.criteria,
           seeds=FLAGS.seeds,
           opts=prune_lm.text_options(),
         )
       )
     except (ValueError, FileNotFoundError) as e:
-      sys.exit(f"error: {e}")
+      errors.fail(str(e))
     return
   from last_nnx import data
-  from last_nnx.cli import errors
   from last_nnx.train.checkpoint import load_model
 
   try:  # one-line errors (exit 2): bad flags, a wrong workdir
