@@ -7,6 +7,7 @@ from flax import nnx
 
 from last_nnx.lm import Mamba2LM, Mamba2LMConfig, evaluate
 from last_nnx.lm import prune as lm_prune
+from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.sequential import prune_selective
 
 CONFIG = Mamba2LMConfig.tiny(n_layers=2, chunk_size=16)
@@ -126,11 +127,68 @@ def test_compacted_equals_masked_and_perplexity_is_finite(windows):
   assert compact.state_sizes() != masked.state_sizes()
 
 
+def test_measured_allocation_cuts_the_layers_the_loss_does_not_need():
+  # A loss that only layer 1's states move (one unit per state masked there).
+  model = _model(2)
+  second = list(prunable_layers(model))[1]
+
+  def loss(m):
+    return float(8 - np.asarray(prunable_layers(m)[second].state_mask[...]).sum())
+
+  report = prune_selective(
+    model, 0.5, criterion="magnitude", allocation="measured", loss_fn=loss, mode="mask"
+  )
+  assert report.per_layer() == [1, 7]  # layer 0 down to its one state before layer 1 pays
+  np.testing.assert_allclose(report.layer_costs[second], [np.inf, 7, 6, 5, 4, 3, 2, 1, 0])
+
+  # The costs serve again without measuring (any ratio, same model and scores).
+  def no_loss(m):
+    raise AssertionError("measured again")
+
+  again = prune_selective(
+    _model(2),
+    0.75,
+    criterion="magnitude",
+    allocation="measured",
+    loss_fn=no_loss,
+    layer_costs=report.layer_costs,
+    mode="mask",
+  )
+  assert again.per_layer() == [1, 3]
+
+
+def test_measured_costs_are_each_layer_cut_alone_on_the_calibration_loss(windows):
+  report = lm_prune.prune_lm(
+    _model(2), 0.5, allocation="measured", calibration=windows, batch_size=8, mode="mask"
+  )
+  first, second = report.kept
+  dense = _model(2)
+  base = evaluate(dense, windows, 8)["loss"]
+  energy = report.first_pass[second]["output_energy"]
+  measured = []
+  for k in range(1, 8):  # the grid of 10-90% of 8 states hits every count
+    cut = nnx.clone(dense)
+    keep = np.zeros(8, bool)
+    keep[np.argsort(-energy, kind="stable")[:k]] = True
+    prunable_layers(cut)[second].mask_states(keep)
+    measured.append(evaluate(cut, windows, 8)["loss"] - base)
+  expected = np.maximum.accumulate((measured + [0.0])[::-1])[::-1]  # non-increasing in k
+  np.testing.assert_allclose(report.layer_costs[second][1:], expected, rtol=1e-4, atol=1e-6)
+  assert np.isinf(report.layer_costs[second][0]) and sum(report.per_layer()) == 8
+  costs = report.layer_costs
+  k0 = report.per_layer()[0]
+  assert costs[first][k0] + costs[second][8 - k0] == pytest.approx(
+    min(costs[first][a] + costs[second][8 - a] for a in range(1, 8))
+  )
+
+
 def test_bad_options_say_what_to_do(windows):
   with pytest.raises(ValueError, match="allocation"):
     lm_prune.prune_lm(_model(1), 0.5, allocation="layerwise", calibration=windows)
   with pytest.raises(ValueError, match="calibration"):
     lm_prune.prune_lm(_model(1), 0.5, criterion="calibrated")
+  with pytest.raises(ValueError, match="loss_fn"):
+    lm_prune.prune_lm(_model(1), 0.5, criterion="magnitude", allocation="measured")
 
 
 def test_pruned_saved_and_reloaded_lm_has_the_same_perplexity(windows, tmp_path):

@@ -375,6 +375,28 @@ def test_dead_slots_never_kept_and_ties_deterministic():
   assert keep["a"].tolist() == [False, True] and keep["b"].tolist() == [True, False]
 
 
+def test_allocate_counts_is_the_exact_minimum_of_summed_costs():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    sizes = rng.integers(1, 6, size=3)
+    costs = {f"l{i}": np.sort(rng.random(n + 1))[::-1] for i, n in enumerate(sizes)}
+    costs["l0"][0] = np.inf  # layer 0 must keep at least one state
+    total = int(rng.integers(1, sizes.sum() + 1))
+    counts = allocate.allocate_counts(costs, total)
+    assert sum(counts.values()) == total and counts["l0"] >= 1
+    best = min(
+      costs["l0"][a] + costs["l1"][b] + costs["l2"][total - a - b]
+      for a in range(1, sizes[0] + 1)
+      for b in range(sizes[1] + 1)
+      if 0 <= total - a - b <= sizes[2]
+    )
+    assert sum(costs[k][v] for k, v in counts.items()) == pytest.approx(best)
+  # A cheap layer gives up its states first; a total below the minimums is raised to them.
+  costs = {"cheap": np.array([np.inf, 0.1, 0.05, 0.0]), "dear": np.array([9.0, 5.0, 1.0, 0.0])}
+  assert allocate.allocate_counts(costs, 4) == {"cheap": 1, "dear": 3}
+  assert allocate.allocate_counts(costs, 0) == {"cheap": 1, "dear": 0}
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), "x"])
 def test_bad_ratio_is_a_clear_error(bad):
   with pytest.raises(ValueError, match=r"\[0, 1\)"):

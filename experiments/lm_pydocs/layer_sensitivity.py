@@ -22,7 +22,6 @@ from last_nnx.pruning import selective
 from last_nnx.pruning.apply import apply_keep
 from last_nnx.pruning.criteria import layer_scores
 from last_nnx.pruning.layers import prunable_layers
-from last_nnx.pruning.sequential import keep_best
 from last_nnx.sweeps import lm as lm_sweep
 from last_nnx.sweeps.saved_lm import TextOptions, prepare
 
@@ -57,7 +56,7 @@ def main():
     for rule in ("uniform", "global"):
       k = counts[rule][path]
       cut = nnx.clone(model)
-      apply_keep(cut, {path: keep_best(scores[path], k, groups[path])}, mode="mask")
+      apply_keep(cut, {path: allocate_lib.keep_best(scores[path], k, groups[path])}, mode="mask")
       entry[rule] = {"kept": k, "delta": bpb(cut) - dense}
     out["layers"].append(entry)
   with open(os.path.join(args.run_dir, "sweep-lm", "layer_sensitivity.json"), "w") as f:

@@ -32,8 +32,9 @@ def define_flags(prune: bool) -> None:
     flags.DEFINE_enum(
       "allocation",
       None,
-      ["global", "uniform"],
-      "LM: global (LAST's one threshold) or uniform (same fraction per layer); default global.",
+      ["global", "uniform", "measured"],
+      "LM: global (LAST's one threshold), uniform (same fraction per layer) or measured "
+      "(counts from each layer's measured loss cost); default global.",
     )
     flags.DEFINE_bool(
       "sequential",

@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 
 from last_nnx.lm.config import Mamba2LMConfig
+from last_nnx.lm.generate import evaluate
 from last_nnx.pruning.sequential import SequentialReport, prune_selective
 
 CALIBRATION_COUNT = 128
@@ -96,13 +97,20 @@ def prune_lm(
   seed=None,
   mode: str = "compact",
   min_per_layer: int = 1,
+  layer_costs: dict | None = None,
 ) -> SequentialReport:
   """Prunes ``ratio`` of ``model``'s states in place; ``calibration``: windows ``(n, L)``.
 
   See `last_nnx.pruning.sequential.prune_selective` for the options. With
-  ``mode='compact'`` the model's config is updated to its new state sizes.
+  ``allocation='measured'`` a layer's cost is the rise of the next-token loss on the
+  calibration windows when that layer alone is cut. With ``mode='compact'`` the
+  model's config is updated to its new state sizes.
   """
   batches = as_batches(calibration, batch_size) if calibration is not None else None
+
+  def calibration_loss(m: nnx.Module) -> float:
+    return evaluate(m, calibration, batch_size)["loss"]
+
   report = prune_selective(
     model,
     ratio,
@@ -114,6 +122,8 @@ def prune_lm(
     seed=seed,
     mode=mode,
     min_per_layer=min_per_layer,
+    loss_fn=calibration_loss if calibration is not None else None,
+    layer_costs=layer_costs,
   )
   if mode == "compact":
     model.config = pruned_config(model)

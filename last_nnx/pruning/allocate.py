@@ -89,6 +89,15 @@ def forced_keeps(
   return keep
 
 
+def keep_best(scores: np.ndarray, k: int, group: np.ndarray | None = None) -> np.ndarray:
+  """``(S,)`` bool: ``k`` live slots, each group's best first (``group``: ``(S,)`` ids),
+  then the best by score."""
+  mask = forced_keeps(scores, 1, group)
+  rest = np.where(mask, -np.inf, scores)
+  mask[top_slots(rest, k - int(mask.sum()))] = True
+  return mask
+
+
 def allocate_global(
   scores: dict[str, np.ndarray],
   ratio: float,
@@ -169,6 +178,43 @@ def allocate(
     raise ValueError(f"unknown allocation rule {rule!r}; expected one of {RULES}")
   fn = allocate_global if rule == "global" else allocate_uniform
   return fn(scores, ratio, min_per_layer, groups, min_per_group)
+
+
+def allocate_counts(costs: dict[str, np.ndarray], keep_total: int) -> dict[str, int]:
+  """States kept per layer, ``{layer: k}``, minimizing ``sum_l costs[l][k_l]`` subject to
+  ``sum_l k_l = keep_total`` (exact, by dynamic programming over the layers).
+
+  Args:
+    costs: per layer, ``(n_l + 1,)`` float costs of keeping ``k = 0 .. n_l`` of its
+      states; ``inf`` where a count is not allowed (below the layer's minimum).
+    keep_total: states kept in all; raised to the smallest total the minimums allow.
+
+  Ties go to the smaller count in the earlier layer. ``O(L K n)`` time.
+  """
+  names = list(costs)
+  best = np.zeros(1)  # best[t]: least cost of the layers so far keeping t states in all
+  choices = []
+  for name in names:
+    c = np.asarray(costs[name], np.float64)
+    new = np.full(best.size + c.size - 1, np.inf)
+    arg = np.zeros(new.size, int)
+    for k in np.flatnonzero(np.isfinite(c)):
+      candidate = best + c[k]
+      window = new[k : k + best.size]
+      better = candidate < window
+      window[better] = candidate[better]
+      arg[k : k + best.size][better] = k
+    best = new
+    choices.append(arg)
+  feasible = np.flatnonzero(np.isfinite(best))
+  if feasible.size == 0:
+    raise ValueError("allocate_counts: some layer allows no count at all (every cost is inf)")
+  t = int(min(max(keep_total, feasible[0]), feasible[-1]))
+  counts = {}
+  for name, arg in zip(reversed(names), reversed(choices)):
+    counts[name] = int(arg[t])
+    t -= counts[name]
+  return {name: counts[name] for name in names}
 
 
 def threshold(scores: dict[str, np.ndarray], keep: dict[str, np.ndarray]) -> float | None:

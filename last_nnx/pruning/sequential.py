@@ -10,8 +10,9 @@ needs every layer's scores at once. The two compose here as:
 
 1. **allocate** from one pass on the model as it is: every layer's scores under
    ``criterion``, then ``allocation`` (``'global'``: LAST's one threshold;
-   ``'uniform'``: the same fraction in each layer) gives each layer its count
-   ``k_i`` of states to keep;
+   ``'uniform'``: the same fraction in each layer; ``'measured'``: the counts that
+   least raise ``loss_fn`` when each layer's cut is measured alone,
+   `last_nnx.pruning.measured`) gives each layer its count ``k_i`` of states to keep;
 2. **choose** (``sequential=True``): for ``i = 0, 1, ...`` in layer order, recompute
    layer ``i``'s statistics on the model with layers ``< i`` pruned (masked: the
    shapes stay, so one compiled forward serves every layer), and keep its ``k_i``
@@ -33,19 +34,20 @@ are pruned, so the sequential pass re-chooses the same states there.
 
 import dataclasses
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 from flax import nnx
 
 from last_nnx.pruning import allocate as allocate_lib
-from last_nnx.pruning import selective
+from last_nnx.pruning import measured, selective
 from last_nnx.pruning.apply import apply_keep
 from last_nnx.pruning.criteria import check_applies, layer_scores
 from last_nnx.pruning.layers import prunable_layers
 from last_nnx.pruning.options import as_generator
 from last_nnx.ssm.base import is_selective
 
-ALLOCATIONS = ("global", "uniform")
+ALLOCATIONS = ("global", "uniform", "measured")
 
 
 @dataclasses.dataclass
@@ -60,6 +62,8 @@ class SequentialReport:
       with (the dense model's for one pass; the partly pruned model's when
       sequential); empty for data-free criteria.
     first_pass: ``{layer: {statistic: (S,)}}`` of step 1 (dense model).
+    layer_costs: ``{layer: (n + 1,)}`` loss added by keeping ``k`` states of that
+      layer alone (``'measured'`` allocation; None otherwise).
   """
 
   criterion: str
@@ -70,6 +74,7 @@ class SequentialReport:
   kept: dict
   statistics: dict
   first_pass: dict
+  layer_costs: dict | None = None
 
   @property
   def states_before(self) -> int:
@@ -112,14 +117,6 @@ def _flat(stats: dict | None) -> dict:
   return {k: np.asarray(v, np.float64).reshape(-1) for k, v in (stats or {}).items()}
 
 
-def keep_best(scores: np.ndarray, k: int, group: np.ndarray) -> np.ndarray:
-  """``(S,)`` bool: ``k`` live slots, each group's best first, then the best by score."""
-  mask = allocate_lib.forced_keeps(scores, 1, group)
-  rest = np.where(mask, -np.inf, scores)
-  mask[allocate_lib.top_slots(rest, k - int(mask.sum()))] = True
-  return mask
-
-
 def prune_selective(
   model: nnx.Module,
   ratio: float,
@@ -132,6 +129,8 @@ def prune_selective(
   seed=None,
   mode: str = "compact",
   min_per_layer: int = 1,
+  loss_fn: Callable[[nnx.Module], float] | None = None,
+  layer_costs: dict[str, np.ndarray] | None = None,
 ) -> SequentialReport:
   """Prunes a fraction ``ratio`` of the live states of a model's selective layers, in place.
 
@@ -140,7 +139,9 @@ def prune_selective(
     ratio: fraction of the live states to remove, in [0, 1).
     criterion: a criterion that applies to selective layers (``calibrated``,
       ``gramian``, ``magnitude``, ``random``, ``uniform``).
-    allocation: ``'global'`` or ``'uniform'``; None: the criterion's own.
+    allocation: ``'global'``, ``'uniform'`` or ``'measured'`` (counts from what each
+      layer's cut costs ``loss_fn``: `last_nnx.pruning.measured`); None: the
+      criterion's own.
     sequential: re-choose each layer's states on the model pruned so far
       (module docstring, step 2).
     calibration: a sequence or iterable of ``(inputs, lengths, ...)`` batches (the
@@ -148,6 +149,10 @@ def prune_selective(
     seed: seed or generator for ``random`` (`last_nnx.pruning.options.as_generator`).
     mode: ``'compact'`` or ``'mask'``.
     min_per_layer: states every layer keeps.
+    loss_fn: ``model -> float`` for ``'measured'`` (e.g. the LM loss on the
+      calibration windows).
+    layer_costs: ``'measured'``'s costs from an earlier call on the same model,
+      criterion and calibration (the report's ``layer_costs``): not measured again.
 
   Returns:
     A `SequentialReport`.
@@ -163,6 +168,11 @@ def prune_selective(
   allocation = allocation or crit.allocation
   if allocation not in ALLOCATIONS:
     raise ValueError(f"allocation={allocation!r}; expected one of {ALLOCATIONS}")
+  if allocation == "measured" and loss_fn is None and layer_costs is None:
+    raise ValueError(
+      "allocation='measured' needs loss_fn= (model -> loss, e.g. the LM loss on the "
+      "calibration windows) to measure each layer's cost"
+    )
   generator = as_generator(seed)
   needs_data = crit.needs_data("selective")
   batches = []
@@ -181,7 +191,14 @@ def prune_selective(
   views = {p: selective.layer_view(layer, first.get(p)) for p, layer in layers.items()}
   scores = {p: layer_scores(v, criterion, rng=generator) for p, v in views.items()}
   groups = {p: v.group for p, v in views.items()}
-  keep = allocate_lib.allocate(scores, ratio, allocation, min_per_layer, groups)
+  if allocation == "measured":
+    if layer_costs is None:
+      layer_costs = measured.layer_costs(
+        model, scores, groups, loss_fn, min_per_layer=min_per_layer
+      )
+    keep = measured.keep_masks(scores, groups, layer_costs, ratio)
+  else:
+    keep = allocate_lib.allocate(scores, ratio, allocation, min_per_layer, groups)
   live = {p: int(v.valid.sum()) for p, v in views.items()}
   final_stats = {p: _flat(first.get(p)) for p in layers}
 
@@ -196,7 +213,7 @@ def prune_selective(
         s = layer_scores(view, criterion, rng=generator)
       else:
         s = scores[path]
-      keep[path] = keep_best(s, k, groups[path])
+      keep[path] = allocate_lib.keep_best(s, k, groups[path])
       apply_keep(model, {path: keep[path]}, mode="mask")
 
   # 3. Apply (mask or compact) every layer's keep set.
@@ -210,7 +227,8 @@ def prune_selective(
     kept={p: np.asarray(m, bool) for p, m in keep.items()},
     statistics=final_stats,
     first_pass={p: _flat(first.get(p)) for p in layers},
+    layer_costs=layer_costs,
   )
 
 
-__all__ = ["ALLOCATIONS", "SequentialReport", "keep_best", "layer_statistics", "prune_selective"]
+__all__ = ["ALLOCATIONS", "SequentialReport", "layer_statistics", "prune_selective"]

@@ -10,8 +10,10 @@
 A **method** is ``criterion/allocation[/seq]`` (`parse_method`): a selective criterion
 (``calibrated``, ``gramian``, ``magnitude``, ``random``), an allocation (``global``: LAST's
 one threshold over layer-normalized scores; ``uniform``: the same fraction in every
-layer) and whether layers are re-scored sequentially on the model pruned so far (GHOST,
-`last_nnx.pruning.sequential`). ``calibrated/uniform/seq`` is GHOST's procedure.
+layer; ``measured``: the counts that least raise the calibration loss, from each
+layer's cut measured alone, `last_nnx.pruning.measured`) and whether layers are
+re-scored sequentially on the model pruned so far (GHOST, `last_nnx.pruning.sequential`).
+``calibrated/uniform/seq`` is GHOST's procedure.
 
 Each point prunes a copy of the dense model in mask mode (the same shapes, so one
 compiled forward serves every point; masked and compacted models give the same outputs,
@@ -39,12 +41,14 @@ DEFAULT_METHODS = (
   "calibrated/global/seq",
   "calibrated/uniform",
   "calibrated/uniform/seq",
+  "calibrated/measured",
   "gramian/global",
   "gramian/uniform",
   "magnitude/global",
   "random/global",
 )
 CRITERIA = ("calibrated", "gramian", "magnitude", "random")
+ALLOCATIONS = ("global", "uniform", "measured")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +72,11 @@ def parse_method(spec: str) -> Method:
     not parts
     or len(parts) > 2
     or parts[0] not in CRITERIA
-    or (len(parts) == 2 and parts[1] not in ("global", "uniform"))
+    or (len(parts) == 2 and parts[1] not in ALLOCATIONS)
   ):
     raise ValueError(
       f"method {spec!r}: write criterion/allocation[/seq] with a criterion in "
-      f"{CRITERIA} and allocation global or uniform (e.g. calibrated/uniform/seq)"
+      f"{CRITERIA} and an allocation in {ALLOCATIONS} (e.g. calibrated/uniform/seq)"
     )
   return Method(parts[0], parts[1] if len(parts) == 2 else "global", seq)
 
@@ -96,8 +100,10 @@ def prune_point(
   seed: int = 0,
   mode: str = "mask",
   batch_size: int = CALIBRATION_BATCH,
+  layer_costs: dict | None = None,
 ):
-  """``(pruned copy, report)``: ``dense`` untouched."""
+  """``(pruned copy, report)``: ``dense`` untouched. ``layer_costs``: a ``measured``
+  method's costs from an earlier report of the same method and seed (not measured again)."""
   method = parse_method(method) if isinstance(method, str) else method
   model = nnx.clone(dense)
   report = prune_lm(
@@ -110,6 +116,7 @@ def prune_point(
     seed=seed,
     mode=mode,
     batch_size=batch_size,
+    layer_costs=layer_costs,
   )
   return model, report
 
@@ -147,8 +154,10 @@ def curves(
   for spec in methods:
     method = parse_method(spec)
     for seed in range(seeds if method.criterion == "random" else 1):
+      costs = None  # measured once per method and seed, reused at every ratio
       for ratio in ratios:
-        model, report = prune_point(dense, method, ratio, calibration, seed=seed)
+        model, report = prune_point(dense, method, ratio, calibration, seed=seed, layer_costs=costs)
+        costs = report.layer_costs
         row = {
           "method": method.name,
           "criterion": method.criterion,
@@ -310,9 +319,13 @@ def max_drop(
   dense_ppl = evaluate(dense, windows, eval_batch_size)["perplexity"]
   limit = dense_ppl * (1.0 + tolerance / 100.0)
   tried = []
+  costs = {}  # a measured method's layer costs, measured at the first ratio tried
 
   def ppl(r):
-    model, report = prune_point(dense, method, r, calibration, seed=seed)
+    model, report = prune_point(
+      dense, method, r, calibration, seed=seed, layer_costs=costs.get("measured")
+    )
+    costs["measured"] = report.layer_costs
     p = evaluate(model, windows, eval_batch_size)["perplexity"]
     tried.append((float(r), p, report.per_layer()))
     return p
