@@ -3,7 +3,7 @@
 # with the programs a user runs, on the byte-level pydocs Mamba-2 LM (CPython's own prose).
 #   bash experiments/lm_pydocs/run.sh [RUN_DIR] [extra make-train ARGS]
 # Each step is skipped when its output exists, so a rerun resumes. On 2 idle CPU cores:
-# ~25 min training, ~15 min sweep, ~20 min pruned models and fine-tuning, ~3 min decode.
+# ~25 min training, ~15 min sweep, ~25 min pruned models and fine-tuning, ~3 min decode.
 set -euo pipefail
 RUN=${1:-runs/pydocs-long}
 TRAIN_ARGS=${2:-}
@@ -17,7 +17,8 @@ if [ ! -f "$RUN/summary.json" ]; then
 fi
 
 # 2. One-shot curves, no fine-tuning: every 10%, every method (sweeps.lm.DEFAULT_METHODS:
-#    calibrated / gramian global and uniform, calibrated sequential, magnitude, random x 3).
+#    calibrated / gramian global and uniform, calibrated sequential and measured,
+#    magnitude, random x 3).
 if [ ! -f "$RUN/sweep-lm/points.json" ]; then
   log "sweep"
   make sweep WORKDIR="$RUN"
@@ -38,6 +39,7 @@ prune() {  # OUT ARGS...
 for ratio in 0.5 0.7; do
   prune "global-$ratio" --ratio $ratio --criterion calibrated/global
   prune "ghost-$ratio" --ratio $ratio --criterion calibrated/uniform/seq
+  prune "measured-$ratio" --ratio $ratio --criterion calibrated/measured
   for target in logits text; do
     prune "global-$ratio-$target" --ratio $ratio --criterion calibrated/global \
       --finetune_steps 300 --finetune_target $target
@@ -45,11 +47,12 @@ for ratio in 0.5 0.7; do
 done
 # How far can it go within 2% of the dense val perplexity?
 prune "max-drop-2" --max_drop 2 --criterion calibrated/global/seq
+prune "max-drop-2-measured" --max_drop 2 --criterion calibrated/measured
 
 # 5. Decode speed of the compacted models (their ragged per-layer N) against dense.
 if [ ! -f "$RUN/bench/results.json" ]; then
   log "decode bench"
   "$PY" -m last_nnx.bench --out "$RUN/bench" --sections lm_pruned --decode_steps 64 \
-    --lm_checkpoints "$RUN,$RUN/pruned/global-0.5,$RUN/pruned/ghost-0.5,$RUN/pruned/global-0.7,$RUN/pruned/ghost-0.7"
+    --lm_checkpoints "$RUN,$RUN/pruned/global-0.5,$RUN/pruned/ghost-0.5,$RUN/pruned/measured-0.5,$RUN/pruned/global-0.7,$RUN/pruned/ghost-0.7,$RUN/pruned/measured-0.7"
 fi
 log "done: $RUN/sweep-lm/report.md, $RUN/pruned/*/prune_report.json, $RUN/bench/results.md"

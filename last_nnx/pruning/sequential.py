@@ -193,6 +193,7 @@ def prune_selective(
   groups = {p: v.group for p, v in views.items()}
   if allocation == "measured":
     if layer_costs is None:
+      assert loss_fn is not None  # checked above
       layer_costs = measured.layer_costs(
         model, scores, groups, loss_fn, min_per_layer=min_per_layer
       )

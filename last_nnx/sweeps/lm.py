@@ -319,7 +319,7 @@ def max_drop(
   dense_ppl = evaluate(dense, windows, eval_batch_size)["perplexity"]
   limit = dense_ppl * (1.0 + tolerance / 100.0)
   tried = []
-  costs = {}  # a measured method's layer costs, measured at the first ratio tried
+  costs: dict = {}  # a measured method's layer costs, measured at the first ratio tried
 
   def ppl(r):
     model, report = prune_point(
