@@ -24,6 +24,7 @@ Price: ``L x len(grid)`` calls of ``loss_fn``.
 from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from last_nnx.pruning import allocate as allocate_lib
@@ -77,6 +78,13 @@ def layer_costs(
     cost = np.maximum.accumulate(cost[::-1])[::-1]  # non-increasing in k
     cost[:low] = np.inf
     costs[path] = cost
+    logging.info(
+      "measured allocation: %s cut alone to %s of %d states costs %s",
+      path,
+      counts,
+      n,
+      np.round(measured, 5).tolist(),
+    )
   return costs
 
 
