@@ -89,10 +89,17 @@ def forced_keeps(
   return keep
 
 
-def keep_best(scores: np.ndarray, k: int, group: np.ndarray | None = None) -> np.ndarray:
-  """``(S,)`` bool: ``k`` live slots, each group's best first (``group``: ``(S,)`` ids),
+def keep_best(
+  scores: np.ndarray,
+  k: int,
+  group: np.ndarray | None = None,
+  min_per_layer: int = 1,
+  min_per_group: int = 1,
+) -> np.ndarray:
+  """``(S,)`` bool: ``k`` live slots: the forced keeps first (`forced_keeps`: the layer's
+  ``min_per_layer`` best and each group's ``min_per_group`` best, ``group``: ``(S,)`` ids),
   then the best by score."""
-  mask = forced_keeps(scores, 1, group)
+  mask = forced_keeps(scores, min_per_layer, group, min_per_group)
   rest = np.where(mask, -np.inf, scores)
   mask[top_slots(rest, k - int(mask.sum()))] = True
   return mask
@@ -158,10 +165,7 @@ def allocate_uniform(
     s = np.asarray(s, np.float64)
     n = int(np.isfinite(s).sum())
     k = max(min(min_per_layer, n), floor_keep(n, ratio))
-    mask = forced_keeps(s, min_per_layer, groups.get(name), min_per_group)
-    rest = np.where(mask, -np.inf, s)
-    mask[top_slots(rest, k - int(mask.sum()))] = True
-    keep[name] = mask
+    keep[name] = keep_best(s, k, groups.get(name), min_per_layer, min_per_group)
   return keep
 
 

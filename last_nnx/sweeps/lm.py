@@ -319,13 +319,12 @@ def max_drop(
   dense_ppl = evaluate(dense, windows, eval_batch_size)["perplexity"]
   limit = dense_ppl * (1.0 + tolerance / 100.0)
   tried = []
-  costs: dict = {}  # a measured method's layer costs, measured at the first ratio tried
+  costs = None  # a measured method's layer costs, measured at the first ratio tried
 
   def ppl(r):
-    model, report = prune_point(
-      dense, method, r, calibration, seed=seed, layer_costs=costs.get("measured")
-    )
-    costs["measured"] = report.layer_costs
+    nonlocal costs
+    model, report = prune_point(dense, method, r, calibration, seed=seed, layer_costs=costs)
+    costs = report.layer_costs
     p = evaluate(model, windows, eval_batch_size)["perplexity"]
     tried.append((float(r), p, report.per_layer()))
     return p
